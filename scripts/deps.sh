@@ -11,6 +11,9 @@
 set -euo pipefail
 
 packages=(
+	make              # make test, make bench
+	gcc               # go test -race needs cgo
+	libc6-dev
 	qemu-utils        # qemu-img, qemu-nbd, qemu-io
 	libnbd-bin        # nbdinfo, nbdcopy, nbdfuse, nbdsh
 	python3-libnbd    # nbdsh's python module
