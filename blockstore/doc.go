@@ -1,0 +1,39 @@
+// Package blockstore keeps content-addressed chunks: the bytes of disk
+// blocks, named by their BLAKE3-256 digest, compressed where that pays,
+// appended to pack files and indexed in Pebble. It knows nothing of
+// volumes or time: the timeline package decides which chunk a block held
+// when.
+//
+// # Layout
+//
+// Chunks are appended to pack files (packs/NNNNNNNN.pack, see pack.go for
+// the record format). The chunk index lives in the Pebble database the
+// caller opens, under keys that start with IndexPrefix:
+//
+//	'c' | BLAKE3-256 digest (32 bytes) -> location (see location.go)
+//
+// Every chunk is deduplicated across all volumes: a digest that is already
+// indexed is never written again.
+//
+// # Durability
+//
+// A chunk is written to its pack with pwrite before Put returns, and its
+// index entry is added to the caller's batch. The caller commits the batch
+// after the pack bytes are written (so a process crash never leaves an
+// index entry without its bytes) and calls SyncPacks before any Sync
+// commit (so a power loss never does either, for what was acknowledged as
+// durable).
+//
+// # Errors
+//
+// A chunk that does not verify (bad record header, checksum mismatch,
+// wrong length, truncated pack) is reported as an error wrapping
+// ErrCorrupt, and its bytes are never returned. ErrNotFound means the
+// index has no such chunk.
+//
+// # Concurrency
+//
+// A Store is safe for concurrent use. Appends reserve their offset under a
+// short lock and write outside it; reads are stateless ReadAt calls on
+// shared file handles.
+package blockstore

@@ -1,0 +1,98 @@
+package blockstore
+
+import (
+	"fmt"
+	"hash/crc32"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// Get returns the decoded bytes of chunk id, verified against the CRC-32C
+// in its record and its decoded length. A chunk that does not verify is an
+// error wrapping ErrCorrupt; its bytes are never returned.
+func (s *Store) Get(id ID) ([]byte, error) {
+	v, closer, err := s.db.Get(indexKey(id))
+	if err == pebble.ErrNotFound {
+		return nil, fmt.Errorf("chunk %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("blockstore: index lookup %s: %w", id, err)
+	}
+	loc, err := unmarshalLocation(v)
+	closer.Close()
+	if err != nil {
+		return nil, fmt.Errorf("chunk %s: %w", id, err)
+	}
+	return s.read(id, loc)
+}
+
+func (s *Store) read(id ID, loc location) ([]byte, error) {
+	f, err := s.file(loc.pack)
+	if err != nil {
+		return nil, fmt.Errorf("chunk %s: %w", id, err)
+	}
+	buf := make([]byte, recordHeaderSize+int(loc.payloadLen))
+	if n, err := f.ReadAt(buf, loc.offset); n != len(buf) {
+		return nil, fmt.Errorf("chunk %s: %w: pack %d truncated at %d: %v", id, ErrCorrupt, loc.pack, loc.offset, err)
+	}
+	var h recordHeader
+	if err := h.unmarshal(buf); err != nil {
+		return nil, fmt.Errorf("chunk %s in pack %d at %d: %w", id, loc.pack, loc.offset, err)
+	}
+	payload := buf[recordHeaderSize:]
+	switch {
+	case h.id != id:
+		return nil, fmt.Errorf("chunk %s: %w: record at pack %d offset %d holds chunk %s", id, ErrCorrupt, loc.pack, loc.offset, h.id)
+	case h.payloadLen != loc.payloadLen || h.decodedLen != loc.decodedLen || h.codec != loc.codec:
+		return nil, fmt.Errorf("chunk %s: %w: record header disagrees with the index", id, ErrCorrupt)
+	case crc32.Checksum(payload, castagnoli) != h.crc:
+		return nil, fmt.Errorf("chunk %s: %w: checksum mismatch in pack %d at %d", id, ErrCorrupt, loc.pack, loc.offset)
+	}
+	out, err := s.codecs.decode(h.codec, payload, int(h.decodedLen))
+	if err != nil {
+		return nil, fmt.Errorf("chunk %s: %w", id, err)
+	}
+	return out, nil
+}
+
+// Stats describes what the store holds.
+type Stats struct {
+	Chunks       int64
+	DecodedBytes int64 // sum of chunk sizes before compression
+	StoredBytes  int64 // sum of record sizes in packs
+	PackBytes    int64 // size of all pack files on disk
+	Packs        int
+}
+
+// Stats scans the chunk index.
+func (s *Store) Stats() (Stats, error) {
+	var st Stats
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{IndexPrefix}, UpperBound: []byte{IndexPrefix + 1}})
+	if err != nil {
+		return st, err
+	}
+	for it.First(); it.Valid(); it.Next() {
+		loc, err := unmarshalLocation(it.Value())
+		if err != nil {
+			it.Close()
+			return st, err
+		}
+		st.Chunks++
+		st.DecodedBytes += int64(loc.decodedLen)
+		st.StoredBytes += recordHeaderSize + int64(loc.payloadLen)
+	}
+	if err := it.Close(); err != nil {
+		return st, err
+	}
+	packs, err := s.listPacks()
+	if err != nil {
+		return st, err
+	}
+	st.Packs = len(packs)
+	for _, p := range packs {
+		if fi, err := s.fs.Stat(s.fs.PathJoin(s.dir, packName(p))); err == nil {
+			st.PackBytes += fi.Size()
+		}
+	}
+	return st, nil
+}

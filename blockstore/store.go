@@ -1,0 +1,229 @@
+package blockstore
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/zeebo/blake3"
+)
+
+// Sentinel errors.
+var (
+	ErrNotFound = errors.New("blockstore: chunk not found")
+	ErrCorrupt  = errors.New("blockstore: chunk is corrupt")
+)
+
+// ID is a chunk's BLAKE3-256 digest.
+type ID [32]byte
+
+// Sum returns the ID of data.
+func Sum(data []byte) ID { return ID(blake3.Sum256(data)) }
+
+func (id ID) String() string { return fmt.Sprintf("%x", id[:8]) }
+
+// DefaultPackSize is the size at which a pack is closed and a new one begun.
+const DefaultPackSize = 64 << 20
+
+// Options configure a Store.
+type Options struct {
+	FS       vfs.FS // default vfs.Default
+	Dir      string // the packs directory
+	DB       *pebble.DB
+	Codec    Codec // CodecZstd, CodecS2 or CodecRaw; see Compression
+	PackSize int64 // default DefaultPackSize
+	Logger   *slog.Logger
+}
+
+// Store is the chunk store.
+type Store struct {
+	fs       vfs.FS
+	dir      string
+	db       *pebble.DB
+	codec    Codec
+	packSize int64
+	log      *slog.Logger
+	codecs   *codecs
+
+	syncMu sync.Mutex // serialises SyncPacks so a caller never returns before its data is synced
+	mu     struct {
+		sync.Mutex
+		files  map[uint32]vfs.File
+		active uint32
+		size   int64 // of the active pack, including reserved space
+		dirty  map[uint32]bool
+	}
+}
+
+// Open opens the chunk store in o.Dir, creating it if needed.
+func Open(o Options) (*Store, error) {
+	if o.FS == nil {
+		o.FS = vfs.Default
+	}
+	if o.PackSize <= 0 {
+		o.PackSize = DefaultPackSize
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	cs, err := newCodecs()
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{fs: o.FS, dir: o.Dir, db: o.DB, codec: o.Codec, packSize: o.PackSize, log: o.Logger, codecs: cs}
+	s.mu.files = map[uint32]vfs.File{}
+	s.mu.dirty = map[uint32]bool{}
+	if err := o.FS.MkdirAll(o.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("blockstore: create %s: %w", o.Dir, err)
+	}
+	// The packs directory's own entry must survive a crash.
+	if err := syncDir(o.FS, o.FS.PathDir(o.Dir)); err != nil {
+		return nil, err
+	}
+	packs, err := s.listPacks()
+	if err != nil {
+		return nil, err
+	}
+	next := uint32(1)
+	if len(packs) > 0 {
+		next = packs[len(packs)-1] + 1
+	}
+	// Always start a fresh pack: the tail of the newest one may hold a torn
+	// record from a crash, and appending after it would only waste space.
+	if err := s.startPackLocked(next); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Store) listPacks() ([]uint32, error) {
+	names, err := s.fs.List(s.dir)
+	if err != nil {
+		return nil, fmt.Errorf("blockstore: list %s: %w", s.dir, err)
+	}
+	var packs []uint32
+	for _, n := range names {
+		if num, ok := strings.CutSuffix(n, ".pack"); ok {
+			if v, err := strconv.ParseUint(num, 10, 32); err == nil {
+				packs = append(packs, uint32(v))
+			}
+		}
+	}
+	sort.Slice(packs, func(i, j int) bool { return packs[i] < packs[j] })
+	return packs, nil
+}
+
+// startPackLocked creates pack n and makes it the active one.
+func (s *Store) startPackLocked(n uint32) error {
+	path := s.fs.PathJoin(s.dir, packName(n))
+	f, err := s.fs.Create(path, vfs.WriteCategoryUnspecified)
+	if err != nil {
+		return fmt.Errorf("blockstore: create pack: %w", err)
+	}
+	if _, err := f.WriteAt(packHeader(), 0); err != nil {
+		f.Close()
+		return fmt.Errorf("blockstore: write pack header: %w", err)
+	}
+	// The new file's directory entry must be durable before anything
+	// indexes into it.
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("blockstore: sync pack: %w", err)
+	}
+	if err := syncDir(s.fs, s.dir); err != nil {
+		f.Close()
+		return err
+	}
+	s.mu.files[n] = f
+	s.mu.active = n
+	s.mu.size = packHeaderSize
+	return nil
+}
+
+// reserve claims n bytes in the active pack, starting a new pack when the
+// active one is full.
+func (s *Store) reserve(n int64) (uint32, int64, vfs.File, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.mu.size+n > s.packSize && s.mu.size > packHeaderSize {
+		if err := s.startPackLocked(s.mu.active + 1); err != nil {
+			return 0, 0, nil, err
+		}
+	}
+	off := s.mu.size
+	s.mu.size += n
+	return s.mu.active, off, s.mu.files[s.mu.active], nil
+}
+
+func (s *Store) markDirty(pack uint32) {
+	s.mu.Lock()
+	s.mu.dirty[pack] = true
+	s.mu.Unlock()
+}
+
+// SyncPacks makes every chunk written so far durable. Call it before a
+// Pebble commit with Sync that points at those chunks.
+func (s *Store) SyncPacks() error {
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	s.mu.Lock()
+	var files []vfs.File
+	for p := range s.mu.dirty {
+		files = append(files, s.mu.files[p])
+	}
+	clear(s.mu.dirty)
+	s.mu.Unlock()
+	for _, f := range files {
+		if err := f.SyncData(); err != nil {
+			return fmt.Errorf("blockstore: sync pack: %w", err)
+		}
+	}
+	return nil
+}
+
+// file returns the open handle of pack n, opening it if needed.
+func (s *Store) file(n uint32) (vfs.File, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if f, ok := s.mu.files[n]; ok {
+		return f, nil
+	}
+	f, err := s.fs.Open(s.fs.PathJoin(s.dir, packName(n)))
+	if err != nil {
+		return nil, fmt.Errorf("%w: pack %d: %v", ErrCorrupt, n, err)
+	}
+	s.mu.files[n] = f
+	return f, nil
+}
+
+// Close closes the pack files. It does not sync them.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var first error
+	for n, f := range s.mu.files {
+		if err := f.Close(); err != nil && first == nil {
+			first = err
+		}
+		delete(s.mu.files, n)
+	}
+	return first
+}
+
+func syncDir(fs vfs.FS, dir string) error {
+	d, err := fs.OpenDir(dir)
+	if err != nil {
+		return fmt.Errorf("blockstore: open %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("blockstore: sync %s: %w", dir, err)
+	}
+	return nil
+}

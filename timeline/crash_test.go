@@ -1,0 +1,144 @@
+package timeline
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"math/rand"
+	randv2 "math/rand/v2"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// crashingSource reads from data and, once offset reaches at, takes a
+// crash image of the filesystem and fails.
+type crashingSource struct {
+	data    []byte
+	at      int64
+	fs      *vfs.MemFS
+	crashed *vfs.MemFS
+	rng     *randv2.Rand
+}
+
+var errKilled = errors.New("killed")
+
+func (c *crashingSource) ReadAt(p []byte, off int64) (int, error) {
+	if off >= c.at {
+		if c.crashed == nil {
+			c.crashed = c.fs.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: 50, RNG: c.rng})
+		}
+		return 0, errKilled
+	}
+	return copy(p, c.data[off:]), nil
+}
+
+func pattern(seed int64, n int) []byte {
+	b := make([]byte, n)
+	rand.New(rand.NewSource(seed)).Read(b)
+	for i := 0; i < n; i += 7 * testBS { // some holes
+		clear(b[i:min(i+testBS, n)])
+	}
+	return b
+}
+
+// TestImportKilledAnywhere kills imports at many points: the crashed store
+// must reopen cleanly, hold no trace of the killed version, and read every
+// earlier version back bit for bit.
+func TestImportKilledAnywhere(t *testing.T) {
+	const seg = 4 << 20 // imports read in segments of 4 MiB
+	const size = 4 * seg
+	v1, v2 := pattern(1, size), pattern(2, size)
+	for i, at := range []int64{0, seg, 2 * seg, 3 * seg} {
+		rng := randv2.New(randv2.NewPCG(uint64(i), 1))
+		e := &scriptEnv{t: t, fs: vfs.NewCrashableMem()}
+		e.open()
+		e.s.partBlocks = 16 // many parts, so a kill lands between them
+		ctx := context.Background()
+		if _, err := e.s.Import(ctx, ImportOptions{Name: "a", Source: bytes.NewReader(v1), Size: size, At: 100, BlockSize: testBS}); err != nil {
+			t.Fatal(err)
+		}
+		src := &crashingSource{data: v2, at: at, fs: e.fs, rng: rng}
+		_, err := e.s.Import(ctx, ImportOptions{Name: "a", Source: src, Size: size, At: 200, Workers: 1})
+		if !errors.Is(err, errKilled) {
+			t.Fatalf("kill at %d: import returned %v", at, err)
+		}
+		// The failed import undid itself in the live store...
+		checkOnlyV1(t, e, v1)
+		e.close()
+		// ...and the store as a crash left it reopens and recovers.
+		e.fs = src.crashed
+		e.open()
+		checkOnlyV1(t, e, v1)
+		// A new import after recovery works.
+		if _, err := e.s.Import(ctx, ImportOptions{Name: "a", Source: bytes.NewReader(v2), Size: size, At: 300}); err != nil {
+			t.Fatal(err)
+		}
+		checkRead(t, e, 300, v2)
+		checkRead(t, e, 100, v1)
+		e.close()
+	}
+}
+
+func checkOnlyV1(t *testing.T, e *scriptEnv, v1 []byte) {
+	t.Helper()
+	m, err := e.s.Volume("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Versions != 1 || m.Last != 100 {
+		t.Fatalf("volume after a killed import: %d versions, last %d", m.Versions, m.Last)
+	}
+	checkRead(t, e, 100, v1)
+	// No version keys at 200 survive, even beyond what reads would see.
+	lo, hi := volumeBounds(tagVersion, m.ID)
+	it, _ := e.db.NewIter(nil)
+	defer it.Close()
+	for it.SeekGE(lo); it.Valid() && bytes.Compare(it.Key(), hi) < 0; it.Next() {
+		if _, _, vt, _ := parseVersionKey(it.Key()); vt != 100 {
+			t.Fatalf("version key of the killed import left behind: %s", formatKey(it.Key()))
+		}
+	}
+	lo, hi = []byte{tagPending}, []byte{tagPending + 1}
+	if it.SeekGE(lo); it.Valid() && bytes.Compare(it.Key(), hi) < 0 {
+		t.Fatalf("pending marker left behind")
+	}
+}
+
+func checkRead(t *testing.T, e *scriptEnv, at int64, want []byte) {
+	t.Helper()
+	m, _ := e.s.Volume("a")
+	v, err := e.s.ViewAt(m.ID, at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(want))
+	if _, err := v.ReadAt(got, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("as of %d: contents differ", at)
+	}
+}
+
+// TestNewVolumeImportKilled: a killed first import leaves no volume.
+func TestNewVolumeImportKilled(t *testing.T) {
+	const size = 12 << 20
+	e := &scriptEnv{t: t, fs: vfs.NewCrashableMem()}
+	e.open()
+	e.s.partBlocks = 8
+	src := &crashingSource{data: pattern(3, size), at: 8 << 20, fs: e.fs, rng: randv2.New(randv2.NewPCG(9, 9))}
+	if _, err := e.s.Import(context.Background(), ImportOptions{Name: "n", Source: src, Size: size, At: 100, BlockSize: testBS, Workers: 1}); !errors.Is(err, errKilled) {
+		t.Fatalf("import returned %v", err)
+	}
+	if _, err := e.s.Volume("n"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("half-imported volume is visible: %v", err)
+	}
+	e.close()
+	e.fs = src.crashed
+	e.open()
+	defer e.close()
+	if vs := e.s.Volumes(); len(vs) != 0 {
+		t.Fatalf("volumes after a killed first import: %v", vs)
+	}
+}

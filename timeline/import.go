@@ -1,0 +1,259 @@
+package timeline
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"runtime"
+	"sync"
+
+	"github.com/rewind-dev/rewind/blockstore"
+	"golang.org/x/sync/errgroup"
+)
+
+// ImportOptions describe one import.
+type ImportOptions struct {
+	Name   string
+	Source io.ReaderAt
+	Size   int64
+	// At stamps the new version (ns); 0 means now. It must be later than
+	// the volume's newest version.
+	At        int64
+	BlockSize int64 // for a new volume; default DefaultBlockSize
+	// Progress, if set, is called with the bytes read so far.
+	Progress func(done, total int64)
+	Workers  int // default GOMAXPROCS
+}
+
+// ImportResult says what an import recorded.
+type ImportResult struct {
+	Volume  *Volume
+	Time    int64
+	Created bool
+	Blocks  int64 // blocks that got a new version
+	Bytes   int64 // logical bytes of those versions
+	Stored  int64 // bytes added to the chunk store
+}
+
+// partBlocks is how many block versions go in one batch of a large import.
+const defaultPartBlocks = 8192
+
+// segment is a run of blocks read and hashed by one worker.
+type segment struct {
+	first uint64
+	prev  []blockRef // what the blocks held at the volume's newest version
+	out   chan segmentResult
+}
+
+type segmentResult struct {
+	first uint64
+	sets  []blockSet
+	err   error
+}
+
+type blockSet struct {
+	block           uint64
+	ref             blockRef
+	logical, stored int64
+}
+
+// Import records Source as a new version of the named volume, creating
+// the volume if needed. Only blocks that differ from the volume's newest
+// version are recorded; all-zero blocks become holes. An import that fails
+// or is interrupted leaves no version behind.
+func (s *Store) Import(ctx context.Context, o ImportOptions) (*ImportResult, error) {
+	if o.Size <= 0 {
+		return nil, fmt.Errorf("timeline: %s: the source is empty", o.Name)
+	}
+	if o.Workers <= 0 {
+		o.Workers = runtime.GOMAXPROCS(0)
+	}
+	meta, created, unlock, err := s.beginImport(o)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	s.mu.Lock()
+	var t int64
+	if o.At != 0 {
+		if o.At <= meta.Last {
+			s.mu.Unlock()
+			return nil, fmt.Errorf("%w: %s already has a version at %s; --at must be later", ErrTooOld, o.Name, FormatTime(meta.Last))
+		}
+		t = o.At
+		s.mu.last = max(s.mu.last, t)
+	} else {
+		t = s.nextTimeLocked(meta.Last + 1)
+	}
+	s.mu.Unlock()
+	base := meta.clone() // what the previous version holds
+	meta.Size = o.Size
+	w := s.newVersionWriter(meta, t, VersionImport)
+	if err := s.runImport(ctx, o, base, created, w); err != nil {
+		w.abort()
+		if w.part > 0 {
+			if uerr := s.undoPending(meta.ID, t); uerr != nil {
+				s.log.Error("undo failed import; it is undone at the next open", "volume", o.Name, "err", uerr)
+			}
+		}
+		return nil, err
+	}
+	if err := w.commit(true); err != nil {
+		return nil, err
+	}
+	return &ImportResult{Volume: w.meta, Time: t, Created: created,
+		Blocks: int64(w.sum.Blocks), Bytes: int64(w.sum.Bytes), Stored: int64(w.sum.Stored)}, nil
+}
+
+// beginImport finds or reserves the volume and locks it for writing.
+func (s *Store) beginImport(o ImportOptions) (*Volume, bool, func(), error) {
+	if m, err := s.Volume(o.Name); err == nil {
+		vs, err := s.state(m.ID)
+		if err != nil {
+			return nil, false, nil, err
+		}
+		vs.writeMu.Lock()
+		m, _ = s.VolumeByID(m.ID) // the newest, now that we hold the lock
+		return m.clone(), false, vs.writeMu.Unlock, nil
+	}
+	bs := o.BlockSize
+	if bs == 0 {
+		bs = DefaultBlockSize
+	}
+	if err := checkGeometry(512, bs); err != nil {
+		return nil, false, nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, busy := s.mu.byName[o.Name]; busy {
+		return nil, false, nil, fmt.Errorf("%w: %s is being created", ErrExists, o.Name)
+	}
+	id := s.allocIDLocked()
+	m := &Volume{ID: id, Name: o.Name, Kind: KindImported, BlockSize: bs}
+	// Reserve the name until the import ends; readers see no version.
+	vs := &volState{meta: m}
+	vs.writeMu.Lock()
+	s.mu.vols[id] = vs
+	s.mu.byName[o.Name] = id
+	unlock := func() {
+		vs.writeMu.Unlock()
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if vs.meta.Versions == 0 { // never committed
+			delete(s.mu.vols, id)
+			delete(s.mu.byName, o.Name)
+		}
+	}
+	return m.clone(), true, unlock, nil
+}
+
+func (s *Store) runImport(ctx context.Context, o ImportOptions, base *Volume, created bool, w *versionWriter) error {
+	bs := w.meta.BlockSize
+	segBlocks := uint64(max(1, (4<<20)/bs))
+	nblocks := uint64((o.Size + bs - 1) / bs)
+	g, ctx := errgroup.WithContext(ctx)
+	jobs := make(chan *segment, o.Workers)
+	queue := make(chan *segment, o.Workers*2)
+	g.Go(func() error { // producer: what each segment held before
+		defer close(jobs)
+		defer close(queue)
+		for first := uint64(0); first < nblocks; first += segBlocks {
+			seg := &segment{first: first, prev: make([]blockRef, min(segBlocks, nblocks-first)), out: make(chan segmentResult, 1)}
+			if !created {
+				if err := s.resolve(base, base.Last, first, seg.prev); err != nil {
+					return err
+				}
+			}
+			select {
+			case queue <- seg:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			select {
+			case jobs <- seg:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		return nil
+	})
+	pool := sync.Pool{New: func() any { b := make([]byte, segBlocks*uint64(bs)); return &b }}
+	for range o.Workers {
+		g.Go(func() error {
+			for seg := range jobs {
+				seg.out <- s.importSegment(o, w, seg, bs, &pool)
+			}
+			return nil
+		})
+	}
+	g.Go(func() error { // collector: in order, into batches
+		var done int64
+		for seg := range queue {
+			var r segmentResult
+			select {
+			case r = <-seg.out:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			if r.err != nil {
+				return r.err
+			}
+			for _, set := range r.sets {
+				if err := w.set(set.block, set.ref, set.logical, set.stored); err != nil {
+					return err
+				}
+			}
+			if int(w.batch.Count()) >= s.partBlocks {
+				if err := w.commitPart(); err != nil {
+					return err
+				}
+			}
+			done = min(o.Size, int64(seg.first+uint64(len(seg.prev)))*bs)
+			if o.Progress != nil {
+				o.Progress(done, o.Size)
+			}
+		}
+		return nil
+	})
+	return g.Wait()
+}
+
+// importSegment reads, hashes and stores the blocks of one segment that
+// differ from what they held.
+func (s *Store) importSegment(o ImportOptions, w *versionWriter, seg *segment, bs int64, pool *sync.Pool) segmentResult {
+	r := segmentResult{first: seg.first}
+	bp := pool.Get().(*[]byte)
+	defer pool.Put(bp)
+	off := int64(seg.first) * bs
+	n := min(int64(len(seg.prev))*bs, o.Size-off)
+	buf := (*bp)[:n]
+	if m, err := o.Source.ReadAt(buf, off); m < len(buf) {
+		if err == nil || err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		r.err = fmt.Errorf("read source at %d: %w", off+int64(m), err)
+		return r
+	}
+	for i, prev := range seg.prev {
+		data := buf[int64(i)*bs : min(int64(i+1)*bs, n)]
+		block := seg.first + uint64(i)
+		if isZero(data) {
+			if prev.kind != refChunk {
+				continue // still a hole
+			}
+			r.sets = append(r.sets, blockSet{block: block, ref: blockRef{kind: refZero}, logical: int64(len(data))})
+			continue
+		}
+		id := blockstore.Sum(data)
+		if prev.kind == refChunk && prev.id == id {
+			continue // unchanged
+		}
+		res, err := w.txn.PutID(id, data)
+		if err != nil {
+			r.err = err
+			return r
+		}
+		r.sets = append(r.sets, blockSet{block: block, ref: blockRef{kind: refChunk, id: id}, logical: int64(len(data)), stored: res.Stored})
+	}
+	return r
+}

@@ -1,0 +1,141 @@
+package timeline
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// Key layout, format version 1. These constants are part of the on-disk
+// format and must not be changed; a new layout gets a new comparer name
+// and format version.
+//
+//	'v' | volume u64 | block u64 | ^time u64  -> version value (see below)
+//	't' | volume u64 | time u64 | part u32    -> the blocks a version wrote
+//	'm' | volume u64                          -> volume metadata (volume.go)
+//	'i' | volume u64 | time u64               -> a version being written
+//	'g' | name                                -> store-wide values
+//	'n' | volume name                         -> volume id u64
+//
+// Version keys sort newest first within a block, so
+// SeekPrefixGE(v|vol|block|^T) lands on the version to read as of T. The
+// Comparer's Split cuts a version key after the block number; every other
+// key is all prefix. The chunk index ('c' keys) belongs to blockstore.
+const (
+	tagVersion  = 'v'
+	tagTime     = 't'
+	tagMeta     = 'm'
+	tagPending  = 'i'
+	tagGlobal   = 'g'
+	tagName     = 'n'
+	versionKeyLen    = 1 + 8 + 8 + 8
+	versionPrefixLen = 1 + 8 + 8
+	timeKeyLen       = 1 + 8 + 8 + 4
+	// summaryPart is the part number of a version's summary record, written
+	// in the batch that makes the version visible.
+	summaryPart = 0xffffffff
+
+	// ComparerName is stored by Pebble and checked on every open.
+	ComparerName = "rewind.timeline.v1"
+	// FormatVersion is stored under 'g'|"format".
+	FormatVersion = "rewind-store-1"
+)
+
+// Comparer orders keys bytewise and splits version keys into a
+// (volume, block) prefix and a ^time suffix, so bloom filters and
+// SeekPrefixGE work per block.
+var Comparer = func() *pebble.Comparer {
+	c := *pebble.DefaultComparer
+	c.Name = ComparerName
+	c.Split = func(k []byte) int {
+		if len(k) == versionKeyLen && k[0] == tagVersion {
+			return versionPrefixLen
+		}
+		return len(k)
+	}
+	// Never shorten keys: a shortened key could split differently from
+	// the keys around it. Returning the key itself is always valid.
+	c.Separator = func(dst, a, b []byte) []byte { return append(dst, a...) }
+	c.Successor = func(dst, a []byte) []byte { return append(dst, a...) }
+	c.FormatKey = formatKey
+	return &c
+}()
+
+func versionKey(dst []byte, vol, block uint64, t int64) []byte {
+	dst = append(dst[:0], tagVersion)
+	dst = binary.BigEndian.AppendUint64(dst, vol)
+	dst = binary.BigEndian.AppendUint64(dst, block)
+	return binary.BigEndian.AppendUint64(dst, ^uint64(t))
+}
+
+func parseVersionKey(k []byte) (vol, block uint64, t int64, ok bool) {
+	if len(k) != versionKeyLen || k[0] != tagVersion {
+		return 0, 0, 0, false
+	}
+	return binary.BigEndian.Uint64(k[1:]), binary.BigEndian.Uint64(k[9:]), int64(^binary.BigEndian.Uint64(k[17:])), true
+}
+
+func volumeBounds(tag byte, vol uint64) (lo, hi []byte) {
+	lo = binary.BigEndian.AppendUint64([]byte{tag}, vol)
+	hi = binary.BigEndian.AppendUint64([]byte{tag}, vol+1)
+	return lo, hi
+}
+
+func timeKey(vol uint64, t int64, part uint32) []byte {
+	k := binary.BigEndian.AppendUint64([]byte{tagTime}, vol)
+	k = binary.BigEndian.AppendUint64(k, uint64(t))
+	return binary.BigEndian.AppendUint32(k, part)
+}
+
+func parseTimeKey(k []byte) (vol uint64, t int64, part uint32, ok bool) {
+	if len(k) != timeKeyLen || k[0] != tagTime {
+		return 0, 0, 0, false
+	}
+	return binary.BigEndian.Uint64(k[1:]), int64(binary.BigEndian.Uint64(k[9:])), binary.BigEndian.Uint32(k[17:]), true
+}
+
+func metaKey(vol uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte{tagMeta}, vol)
+}
+
+func pendingKey(vol uint64, t int64) []byte {
+	k := binary.BigEndian.AppendUint64([]byte{tagPending}, vol)
+	return binary.BigEndian.AppendUint64(k, uint64(t))
+}
+
+func nameKey(name string) []byte { return append([]byte{tagName}, name...) }
+
+func globalKey(name string) []byte { return append([]byte{tagGlobal}, name...) }
+
+func formatKey(k []byte) fmt.Formatter {
+	if vol, block, t, ok := parseVersionKey(k); ok {
+		return rawFormatter(fmt.Sprintf("v/%d/%d@%d", vol, block, t))
+	}
+	if vol, t, part, ok := parseTimeKey(k); ok {
+		return rawFormatter(fmt.Sprintf("t/%d@%d#%d", vol, t, part))
+	}
+	return pebble.DefaultComparer.FormatKey(k)
+}
+
+type rawFormatter string
+
+func (r rawFormatter) Format(s fmt.State, _ rune) { fmt.Fprint(s, string(r)) }
+
+// Version values. Part of the on-disk format.
+//
+//	0x00                      an all-zero block (a hole)
+//	0x01 | chunk id [32]byte  a block held in the chunk store
+const (
+	valueZero  = 0x00
+	valueChunk = 0x01
+)
+
+func hasPrefix(k []byte, vol, block uint64) bool {
+	var p [versionPrefixLen]byte
+	p[0] = tagVersion
+	binary.BigEndian.PutUint64(p[1:], vol)
+	binary.BigEndian.PutUint64(p[9:], block)
+	return len(k) >= versionPrefixLen && bytes.Equal(k[:versionPrefixLen], p[:])
+}

@@ -1,0 +1,72 @@
+package timeline
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// recoverPending undoes every version whose writer committed parts but
+// never the final batch (a crash or kill mid-import).
+func (s *Store) recoverPending() error {
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{tagPending}, UpperBound: []byte{tagPending + 1}})
+	if err != nil {
+		return err
+	}
+	type pend struct {
+		vol uint64
+		t   int64
+	}
+	var todo []pend
+	for it.First(); it.Valid(); it.Next() {
+		k := it.Key()
+		if len(k) != 17 {
+			it.Close()
+			return fmt.Errorf("timeline: bad pending key %x", k)
+		}
+		todo = append(todo, pend{binary.BigEndian.Uint64(k[1:]), int64(binary.BigEndian.Uint64(k[9:]))})
+	}
+	if err := it.Close(); err != nil {
+		return err
+	}
+	for _, p := range todo {
+		s.log.Warn("undoing a version left half written", "volume", p.vol, "time", FormatTime(p.t))
+		if err := s.undoPending(p.vol, p.t); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// undoPending deletes the block versions that the parts of version (vol,
+// t) wrote, their time-index parts and the pending marker, in one batch.
+func (s *Store) undoPending(vol uint64, t int64) error {
+	lo, hi := timeKey(vol, t, 0), timeKey(vol, t, summaryPart)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return err
+	}
+	b := s.db.NewBatch()
+	defer b.Close()
+	var key []byte
+	for it.First(); it.Valid(); it.Next() {
+		rs, err := unmarshalRuns(it.Value())
+		if err != nil {
+			it.Close()
+			return err
+		}
+		for _, r := range rs {
+			for blk := r.start; blk < r.start+r.n; blk++ {
+				key = versionKey(key, vol, blk, t)
+				b.Delete(key, nil)
+			}
+		}
+		b.Delete(append([]byte(nil), it.Key()...), nil)
+	}
+	if err := it.Close(); err != nil {
+		return err
+	}
+	b.Delete(pendingKey(vol, t), nil)
+	return b.Commit(pebble.Sync)
+}

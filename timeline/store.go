@@ -1,0 +1,261 @@
+package timeline
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/rewind-dev/rewind/blockstore"
+)
+
+// DefaultCacheBytes is the default size of the decoded-chunk cache.
+const DefaultCacheBytes = 256 << 20
+
+// Options configure a Store.
+type Options struct {
+	DB         *pebble.DB // opened with Comparer
+	Chunks     *blockstore.Store
+	CacheBytes int64
+	Now        func() time.Time // the clock; default time.Now
+	Logger     *slog.Logger
+}
+
+// Store is the timeline of every volume in one data directory.
+type Store struct {
+	db     *pebble.DB
+	chunks *blockstore.Store
+	cache  *blockstore.Cache
+	now    func() time.Time
+	log    *slog.Logger
+	// partBlocks is how many keys go in one batch of a large version.
+	partBlocks int
+
+	mu struct {
+		sync.Mutex
+		last   int64 // newest time handed out, ns
+		nextID uint64
+		vols   map[uint64]*volState
+		byName map[string]uint64
+	}
+}
+
+// volState is the in-memory state of one volume.
+type volState struct {
+	writeMu sync.Mutex // serialises writers of this volume
+	meta    *Volume    // replaced (never mutated) under Store.mu
+}
+
+// Open loads the timeline and undoes versions that a crash left half
+// written.
+func Open(o Options) (*Store, error) {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.CacheBytes <= 0 {
+		o.CacheBytes = DefaultCacheBytes
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Store{db: o.DB, chunks: o.Chunks, now: o.Now, log: o.Logger, partBlocks: defaultPartBlocks}
+	s.cache = blockstore.NewCache(o.Chunks, o.CacheBytes)
+	s.mu.vols = map[uint64]*volState{}
+	s.mu.byName = map[string]uint64{}
+	if err := s.checkFormat(); err != nil {
+		return nil, err
+	}
+	if err := s.recoverPending(); err != nil {
+		return nil, err
+	}
+	if err := s.load(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Store) checkFormat() error {
+	v, closer, err := s.db.Get(globalKey("format"))
+	if err == pebble.ErrNotFound {
+		return s.db.Set(globalKey("format"), []byte(FormatVersion), pebble.Sync)
+	}
+	if err != nil {
+		return err
+	}
+	defer closer.Close()
+	if string(v) != FormatVersion {
+		return fmt.Errorf("timeline: data directory has format %q, this build reads %q", v, FormatVersion)
+	}
+	return nil
+}
+
+func (s *Store) load() error {
+	if v, closer, err := s.db.Get(globalKey("clock")); err == nil {
+		s.mu.last = int64(binary.BigEndian.Uint64(v))
+		closer.Close()
+	} else if err != pebble.ErrNotFound {
+		return err
+	}
+	lo, hi := []byte{tagMeta}, []byte{tagMeta + 1}
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	for it.First(); it.Valid(); it.Next() {
+		v, err := unmarshalVolume(it.Value())
+		if err != nil {
+			return err
+		}
+		s.mu.vols[v.ID] = &volState{meta: v}
+		s.mu.byName[v.Name] = v.ID
+		s.mu.nextID = max(s.mu.nextID, v.ID)
+		s.mu.last = max(s.mu.last, v.Last)
+	}
+	if v, closer, err := s.db.Get(globalKey("next-id")); err == nil {
+		s.mu.nextID = max(s.mu.nextID, binary.BigEndian.Uint64(v))
+		closer.Close()
+	}
+	return it.Error()
+}
+
+// Close releases nothing it does not own: the caller closes the DB and
+// the chunk store.
+func (s *Store) Close() error { return nil }
+
+// Now returns the store's clock reading.
+func (s *Store) Now() time.Time { return s.now() }
+
+// nextTimeLocked returns a time strictly later than any handed out, and
+// not earlier than min.
+func (s *Store) nextTimeLocked(min int64) int64 {
+	t := max(s.now().UnixNano(), min, s.mu.last+1)
+	s.mu.last = t
+	return t
+}
+
+// allocIDLocked reserves a volume id.
+func (s *Store) allocIDLocked() uint64 {
+	s.mu.nextID++
+	return s.mu.nextID
+}
+
+func (s *Store) maxID() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.mu.nextID
+}
+
+func clockValue(t int64) []byte { return binary.BigEndian.AppendUint64(nil, uint64(t)) }
+
+// Volume returns the metadata of the named volume.
+func (s *Store) Volume(name string) (*Volume, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	id, ok := s.mu.byName[name]
+	if !ok || s.mu.vols[id].meta.Versions == 0 { // unknown, or still being created
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, name)
+	}
+	return s.mu.vols[id].meta, nil
+}
+
+// VolumeByID returns the metadata of volume id.
+func (s *Store) VolumeByID(id uint64) (*Volume, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	vs, ok := s.mu.vols[id]
+	if !ok {
+		return nil, fmt.Errorf("%w: id %d", ErrNotFound, id)
+	}
+	return vs.meta, nil
+}
+
+// Volumes lists every volume, by name.
+func (s *Store) Volumes() []*Volume {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*Volume, 0, len(s.mu.vols))
+	for _, vs := range s.mu.vols {
+		if vs.meta.Versions > 0 {
+			out = append(out, vs.meta)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func (s *Store) state(id uint64) (*volState, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	vs, ok := s.mu.vols[id]
+	if !ok {
+		return nil, fmt.Errorf("%w: id %d", ErrNotFound, id)
+	}
+	return vs, nil
+}
+
+// publish installs new metadata after its batch committed.
+func (s *Store) publish(v *Volume) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	vs, ok := s.mu.vols[v.ID]
+	if !ok {
+		vs = &volState{}
+		s.mu.vols[v.ID] = vs
+	}
+	vs.meta = v
+	s.mu.byName[v.Name] = v.ID
+}
+
+// Flush makes every write so far durable.
+func (s *Store) Flush() error {
+	if err := s.chunks.SyncPacks(); err != nil {
+		return err
+	}
+	return s.db.LogData(nil, pebble.Sync)
+}
+
+// RemoveVolume deletes a volume and its whole history. It refuses while
+// clones depend on it.
+func (s *Store) RemoveVolume(name string) error {
+	v, err := s.Volume(name)
+	if err != nil {
+		return err
+	}
+	for _, o := range s.Volumes() {
+		if o.Parent == v.ID {
+			return fmt.Errorf("%w: clone %s depends on %s", ErrInUse, o.Name, name)
+		}
+	}
+	vs, err := s.state(v.ID)
+	if err != nil {
+		return err
+	}
+	vs.writeMu.Lock()
+	defer vs.writeMu.Unlock()
+	b := s.db.NewBatch()
+	defer b.Close()
+	for _, tag := range []byte{tagVersion, tagTime, tagPending} {
+		lo, hi := volumeBounds(tag, v.ID)
+		if err := b.DeleteRange(lo, hi, nil); err != nil {
+			return err
+		}
+	}
+	b.Delete(metaKey(v.ID), nil)
+	b.Delete(nameKey(v.Name), nil)
+	if err := b.Commit(pebble.Sync); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	delete(s.mu.vols, v.ID)
+	delete(s.mu.byName, v.Name)
+	s.mu.Unlock()
+	return nil
+}
+
+// isNotFound reports a pebble miss.
+func isNotFound(err error) bool { return errors.Is(err, pebble.ErrNotFound) }

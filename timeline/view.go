@@ -1,0 +1,222 @@
+package timeline
+
+import (
+	"fmt"
+	"io"
+	"runtime"
+	"sync/atomic"
+
+	"golang.org/x/sync/errgroup"
+)
+
+// Extent is a run of a view: data, or a hole that reads as zeroes.
+type Extent struct {
+	Offset, Length int64
+	Hole           bool
+}
+
+// View is a volume as of an instant (read-only, never changes), or the
+// head of a clone (reads the newest data; writes add versions). Every
+// reader and writer of disk contents goes through a View. Its methods are
+// safe for concurrent use.
+type View struct {
+	s      *Store
+	vol    uint64
+	at     int64 // the instant, for fixed views
+	head   bool  // a writable clone head
+	closed atomic.Bool
+}
+
+// ViewAt opens vol as of t. t must not be before the volume's first
+// version; a t past the newest version is the newest version (the view is
+// fixed when it opens).
+func (s *Store) ViewAt(vol uint64, t int64) (*View, error) {
+	v, err := s.VolumeByID(vol)
+	if err != nil {
+		return nil, err
+	}
+	if t < v.First {
+		return nil, fmt.Errorf("%w: %s has no data before %s", ErrBeforeFirst, v.Name, FormatTime(v.First))
+	}
+	return &View{s: s, vol: vol, at: min(t, v.Last)}, nil
+}
+
+// Head opens the writable head of a clone.
+func (s *Store) Head(vol uint64) (*View, error) {
+	v, err := s.VolumeByID(vol)
+	if err != nil {
+		return nil, err
+	}
+	if !v.IsClone() {
+		return nil, fmt.Errorf("%w: %s is not a clone", ErrReadOnly, v.Name)
+	}
+	return &View{s: s, vol: vol, head: true}, nil
+}
+
+// Volume returns the view's volume metadata, as it is now.
+func (v *View) Volume() (*Volume, error) { return v.s.VolumeByID(v.vol) }
+
+// Writable reports whether the view accepts writes.
+func (v *View) Writable() bool { return v.head }
+
+// Time returns the instant of a fixed view, or the newest version of a head.
+func (v *View) Time() int64 {
+	if v.head {
+		if m, err := v.Volume(); err == nil {
+			return m.Last
+		}
+	}
+	return v.at
+}
+
+// state returns the metadata and the instant to read as of.
+func (v *View) state() (*Volume, int64, error) {
+	if v.closed.Load() {
+		return nil, 0, ErrClosed
+	}
+	m, err := v.s.VolumeByID(v.vol)
+	if err != nil {
+		return nil, 0, err
+	}
+	if v.head {
+		return m, m.Last, nil
+	}
+	return m, v.at, nil
+}
+
+// Size returns the size in bytes.
+func (v *View) Size() int64 {
+	m, t, err := v.state()
+	if err != nil {
+		return 0
+	}
+	return m.SizeAt(t)
+}
+
+// BlockSize returns the volume's block size.
+func (v *View) BlockSize() int64 {
+	m, _, err := v.state()
+	if err != nil {
+		return 0
+	}
+	return m.BlockSize
+}
+
+// ReadAt reads len(p) bytes at off. Reading past the end returns the bytes
+// before it and io.EOF.
+func (v *View) ReadAt(p []byte, off int64) (int, error) {
+	m, t, err := v.state()
+	if err != nil {
+		return 0, err
+	}
+	size := m.SizeAt(t)
+	if off < 0 || off > size {
+		return 0, ErrOutOfRange
+	}
+	n := len(p)
+	var tail error
+	if int64(n) > size-off {
+		n, tail = int(size-off), io.EOF
+	}
+	if n == 0 {
+		return 0, tail
+	}
+	if err := v.s.readAt(m, t, p[:n], off); err != nil {
+		return 0, err
+	}
+	return n, tail
+}
+
+// readAt fills p from volume m as of t. The range is within the volume.
+func (s *Store) readAt(m *Volume, t int64, p []byte, off int64) error {
+	bs := m.BlockSize
+	b0 := off / bs
+	b1 := (off+int64(len(p))-1)/bs + 1
+	refs := make([]blockRef, b1-b0)
+	if err := s.resolve(m, t, uint64(b0), refs); err != nil {
+		return err
+	}
+	// part returns the slice of p that block b0+i covers and where in the
+	// block it starts.
+	part := func(i int) ([]byte, int64) {
+		start := (b0 + int64(i)) * bs
+		lo, hi := max(start, off), min(start+bs, off+int64(len(p)))
+		return p[lo-off : hi-off], lo - start
+	}
+	var chunks []int
+	for i, r := range refs {
+		if r.kind == refChunk {
+			chunks = append(chunks, i)
+			continue
+		}
+		dst, _ := part(i)
+		clear(dst)
+	}
+	fetch := func(i int) error {
+		data, err := s.cache.Get(refs[i].id)
+		if err != nil {
+			return fmt.Errorf("read %s block %d: %w", m.Name, b0+int64(i), err)
+		}
+		dst, within := part(i)
+		n := 0
+		if within < int64(len(data)) {
+			n = copy(dst, data[within:])
+		}
+		clear(dst[n:])
+		return nil
+	}
+	if len(chunks) == 1 {
+		return fetch(chunks[0])
+	}
+	var g errgroup.Group
+	g.SetLimit(runtime.GOMAXPROCS(0) * 2)
+	for _, i := range chunks {
+		g.Go(func() error { return fetch(i) })
+	}
+	return g.Wait()
+}
+
+// maxExtentBlocks bounds the work of one Extents call; callers loop.
+const maxExtentBlocks = 1 << 16
+
+// Extents reports data and holes in [off, off+n). It may cover less than
+// asked (at least one block), never more than the volume.
+func (v *View) Extents(off, n int64) ([]Extent, error) {
+	m, t, err := v.state()
+	if err != nil {
+		return nil, err
+	}
+	size := m.SizeAt(t)
+	if off < 0 || n < 0 || off > size || n > size-off {
+		return nil, ErrOutOfRange
+	}
+	if n == 0 {
+		return nil, nil
+	}
+	bs := m.BlockSize
+	b0 := off / bs
+	b1 := min((off+n-1)/bs+1, b0+maxExtentBlocks)
+	refs := make([]blockRef, b1-b0)
+	if err := v.s.resolve(m, t, uint64(b0), refs); err != nil {
+		return nil, err
+	}
+	end := min(off+n, b1*bs)
+	var out []Extent
+	for i, r := range refs {
+		lo := max((b0+int64(i))*bs, off)
+		hi := min((b0+int64(i)+1)*bs, end)
+		hole := r.kind != refChunk
+		if k := len(out); k > 0 && out[k-1].Hole == hole {
+			out[k-1].Length += hi - lo
+			continue
+		}
+		out = append(out, Extent{Offset: lo, Length: hi - lo, Hole: hole})
+	}
+	return out, nil
+}
+
+// Close releases the view. Later calls fail with ErrClosed.
+func (v *View) Close() error {
+	v.closed.Store(true)
+	return nil
+}

@@ -1,0 +1,69 @@
+package timeline
+
+import (
+	"fmt"
+	"time"
+)
+
+// CreateVolume makes an empty volume: all zeroes from now on.
+func (s *Store) CreateVolume(name string, size, blockSize int64, kind Kind) (*Volume, error) {
+	if err := checkGeometry(size, blockSize); err != nil {
+		return nil, err
+	}
+	if _, err := s.Volume(name); err == nil {
+		return nil, fmt.Errorf("%w: %s", ErrExists, name)
+	}
+	s.mu.Lock()
+	id := s.allocIDLocked()
+	t := s.nextTimeLocked(0)
+	s.mu.Unlock()
+	m := &Volume{ID: id, Name: name, Kind: kind, Size: size, BlockSize: blockSize}
+	w := s.newVersionWriter(m, t, VersionCreate)
+	if err := w.commit(true); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// Clone makes a writable volume that starts as parent as of t. Nothing
+// written to it touches the parent.
+func (s *Store) Clone(parent string, t int64, name string) (*Volume, error) {
+	p, err := s.Volume(parent)
+	if err != nil {
+		return nil, err
+	}
+	if t < p.First {
+		return nil, fmt.Errorf("%w: %s has no data before %s", ErrBeforeFirst, p.Name, FormatTime(p.First))
+	}
+	if _, err := s.Volume(name); err == nil {
+		return nil, fmt.Errorf("%w: %s", ErrExists, name)
+	}
+	fork := min(t, p.Last)
+	s.mu.Lock()
+	id := s.allocIDLocked()
+	now := s.nextTimeLocked(0)
+	s.mu.Unlock()
+	m := &Volume{ID: id, Name: name, Kind: KindClone, Size: p.SizeAt(fork), BlockSize: p.BlockSize,
+		Parent: p.ID, ForkTime: fork}
+	w := s.newVersionWriter(m, now, VersionClone)
+	if err := w.commit(true); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func checkGeometry(size, blockSize int64) error {
+	if blockSize < MinBlockSize || blockSize > MaxBlockSize || blockSize&(blockSize-1) != 0 {
+		return fmt.Errorf("timeline: block size %d is not a power of two from 4 KiB to 1 MiB", blockSize)
+	}
+	if size <= 0 || size%512 != 0 {
+		return fmt.Errorf("timeline: size %d is not a positive multiple of 512 bytes", size)
+	}
+	return nil
+}
+
+// FormatTime prints a version time as RFC 3339 UTC with the precision it
+// needs.
+func FormatTime(t int64) string {
+	return time.Unix(0, t).UTC().Format(time.RFC3339Nano)
+}

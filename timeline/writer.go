@@ -1,0 +1,149 @@
+package timeline
+
+import (
+	"bytes"
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/rewind-dev/rewind/blockstore"
+)
+
+// zeroes is compared against to find all-zero blocks. Never written.
+var zeroes = make([]byte, MaxBlockSize)
+
+func isZero(p []byte) bool { return bytes.Equal(p, zeroes[:len(p)]) }
+
+// versionWriter builds one version of a volume: its block versions, the
+// chunks they point at, its time-index records and the metadata that makes
+// it visible. A version too large for one batch is written in parts; until
+// the final commit a pending marker lets Open undo the parts.
+type versionWriter struct {
+	s     *Store
+	meta  *Volume // the metadata once this version is visible
+	t     int64
+	kind  VersionKind
+	txn   *blockstore.Txn
+	batch *pebble.Batch
+	runs  runs
+	part  uint32
+	sum   summary
+	key   []byte
+}
+
+func (s *Store) newVersionWriter(meta *Volume, t int64, kind VersionKind) *versionWriter {
+	b := s.db.NewBatch()
+	return &versionWriter{s: s, meta: meta, t: t, kind: kind, txn: s.chunks.NewTxn(), batch: b}
+}
+
+// put stores data as block's new version (a hole when it is all zero).
+func (w *versionWriter) put(block uint64, data []byte) error {
+	if isZero(data) {
+		return w.set(block, blockRef{kind: refZero}, int64(len(data)), 0)
+	}
+	res, err := w.txn.Put(data)
+	if err != nil {
+		return err
+	}
+	return w.set(block, blockRef{kind: refChunk, id: res.ID}, int64(len(data)), res.Stored)
+}
+
+// set records ref as block's new version.
+func (w *versionWriter) set(block uint64, ref blockRef, logical, stored int64) error {
+	w.key = versionKey(w.key, w.meta.ID, block, w.t)
+	if err := w.batch.Set(w.key, encodeValue(ref), nil); err != nil {
+		return err
+	}
+	w.runs.add(block)
+	w.sum.Blocks++
+	w.sum.Bytes += uint64(logical)
+	w.sum.Stored += uint64(stored)
+	return nil
+}
+
+// commitPart commits what is batched so far without making the version
+// visible. The first part also writes the pending marker.
+func (w *versionWriter) commitPart() error {
+	if w.part == 0 {
+		if err := w.batch.Set(pendingKey(w.meta.ID, w.t), nil, nil); err != nil {
+			return err
+		}
+	}
+	if err := w.writeRuns(); err != nil {
+		return err
+	}
+	// Pack bytes are written before Put returns, so a process crash cannot
+	// leave this batch pointing at missing bytes.
+	if err := w.txn.AddTo(w.batch); err != nil {
+		return err
+	}
+	if err := w.batch.Commit(pebble.NoSync); err != nil {
+		return fmt.Errorf("timeline: commit: %w", err)
+	}
+	w.batch.Close()
+	w.batch = w.s.db.NewBatch()
+	return nil
+}
+
+func (w *versionWriter) writeRuns() error {
+	if len(w.runs.r) == 0 {
+		return nil
+	}
+	if err := w.batch.Set(timeKey(w.meta.ID, w.t, w.part), w.runs.marshal(), nil); err != nil {
+		return err
+	}
+	w.part++
+	w.runs = runs{}
+	return nil
+}
+
+// commit makes the version visible. With sync, it is durable on return:
+// pack data is synced before the batch that points at it.
+func (w *versionWriter) commit(sync bool) error {
+	defer w.batch.Close()
+	if err := w.writeRuns(); err != nil {
+		return err
+	}
+	if err := w.txn.AddTo(w.batch); err != nil {
+		return err
+	}
+	m := w.meta
+	if m.Versions == 0 {
+		m.First = w.t
+	}
+	m.Last = w.t
+	m.Versions++
+	m.LogicalBytes += int64(w.sum.Bytes)
+	m.StoredBytes += int64(w.sum.Stored)
+	if k := len(m.Sizes); k == 0 || m.Sizes[k-1].Size != m.Size {
+		m.Sizes = append(m.Sizes, SizeChange{T: w.t, Size: m.Size})
+	}
+	w.sum.Kind = w.kind
+	w.sum.Size = uint64(m.Size)
+	b := w.batch
+	b.Set(timeKey(m.ID, w.t, summaryPart), w.sum.marshal(), nil)
+	b.Set(metaKey(m.ID), m.marshal(), nil)
+	b.Set(nameKey(m.Name), clockValue(int64(m.ID)), nil)
+	b.Set(globalKey("clock"), clockValue(w.t), nil)
+	b.Set(globalKey("next-id"), clockValue(int64(w.s.maxID())), nil)
+	if w.part > 0 {
+		b.Delete(pendingKey(m.ID, w.t), nil)
+	}
+	opt := pebble.NoSync
+	if sync {
+		if err := w.s.chunks.SyncPacks(); err != nil {
+			return err
+		}
+		opt = pebble.Sync
+	}
+	if err := b.Commit(opt); err != nil {
+		return fmt.Errorf("timeline: commit: %w", err)
+	}
+	w.s.publish(m)
+	return nil
+}
+
+// abort drops what is batched; parts already committed are undone by
+// undoPending.
+func (w *versionWriter) abort() {
+	w.batch.Close()
+}
