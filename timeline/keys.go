@@ -24,12 +24,12 @@ import (
 // Comparer's Split cuts a version key after the block number; every other
 // key is all prefix. The chunk index ('c' keys) belongs to blockstore.
 const (
-	tagVersion  = 'v'
-	tagTime     = 't'
-	tagMeta     = 'm'
-	tagPending  = 'i'
-	tagGlobal   = 'g'
-	tagName     = 'n'
+	tagVersion       = 'v'
+	tagTime          = 't'
+	tagMeta          = 'm'
+	tagPending       = 'i'
+	tagGlobal        = 'g'
+	tagName          = 'n'
 	versionKeyLen    = 1 + 8 + 8 + 8
 	versionPrefixLen = 1 + 8 + 8
 	timeKeyLen       = 1 + 8 + 8 + 4
