@@ -1,0 +1,94 @@
+// Package nbd is rewind's Network Block Device server: it serves a
+// Backend (a view of a volume at an instant, or a writable clone) to NBD
+// clients such as qemu, nbdcopy, nbdfuse and the kernel's nbd driver.
+//
+// # Protocol
+//
+// The server speaks the fixed newstyle handshake of the NBD protocol
+// (NetworkBlockDevice/nbd doc/proto.md): NBD_OPT_GO, INFO (EXPORT,
+// BLOCK_SIZE, NAME, DESCRIPTION), LIST, EXPORT_NAME (with and without
+// NO_ZEROES), ABORT, STARTTLS, STRUCTURED_REPLY, LIST_META_CONTEXT and
+// SET_META_CONTEXT with base:allocation. Other options get
+// NBD_REP_ERR_UNSUP and the stream stays in sync. In transmission it
+// serves READ (structured replies with OFFSET_DATA and OFFSET_HOLE chunks,
+// one data chunk under DF, simple replies otherwise), WRITE, FLUSH, FUA,
+// TRIM, WRITE_ZEROES (NO_HOLE, FAST_ZERO), CACHE, BLOCK_STATUS (with and
+// without REQ_ONE) and DISC. Extended headers, RESIZE and the oldstyle
+// handshake are not supported. wire.go holds the wire format; the rest is
+// logic.
+//
+// Size constraints advertised: minimum block 1, preferred Export.BlockSize
+// (a power of two, at least 512), maximum payload MaxPayload (32 MiB).
+//
+// # TLS
+//
+// With Server.TLSConfig set, TLS is mandatory (FORCEDTLS): every option
+// but STARTTLS and ABORT gets NBD_REP_ERR_TLS_REQD, and EXPORT_NAME before
+// TLS closes the connection. Client certificates are checked by crypto/tls
+// as the config says (tls.RequireAndVerifyClientCert). Go's crypto/tls has
+// no external PSK, so only X.509 works: qemu's tls-creds-psk and
+// nbdkit/libnbd PSK files cannot be used. A successful STARTTLS discards
+// everything negotiated before it (CVE-2021-3716), and bytes pipelined
+// behind STARTTLS close the connection.
+//
+// # Exports
+//
+// Resolver.Open runs only once a client names an export (GO, INFO,
+// EXPORT_NAME) and, with TLS, after TLS is up; no backend work happens for
+// unauthenticated clients. INFO opens the export to describe it and
+// releases it at once. GO keeps it until the connection ends, then calls
+// Export.Release. The server never flushes a backend on its own: FLUSH
+// and FUA do, Shutdown does not.
+//
+// # Concurrency
+//
+// Each connection has one reader goroutine, Server.Workers workers and one
+// writer, in an errgroup tied to the connection. The reader validates each
+// request before reading or allocating anything for it, reads WRITE
+// payloads, and hands requests to the workers; workers call the Backend
+// and build replies; the writer sends each reply (header and payload) in
+// one write, batching replies that are ready together, in completion
+// order (replies are out of order, as the protocol allows). Backend
+// methods are therefore called concurrently, overlapping requests
+// included. The payload bytes in flight per connection are bounded (2 x
+// MaxPayload); when the bound or the workers are exhausted the reader
+// stops reading and TCP pushes back on the client. Buffers are pooled.
+//
+// FLUSH calls Backend.Flush, which must persist every write completed
+// before it; since a write is replied only after WriteAt returned, this
+// covers every write the client saw completed, on any connection sharing
+// the Backend (Export.MultiConn advertises NBD_FLAG_CAN_MULTI_CONN). FUA
+// is a Flush after the write.
+//
+// Shutdown stops accepting, closes negotiating connections, makes
+// transmitting ones stop reading, lets the requests already read finish
+// and be replied, and closes. A request whose WRITE payload was still
+// arriving is dropped unanswered.
+//
+// # Errors
+//
+// Protocol errors that leave the stream in sync get an error reply and the
+// connection continues: unknown option (ERR_UNSUP), malformed option
+// (ERR_INVALID), unknown command or flag (EINVAL), out of range (EINVAL
+// for read, trim, cache and block status; ENOSPC for write and zeroes),
+// write on a read-only export (EPERM; the payload is read and discarded),
+// READ or WRITE over MaxPayload (EINVAL), zero length (EINVAL), FAST_ZERO
+// when the Backend does not implement FastZeroer or says no (ENOTSUP).
+// Errors that cannot be answered in sync close the connection: bad magic,
+// unknown client flags, option data over 64 KiB, more than 64 options,
+// any option but EXPORT_NAME without fixed newstyle, a refused
+// EXPORT_NAME, a rejected WRITE payload over 2 x MaxPayload, the handshake
+// deadline. Backend errors are mapped with ToErrno; the client sees the
+// errno and the operation, the log gets the full error. Strings sent to
+// clients are cut to 4096 bytes.
+//
+// # Known hazards
+//
+// A Backend call that never returns holds its worker and, at Shutdown,
+// the connection, until Shutdown's context ends. There is no write
+// timeout in transmission: a client that stops reading replies stops its
+// own connection (the reader pushes back) until Shutdown closes it.
+// Serving an export to a client on the same host that writes back into
+// the same store (nbdfuse over an export of its own backing files)
+// deadlocks like any loop-mounted filesystem.
+package nbd

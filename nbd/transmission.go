@@ -1,0 +1,313 @@
+package nbd
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/semaphore"
+)
+
+// session is what the handshake settled for the transmission phase.
+type session struct {
+	exp        *Export
+	name       string // canonical export name, for logs and metrics
+	nc         net.Conn
+	br         *bufio.Reader
+	tls        bool
+	structured bool // structured replies negotiated
+	metaAlloc  bool // base:allocation selected for this export
+	flags      uint16
+	size       int64
+	blockSize  uint32
+	metrics    Metrics
+
+	started bool
+	endOnce sync.Once
+}
+
+// start reports the connection to metrics.
+func (s *session) start() {
+	s.started = true
+	if s.metrics != nil {
+		s.metrics.ConnOpened(s.name)
+	}
+}
+
+// end releases the export, once.
+func (s *session) end() {
+	s.endOnce.Do(func() {
+		if s.started && s.metrics != nil {
+			s.metrics.ConnClosed(s.name)
+		}
+		if s.exp.Release != nil {
+			s.exp.Release()
+		}
+	})
+}
+
+// Writer batching: replies queued together leave in one write.
+const (
+	maxBatch      = 64
+	maxBatchBytes = 4 << 20
+)
+
+// transmission runs one connection's request loop: one reader, a pool of
+// workers, one writer, tied together by an errgroup.
+type transmission struct {
+	c       *conn
+	s       *session
+	pools   *pools
+	budget  *semaphore.Weighted
+	work    chan *job
+	replies chan *job
+	readErr error // why the reader stopped, when it was not a clean end
+}
+
+func (c *conn) transmit(s *session) error {
+	s.start()
+	workers := c.srv.workers()
+	t := &transmission{
+		c:       c,
+		s:       s,
+		pools:   &c.srv.pools,
+		budget:  semaphore.NewWeighted(connBudget),
+		work:    make(chan *job),
+		replies: make(chan *job, workers),
+	}
+	g, ctx := errgroup.WithContext(c.ctx)
+	// A failed writer must not leave the reader blocked on the socket.
+	stop := context.AfterFunc(ctx, func() { c.raw.SetReadDeadline(aLongTimeAgo) })
+	defer stop()
+
+	g.Go(func() error { t.readLoop(ctx); return nil })
+	var live atomic.Int32
+	live.Store(int32(workers))
+	for range workers {
+		g.Go(func() error {
+			defer func() {
+				if live.Add(-1) == 0 {
+					close(t.replies)
+				}
+			}()
+			t.workLoop(ctx)
+			return nil
+		})
+	}
+	g.Go(func() error { return t.writeLoop() })
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	return t.readErr
+}
+
+// readLoop reads requests and hands them to the workers. However it ends,
+// it closes the work queue, so that requests already read are still
+// served and replied before the connection closes.
+func (t *transmission) readLoop(ctx context.Context) {
+	defer close(t.work)
+	var h [requestLen]byte
+	for {
+		if _, err := io.ReadFull(t.s.br, h[:]); err != nil {
+			t.readEnded(err)
+			return
+		}
+		r, ok := decodeRequest(&h)
+		if !ok {
+			t.readErr = fmt.Errorf("%w: request magic %#x", errBadMagic, be.Uint32(h[:]))
+			return
+		}
+		if r.typ == CmdDisc {
+			t.c.log.Debug("nbd: client disconnected")
+			return
+		}
+		j := t.pools.getJob()
+		j.req, j.start = r, time.Now()
+		if e := t.s.check(&r); e != nil {
+			j.err = e
+		}
+		if err := t.admit(ctx, j); err != nil {
+			t.pools.putJob(j)
+			t.readEnded(err)
+			return
+		}
+		select {
+		case t.work <- j:
+		case <-ctx.Done():
+			t.release(j)
+			return
+		}
+	}
+}
+
+// admit reserves the request's memory in the connection budget and reads
+// a WRITE payload; a rejected WRITE's payload is read and discarded.
+func (t *transmission) admit(ctx context.Context, j *job) error {
+	r := &j.req
+	if r.typ == CmdWrite && j.err != nil {
+		if r.length > maxDrain {
+			return fmt.Errorf("%w: WRITE of %d bytes", errPayloadTooLarge, r.length)
+		}
+		_, err := io.CopyN(io.Discard, t.s.br, int64(r.length))
+		return err
+	}
+	if j.err != nil {
+		return nil
+	}
+	n := t.s.budgetFor(r)
+	if n == 0 {
+		return nil
+	}
+	if err := t.budget.Acquire(ctx, n); err != nil {
+		return err
+	}
+	j.budget = n
+	if r.typ == CmdWrite {
+		j.buf = t.pools.getBuf(int(r.length))
+		_, err := io.ReadFull(t.s.br, *j.buf)
+		return err
+	}
+	return nil
+}
+
+// readEnded records why reading stopped; ends that are not the client's
+// fault or Shutdown's doing are kept for the log.
+func (t *transmission) readEnded(err error) {
+	switch {
+	case t.c.shuttingDown():
+		t.c.log.Debug("nbd: stopped reading for shutdown")
+	case errors.Is(err, io.EOF):
+		t.c.log.Debug("nbd: client closed the connection without NBD_CMD_DISC")
+	case errors.Is(err, context.Canceled), errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, net.ErrClosed):
+		// The writer failed or the server closed the connection.
+	default:
+		t.readErr = err
+	}
+}
+
+func (t *transmission) workLoop(ctx context.Context) {
+	for j := range t.work {
+		if ctx.Err() != nil {
+			t.release(j)
+			continue
+		}
+		t.execute(j)
+		select {
+		case t.replies <- j:
+		case <-ctx.Done():
+			t.release(j)
+		}
+	}
+}
+
+// writeLoop writes replies in the order workers finish them. Each reply
+// leaves in one write; replies that are ready together share it.
+func (t *transmission) writeLoop() error {
+	nc := t.s.nc
+	var bw *bufio.Writer
+	switch nc.(type) {
+	case *net.TCPConn, *net.UnixConn: // writev
+	default:
+		bw = bufio.NewWriterSize(nc, 256<<10)
+	}
+	batch := make([]*job, 0, maxBatch)
+	var bufs net.Buffers
+	for {
+		j, ok := <-t.replies
+		if !ok {
+			return nil
+		}
+		batch = append(batch[:0], j)
+		size := j.replyLen()
+	gather:
+		for len(batch) < maxBatch && size < maxBatchBytes {
+			select {
+			case j, ok = <-t.replies:
+				if !ok {
+					break gather
+				}
+				batch = append(batch, j)
+				size += j.replyLen()
+			default:
+				break gather
+			}
+		}
+		bufs = bufs[:0]
+		for _, j := range batch {
+			bufs = append(bufs, j.segs...)
+		}
+		err := writeBuffers(nc, bw, bufs)
+		clear(bufs)
+		now := time.Now()
+		for _, j := range batch {
+			t.finish(j, now)
+		}
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return nil
+		}
+	}
+}
+
+func writeBuffers(nc net.Conn, bw *bufio.Writer, bufs net.Buffers) error {
+	if bw == nil {
+		_, err := bufs.WriteTo(nc)
+		return err
+	}
+	for _, b := range bufs {
+		if _, err := bw.Write(b); err != nil {
+			return err
+		}
+	}
+	return bw.Flush()
+}
+
+// finish reports a written reply to metrics and recycles its job.
+func (t *transmission) finish(j *job, now time.Time) {
+	if m := t.s.metrics; m != nil {
+		var err error
+		if j.err != nil {
+			err = j.err
+		}
+		m.Request(t.s.name, cmdName(j.req.typ), int64(j.req.length), now.Sub(j.start), err)
+	}
+	t.release(j)
+}
+
+func (t *transmission) release(j *job) {
+	if j.budget > 0 {
+		t.budget.Release(j.budget)
+	}
+	t.pools.putJob(j)
+}
+
+func cmdName(typ uint16) string {
+	switch typ {
+	case CmdRead:
+		return "read"
+	case CmdWrite:
+		return "write"
+	case CmdFlush:
+		return "flush"
+	case CmdTrim:
+		return "trim"
+	case CmdCache:
+		return "cache"
+	case CmdWriteZeroes:
+		return "write_zeroes"
+	case CmdBlockStatus:
+		return "block_status"
+	default:
+		return "unknown"
+	}
+}
