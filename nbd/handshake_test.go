@@ -119,8 +119,8 @@ func TestInfoThenGo(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := nbdtest.ExportInfo{
-		Size:  testSize,
-		Flags: nbd.FlagHasFlags | nbd.FlagSendFlush | nbd.FlagSendFUA | nbd.FlagSendTrim | nbd.FlagSendWriteZeroes | nbd.FlagSendCache | nbd.FlagSendFastZero | nbd.FlagCanMultiConn,
+		Size:     testSize,
+		Flags:    nbd.FlagHasFlags | nbd.FlagSendFlush | nbd.FlagSendFUA | nbd.FlagSendTrim | nbd.FlagSendWriteZeroes | nbd.FlagSendCache | nbd.FlagSendFastZero | nbd.FlagCanMultiConn,
 		MinBlock: 1, PrefBlock: 65536, MaxBlock: nbd.MaxPayload,
 		Name: "disk", Description: "a test disk", HaveName: true, HaveDescription: true,
 	}
@@ -234,14 +234,14 @@ func TestMalformedOptionsKeepSync(t *testing.T) {
 	}{
 		{nbd.OptGo, nil},
 		{nbd.OptGo, []byte{0, 0, 0}},
-		{nbd.OptGo, append(name(5, "disk"), 0, 0)},             // name length > option length - 6
-		{nbd.OptGo, append(name(0xffffffff, "disk"), 0, 0)},    // CVE-2022-26495
-		{nbd.OptInfo, append(name(4, "disk"), 0, 2, 0, 1)},     // 2 infos, 1 sent
-		{nbd.OptInfo, append(name(4, "disk"), 0, 0, 9)},        // trailing byte
+		{nbd.OptGo, append(name(5, "disk"), 0, 0)},          // name length > option length - 6
+		{nbd.OptGo, append(name(0xffffffff, "disk"), 0, 0)}, // CVE-2022-26495
+		{nbd.OptInfo, append(name(4, "disk"), 0, 2, 0, 1)},  // 2 infos, 1 sent
+		{nbd.OptInfo, append(name(4, "disk"), 0, 0, 9)},     // trailing byte
 		{nbd.OptGo, append(name(4097, strings.Repeat("a", 4097)), 0, 0)},
 		{nbd.OptStructuredReply, []byte{0}},
 		{nbd.OptListMetaContext, []byte{0, 0}},
-		{nbd.OptListMetaContext, append(name(4, "disk"), 0xff, 0xff, 0xff, 0xff)},             // count overflow
+		{nbd.OptListMetaContext, append(name(4, "disk"), 0xff, 0xff, 0xff, 0xff)}, // count overflow
 		{nbd.OptListMetaContext, append(name(4, "disk"), append(be.AppendUint32(nil, 1), name(99, "base:")...)...)}, // query overruns
 		{nbd.OptListMetaContext, append(name(0xfffffffc, "disk"), 0, 0, 0, 0)},
 	}
