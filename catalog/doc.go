@@ -1,0 +1,27 @@
+// Package catalog is the service every command and the daemon call: it
+// names volumes, parses points in time (VOLUME@WHEN), keeps recovery point
+// labels, and carries out imports, exports, clones and the listings of the
+// CLI contract on top of the timeline.
+//
+// # Data directory
+//
+//	DATA/index/   the Pebble database (timeline, chunk index, catalog keys)
+//	DATA/packs/   chunk pack files
+//	DATA/rewind.sock  the daemon's local socket (catalog/api)
+//
+// Catalog keys share the database with the timeline (see timeline/keys.go):
+//
+//	'p' | volume id u64 | label  -> recovery point (JSON)
+//
+// # Concurrency
+//
+// A Service is safe for concurrent use. Pebble lets one process open a
+// data directory: while a daemon runs, commands reach this service through
+// the daemon's socket instead of opening it themselves.
+//
+// # Errors
+//
+// ErrBadWhen, ErrBadName, ErrNotFound, ErrExists, ErrConflict and ErrBusy
+// classify failures for the CLI and the socket API; messages say what to
+// do.
+package catalog

@@ -1,0 +1,187 @@
+package catalog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"time"
+
+	"github.com/rewind-dev/rewind/timeline"
+	"golang.org/x/sync/errgroup"
+)
+
+// exportPiece is the most bytes read at once by an export worker.
+const exportPiece = 8 << 20
+
+// piece is a range of the view: data to read, or a hole.
+type piece struct {
+	off, n int64
+	hole   bool
+	data   chan []byte
+}
+
+// Export writes the contents of spec to a file or block device (sparse
+// where it can), or to w when Dest is "-".
+func (s *Service) Export(ctx context.Context, r ExportRequest, w io.Writer, progress ProgressFunc) (*ExportResult, error) {
+	v, t, _, err := s.Resolve(r.Spec)
+	if err != nil {
+		return nil, err
+	}
+	view, err := s.tl.ViewAt(v.ID, t)
+	if err != nil {
+		return nil, err
+	}
+	defer view.Close()
+	start := time.Now()
+	var out writerAt
+	sparse := false
+	if r.Dest == "-" {
+		out = &streamWriter{w: w}
+	} else {
+		f, isSparse, err := openDest(r.Dest, view.Size())
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		out, sparse = f, isSparse
+	}
+	data, err := s.copyView(ctx, view, out, sparse, progress)
+	if err != nil {
+		return nil, err
+	}
+	if f, ok := out.(*os.File); ok {
+		if err := f.Sync(); err != nil {
+			return nil, fmt.Errorf("sync %s: %w", r.Dest, err)
+		}
+	}
+	return &ExportResult{Spec: r.Spec, Time: Time(t), Size: view.Size(), Data: data, Duration: time.Since(start)}, nil
+}
+
+type writerAt interface {
+	WriteAt(p []byte, off int64) (int, error)
+}
+
+// streamWriter writes in order; copyView hands it pieces in order.
+type streamWriter struct{ w io.Writer }
+
+func (s *streamWriter) WriteAt(p []byte, _ int64) (int, error) { return s.w.Write(p) }
+
+// openDest opens a file (created or truncated; sparse) or a block device.
+func openDest(path string, size int64) (*os.File, bool, error) {
+	st, err := os.Stat(path)
+	if err == nil && st.Mode()&os.ModeDevice != 0 {
+		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		if err != nil {
+			return nil, false, fmt.Errorf("open %s: %w", path, err)
+		}
+		devSize, err := f.Seek(0, io.SeekEnd)
+		if err == nil && devSize < size {
+			f.Close()
+			return nil, false, errorf(ErrInvalid, "%s holds %d bytes; the export needs %d", path, devSize, size)
+		}
+		return f, false, nil
+	}
+	if err == nil && st.IsDir() {
+		return nil, false, errorf(ErrInvalid, "%s is a directory; name a file", path)
+	}
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, false, err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return nil, false, fmt.Errorf("create %s: %w", path, err)
+	}
+	if err := f.Truncate(size); err != nil {
+		f.Close()
+		return nil, false, fmt.Errorf("size %s: %w", path, err)
+	}
+	return f, true, nil
+}
+
+// copyView copies view to out: pieces read in parallel, written in order.
+// With sparse, holes are skipped (the destination already reads them as
+// zeroes); otherwise zeroes are written.
+func (s *Service) copyView(ctx context.Context, view *timeline.View, out writerAt, sparse bool, progress ProgressFunc) (int64, error) {
+	size := view.Size()
+	g, ctx := errgroup.WithContext(ctx)
+	workers := runtime.GOMAXPROCS(0) * 2
+	jobs := make(chan *piece, workers)
+	queue := make(chan *piece, workers*2)
+	g.Go(func() error { // producer: extents cut into pieces
+		defer close(jobs)
+		defer close(queue)
+		for off := int64(0); off < size; {
+			exts, err := view.Extents(off, size-off)
+			if err != nil {
+				return err
+			}
+			for _, e := range exts {
+				for o := e.Offset; o < e.Offset+e.Length; o += exportPiece {
+					p := &piece{off: o, n: min(exportPiece, e.Offset+e.Length-o), hole: e.Hole, data: make(chan []byte, 1)}
+					select {
+					case queue <- p:
+					case <-ctx.Done():
+						return ctx.Err()
+					}
+					if !p.hole {
+						select {
+						case jobs <- p:
+						case <-ctx.Done():
+							return ctx.Err()
+						}
+					}
+				}
+				off = e.Offset + e.Length
+			}
+		}
+		return nil
+	})
+	for range workers {
+		g.Go(func() error {
+			for p := range jobs {
+				buf := make([]byte, p.n)
+				if _, err := view.ReadAt(buf, p.off); err != nil {
+					return fmt.Errorf("read at %d: %w", p.off, err)
+				}
+				p.data <- buf
+			}
+			return nil
+		})
+	}
+	var data int64
+	g.Go(func() error { // writer, in order
+		zero := make([]byte, exportPiece)
+		for p := range queue {
+			var buf []byte
+			if p.hole {
+				if sparse {
+					report(progress, p.off+p.n, size)
+					continue
+				}
+				buf = zero[:p.n]
+			} else {
+				select {
+				case buf = <-p.data:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+				data += p.n
+			}
+			if _, err := out.WriteAt(buf, p.off); err != nil {
+				return fmt.Errorf("write at %d: %w", p.off, err)
+			}
+			report(progress, p.off+p.n, size)
+		}
+		return nil
+	})
+	return data, g.Wait()
+}
+
+func report(p ProgressFunc, done, total int64) {
+	if p != nil {
+		p(done, total)
+	}
+}

@@ -1,0 +1,96 @@
+package catalog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/rewind-dev/rewind/timeline"
+)
+
+// Import records a raw image or block device as a new version of a volume.
+func (s *Service) Import(ctx context.Context, r ImportRequest, progress ProgressFunc) (*ImportResult, error) {
+	if err := CheckVolumeName(r.Volume); err != nil {
+		return nil, err
+	}
+	var at int64
+	if r.At != "" {
+		w, err := ParseWhen(r.At, s.now())
+		if err != nil {
+			return nil, fmt.Errorf("--at: %w", err)
+		}
+		if w.Kind != WhenTime {
+			return nil, errorf(ErrBadWhen, "--at %s: give a time, not a label", r.At)
+		}
+		at = w.Time
+	}
+	if r.BlockSize != 0 {
+		if _, err := s.tl.Volume(r.Volume); err == nil {
+			// The block size of an existing volume is fixed; say so only
+			// when it differs.
+			if v, _ := s.tl.Volume(r.Volume); v.BlockSize != r.BlockSize {
+				return nil, errorf(ErrInvalid, "%s has block size %d; --block-size applies only when a volume is created", r.Volume, v.BlockSize)
+			}
+		}
+	}
+	if v, err := s.tl.Volume(r.Volume); err == nil && at != 0 && at <= v.Last {
+		return nil, errorf(ErrConflict, "%s already has a version at %s; --at must be later", r.Volume, Time(v.Last))
+	}
+	src, size, err := openSource(r.Source)
+	if err != nil {
+		return nil, err
+	}
+	defer src.Close()
+	start := time.Now()
+	res, err := s.tl.Import(ctx, timeline.ImportOptions{Name: r.Volume, Source: src, Size: size, At: at,
+		BlockSize: r.BlockSize, Progress: progress})
+	switch {
+	case errors.Is(err, timeline.ErrTooOld):
+		return nil, errorf(ErrConflict, "%s was given a newer version meanwhile; --at must be later", r.Volume)
+	case err != nil:
+		return nil, fmt.Errorf("import %s into %s: %w", r.Source, r.Volume, err)
+	}
+	return &ImportResult{Volume: r.Volume, Time: Time(res.Time), Created: res.Created, Size: size,
+		Blocks: res.Blocks, Bytes: res.Bytes, Stored: res.Stored, Duration: time.Since(start)}, nil
+}
+
+// openSource opens a raw image file or a block device for reading.
+func openSource(path string) (*os.File, int64, error) {
+	if strings.HasPrefix(path, "nbd://") || strings.HasPrefix(path, "nbds://") {
+		return nil, 0, errorf(ErrInvalid, "importing from an NBD URI is not supported yet; copy it first with: nbdcopy %s image.raw", path)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, 0, errorf(ErrNotFound, "source %s does not exist", path)
+		}
+		return nil, 0, errorf(ErrInvalid, "open source: %v", err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, err
+	}
+	var size int64
+	switch {
+	case st.Mode().IsRegular():
+		size = st.Size()
+	case st.Mode()&os.ModeDevice != 0:
+		if size, err = f.Seek(0, io.SeekEnd); err != nil {
+			f.Close()
+			return nil, 0, fmt.Errorf("size of %s: %w", path, err)
+		}
+	default:
+		f.Close()
+		return nil, 0, errorf(ErrInvalid, "source %s is not a regular file or a block device", path)
+	}
+	if size == 0 {
+		f.Close()
+		return nil, 0, errorf(ErrInvalid, "source %s is empty", path)
+	}
+	return f, size, nil
+}

@@ -1,0 +1,138 @@
+package catalog
+
+import (
+	"context"
+	"io"
+	"time"
+)
+
+// API is what the CLI calls: the Service in-process, or the daemon
+// through its socket (catalog/api). Every method is one command of the CLI
+// contract.
+type API interface {
+	Import(ctx context.Context, r ImportRequest, progress ProgressFunc) (*ImportResult, error)
+	Volumes(ctx context.Context) ([]VolumeInfo, error)
+	CreateVolume(ctx context.Context, r CreateRequest) (*VolumeInfo, error)
+	RemoveVolume(ctx context.Context, name string, force bool) error
+	Log(ctx context.Context, r LogRequest) ([]LogEntry, error)
+	Diff(ctx context.Context, a, b string) (*DiffResult, error)
+	AddPoint(ctx context.Context, spec, label string) (*Point, error)
+	Points(ctx context.Context, volume string) ([]Point, error)
+	RemovePoint(ctx context.Context, volume, label string) error
+	// Export writes spec to dest; dest "-" writes to w.
+	Export(ctx context.Context, r ExportRequest, w io.Writer, progress ProgressFunc) (*ExportResult, error)
+	Clone(ctx context.Context, spec, name string) (*VolumeInfo, error)
+	Stats(ctx context.Context) (*Stats, error)
+}
+
+// ProgressFunc receives how far a long operation is.
+type ProgressFunc func(done, total int64)
+
+// ImportRequest is `rewind import`.
+type ImportRequest struct {
+	Volume    string `json:"volume"`
+	Source    string `json:"source"`
+	At        string `json:"at,omitempty"`
+	BlockSize int64  `json:"block_size,omitempty"`
+}
+
+// ImportResult says what an import recorded.
+type ImportResult struct {
+	Volume   string        `json:"volume"`
+	Time     Time          `json:"time"`
+	Created  bool          `json:"created"`
+	Size     int64         `json:"size"`
+	Blocks   int64         `json:"blocks"`
+	Bytes    int64         `json:"bytes"`
+	Stored   int64         `json:"stored"`
+	Duration time.Duration `json:"duration_ns"`
+}
+
+// VolumeInfo is one row of `rewind volume list`.
+type VolumeInfo struct {
+	Name         string `json:"name"`
+	Size         int64  `json:"size"`
+	BlockSize    int64  `json:"block_size"`
+	Kind         string `json:"kind"`
+	Parent       string `json:"parent,omitempty"`
+	ForkTime     *Time  `json:"fork_time,omitempty"`
+	First        Time   `json:"first"`
+	Last         Time   `json:"last"`
+	Versions     int64  `json:"versions"`
+	LogicalBytes int64  `json:"logical_bytes"`
+	StoredBytes  int64  `json:"stored_bytes"`
+}
+
+// CreateRequest is `rewind volume create`.
+type CreateRequest struct {
+	Volume    string `json:"volume"`
+	Size      int64  `json:"size"`
+	BlockSize int64  `json:"block_size,omitempty"`
+}
+
+// LogRequest is `rewind log`.
+type LogRequest struct {
+	Volume string `json:"volume"`
+	Since  string `json:"since,omitempty"`
+	Until  string `json:"until,omitempty"`
+}
+
+// LogEntry is one recorded version.
+type LogEntry struct {
+	Time   Time   `json:"time"`
+	Kind   string `json:"kind"`
+	Blocks int64  `json:"blocks"`
+	Bytes  int64  `json:"bytes"`
+	Stored int64  `json:"stored"`
+	Size   int64  `json:"size"`
+}
+
+// DiffResult is `rewind diff`.
+type DiffResult struct {
+	From   Time    `json:"from"`
+	To     Time    `json:"to"`
+	Ranges []Range `json:"ranges"`
+	Bytes  int64   `json:"bytes"`
+}
+
+// Range is a run of bytes.
+type Range struct {
+	Offset int64 `json:"offset"`
+	Length int64 `json:"length"`
+}
+
+// Point is a recovery point label.
+type Point struct {
+	Volume  string `json:"volume"`
+	Label   string `json:"label"`
+	Time    Time   `json:"time"`
+	Created Time   `json:"created"`
+}
+
+// ExportRequest is `rewind export`.
+type ExportRequest struct {
+	Spec string `json:"spec"`
+	Dest string `json:"dest"`
+}
+
+// ExportResult says what an export wrote.
+type ExportResult struct {
+	Spec     string        `json:"spec"`
+	Time     Time          `json:"time"`
+	Size     int64         `json:"size"`
+	Data     int64         `json:"data_bytes"` // bytes of data (not holes) written
+	Duration time.Duration `json:"duration_ns"`
+}
+
+// Stats is `rewind stats`.
+type Stats struct {
+	Volumes          int     `json:"volumes"`
+	Versions         int64   `json:"versions"`
+	LogicalBytes     int64   `json:"logical_bytes"` // bytes all versions recorded
+	UniqueBytes      int64   `json:"unique_bytes"`  // distinct chunk bytes before compression
+	StoredBytes      int64   `json:"stored_bytes"`  // pack files on disk
+	IndexBytes       int64   `json:"index_bytes"`   // the Pebble database
+	Chunks           int64   `json:"chunks"`
+	DedupRatio       float64 `json:"dedup_ratio"`
+	CompressionRatio float64 `json:"compression_ratio"`
+}

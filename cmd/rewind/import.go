@@ -1,0 +1,38 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/rewind-dev/rewind/catalog"
+)
+
+type importCmd struct {
+	Volume    string `arg:"" help:"Volume to create or add a version to."`
+	Source    string `arg:"" help:"A raw image file or a block device."`
+	At        string `help:"Stamp the version with this time (default now); later than the volume's newest version." placeholder:"WHEN"`
+	BlockSize Size   `help:"Block size of a new volume: a power of two from 4KiB to 1MiB (default 64KiB)." placeholder:"SIZE"`
+}
+
+func (c *importCmd) Run(e *env) error {
+	api, done, err := e.api()
+	if err != nil {
+		return err
+	}
+	defer done()
+	bar, progress := newProgress("import "+c.Volume, !e.globals.JSON)
+	res, err := api.Import(e.ctx, catalog.ImportRequest{Volume: c.Volume, Source: c.Source, At: c.At, BlockSize: int64(c.BlockSize)}, progress)
+	bar.done()
+	if err != nil {
+		return err
+	}
+	return e.print(res, func() {
+		verb := "added a version to"
+		if res.Created {
+			verb = "created"
+		}
+		rate := float64(res.Size) / max(res.Duration.Seconds(), 1e-9)
+		fmt.Printf("%s %s at %s: %d blocks changed (%s), %s stored, %s read in %.2fs (%s/s)\n",
+			verb, res.Volume, res.Time, res.Blocks, human(res.Bytes), human(res.Stored), human(res.Size),
+			res.Duration.Seconds(), human(int64(rate)))
+	})
+}

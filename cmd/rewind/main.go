@@ -1,0 +1,100 @@
+// Command rewind keeps every write of protected disks as a timeline and
+// serves any second of it. See CLI.md for the contract; `rewind --help`
+// describes every command.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/alecthomas/kong"
+	"github.com/rewind-dev/rewind/catalog"
+)
+
+// cli is the whole command line.
+type cli struct {
+	Data    string `help:"Data directory (default /var/lib/rewind for root, else ~/.local/share/rewind)." env:"REWIND_DATA" type:"path" placeholder:"DIR"`
+	JSON    bool   `help:"Print one JSON document (or one per line for streams) and nothing else on standard output." name:"json"`
+	Verbose bool   `help:"Log more." short:"v"`
+
+	Import importCmd `cmd:"" help:"Record a raw image or block device as a new version of VOLUME."`
+	Volume volumeCmd `cmd:"" help:"List, create and remove volumes."`
+	Log    logCmd    `cmd:"" help:"One line per recorded version: time, blocks, bytes."`
+	Diff   diffCmd   `cmd:"" help:"The byte ranges that differ between two instants."`
+	Point  pointCmd  `cmd:"" help:"Recovery point labels."`
+	Export exportCmd `cmd:"" help:"Restore VOLUME@WHEN into a file or block device (sparse where it can; - is standard output)."`
+	Clone  cloneCmd  `cmd:"" help:"A writable volume that starts as VOLUME@WHEN; history never changes."`
+	Stats  statsCmd  `cmd:"" help:"Logical and stored bytes, dedup and compression ratios."`
+}
+
+// env is what every command's Run receives.
+type env struct {
+	ctx     context.Context
+	globals *cli
+	dataDir string
+}
+
+// api returns the catalog: in-process (the daemon is not running).
+func (e *env) api() (catalog.API, func(), error) {
+	svc, err := catalog.Open(catalog.Options{Dir: e.dataDir})
+	if err != nil {
+		return nil, nil, err
+	}
+	return svc, func() { svc.Close() }, nil
+}
+
+// print writes v as JSON with --json, else calls text.
+func (e *env) print(v any, text func()) error {
+	if e.globals.JSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	text()
+	return nil
+}
+
+func main() {
+	var c cli
+	parser := kong.Must(&c,
+		kong.Name("rewind"),
+		kong.Description("rewind keeps every write of your disks as a timeline and serves any second of it: as NBD exports, FUSE images and writable clones."),
+		kong.UsageOnError(),
+		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
+	)
+	kctx, err := parser.Parse(os.Args[1:])
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "rewind: %v\n", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	dataDir := c.Data
+	if dataDir == "" {
+		dataDir = catalog.DefaultDataDir()
+	}
+	e := &env{ctx: ctx, globals: &c, dataDir: dataDir}
+	if err := kctx.Run(e); err != nil {
+		fmt.Fprintf(os.Stderr, "rewind: %s\n", oneLine(err))
+		if errors.Is(err, context.Canceled) {
+			os.Exit(130)
+		}
+		os.Exit(1)
+	}
+}
+
+// oneLine keeps an error message to one line.
+func oneLine(err error) string {
+	s := err.Error()
+	for i, r := range s {
+		if r == '\n' {
+			return s[:i]
+		}
+	}
+	return s
+}
