@@ -16,13 +16,14 @@ func (c *exportCmd) Run(e *env) error {
 	if c.Dest == "-" && e.globals.JSON {
 		return fmt.Errorf("--json and - both want standard output; export to a file instead")
 	}
+	dest := absPath(c.Dest)
 	api, done, err := e.api()
 	if err != nil {
 		return err
 	}
 	defer done()
 	bar, progress := newProgress("export "+c.Spec, !e.globals.JSON)
-	res, err := api.Export(e.ctx, catalog.ExportRequest{Spec: c.Spec, Dest: c.Dest}, os.Stdout, progress)
+	res, err := api.Export(e.ctx, catalog.ExportRequest{Spec: c.Spec, Dest: dest}, os.Stdout, progress)
 	bar.done()
 	if err != nil {
 		return err

@@ -14,13 +14,14 @@ type importCmd struct {
 }
 
 func (c *importCmd) Run(e *env) error {
+	source := absPath(c.Source)
 	api, done, err := e.api()
 	if err != nil {
 		return err
 	}
 	defer done()
 	bar, progress := newProgress("import "+c.Volume, !e.globals.JSON)
-	res, err := api.Import(e.ctx, catalog.ImportRequest{Volume: c.Volume, Source: c.Source, At: c.At, BlockSize: int64(c.BlockSize)}, progress)
+	res, err := api.Import(e.ctx, catalog.ImportRequest{Volume: c.Volume, Source: source, At: c.At, BlockSize: int64(c.BlockSize)}, progress)
 	bar.done()
 	if err != nil {
 		return err

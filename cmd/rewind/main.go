@@ -8,12 +8,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
+	"path/filepath"
+	"strings"
 	"os/signal"
 	"syscall"
 
 	"github.com/alecthomas/kong"
 	"github.com/rewind-dev/rewind/catalog"
+	"github.com/rewind-dev/rewind/catalog/api"
 )
 
 // cli is the whole command line.
@@ -30,6 +34,7 @@ type cli struct {
 	Export exportCmd `cmd:"" help:"Restore VOLUME@WHEN into a file or block device (sparse where it can; - is standard output)."`
 	Clone  cloneCmd  `cmd:"" help:"A writable volume that starts as VOLUME@WHEN; history never changes."`
 	Stats  statsCmd  `cmd:"" help:"Logical and stored bytes, dedup and compression ratios."`
+	Serve  serveCmd  `cmd:"" help:"The daemon: NBD exports, the FUSE tree, metrics, and the socket other commands use."`
 }
 
 // env is what every command's Run receives.
@@ -39,13 +44,25 @@ type env struct {
 	dataDir string
 }
 
-// api returns the catalog: in-process (the daemon is not running).
+// api returns the catalog: the daemon's, through its socket, when one
+// runs on the data directory; else the data directory opened in-process.
 func (e *env) api() (catalog.API, func(), error) {
-	svc, err := catalog.Open(catalog.Options{Dir: e.dataDir})
+	if c, err := api.Dial(filepath.Join(e.dataDir, "rewind.sock")); err == nil {
+		return c, c.Close, nil
+	}
+	svc, err := catalog.Open(catalog.Options{Dir: e.dataDir, Logger: e.logger()})
 	if err != nil {
 		return nil, nil, err
 	}
 	return svc, func() { svc.Close() }, nil
+}
+
+func (e *env) logger() *slog.Logger {
+	level := slog.LevelInfo
+	if e.globals.Verbose {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 }
 
 // print writes v as JSON with --json, else calls text.
@@ -97,4 +114,16 @@ func oneLine(err error) string {
 		}
 	}
 	return s
+}
+
+// absPath makes a file argument absolute, so the daemon (running
+// elsewhere) finds it; "-" and URIs stay as they are.
+func absPath(p string) string {
+	if p == "-" || strings.Contains(p, "://") {
+		return p
+	}
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
 }

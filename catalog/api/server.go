@@ -1,0 +1,164 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+
+	"github.com/rewind-dev/rewind/catalog"
+)
+
+// Handler serves api over HTTP. Extra holds daemon-only calls (mount,
+// umount, ...) by name; they get the raw request body.
+func Handler(api catalog.API, extra map[string]func(ctx context.Context, body json.RawMessage) (any, error)) http.Handler {
+	calls := map[string]func(ctx context.Context, body json.RawMessage) (any, error){
+		"volumes": func(ctx context.Context, _ json.RawMessage) (any, error) { return api.Volumes(ctx) },
+		"stats":   func(ctx context.Context, _ json.RawMessage) (any, error) { return api.Stats(ctx) },
+		"create": decodeThen(func(ctx context.Context, r catalog.CreateRequest) (any, error) { return api.CreateVolume(ctx, r) }),
+		"remove": decodeThen(func(ctx context.Context, r nameReq) (any, error) { return nil, api.RemoveVolume(ctx, r.Name, r.Force) }),
+		"log":    decodeThen(func(ctx context.Context, r catalog.LogRequest) (any, error) { return api.Log(ctx, r) }),
+		"diff":   decodeThen(func(ctx context.Context, r diffReq) (any, error) { return api.Diff(ctx, r.From, r.To) }),
+		"point-add": decodeThen(func(ctx context.Context, r pointReq) (any, error) {
+			return api.AddPoint(ctx, r.Spec, r.Label)
+		}),
+		"points":   decodeThen(func(ctx context.Context, r pointReq) (any, error) { return api.Points(ctx, r.Volume) }),
+		"point-rm": decodeThen(func(ctx context.Context, r pointReq) (any, error) { return nil, api.RemovePoint(ctx, r.Volume, r.Label) }),
+		"clone":    decodeThen(func(ctx context.Context, r cloneReq) (any, error) { return api.Clone(ctx, r.Spec, r.Name) }),
+	}
+	for k, v := range extra {
+		calls[k] = v
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/{method}", func(w http.ResponseWriter, r *http.Request) {
+		method := r.PathValue("method")
+		switch method {
+		case "import":
+			serveImport(api, w, r)
+			return
+		case "export":
+			serveExport(api, w, r)
+			return
+		}
+		call, ok := calls[method]
+		if !ok {
+			writeError(w, http.StatusNotFound, fmt.Errorf("%w: unknown call %q", catalog.ErrInvalid, method))
+			return
+		}
+		body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+		if err != nil {
+			writeError(w, http.StatusBadRequest, err)
+			return
+		}
+		res, err := call(r.Context(), body)
+		if err != nil {
+			writeError(w, statusOf(err), err)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(res)
+	})
+	return mux
+}
+
+func decodeThen[T any](f func(context.Context, T) (any, error)) func(context.Context, json.RawMessage) (any, error) {
+	return func(ctx context.Context, body json.RawMessage) (any, error) {
+		var req T
+		if len(body) > 0 {
+			if err := json.Unmarshal(body, &req); err != nil {
+				return nil, fmt.Errorf("%w: bad request: %v", catalog.ErrInvalid, err)
+			}
+		}
+		return f(ctx, req)
+	}
+}
+
+func statusOf(err error) int {
+	switch catalog.Class(err) {
+	case "invalid":
+		return http.StatusBadRequest
+	case "not_found":
+		return http.StatusNotFound
+	case "exists", "conflict", "busy":
+		return http.StatusConflict
+	}
+	return http.StatusInternalServerError
+}
+
+func writeError(w http.ResponseWriter, status int, err error) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(encodeError(err))
+}
+
+// streamer writes JSON lines, flushing each.
+type streamer struct {
+	mu sync.Mutex
+	w  http.ResponseWriter
+	f  http.Flusher
+}
+
+func newStreamer(w http.ResponseWriter) *streamer {
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	f, _ := w.(http.Flusher)
+	return &streamer{w: w, f: f}
+}
+
+func (s *streamer) line(l streamLine) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	json.NewEncoder(s.w).Encode(l)
+	if s.f != nil {
+		s.f.Flush()
+	}
+}
+
+func (s *streamer) progress(done, total int64) {
+	s.line(streamLine{Progress: &progress{done, total}})
+}
+
+func (s *streamer) finish(res any, err error) {
+	if err != nil {
+		e := encodeError(err)
+		s.line(streamLine{Error: &e})
+		return
+	}
+	b, _ := json.Marshal(res)
+	s.line(streamLine{Result: b})
+}
+
+func serveImport(api catalog.API, w http.ResponseWriter, r *http.Request) {
+	var req catalog.ImportRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("%w: bad request: %v", catalog.ErrInvalid, err))
+		return
+	}
+	s := newStreamer(w)
+	res, err := api.Import(r.Context(), req, s.progress)
+	s.finish(res, err)
+}
+
+func serveExport(api catalog.API, w http.ResponseWriter, r *http.Request) {
+	var req catalog.ExportRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("%w: bad request: %v", catalog.ErrInvalid, err))
+		return
+	}
+	if req.Dest != "-" {
+		s := newStreamer(w)
+		res, err := api.Export(r.Context(), req, nil, s.progress)
+		s.finish(res, err)
+		return
+	}
+	// Raw bytes; a failure after the first byte goes in the trailer.
+	w.Header().Set("Trailer", "X-Rewind-Error")
+	w.Header().Set("Content-Type", "application/octet-stream")
+	_, err := api.Export(r.Context(), req, w, nil)
+	if err != nil {
+		b, _ := json.Marshal(encodeError(err))
+		w.Header().Set("X-Rewind-Error", strings.ReplaceAll(string(b), "\n", " "))
+	}
+}
