@@ -18,16 +18,18 @@ func Handler(api catalog.API, extra map[string]func(ctx context.Context, body js
 	calls := map[string]func(ctx context.Context, body json.RawMessage) (any, error){
 		"volumes": func(ctx context.Context, _ json.RawMessage) (any, error) { return api.Volumes(ctx) },
 		"stats":   func(ctx context.Context, _ json.RawMessage) (any, error) { return api.Stats(ctx) },
-		"create": decodeThen(func(ctx context.Context, r catalog.CreateRequest) (any, error) { return api.CreateVolume(ctx, r) }),
-		"remove": decodeThen(func(ctx context.Context, r nameReq) (any, error) { return nil, api.RemoveVolume(ctx, r.Name, r.Force) }),
-		"log":    decodeThen(func(ctx context.Context, r catalog.LogRequest) (any, error) { return api.Log(ctx, r) }),
-		"diff":   decodeThen(func(ctx context.Context, r diffReq) (any, error) { return api.Diff(ctx, r.From, r.To) }),
+		"create":  decodeThen(func(ctx context.Context, r catalog.CreateRequest) (any, error) { return api.CreateVolume(ctx, r) }),
+		"remove":  decodeThen(func(ctx context.Context, r nameReq) (any, error) { return nil, api.RemoveVolume(ctx, r.Name, r.Force) }),
+		"log":     decodeThen(func(ctx context.Context, r catalog.LogRequest) (any, error) { return api.Log(ctx, r) }),
+		"diff":    decodeThen(func(ctx context.Context, r diffReq) (any, error) { return api.Diff(ctx, r.From, r.To) }),
 		"point-add": decodeThen(func(ctx context.Context, r pointReq) (any, error) {
 			return api.AddPoint(ctx, r.Spec, r.Label)
 		}),
-		"points":   decodeThen(func(ctx context.Context, r pointReq) (any, error) { return api.Points(ctx, r.Volume) }),
-		"point-rm": decodeThen(func(ctx context.Context, r pointReq) (any, error) { return nil, api.RemovePoint(ctx, r.Volume, r.Label) }),
-		"clone":    decodeThen(func(ctx context.Context, r cloneReq) (any, error) { return api.Clone(ctx, r.Spec, r.Name) }),
+		"points": decodeThen(func(ctx context.Context, r pointReq) (any, error) { return api.Points(ctx, r.Volume) }),
+		"point-rm": decodeThen(func(ctx context.Context, r pointReq) (any, error) {
+			return nil, api.RemovePoint(ctx, r.Volume, r.Label)
+		}),
+		"clone": decodeThen(func(ctx context.Context, r cloneReq) (any, error) { return api.Clone(ctx, r.Spec, r.Name) }),
 	}
 	for k, v := range extra {
 		calls[k] = v
