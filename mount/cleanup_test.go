@@ -21,6 +21,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(helperEnv) != "" {
 		os.Exit(runHelper())
 	}
+	if os.Getenv(flusherEnv) != "" {
+		os.Exit(runFlusherHelper())
+	}
 	os.Exit(m.Run())
 }
 

@@ -70,20 +70,26 @@ func mkXFS(t testing.TB, path string, files map[string]string) {
 	sh(t, "mkfs.xfs", "-q", "-f", "-p", pf, path)
 }
 
-// journalOnlyExt4 returns an ext4 image holding a.txt in place and j.txt
-// only in its journal: the image is copied while still mounted, after an
-// fsync committed the transaction but before it was checkpointed.
-func journalOnlyExt4(t testing.TB) string {
+// journalOnly returns an image of fstype (ext4 or xfs) holding a.txt in
+// place and j.txt only in its journal: the image is copied while still
+// mounted, after an fsync committed the transaction but before the
+// filesystem wrote the metadata to its home location.
+func journalOnly(t testing.TB, fstype string) string {
 	t.Helper()
 	dir := t.TempDir()
 	base, snap, mnt := filepath.Join(dir, "base.img"), filepath.Join(dir, "snap.img"), filepath.Join(dir, "mnt")
-	mkExt4(t, base, 64, map[string]string{"a.txt": "in place\n"})
+	files := map[string]string{"a.txt": "in place\n"}
+	if fstype == "xfs" {
+		mkXFS(t, base, files)
+	} else {
+		mkExt4(t, base, 64, files)
+	}
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	dev := sh(t, "losetup", "--find", "--show", base)
 	defer sh(t, "losetup", "--detach", dev)
-	sh(t, "mount", dev, mnt)
+	sh(t, "mount", "-o", mountData(fstype), dev, mnt)
 	defer sh(t, "umount", mnt)
 	f, err := os.Create(filepath.Join(mnt, "j.txt"))
 	if err != nil {
@@ -100,16 +106,20 @@ func journalOnlyExt4(t testing.TB) string {
 	return snap
 }
 
-// lsNoload lists the root of an ext4 image mounted ro,noload: what a
-// mount that skips the journal shows.
-func lsNoload(t testing.TB, img string) []string {
+// lsWithoutJournal lists the root of img mounted read-only without
+// journal replay (ext4 noload, xfs norecovery).
+func lsWithoutJournal(t *testing.T, img, fstype string) []string {
 	t.Helper()
-	mnt := emptyDir(t, "noload")
+	opts := "ro,noload"
+	if fstype == "xfs" {
+		opts = "ro,norecovery,nouuid"
+	}
+	mnt := emptyDir(t, "nojournal")
 	dev := sh(t, "losetup", "--find", "--show", "--read-only", img)
 	defer sh(t, "losetup", "--detach", dev)
-	sh(t, "mount", "-o", "ro,noload", dev, mnt)
+	sh(t, "mount", "-o", opts, dev, mnt)
 	defer sh(t, "umount", mnt)
-	return names(t.(*testing.T), mnt)
+	return names(t, mnt)
 }
 
 func mountFilesT(t *testing.T, imgPath string) (*Mount, *fileImage, string, string) {
@@ -160,9 +170,15 @@ func assertUnmounted(t *testing.T, m *Mount, img *fileImage, dir, state string) 
 
 func TestMountFilesReplaysJournalOnOverlay(t *testing.T) {
 	requireTools(t, filesTools)
-	snap := journalOnlyExt4(t)
-	if got := lsNoload(t, snap); slices.Contains(got, "j.txt") || !slices.Contains(got, "a.txt") {
-		t.Fatalf("ro,noload shows %q: the fixture does not hold a journal-only file", got)
+	for _, fstype := range []string{"ext4", "xfs"} {
+		t.Run(fstype, func(t *testing.T) { testJournalReplay(t, fstype) })
+	}
+}
+
+func testJournalReplay(t *testing.T, fstype string) {
+	snap := journalOnly(t, fstype)
+	if got := lsWithoutJournal(t, snap, fstype); slices.Contains(got, "j.txt") || !slices.Contains(got, "a.txt") {
+		t.Fatalf("without the journal %s shows %q: the fixture does not hold a journal-only file", fstype, got)
 	}
 	before := shaFile(t, snap)
 	m, img, dir, state := mountFilesT(t, snap)

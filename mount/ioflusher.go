@@ -35,7 +35,14 @@ func ExecAsIOFlusher() error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	if _, _, errno := syscall.RawSyscall(syscall.SYS_PRCTL, prSetIOFlusher, 1, 0); errno != 0 {
-		return fmt.Errorf("mount: prctl(PR_SET_IO_FLUSHER): %w", errno)
+		hint := ""
+		switch errno {
+		case syscall.EPERM:
+			hint = ": it needs CAP_SYS_RESOURCE (a container may need --cap-add SYS_RESOURCE)"
+		case syscall.EINVAL:
+			hint = ": it needs Linux 5.6 or later"
+		}
+		return fmt.Errorf("mount: prctl(PR_SET_IO_FLUSHER): %w%s", errno, hint)
 	}
 	exe, err := os.Executable()
 	if err != nil {

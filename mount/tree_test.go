@@ -70,7 +70,7 @@ func TestTreeResolvesAnyWhenOnLookup(t *testing.T) {
 		"20261125T140000Z":          v[0].data, // listed
 		"20261125T141500Z":          v[1].data, // between versions, not listed
 		"2026-11-25T15:19:59+01:00": v[1].data, // RFC 3339, another zone
-		"1795616400.5":             v[2].data, // Unix time of t0+20m
+		"1795616400.5":              v[2].data, // Unix time of t0+20m
 		"-50m":                      v[1].data, // relative to the fake's now, t0+1h
 		"latest":                    v[2].data,
 		"before-patch":              v[1].data,

@@ -17,6 +17,7 @@ import (
 
 // mountEntry is one line of /proc/self/mountinfo.
 type mountEntry struct {
+	Dev    string // major:minor
 	Point  string
 	FSType string
 	Source string
@@ -51,7 +52,7 @@ func parseMountinfo(line string) (mountEntry, bool) {
 	if len(a) < 5 || len(b) < 2 {
 		return mountEntry{}, false
 	}
-	return mountEntry{Point: unescapeOctal(a[4]), FSType: b[0], Source: unescapeOctal(b[1])}, true
+	return mountEntry{Dev: a[2], Point: unescapeOctal(a[4]), FSType: b[0], Source: unescapeOctal(b[1])}, true
 }
 
 // unescapeOctal undoes the kernel's \040-style escaping of spaces, tabs,
