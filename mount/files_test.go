@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 var filesTools = map[string]string{
@@ -324,4 +325,34 @@ func loopsUnder(t *testing.T, root string) []string {
 		}
 	}
 	return devs
+}
+
+// A file held open inside the view: Unmount detaches everything lazily,
+// and the kernel lets go of the loop device once the file is closed.
+func TestMountFilesUnmountWhileBusy(t *testing.T) {
+	requireTools(t, filesTools)
+	m, img, dir, state := mountFilesT(t, makeGPTDisk(t))
+	f, err := os.Open(filepath.Join(dir, "p1/a.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Unmount(); err != nil {
+		t.Fatalf("Unmount while busy: %v", err)
+	}
+	if ok, _ := isMountpoint(dir); ok {
+		t.Errorf("%s is still mounted", dir)
+	}
+	if b, err := io.ReadAll(f); err != nil || string(b) != "ext4 here\n" {
+		t.Errorf("the open file stopped working: %v %q", err, b)
+	}
+	f.Close()
+	m.Wait()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(loopsUnder(t, state)) > 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond) // the kernel frees autoclear loops asynchronously
+	}
+	assertNoLeftovers(t, dir, state)
+	if img.writes.Load() != 0 {
+		t.Error("history was written")
+	}
 }
