@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/rewind-dev/rewind/timeline"
 )
 
@@ -47,7 +49,7 @@ func (s *Service) Import(ctx context.Context, r ImportRequest, progress Progress
 	defer src.Close()
 	start := time.Now()
 	res, err := s.tl.Import(ctx, timeline.ImportOptions{Name: r.Volume, Source: src, Size: size, At: at,
-		BlockSize: r.BlockSize, Progress: progress})
+		BlockSize: r.BlockSize, Progress: progress, Data: dataRanges(src, size)})
 	switch {
 	case errors.Is(err, timeline.ErrTooOld):
 		return nil, errorf(ErrConflict, "%s was given a newer version meanwhile; --at must be later", r.Volume)
@@ -93,4 +95,32 @@ func openSource(path string) (*os.File, int64, error) {
 		return nil, 0, errorf(ErrInvalid, "source %s is empty", path)
 	}
 	return f, size, nil
+}
+
+// dataRanges lists where a sparse file holds data (SEEK_DATA/SEEK_HOLE),
+// so an import skips its holes without reading them. It returns nil (read
+// everything) for block devices and filesystems without the calls.
+func dataRanges(f *os.File, size int64) []timeline.Range {
+	st, err := f.Stat()
+	if err != nil || !st.Mode().IsRegular() {
+		return nil
+	}
+	fd := int(f.Fd())
+	out := []timeline.Range{}
+	for off := int64(0); off < size; {
+		start, err := unix.Seek(fd, off, unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) {
+			break // no data after off
+		}
+		if err != nil {
+			return nil
+		}
+		end, err := unix.Seek(fd, start, unix.SEEK_HOLE)
+		if err != nil {
+			return nil
+		}
+		out = append(out, timeline.Range{Offset: start, Length: end - start})
+		off = end
+	}
+	return out
 }

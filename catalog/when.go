@@ -41,7 +41,7 @@ func ParseWhen(s string, now time.Time) (When, error) {
 	case s == "latest":
 		return When{Kind: WhenLatest}, nil
 	case s == "":
-		return When{}, errorf(ErrBadWhen, "empty time; %s", whenHelp)
+		return When{}, errorf(ErrBadWhen, "bad time: it is empty; %s", whenHelp)
 	}
 	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
 		return When{Kind: WhenTime, Time: t.UnixNano()}, nil
@@ -59,14 +59,14 @@ func ParseWhen(s string, now time.Time) (When, error) {
 	if strings.HasPrefix(s, "-") {
 		d, err := time.ParseDuration(s[1:])
 		if err != nil || d < 0 {
-			return When{}, errorf(ErrBadWhen, "%q is not a duration; %s", s, whenHelp)
+			return When{}, errorf(ErrBadWhen, "bad time %q: not a duration; %s", s, whenHelp)
 		}
 		return When{Kind: WhenTime, Time: now.Add(-d).UnixNano()}, nil
 	}
 	if labelRE.MatchString(s) {
 		return When{Kind: WhenLabel, Label: s}, nil
 	}
-	return When{}, errorf(ErrBadWhen, "%q; %s", s, whenHelp)
+	return When{}, errorf(ErrBadWhen, "bad time %q: %s", s, whenHelp)
 }
 
 // fraction turns the digits after a decimal point into nanoseconds.

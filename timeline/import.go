@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"sort"
 	"sync"
 
 	"github.com/rewind-dev/rewind/blockstore"
@@ -20,6 +21,10 @@ type ImportOptions struct {
 	// the volume's newest version.
 	At        int64
 	BlockSize int64 // for a new volume; default DefaultBlockSize
+	// Data, if not nil, lists the ranges of Source that may hold data,
+	// sorted (from SEEK_DATA on a sparse file): the rest reads as zeroes
+	// and is not read at all.
+	Data []Range
 	// Progress, if set, is called with the bytes read so far.
 	Progress func(done, total int64)
 	Workers  int // default GOMAXPROCS
@@ -41,6 +46,7 @@ const defaultPartBlocks = 8192
 // segment is a run of blocks read and hashed by one worker.
 type segment struct {
 	first uint64
+	hole  bool // the source holds no data in this segment
 	prev  []blockRef // what the blocks held at the volume's newest version
 	out   chan segmentResult
 }
@@ -159,6 +165,7 @@ func (s *Store) runImport(ctx context.Context, o ImportOptions, base *Volume, cr
 		defer close(queue)
 		for first := uint64(0); first < nblocks; first += segBlocks {
 			seg := &segment{first: first, prev: make([]blockRef, min(segBlocks, nblocks-first)), out: make(chan segmentResult, 1)}
+			seg.hole = o.Data != nil && !overlaps(o.Data, int64(first)*bs, int64(len(seg.prev))*bs)
 			if !created {
 				if err := s.resolve(base, base.Last, first, seg.prev); err != nil {
 					return err
@@ -227,7 +234,9 @@ func (s *Store) importSegment(o ImportOptions, w *versionWriter, seg *segment, b
 	off := int64(seg.first) * bs
 	n := min(int64(len(seg.prev))*bs, o.Size-off)
 	buf := (*bp)[:n]
-	if m, err := o.Source.ReadAt(buf, off); m < len(buf) {
+	if seg.hole {
+		clear(buf)
+	} else if m, err := o.Source.ReadAt(buf, off); m < len(buf) {
 		if err == nil || err == io.EOF {
 			err = io.ErrUnexpectedEOF
 		}
@@ -256,4 +265,10 @@ func (s *Store) importSegment(o ImportOptions, w *versionWriter, seg *segment, b
 		r.sets = append(r.sets, blockSet{block: block, ref: blockRef{kind: refChunk, id: id}, logical: int64(len(data)), stored: res.Stored})
 	}
 	return r
+}
+
+// overlaps reports whether [off, off+n) meets any of the sorted ranges.
+func overlaps(rs []Range, off, n int64) bool {
+	i := sort.Search(len(rs), func(i int) bool { return rs[i].Offset+rs[i].Length > off })
+	return i < len(rs) && rs[i].Offset < off+n
 }
