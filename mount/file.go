@@ -124,11 +124,15 @@ func (h *imageHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Re
 		dest = dest[:rest]
 	}
 	n, err := h.img.ReadAt(dest, off)
+	if err == nil && n < len(dest) {
+		// The kernel would take a short reply for the end of the file.
+		err = io.ErrUnexpectedEOF
+	}
 	if err != nil && !(errors.Is(err, io.EOF) && n == len(dest)) {
-		h.cfg.log.Warn("mount: read", "name", h.name, "off", off, "len", len(dest), "err", err)
+		h.cfg.log.Warn("mount: read", "name", h.name, "off", off, "len", len(dest), "n", n, "err", err)
 		return nil, toErrno(err)
 	}
-	return fuse.ReadResultData(dest[:n]), 0
+	return fuse.ReadResultData(dest), 0
 }
 
 func (h *imageHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {

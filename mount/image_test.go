@@ -154,3 +154,34 @@ func TestImageKeepCache(t *testing.T) {
 		})
 	}
 }
+
+// faultyImage fails reads that touch [bad, bad+4096).
+type faultyImage struct {
+	fakeImage
+	bad int64
+}
+
+func (f *faultyImage) ReadAt(p []byte, off int64) (int, error) {
+	if off < f.bad+4096 && off+int64(len(p)) > f.bad {
+		return 0, errors.New("blockstore: chunk checksum mismatch")
+	}
+	return f.fakeImage.ReadAt(p, off)
+}
+
+// A failed read is an EIO reply for that range, never a dead mount.
+func TestImageReadErrorIsEIO(t *testing.T) {
+	img := &faultyImage{fakeImage: fakeImage{data: randomBytes(8, 4<<20)}, bad: 2 << 20}
+	p := mountImageT(t, img, false, Options{Live: true})
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 4096)
+	if _, err := f.ReadAt(buf, 2<<20); !errors.Is(err, syscall.EIO) {
+		t.Errorf("read of the bad range: %v, want EIO", err)
+	}
+	if _, err := f.ReadAt(buf, 0); err != nil || !bytes.Equal(buf, img.data[:4096]) {
+		t.Errorf("read of a good range after the error: %v", err)
+	}
+}

@@ -178,8 +178,13 @@ func (w *whenDir) Lookup(ctx context.Context, when string, out *fuse.EntryOut) (
 	name := w.vol + "@" + when
 	img, _, err := w.t.src.Open(ctx, name)
 	if err != nil {
-		w.t.cfg.log.Debug("mount: resolve instant", "name", name, "err", err)
-		return nil, toErrno(err)
+		errno := toErrno(err)
+		if errno == syscall.ENOENT {
+			w.t.cfg.log.Debug("mount: no such instant", "name", name, "err", err)
+		} else {
+			w.t.cfg.log.Warn("mount: resolve instant", "name", name, "err", err)
+		}
+		return nil, errno
 	}
 	fixed := !moving(when, w.t.cfg.now())
 	if im, ok := img.(Immutable); ok {
