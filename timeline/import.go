@@ -46,7 +46,7 @@ const defaultPartBlocks = 8192
 // segment is a run of blocks read and hashed by one worker.
 type segment struct {
 	first uint64
-	hole  bool // the source holds no data in this segment
+	hole  bool       // the source holds no data in this segment
 	prev  []blockRef // what the blocks held at the volume's newest version
 	out   chan segmentResult
 }
