@@ -35,6 +35,8 @@ type cli struct {
 	Clone  cloneCmd  `cmd:"" help:"A writable volume that starts as VOLUME@WHEN; history never changes."`
 	Stats  statsCmd  `cmd:"" help:"Logical and stored bytes, dedup and compression ratios."`
 	Serve  serveCmd  `cmd:"" help:"The daemon: NBD exports, the FUSE tree, metrics, and the socket other commands use."`
+	Mount  mountCmd  `cmd:"" help:"Mount one view as DIR/disk.img, or its files with --files (carried out by the daemon)."`
+	Umount umountCmd `cmd:"" help:"Unmount what rewind mount mounted."`
 }
 
 // env is what every command's Run receives.

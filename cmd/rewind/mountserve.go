@@ -2,15 +2,239 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/rewind-dev/rewind/catalog"
+	"github.com/rewind-dev/rewind/mount"
+	"github.com/rewind-dev/rewind/timeline"
 )
 
-var errMountNotBuilt = errors.New("--mount: the FUSE tree is not built into this binary yet")
+// fuseSource shows the catalog to the FUSE tree.
+type fuseSource struct {
+	svc *catalog.Service
+	x   *exports
+}
 
-// startMount mounts the FUSE tree when --mount is given.
+var _ mount.Source = (*fuseSource)(nil)
+
+func (f *fuseSource) Volumes(ctx context.Context) ([]string, error) {
+	vols, err := f.svc.Volumes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, len(vols))
+	for i, v := range vols {
+		out[i] = v.Name
+	}
+	return out, nil
+}
+
+// Instants lists the recovery points and the time of every version.
+func (f *fuseSource) Instants(ctx context.Context, volume string) ([]string, error) {
+	out, err := f.Points(ctx, volume)
+	if err != nil {
+		return nil, err
+	}
+	log, err := f.svc.Log(ctx, catalog.LogRequest{Volume: volume})
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range log {
+		out = append(out, e.Time.Compact())
+	}
+	return out, nil
+}
+
+func (f *fuseSource) Points(ctx context.Context, volume string) ([]string, error) {
+	ps, err := f.svc.Points(ctx, volume)
+	if err != nil {
+		return nil, notExist(err)
+	}
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = p.Label
+	}
+	return out, nil
+}
+
+func (f *fuseSource) Open(_ context.Context, name string) (mount.Image, bool, error) {
+	view, err := f.svc.OpenView(name)
+	if err != nil {
+		return nil, false, notExist(err)
+	}
+	vol, _, _ := strings.Cut(name, "@")
+	f.x.hold(vol, 1)
+	return &servedImage{View: view, release: func() { f.x.hold(vol, -1) }}, view.Writable(), nil
+}
+
+// notExist turns "no such volume, label or instant" into ENOENT for FUSE.
+func notExist(err error) error {
+	if errors.Is(err, catalog.ErrNotFound) || errors.Is(err, catalog.ErrBadWhen) ||
+		errors.Is(err, catalog.ErrBadName) || errors.Is(err, catalog.ErrConflict) {
+		return fmt.Errorf("%w: %v", os.ErrNotExist, err)
+	}
+	return err
+}
+
+// servedImage is a view that counts as served while it is open.
+type servedImage struct {
+	*timeline.View
+	once    sync.Once
+	release func()
+}
+
+func (s *servedImage) Close() error {
+	s.once.Do(s.release)
+	return s.View.Close()
+}
+
+// mounts are the single-view mounts of rewind mount, by directory.
+type mounts struct {
+	mu struct {
+		sync.Mutex
+		byDir map[string]*activeMount
+	}
+}
+
+type activeMount struct {
+	m   *mount.Mount
+	img *servedImage
+}
+
+// MountRequest is rewind mount, sent to the daemon.
+type MountRequest struct {
+	Spec  string `json:"spec"`
+	Dir   string `json:"dir"`
+	Files bool   `json:"files,omitempty"`
+	RW    bool   `json:"rw,omitempty"`
+	As    string `json:"as,omitempty"`
+}
+
+// MountResult says what was mounted.
+type MountResult struct {
+	Dir     string   `json:"dir"`
+	Spec    string   `json:"spec"`
+	Clone   string   `json:"clone,omitempty"`
+	Skipped []string `json:"skipped,omitempty"`
+}
+
+// startMount mounts the FUSE tree for --mount, after cleaning up what a
+// killed predecessor left, and registers the mount and umount calls.
 func (d *daemon) startMount(ctx context.Context, c *serveCmd) error {
+	d.mounts.mu.byDir = map[string]*activeMount{}
+	d.stops = append(d.stops, func(context.Context) error { return d.unmountAll() })
 	if c.Mount == "" {
 		return nil
 	}
-	return errMountNotBuilt
+	dir, err := filepath.Abs(c.Mount)
+	if err != nil {
+		return err
+	}
+	m, err := mount.MountTree(dir, &fuseSource{svc: d.svc, x: d.exports}, d.mountOptions())
+	if err != nil {
+		return fmt.Errorf("--mount %s: %w", c.Mount, err)
+	}
+	d.stops = append(d.stops, func(context.Context) error { return m.Unmount() })
+	return nil
+}
+
+func (d *daemon) mountOptions() mount.Options {
+	return mount.Options{StateDir: filepath.Join(d.svc.Dir(), "run"), Logger: d.log}
+}
+
+// mount carries out rewind mount.
+func (d *daemon) mount(ctx context.Context, body json.RawMessage) (any, error) {
+	var r MountRequest
+	if err := json.Unmarshal(body, &r); err != nil {
+		return nil, err
+	}
+	if !filepath.IsAbs(r.Dir) {
+		return nil, fmt.Errorf("%w: mount point %q must be an absolute path", catalog.ErrInvalid, r.Dir)
+	}
+	res := &MountResult{Dir: r.Dir, Spec: r.Spec}
+	spec := r.Spec
+	if r.RW {
+		if r.Files {
+			return nil, fmt.Errorf("%w: --files --rw is not supported yet: mount --rw and loop-mount its disk.img, or use --files alone", catalog.ErrInvalid)
+		}
+		name := r.As
+		if name == "" {
+			sp, err := catalog.ParseSpec(r.Spec, d.svc.Timeline().Now())
+			if err != nil {
+				return nil, err
+			}
+			name = fmt.Sprintf("%s-rw-%s", sp.Volume, catalog.Time(d.svc.Timeline().Now().UnixNano()).Compact())
+			name = strings.NewReplacer(".", "", "Z", "z").Replace(name)
+		}
+		if _, err := d.svc.Clone(ctx, r.Spec, name); err != nil {
+			return nil, err
+		}
+		spec, res.Clone = name, name
+	}
+	view, err := d.svc.OpenView(spec)
+	if err != nil {
+		return nil, err
+	}
+	vol, _, _ := strings.Cut(spec, "@")
+	d.exports.hold(vol, 1)
+	img := &servedImage{View: view, release: func() { d.exports.hold(vol, -1) }}
+	opts := d.mountOptions()
+	opts.Live = !strings.Contains(spec, "@") && !view.Writable()
+	var m *mount.Mount
+	if r.Files {
+		m, err = mount.MountFiles(r.Dir, img, opts)
+	} else {
+		m, err = mount.MountImage(r.Dir, img, view.Writable(), opts)
+	}
+	if err != nil {
+		img.Close()
+		return nil, err
+	}
+	for _, s := range m.Skipped() {
+		res.Skipped = append(res.Skipped, s.Error())
+	}
+	d.mounts.mu.Lock()
+	d.mounts.mu.byDir[r.Dir] = &activeMount{m: m, img: img}
+	d.mounts.mu.Unlock()
+	d.log.Info("mounted", "spec", spec, "dir", r.Dir, "files", r.Files)
+	return res, nil
+}
+
+// umount carries out rewind umount.
+func (d *daemon) umount(_ context.Context, body json.RawMessage) (any, error) {
+	var r MountRequest
+	if err := json.Unmarshal(body, &r); err != nil {
+		return nil, err
+	}
+	d.mounts.mu.Lock()
+	am, ok := d.mounts.mu.byDir[r.Dir]
+	delete(d.mounts.mu.byDir, r.Dir)
+	d.mounts.mu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("%w: nothing of rewind's is mounted on %s", catalog.ErrNotFound, r.Dir)
+	}
+	err := am.m.Unmount()
+	am.img.Close()
+	return map[string]string{"unmounted": r.Dir}, err
+}
+
+func (d *daemon) unmountAll() error {
+	d.mounts.mu.Lock()
+	all := d.mounts.mu.byDir
+	d.mounts.mu.byDir = map[string]*activeMount{}
+	d.mounts.mu.Unlock()
+	var errs []error
+	for dir, am := range all {
+		if err := am.m.Unmount(); err != nil {
+			errs = append(errs, fmt.Errorf("unmount %s: %w", dir, err))
+		}
+		am.img.Close()
+	}
+	return errors.Join(errs...)
 }

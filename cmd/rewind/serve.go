@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rewind-dev/rewind/catalog"
 	"github.com/rewind-dev/rewind/catalog/api"
+	"github.com/rewind-dev/rewind/mount"
 	"github.com/rewind-dev/rewind/nbd"
 )
 
@@ -40,6 +42,7 @@ type daemon struct {
 	nbd     *nbd.Server
 	sock    *http.Server
 	web     *http.Server
+	mounts  mounts
 	stops   []func(ctx context.Context) error // run in reverse on shutdown
 }
 
@@ -81,7 +84,13 @@ func (c *serveCmd) Run(e *env) error {
 func (d *daemon) start(ctx context.Context, c *serveCmd, tlsConf *tls.Config, sockPath string) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	handler := api.Handler(d.svc, nil)
+	if err := mount.CleanupStale(filepath.Join(d.svc.Dir(), "run"), d.log); err != nil {
+		d.log.Warn("cleaning up the mounts of a previous daemon", "err", err)
+	}
+	handler := api.Handler(d.svc, map[string]func(context.Context, json.RawMessage) (any, error){
+		"mount":  d.mount,
+		"umount": d.umount,
+	})
 
 	sl, err := listenSocket(sockPath)
 	if err != nil {
