@@ -211,4 +211,3 @@ func TestVMBootsFromClone(t *testing.T) {
 	}
 	fsckClean(t, out)
 }
-
