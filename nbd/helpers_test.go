@@ -17,7 +17,7 @@ import (
 
 const (
 	testSize  = 16 << 20
-	testBlock = 4096
+	testBlock = 512
 )
 
 // harness runs a Server on 127.0.0.1 with three exports over Memory

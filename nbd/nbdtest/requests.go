@@ -40,6 +40,14 @@ func (c *Client) Send(flags, typ uint16, cookie, off uint64, length uint32, payl
 	return c.Write(Request(flags, typ, cookie, off, length, payload))
 }
 
+// ExpectRead registers a READ sent with Write (raw), so that its reply can
+// be parsed.
+func (c *Client) ExpectRead(cookie, off uint64, length uint32) {
+	c.mu.Lock()
+	c.pending[cookie] = pendingRead{off, length}
+	c.mu.Unlock()
+}
+
 // Chunk is one structured reply chunk.
 type Chunk struct {
 	Flags, Type uint16
