@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# rewind's benchmarks, side by side with its peers on the same bytes, in
+# one run (`make bench`):
+#
+#   bench/run.sh [ingest] [nbd] [fuse]     (no argument: all three)
+#
+#   ingest  rewind import vs restic backup vs borg create of a 1 GiB mixed
+#           ext4 image and of its second version (5% of file data
+#           changed): time and bytes stored; rewind export vs cp
+#   nbd     rewind serve vs nbdkit (file plugin) vs qemu-nbd: nbdcopy, fio
+#           4 KiB random reads at QD32, qemu-img bench at depth 1, 2, 4
+#   fuse    reading the image through rewind serve --mount vs restic mount
+#
+# Each section can run alone; it makes what it needs (images, an untimed
+# import) when an earlier section did not. A section whose rewind command
+# is missing says "not measured: <reason>" and still measures the peers.
+# Cold runs drop the page cache (root only). Everything listens on
+# 127.0.0.1 only.
+#
+# Prints each section's table and writes bench/results/SECTION.md and
+# bench/results/latest.md (the maintainer copies figures into
+# docs/benchmarks.md).
+#
+# Environment: BENCH_WORK (default tmp/bench, about 6 GiB), BENCH_SIZE
+# (1G), BENCH_SEED (1), BENCH_CHANGE_PCT (5), BENCH_FIO_RUNTIME (10 s),
+# BENCH_STEP_TIMEOUT (1200 s per measured command).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
+. "$here/ingest.sh"
+. "$here/nbd.sh"
+. "$here/fuse.sh"
+
+sections=("$@")
+((${#sections[@]})) || sections=(ingest nbd fuse)
+for s in "${sections[@]}"; do
+	[[ $s == ingest || $s == nbd || $s == fuse ]] || die "unknown section $s: want ingest, nbd or fuse"
+done
+
+for tool in restic borg nbdkit qemu-nbd qemu-img nbdcopy fio fusermount3 python3 mkfs.ext4 debugfs mountpoint; do
+	command -v "$tool" >/dev/null || die "$tool is missing: run make deps"
+done
+
+mkdir -p "$W" "$RESULTS"
+echo rewind-bench >"$W/restic.pw"
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+for s in "${sections[@]}"; do
+	"section_$s"
+done
+write_latest "${sections[@]}"
