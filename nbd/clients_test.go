@@ -18,7 +18,7 @@ import (
 // skipped.
 
 // tool returns the path of a client program or fails naming its package.
-func tool(t *testing.T, name, pkg string) string {
+func tool(t testing.TB, name, pkg string) string {
 	t.Helper()
 	p, err := exec.LookPath(name)
 	if err != nil {

@@ -75,10 +75,10 @@
 // READ or WRITE over MaxPayload (EINVAL), zero length (EINVAL), FAST_ZERO
 // when the Backend does not implement FastZeroer or says no (ENOTSUP).
 // Errors that cannot be answered in sync close the connection: bad magic,
-// unknown client flags, option data over 64 KiB, more than 64 options,
-// any option but EXPORT_NAME without fixed newstyle, a refused
-// EXPORT_NAME, a rejected WRITE payload over 2 x MaxPayload, the handshake
-// deadline. Backend errors are mapped with ToErrno; the client sees the
+// unknown client flags, option data over 64 KiB, more than
+// Server.MaxOptions options, any option but EXPORT_NAME without fixed
+// newstyle, a refused EXPORT_NAME, a rejected WRITE payload over 2 x
+// MaxPayload, the handshake deadline. Backend errors are mapped with ToErrno; the client sees the
 // errno and the operation, the log gets the full error. Strings sent to
 // clients are cut to 4096 bytes.
 //

@@ -56,7 +56,7 @@ func (c *conn) handshake() (*session, error) {
 	}
 	n.fixed = cf&FlagCFixedNewstyle != 0
 	n.noZeroes = cf&FlagCNoZeroes != 0
-	for range maxOptions {
+	for range c.srv.maxOptions() {
 		opt, data, err := n.readOption()
 		if err != nil {
 			return nil, err
@@ -66,7 +66,7 @@ func (c *conn) handshake() (*session, error) {
 			return sess, err
 		}
 	}
-	return nil, fmt.Errorf("%w (%d)", errTooManyOptions, maxOptions)
+	return nil, fmt.Errorf("%w (%d)", errTooManyOptions, c.srv.maxOptions())
 }
 
 // readOption reads one option header and all its data, so that an option

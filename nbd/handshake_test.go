@@ -393,6 +393,23 @@ func TestTruncatedHandshakes(t *testing.T) {
 	waitFor(t, func() bool { return h.res.Opens("disk") == h.res.Releases("disk") })
 }
 
+// The same for a request stream cut at every byte.
+func TestTruncatedRequests(t *testing.T) {
+	h := newHarness(t)
+	full := nbdtest.Request(0, nbd.CmdWrite, 1, 0, 16, pattern(16, 1))
+	full = append(full, nbdtest.Request(0, nbd.CmdRead, 2, 0, 16, nil)...)
+	full = append(full, nbdtest.Request(0, nbd.CmdDisc, 3, 0, 0, nil)...)
+	for i := 0; i <= len(full); i++ {
+		c, _ := h.connect("disk", i%2 == 0, false)
+		if err := c.Write(full[:i]); err != nil {
+			t.Fatal(err)
+		}
+		c.Conn.(interface{ CloseWrite() error }).CloseWrite()
+		mustClose(t, c)
+	}
+	waitFor(t, func() bool { return h.res.Opens("disk") == h.res.Releases("disk") })
+}
+
 func TestHandshakeDeadline(t *testing.T) {
 	h := newHarness(t, func(s *nbd.Server) { s.HandshakeTimeout = 200 * time.Millisecond })
 	idle := h.dial()

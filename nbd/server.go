@@ -14,6 +14,7 @@ import (
 const (
 	DefaultHandshakeTimeout = 10 * time.Second
 	DefaultWorkers          = 16
+	DefaultMaxOptions       = 64
 )
 
 // Server serves NBD exports. Set its fields before calling Serve; do not
@@ -33,6 +34,10 @@ type Server struct {
 	// Workers is the number of requests served at once per connection
 	// (0 = DefaultWorkers).
 	Workers int
+	// MaxOptions caps the options one handshake may send; the connection
+	// is closed at the next one (0 = DefaultMaxOptions). nbdinfo --list
+	// sends one NBD_OPT_INFO per export.
+	MaxOptions int
 
 	mu struct {
 		sync.Mutex
@@ -187,6 +192,13 @@ func (s *Server) handshakeTimeout() time.Duration {
 		return DefaultHandshakeTimeout
 	}
 	return s.HandshakeTimeout
+}
+
+func (s *Server) maxOptions() int {
+	if s.MaxOptions <= 0 {
+		return DefaultMaxOptions
+	}
+	return s.MaxOptions
 }
 
 func (s *Server) workers() int {

@@ -155,8 +155,6 @@ const (
 	maxDrain = 2 * MaxPayload
 	// maxOptionLen caps the data of one option during the handshake.
 	maxOptionLen = 64 << 10
-	// maxOptions caps the number of options in one handshake.
-	maxOptions = 64
 	// maxString is the protocol's limit for names, queries and messages.
 	maxString = 4096
 	// maxExtents caps the descriptors in one block status chunk (2^20).
