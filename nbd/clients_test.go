@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -78,10 +79,18 @@ func TestNbdinfo(t *testing.T) {
 	run(t, 1, nil, nbdinfo, h.uri("nope")) // unknown export
 }
 
-func TestNbdinfoTLS(t *testing.T) {
+func TestTLSClients(t *testing.T) {
 	nbdinfo := tool(t, "nbdinfo", "libnbd-bin")
+	qemuImg := tool(t, "qemu-img", "qemu-utils")
 	h, pki := newTLSHarness(t)
-	out := run(t, 0, nil, nbdinfo, "nbds://"+h.addr+"/disk?tls-certificates="+pki.Dir)
+	host, port, _ := net.SplitHostPort(h.addr)
+	out := run(t, 0, nil, qemuImg, "info", "--object", "tls-creds-x509,id=tls0,endpoint=client,dir="+pki.Dir,
+		"--image-opts", "driver=nbd,server.type=inet,server.host="+host+",server.port="+port+
+			",export=disk,tls-creds=tls0,tls-hostname=localhost")
+	if !strings.Contains(out, fmt.Sprintf("(%d bytes)", testSize)) {
+		t.Fatalf("qemu-img info over TLS:\n%s", out)
+	}
+	out = run(t, 0, nil, nbdinfo, "nbds://"+h.addr+"/disk?tls-certificates="+pki.Dir)
 	if !strings.Contains(out, fmt.Sprintf("export-size: %d", testSize)) {
 		t.Fatalf("nbdinfo over TLS:\n%s", out)
 	}
@@ -111,6 +120,34 @@ func TestQemuIO(t *testing.T) {
 	}
 	if h.mem.Dirty() != 0 {
 		t.Fatal("qemu-io's flush did not reach the backend")
+	}
+}
+
+// nbdcopy writes with several connections (multi-conn), zeroes holes in
+// 128 MiB requests, flushes every connection, and reads back with block
+// status.
+func TestNbdcopy(t *testing.T) {
+	nbdcopy := tool(t, "nbdcopy", "libnbd-bin")
+	h := newHarness(t)
+	h.mem.Fill(pattern(testSize, 1), 0) // to be overwritten, holes included
+	src := make([]byte, testSize)
+	copy(src[1<<20:], pattern(3<<20, 2))
+	copy(src[9<<20:], pattern(4096, 3))
+	dir := t.TempDir()
+	in, out := filepath.Join(dir, "in.raw"), filepath.Join(dir, "out.raw")
+	if err := os.WriteFile(in, src, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run(t, 0, nil, nbdcopy, "--flush", in, h.uri("disk"))
+	if !bytes.Equal(h.mem.Bytes(), src) {
+		t.Fatal("export differs from the copied file")
+	}
+	if h.mem.Dirty() != 0 {
+		t.Fatal("nbdcopy --flush left unflushed writes")
+	}
+	run(t, 0, nil, nbdcopy, h.uri("disk"), out)
+	if got, err := os.ReadFile(out); err != nil || !bytes.Equal(got, src) {
+		t.Fatalf("copy back differs (%v)", err)
 	}
 }
 

@@ -32,7 +32,11 @@ type Backend interface {
 	// on any connection.
 	Flush() error
 	// Extents describes [off, off+n) from off on, in order. It may cover
-	// less than asked, but returns at least one extent when n > 0.
+	// less than asked, but returns at least one extent when n > 0. It is
+	// called for every BLOCK_STATUS and every structured READ (to send
+	// holes as OFFSET_HOLE), so it should cost about one index lookup;
+	// QEMU asks for one extent per round trip. Extents the server cannot
+	// use (gaps, overlaps, empty ones) are reported as data.
 	Extents(off, n int64) ([]Extent, error)
 }
 
