@@ -102,6 +102,7 @@ func BenchmarkClients(b *testing.B) {
 	targets := benchTargets(b)
 	nbdcopy := tool(b, "nbdcopy", "libnbd-bin")
 	fio := tool(b, "fio", "fio")
+	qemuImg := tool(b, "qemu-img", "qemu-utils")
 	for _, name := range []string{"rewind", "nbdkit"} {
 		uri := targets[name]
 		b.Run("nbdcopy/"+name, func(b *testing.B) {
@@ -112,6 +113,17 @@ func BenchmarkClients(b *testing.B) {
 				}
 			}
 		})
+		for _, depth := range []string{"2", "32"} {
+			b.Run("qemu-img-bench-20000x4k-qd"+depth+"/"+name, func(b *testing.B) {
+				for b.Loop() {
+					out, err := exec.Command(qemuImg, "bench", "-f", "raw", "-c", "20000", "-d", depth,
+						"-s", "4096", "-S", "4096", uri).CombinedOutput()
+					if err != nil {
+						b.Fatalf("%v\n%s", err, out)
+					}
+				}
+			})
+		}
 		b.Run("fio-randread-4k-qd32/"+name, func(b *testing.B) {
 			for b.Loop() {
 				out, err := exec.Command(fio, "--name=r", "--ioengine=nbd", "--uri="+uri, "--rw=randread",

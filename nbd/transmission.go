@@ -220,6 +220,7 @@ func (t *transmission) writeLoop() error {
 	}
 	batch := make([]*job, 0, maxBatch)
 	var bufs net.Buffers
+	consumed := new(net.Buffers) // WriteTo's receiver escapes: allocate it once
 	for {
 		j, ok := <-t.replies
 		if !ok {
@@ -244,7 +245,8 @@ func (t *transmission) writeLoop() error {
 		for _, j := range batch {
 			bufs = append(bufs, j.segs...)
 		}
-		err := writeBuffers(nc, bw, bufs)
+		*consumed = bufs
+		err := writeBuffers(nc, bw, consumed)
 		clear(bufs)
 		now := time.Now()
 		for _, j := range batch {
@@ -259,12 +261,14 @@ func (t *transmission) writeLoop() error {
 	}
 }
 
-func writeBuffers(nc net.Conn, bw *bufio.Writer, bufs net.Buffers) error {
+// writeBuffers writes bufs with writev, or through bw when nc cannot
+// writev (TLS). WriteTo consumes *bufs.
+func writeBuffers(nc net.Conn, bw *bufio.Writer, bufs *net.Buffers) error {
 	if bw == nil {
 		_, err := bufs.WriteTo(nc)
 		return err
 	}
-	for _, b := range bufs {
+	for _, b := range *bufs {
 		if _, err := bw.Write(b); err != nil {
 			return err
 		}
