@@ -2,7 +2,6 @@ package blockstore
 
 import (
 	"fmt"
-	"hash/crc32"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -45,7 +44,7 @@ func (s *Store) read(id ID, loc location) ([]byte, error) {
 		return nil, fmt.Errorf("chunk %s: %w: record at pack %d offset %d holds chunk %s", id, ErrCorrupt, loc.pack, loc.offset, h.id)
 	case h.payloadLen != loc.payloadLen || h.decodedLen != loc.decodedLen || h.codec != loc.codec:
 		return nil, fmt.Errorf("chunk %s: %w: record header disagrees with the index", id, ErrCorrupt)
-	case crc32.Checksum(payload, castagnoli) != h.crc:
+	case recordCRC(buf) != h.crc:
 		return nil, fmt.Errorf("chunk %s: %w: checksum mismatch in pack %d at %d", id, ErrCorrupt, loc.pack, loc.offset)
 	}
 	out, err := s.codecs.decode(h.codec, payload, int(h.decodedLen))

@@ -16,8 +16,10 @@ import (
 // followed by records, each:
 //
 //	magic u32 | payload length u32 | decoded length u32 | codec u8 |
-//	reserved [3]byte | CRC-32C of the payload u32 | digest [32]byte |
-//	payload
+//	reserved [3]byte | CRC-32C u32 | digest [32]byte | payload
+//
+// The CRC-32C (Castagnoli) covers the whole record but its own four
+// bytes: the header fields, the digest and the payload.
 //
 // The digest in the record lets the index be rebuilt from the packs alone.
 // Flags bit 0 (packFlagSealed) is reserved for sealed packs that carry
@@ -104,3 +106,10 @@ func (h *recordHeader) unmarshal(b []byte) error {
 }
 
 func packName(n uint32) string { return fmt.Sprintf("%08d.pack", n) }
+
+// recordCRC is the checksum of a record: b holds the marshalled header
+// followed by the payload.
+func recordCRC(b []byte) uint32 {
+	c := crc32.Update(0, castagnoli, b[:16])
+	return crc32.Update(c, castagnoli, b[20:])
+}

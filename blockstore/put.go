@@ -2,7 +2,6 @@ package blockstore
 
 import (
 	"fmt"
-	"hash/crc32"
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -116,7 +115,6 @@ func (s *Store) append(id ID, data []byte) (location, error) {
 		payloadLen: uint32(len(payload)),
 		decodedLen: uint32(len(data)),
 		codec:      codec,
-		crc:        crc32.Checksum(payload, castagnoli),
 		id:         id,
 	}
 	if codec != CodecRaw && &payload[0] == &buf[:recordHeaderSize+1][recordHeaderSize] {
@@ -124,6 +122,8 @@ func (s *Store) append(id ID, data []byte) (location, error) {
 	} else {
 		buf = append(buf, payload...)
 	}
+	h.marshal(buf[:recordHeaderSize])
+	h.crc = recordCRC(buf)
 	h.marshal(buf[:recordHeaderSize])
 	pack, off, f, err := s.reserve(int64(len(buf)))
 	if err != nil {

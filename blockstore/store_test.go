@@ -1,0 +1,175 @@
+package blockstore
+
+import (
+	"bytes"
+	"errors"
+	"math/rand"
+	"os"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+func openTest(t *testing.T, fs vfs.FS, codec Codec) (*Store, *pebble.DB) {
+	t.Helper()
+	db, err := pebble.Open("db", &pebble.Options{FS: fs, Logger: quiet{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(Options{FS: fs, Dir: "packs", DB: db, Codec: codec, PackSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close(); db.Close() })
+	return s, db
+}
+
+func put(t *testing.T, s *Store, db *pebble.DB, chunks ...[]byte) []PutResult {
+	t.Helper()
+	txn := s.NewTxn()
+	var out []PutResult
+	for _, c := range chunks {
+		r, err := txn.Put(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, r)
+	}
+	b := db.NewBatch()
+	if err := txn.AddTo(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SyncPacks(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestPutGetDedupCompress(t *testing.T) {
+	for _, codec := range []Codec{CodecZstd, CodecS2, CodecRaw} {
+		s, db := openTest(t, vfs.NewMem(), codec)
+		random := make([]byte, 65536)
+		rand.New(rand.NewSource(1)).Read(random)
+		text := bytes.Repeat([]byte("hello, world "), 5000)
+		rs := put(t, s, db, random, text, random)
+		if !rs[0].New || !rs[1].New || rs[2].New || rs[2].Stored != 0 {
+			t.Fatalf("%s: dedup within a transaction failed: %+v", codec, rs)
+		}
+		if rs[0].Stored < int64(len(random)) {
+			t.Fatalf("%s: random data stored in %d bytes", codec, rs[0].Stored)
+		}
+		if codec != CodecRaw && rs[1].Stored > int64(len(text))/4 {
+			t.Fatalf("%s: text stored in %d bytes, not compressed", codec, rs[1].Stored)
+		}
+		if again := put(t, s, db, text); again[0].New {
+			t.Fatalf("%s: dedup across transactions failed", codec)
+		}
+		for _, c := range [][]byte{random, text} {
+			got, err := s.Get(Sum(c))
+			if err != nil || !bytes.Equal(got, c) {
+				t.Fatalf("%s: Get = %d bytes, %v", codec, len(got), err)
+			}
+		}
+		if _, err := s.Get(Sum([]byte("never stored"))); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("%s: missing chunk: %v", codec, err)
+		}
+	}
+}
+
+// TestCorruptionIsAnError flips each byte of a stored record in turn: every
+// read must fail with ErrCorrupt, never return other bytes.
+func TestCorruptionIsAnError(t *testing.T) {
+	fs := vfs.NewMem()
+	s, db := openTest(t, fs, CodecZstd)
+	data := bytes.Repeat([]byte("some compressible block contents "), 2000)
+	r := put(t, s, db, data)[0]
+	v, closer, err := db.Get(indexKey(r.ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	loc, _ := unmarshalLocation(v)
+	closer.Close()
+	f, err := fs.OpenReadWrite("packs/"+packName(loc.pack), vfs.WriteCategoryUnspecified)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	n := recordHeaderSize + int(loc.payloadLen)
+	orig := make([]byte, n)
+	f.ReadAt(orig, loc.offset)
+	for i := 0; i < n; i++ {
+		bad := append([]byte(nil), orig...)
+		bad[i] ^= 0x40
+		f.WriteAt(bad, loc.offset)
+		got, err := s.Get(r.ID)
+		if !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("byte %d flipped: Get returned %d bytes, err %v", i, len(got), err)
+		}
+	}
+	f.WriteAt(orig, loc.offset)
+	if got, err := s.Get(r.ID); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("restored record: %v", err)
+	}
+}
+
+// TestTruncatedPackIsCorrupt: a pack cut short (a lost tail) reads as
+// ErrCorrupt.
+func TestTruncatedPackIsCorrupt(t *testing.T) {
+	dir := t.TempDir()
+	fs := vfs.Default
+	db, err := pebble.Open(dir+"/db", &pebble.Options{FS: fs, Logger: quiet{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	s, err := Open(Options{FS: fs, Dir: dir + "/packs", DB: db, Codec: CodecZstd})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	r := put(t, s, db, bytes.Repeat([]byte("x"), 65536))[0]
+	if err := os.Truncate(dir+"/packs/"+packName(1), packHeaderSize+20); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(r.ID); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("truncated pack: %v", err)
+	}
+}
+
+func TestPacksRotateAndReopen(t *testing.T) {
+	fs := vfs.NewMem()
+	s, db := openTest(t, fs, CodecRaw)
+	var chunks [][]byte
+	for i := 0; i < 40; i++ { // 40 x 64 KiB over 1 MiB packs
+		c := make([]byte, 65536)
+		rand.New(rand.NewSource(int64(i))).Read(c)
+		chunks = append(chunks, c)
+	}
+	put(t, s, db, chunks...)
+	st, err := s.Stats()
+	if err != nil || st.Packs < 3 || st.Chunks != 40 {
+		t.Fatalf("stats: %+v, %v", st, err)
+	}
+	s.Close()
+	s2, err := Open(Options{FS: fs, Dir: "packs", DB: db, Codec: CodecRaw, PackSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	for _, c := range chunks {
+		if got, err := s2.Get(Sum(c)); err != nil || !bytes.Equal(got, c) {
+			t.Fatalf("after reopen: %v", err)
+		}
+	}
+}
+
+// quiet drops Pebble's log lines in tests.
+type quiet struct{}
+
+func (quiet) Infof(string, ...any)           {}
+func (quiet) Errorf(string, ...any)          {}
+func (quiet) Fatalf(format string, a ...any) { panic(format) }
