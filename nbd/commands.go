@@ -131,7 +131,11 @@ func (t *transmission) run(j *job) (rerr *replyError) {
 				return rejectf(ENOTSUP, "zeroing is not faster than writing here")
 			}
 		}
-		err = b.WriteZeroes(off, n)
+		if nh, ok := b.(NoHoleZeroer); ok && r.flags&CmdFlagNoHole != 0 {
+			err = nh.WriteZeroesNoHole(off, n)
+		} else {
+			err = b.WriteZeroes(off, n)
+		}
 	}
 	if err == nil && r.flags&CmdFlagFUA != 0 && (r.typ == CmdWrite || r.typ == CmdTrim || r.typ == CmdWriteZeroes) {
 		err = b.Flush()

@@ -38,7 +38,9 @@
 // unauthenticated clients. INFO opens the export to describe it and
 // releases it at once. GO keeps it until the connection ends, then calls
 // Export.Release. The server never flushes a backend on its own: FLUSH
-// and FUA do, Shutdown does not.
+// and FUA do, Shutdown does not. A Backend may also implement FastZeroer
+// (FAST_ZERO succeeds where zeroing is cheap), NoHoleZeroer (NO_HOLE keeps
+// zeroed ranges allocated) and Cacher (CACHE prefetches).
 //
 // # Concurrency
 //

@@ -48,6 +48,13 @@ type FastZeroer interface {
 	FastZero(off, n int64) bool
 }
 
+// NoHoleZeroer is an optional Backend extension for WRITE_ZEROES with
+// NBD_CMD_FLAG_NO_HOLE: the range must read as zeroes and stay allocated.
+// Without it such requests use WriteZeroes, which may deallocate.
+type NoHoleZeroer interface {
+	WriteZeroesNoHole(off, n int64) error
+}
+
 // Cacher is an optional Backend extension for NBD_CMD_CACHE (prefetch).
 // Without it, CACHE succeeds without doing anything.
 type Cacher interface {

@@ -204,6 +204,11 @@ func TestZeroTrimCache(t *testing.T) {
 	if !bytes.Equal(r.Data, make([]byte, 24576)) {
 		t.Fatal("zeroed range does not read as zeroes")
 	}
+	// Plain zeroing may punch a hole; NO_HOLE keeps the range allocated.
+	r = ok(t)(c.BlockStatus(0, 24576, 0))
+	if !equalDescs(r.Extents, []nbdtest.Descriptor{desc(8192, 3), desc(8192, 0), desc(8192, 3)}) {
+		t.Fatalf("extents after zeroing: %v", r.Extents)
+	}
 	ok(t)(c.Do(0, nbd.CmdTrim, 32768, 8192, nil))
 	if h.mem.Allocated(32768) {
 		t.Fatal("trim left the block allocated")

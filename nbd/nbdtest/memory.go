@@ -11,7 +11,8 @@ import (
 
 // Memory is an in-memory nbd.Backend that tracks holes per block: a block
 // is a hole until written, and becomes one again when zeroed or trimmed
-// whole. It also implements nbd.FastZeroer and nbd.Cacher, and counts
+// whole. It also implements nbd.FastZeroer, nbd.NoHoleZeroer and
+// nbd.Cacher, and counts
 // flushes and the bytes written since the last one.
 type Memory struct {
 	blockSize int64
@@ -28,9 +29,10 @@ type Memory struct {
 }
 
 var (
-	_ nbd.Backend    = (*Memory)(nil)
-	_ nbd.FastZeroer = (*Memory)(nil)
-	_ nbd.Cacher     = (*Memory)(nil)
+	_ nbd.Backend      = (*Memory)(nil)
+	_ nbd.FastZeroer   = (*Memory)(nil)
+	_ nbd.Cacher       = (*Memory)(nil)
+	_ nbd.NoHoleZeroer = (*Memory)(nil)
 )
 
 // NewMemory returns a Memory of size bytes, all holes, tracked in blocks of
@@ -87,6 +89,21 @@ func (m *Memory) WriteZeroes(off, n int64) error {
 	defer m.mu.Unlock()
 	clear(m.mu.data[off : off+n])
 	m.punchLocked(off, n)
+	m.dirty.Add(n)
+	return nil
+}
+
+// WriteZeroesNoHole zeroes the range and leaves it allocated.
+func (m *Memory) WriteZeroesNoHole(off, n int64) error {
+	if err := m.check(off, n); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	clear(m.mu.data[off : off+n])
+	for b := off / m.blockSize; b*m.blockSize < off+n; b++ {
+		m.mu.alloc[b] = true
+	}
 	m.dirty.Add(n)
 	return nil
 }
