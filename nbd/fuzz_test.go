@@ -55,6 +55,13 @@ func serveFuzz(t *testing.T, mem *nbdtest.Memory, in []byte, check func(io.Reade
 
 type script []byte
 
+// seed is a request stream without the magics, as FuzzRequests takes it.
+type seed []byte
+
+func (s seed) req(flags, typ uint16, off uint64, n uint32, payload []byte) seed {
+	return append(s, nbdtest.Request(flags, typ, uint64(len(s)), off, n, payload)[4:]...)
+}
+
 func (s script) flags(f uint32) script { return append(s, be.AppendUint32(nil, f)...) }
 func (s script) opt(o uint32, data []byte) script {
 	return append(s, optionBytes(o, data)...)
@@ -86,9 +93,12 @@ func FuzzHandshake(f *testing.F) {
 
 // FuzzRequests fuzzes the request stream after a fixed, valid handshake
 // with structured replies and base:allocation, and checks the structure
-// of every reply the server sends.
+// of every reply the server sends. The input is taken as request headers
+// without their magic (which TestDisconnectingRequests covers), each WRITE
+// followed by as much of its payload as the input has, so that mutations
+// reach the commands rather than the magic check.
 func FuzzRequests(f *testing.F) {
-	var s script
+	var s seed
 	f.Add([]byte(s.req(0, nbd.CmdRead, 0, 4096, nil).req(nbd.CmdFlagDF, nbd.CmdRead, 512, 1, nil)))
 	f.Add([]byte(s.req(nbd.CmdFlagFUA, nbd.CmdWrite, 100, 3, []byte("abc")).req(0, nbd.CmdFlush, 0, 0, nil)))
 	f.Add([]byte(s.req(0, nbd.CmdWrite, fuzzSize, 4, []byte("abcd")).req(0, nbd.CmdWrite, 0, 0xffffffff, nil)))
@@ -104,7 +114,19 @@ func FuzzRequests(f *testing.F) {
 	mem := nbdtest.NewMemory(fuzzSize, 512)
 	mem.Fill(pattern(64<<10, 1), 64<<10)
 	f.Fuzz(func(t *testing.T, in []byte) {
-		serveFuzz(t, mem, append(handshake[:len(handshake):len(handshake)], in...), checkReplies)
+		stream := append([]byte(nil), handshake...)
+		for len(in) >= 24 {
+			stream = be.AppendUint32(stream, nbd.MagicRequest)
+			stream = append(stream, in[:24]...)
+			typ, length := be.Uint16(in[2:]), be.Uint32(in[20:])
+			in = in[24:]
+			if typ == nbd.CmdWrite {
+				n := min(int(length), len(in))
+				stream = append(stream, in[:n]...)
+				in = in[n:]
+			}
+		}
+		serveFuzz(t, mem, stream, checkReplies)
 	})
 }
 
