@@ -10,7 +10,8 @@ import (
 )
 
 // runDiff prints how many blocks of two images of one size differ, as
-// "CHANGED of TOTAL blocks of N bytes differ (P%)".
+// "CHANGED of TOTAL blocks of N bytes differ (P%; Q% of the D that hold
+// data)", D counting the blocks that are not all zeroes in either image.
 func runDiff(args []string) error {
 	fset := flag.NewFlagSet("diff", flag.ContinueOnError)
 	block := fset.Int("block", 64<<10, "block size in bytes")
@@ -32,7 +33,7 @@ func runDiff(args []string) error {
 	}
 	defer b.Close()
 	bufA, bufB := make([]byte, *block), make([]byte, *block)
-	var total, changed int64
+	var total, changed, data int64
 	for {
 		na, errA := io.ReadFull(a, bufA)
 		nb, errB := io.ReadFull(b, bufB)
@@ -46,11 +47,15 @@ func runDiff(args []string) error {
 		if !bytes.Equal(bufA[:na], bufB[:nb]) {
 			changed++
 		}
+		if !allZero(bufA[:na]) || !allZero(bufB[:nb]) {
+			data++
+		}
 		if err := eofOrNil(errA, errB); err != nil {
 			return err
 		}
 	}
-	fmt.Printf("%d of %d blocks of %d bytes differ (%.2f%%)\n", changed, total, *block, 100*float64(changed)/float64(max(total, 1)))
+	fmt.Printf("%d of %d blocks of %d bytes differ (%.2f%%; %.2f%% of the %d that hold data)\n", changed, total, *block,
+		100*float64(changed)/float64(max(total, 1)), 100*float64(changed)/float64(max(data, 1)), data)
 	return nil
 }
 
@@ -61,4 +66,13 @@ func eofOrNil(errs ...error) error {
 		}
 	}
 	return nil
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }
