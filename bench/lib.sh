@@ -13,7 +13,7 @@ PCT=${BENCH_CHANGE_PCT:-5}                # share of file data changed in v2
 FIO_RUNTIME=${BENCH_FIO_RUNTIME:-10}      # seconds per fio run
 STEP_TIMEOUT=${BENCH_STEP_TIMEOUT:-1200}  # seconds, any one measured command
 QB_TIMEOUT=${BENCH_QB_TIMEOUT:-60}        # seconds, one qemu-img bench run
-REWIND=$ROOT/bin/rewind
+REWIND=${BENCH_REWIND:-$ROOT/bin/rewind} # another build to compare
 VOL=bench
 T1=2026-01-01T00:00:00Z # v1's instant in rewind
 T2=2026-01-02T00:00:00Z # v2's
@@ -83,21 +83,6 @@ free_port() {
 	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# wait_for WHAT SECONDS CMD...: polls CMD until it succeeds, for at most
-# SECONDS. Returns 1 on timeout.
-wait_for() {
-	local what=$1 limit=$2 deadline
-	shift 2
-	deadline=$((SECONDS + limit))
-	until "$@" >/dev/null 2>&1; do
-		if ((SECONDS >= deadline)); then
-			log "$what: not ready after ${limit}s"
-			return 1
-		fi
-		sleep 0.05
-	done
-}
-
 tcp_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 
 # start NAME CMD...: starts CMD in the background, logging to
@@ -143,7 +128,7 @@ rewind_supports() {
 	local cmd=$1 help flag
 	shift
 	if [[ ! -x $REWIND ]]; then
-		WHY="bin/rewind is not built (make build)"
+		WHY="$REWIND is missing (make build)"
 		return 1
 	fi
 	# shellcheck disable=SC2086 # cmd may be two words
