@@ -103,6 +103,12 @@ func (r *rootDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		return nil, syscall.ENOENT
 	}
 	dirEntry(out, r.t.cfg.MovingTimeout)
+	// Keep the node the kernel already has: a new one would give every
+	// fixed image below it a new inode, and the kernel would drop its
+	// cached pages each time the short entry timeout ran out.
+	if ch := r.GetChild(name); ch != nil {
+		return ch, 0
+	}
 	return r.NewInode(ctx, &volumeDir{t: r.t, vol: name}, fs.StableAttr{Mode: syscall.S_IFDIR}), 0
 }
 
@@ -141,12 +147,16 @@ func (v *volumeDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 		closeLogged(v.t.cfg, v.vol, img)
 		f.fillEntry(out)
 		return v.NewInode(ctx, f, fs.StableAttr{Mode: syscall.S_IFREG}), 0
-	case "at":
+	case "at", "points":
 		dirEntry(out, v.t.cfg.MovingTimeout)
-		return v.NewInode(ctx, &whenDir{t: v.t, vol: v.vol, list: v.t.src.Instants}, fs.StableAttr{Mode: syscall.S_IFDIR}), 0
-	case "points":
-		dirEntry(out, v.t.cfg.MovingTimeout)
-		return v.NewInode(ctx, &whenDir{t: v.t, vol: v.vol, list: v.t.src.Points}, fs.StableAttr{Mode: syscall.S_IFDIR}), 0
+		if ch := v.GetChild(name); ch != nil { // see rootDir.Lookup
+			return ch, 0
+		}
+		list := v.t.src.Instants
+		if name == "points" {
+			list = v.t.src.Points
+		}
+		return v.NewInode(ctx, &whenDir{t: v.t, vol: v.vol, list: list}, fs.StableAttr{Mode: syscall.S_IFDIR}), 0
 	}
 	return nil, syscall.ENOENT
 }
@@ -176,6 +186,14 @@ func (w *whenDir) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 
 func (w *whenDir) Lookup(ctx context.Context, when string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	name := w.vol + "@" + when
+	if ch := w.GetChild(when); ch != nil && !moving(when, w.t.cfg.now()) {
+		// A fixed instant keeps its node, its image and so its cached
+		// pages (see rootDir.Lookup).
+		if d, ok := ch.Operations().(*instantDir); ok && d.file.fixed {
+			dirEntry(out, w.t.cfg.timeout(true))
+			return ch, 0
+		}
+	}
 	img, _, err := w.t.src.Open(ctx, name)
 	if err != nil {
 		errno := toErrno(err)
