@@ -32,7 +32,7 @@ type serveCmd struct {
 	TLSKey      string `help:"Server key (PEM)." type:"existingfile" name:"tls-key" placeholder:"FILE"`
 	TLSClientCA string `help:"Require client certificates signed by this CA (PEM)." type:"existingfile" name:"tls-client-ca" placeholder:"FILE"`
 	MaxConns    int    `help:"Most NBD connections served at once." default:"512"`
-	CacheSize   Size   `help:"Memory for decoded chunks." default:"256MiB" placeholder:"SIZE"`
+	CacheSize   Size   `help:"Memory for decoded chunks (hot data is served from memory)." default:"1GiB" placeholder:"SIZE"`
 }
 
 // daemon is a running rewind serve.
