@@ -3,9 +3,12 @@
 // qemu-system-x86_64, ...). `make test` builds bin/rewind and installs the
 // clients (`make deps`) before it runs these tests.
 //
-// This file holds the harness: finding the binary, running commands, and
-// starting and stopping `rewind serve`. harness_image_test.go makes and
-// edits ext4 images, harness_vm_test.go boots the test VM. Helpers fail
+// harness_test.go finds the binary, runs commands, and starts and stops
+// `rewind serve`; harness_image_test.go makes and edits ext4 images;
+// harness_vm_test.go boots the test VM. The tests are history_test.go
+// (import, export, every WHEN form, crash safety), nbd_test.go (the real
+// NBD clients, a VM booting from a clone) and fuse_test.go (the tree,
+// rewind mount --files and --rw, clean-up). Helpers fail
 // the test when something they need is missing; no test is ever skipped
 // for want of a tool.
 package integration
