@@ -22,8 +22,9 @@ type Extent struct {
 type View struct {
 	s      *Store
 	vol    uint64
-	at     int64 // the instant, for fixed views
-	head   bool  // a writable clone head
+	at     int64     // the instant, for fixed views
+	head   bool      // a writable clone head
+	refs   *refCache // for fixed views
 	closed atomic.Bool
 }
 
@@ -38,7 +39,7 @@ func (s *Store) ViewAt(vol uint64, t int64) (*View, error) {
 	if t < v.First {
 		return nil, fmt.Errorf("%w: %s has no data before %s", ErrBeforeFirst, v.Name, FormatTime(v.First))
 	}
-	return &View{s: s, vol: vol, at: min(t, v.Last)}, nil
+	return &View{s: s, vol: vol, at: min(t, v.Last), refs: newRefCache()}, nil
 }
 
 // Head opens the writable head of a clone.
@@ -121,19 +122,20 @@ func (v *View) ReadAt(p []byte, off int64) (int, error) {
 	if n == 0 {
 		return 0, tail
 	}
-	if err := v.s.readAt(m, t, p[:n], off); err != nil {
+	if err := v.s.readAt(m, t, p[:n], off, v.refs); err != nil {
 		return 0, err
 	}
 	return n, tail
 }
 
-// readAt fills p from volume m as of t. The range is within the volume.
-func (s *Store) readAt(m *Volume, t int64, p []byte, off int64) error {
+// readAt fills p from volume m as of t, resolving blocks through refs
+// when it is not nil. The range is within the volume.
+func (s *Store) readAt(m *Volume, t int64, p []byte, off int64, refs *refCache) error {
 	bs := m.BlockSize
 	b0 := off / bs
 	b1 := (off+int64(len(p))-1)/bs + 1
-	refs := make([]blockRef, b1-b0)
-	if err := s.resolve(m, t, uint64(b0), refs); err != nil {
+	blocks := make([]blockRef, b1-b0)
+	if err := s.resolveCached(refs, m, t, uint64(b0), blocks); err != nil {
 		return err
 	}
 	// part returns the slice of p that block b0+i covers and where in the
@@ -144,7 +146,7 @@ func (s *Store) readAt(m *Volume, t int64, p []byte, off int64) error {
 		return p[lo-off : hi-off], lo - start
 	}
 	var chunks []int
-	for i, r := range refs {
+	for i, r := range blocks {
 		if r.kind == refChunk {
 			chunks = append(chunks, i)
 			continue
@@ -153,7 +155,7 @@ func (s *Store) readAt(m *Volume, t int64, p []byte, off int64) error {
 		clear(dst)
 	}
 	fetch := func(i int) error {
-		data, err := s.cache.Get(refs[i].id)
+		data, err := s.cache.Get(blocks[i].id)
 		if err != nil {
 			return fmt.Errorf("read %s block %d: %w", m.Name, b0+int64(i), err)
 		}
@@ -197,7 +199,7 @@ func (v *View) Extents(off, n int64) ([]Extent, error) {
 	b0 := off / bs
 	b1 := min((off+n-1)/bs+1, b0+maxExtentBlocks)
 	refs := make([]blockRef, b1-b0)
-	if err := v.s.resolve(m, t, uint64(b0), refs); err != nil {
+	if err := v.s.resolveCached(v.refs, m, t, uint64(b0), refs); err != nil {
 		return nil, err
 	}
 	end := min(off+n, b1*bs)
