@@ -57,6 +57,48 @@ func (c *Cache) Get(id ID) ([]byte, error) {
 	return data, nil
 }
 
+// GetMany returns each chunk of ids from the cache, reading those it
+// lacks from the store below together (see Store.GetMany).
+func (c *Cache) GetMany(ids []ID) ([][]byte, error) {
+	out := make([][]byte, len(ids))
+	var missIDs []ID
+	var missAt []int
+	c.mu.Lock()
+	for i, id := range ids {
+		if e, ok := c.mu.byID[id]; ok {
+			c.mu.order.MoveToFront(e)
+			out[i] = e.Value.(*cacheEntry).data
+			continue
+		}
+		missIDs = append(missIDs, id)
+		missAt = append(missAt, i)
+	}
+	c.mu.Unlock()
+	if len(missIDs) == 0 {
+		return out, nil
+	}
+	var got [][]byte
+	var err error
+	if m, ok := c.next.(ManyGetter); ok && len(missIDs) > 1 {
+		got, err = m.GetMany(missIDs)
+	} else {
+		got = make([][]byte, len(missIDs))
+		for i, id := range missIDs {
+			if got[i], err = c.next.Get(id); err != nil {
+				break
+			}
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	for k, i := range missAt {
+		out[i] = got[k]
+		c.add(missIDs[k], got[k])
+	}
+	return out, nil
+}
+
 func (c *Cache) add(id ID, data []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

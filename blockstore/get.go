@@ -30,10 +30,16 @@ func (s *Store) read(id ID, loc location) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("chunk %s: %w", id, err)
 	}
-	buf := make([]byte, recordHeaderSize+int(loc.payloadLen))
+	buf := make([]byte, loc.size())
 	if n, err := f.ReadAt(buf, loc.offset); n != len(buf) {
 		return nil, fmt.Errorf("chunk %s: %w: pack %d truncated at %d: %v", id, ErrCorrupt, loc.pack, loc.offset, err)
 	}
+	return s.verify(id, loc, buf)
+}
+
+// verify checks the record buf against the index entry and its checksum
+// and returns its decoded bytes.
+func (s *Store) verify(id ID, loc location, buf []byte) ([]byte, error) {
 	var h recordHeader
 	if err := h.unmarshal(buf); err != nil {
 		return nil, fmt.Errorf("chunk %s in pack %d at %d: %w", id, loc.pack, loc.offset, err)

@@ -173,3 +173,45 @@ type quiet struct{}
 func (quiet) Infof(string, ...any)           {}
 func (quiet) Errorf(string, ...any)          {}
 func (quiet) Fatalf(format string, a ...any) { panic(format) }
+
+// TestGetMany reads neighbouring and scattered chunks together, in any
+// order, and reports a damaged one as ErrCorrupt.
+func TestGetMany(t *testing.T) {
+	fs := vfs.NewMem()
+	s, db := openTest(t, fs, CodecZstd)
+	var chunks [][]byte
+	for i := 0; i < 24; i++ {
+		c := bytes.Repeat([]byte{byte(i)}, 65536)
+		if i%3 == 0 {
+			rand.New(rand.NewSource(int64(i))).Read(c)
+		}
+		chunks = append(chunks, c)
+	}
+	put(t, s, db, chunks...)
+	ids := []ID{Sum(chunks[5]), Sum(chunks[0]), Sum(chunks[1]), Sum(chunks[2]), Sum(chunks[23]), Sum(chunks[5]), Sum(chunks[12])}
+	want := [][]byte{chunks[5], chunks[0], chunks[1], chunks[2], chunks[23], chunks[5], chunks[12]}
+	for _, g := range []interface{ GetMany([]ID) ([][]byte, error) }{s, NewCache(s, 1<<20)} {
+		got, err := g.GetMany(ids)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range want {
+			if !bytes.Equal(got[i], want[i]) {
+				t.Fatalf("chunk %d differs", i)
+			}
+		}
+	}
+	// Damage chunk 1: reading it with its neighbours fails.
+	v, closer, _ := db.Get(indexKey(Sum(chunks[1])))
+	loc, _ := unmarshalLocation(v)
+	closer.Close()
+	f, _ := fs.OpenReadWrite("packs/"+packName(loc.pack), vfs.WriteCategoryUnspecified)
+	f.WriteAt([]byte{0xff, 0xfe}, loc.offset+recordHeaderSize+3)
+	f.Close()
+	if _, err := s.GetMany(ids[1:4]); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("a damaged chunk among neighbours: %v", err)
+	}
+	if _, err := s.GetMany([]ID{Sum([]byte("nope")), ids[0]}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("a missing chunk: %v", err)
+	}
+}

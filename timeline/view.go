@@ -3,10 +3,9 @@ package timeline
 import (
 	"fmt"
 	"io"
-	"runtime"
 	"sync/atomic"
 
-	"golang.org/x/sync/errgroup"
+	"github.com/rewind-dev/rewind/blockstore"
 )
 
 // Extent is a run of a view: data, or a hole that reads as zeroes.
@@ -154,28 +153,26 @@ func (s *Store) readAt(m *Volume, t int64, p []byte, off int64, refs *refCache) 
 		dst, _ := part(i)
 		clear(dst)
 	}
-	fetch := func(i int) error {
-		data, err := s.cache.Get(blocks[i].id)
-		if err != nil {
-			return fmt.Errorf("read %s block %d: %w", m.Name, b0+int64(i), err)
-		}
-		dst, within := part(i)
-		n := 0
-		if within < int64(len(data)) {
-			n = copy(dst, data[within:])
-		}
-		clear(dst[n:])
+	if len(chunks) == 0 {
 		return nil
 	}
-	if len(chunks) == 1 {
-		return fetch(chunks[0])
+	ids := make([]blockstore.ID, len(chunks))
+	for k, i := range chunks {
+		ids[k] = blocks[i].id
 	}
-	var g errgroup.Group
-	g.SetLimit(runtime.GOMAXPROCS(0) * 2)
-	for _, i := range chunks {
-		g.Go(func() error { return fetch(i) })
+	datas, err := s.cache.GetMany(ids)
+	if err != nil {
+		return fmt.Errorf("read %s blocks %d-%d: %w", m.Name, b0, b1-1, err)
 	}
-	return g.Wait()
+	for k, i := range chunks {
+		dst, within := part(i)
+		n := 0
+		if within < int64(len(datas[k])) {
+			n = copy(dst, datas[k][within:])
+		}
+		clear(dst[n:])
+	}
+	return nil
 }
 
 // maxExtentBlocks bounds the work of one Extents call; callers loop.
