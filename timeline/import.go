@@ -72,7 +72,7 @@ func (s *Store) Import(ctx context.Context, o ImportOptions) (*ImportResult, err
 		return nil, fmt.Errorf("timeline: %s: the source is empty", o.Name)
 	}
 	if o.Workers <= 0 {
-		o.Workers = runtime.GOMAXPROCS(0)
+		o.Workers = 2 * runtime.GOMAXPROCS(0) // half of them wait on reads at any time
 	}
 	meta, created, unlock, err := s.beginImport(o)
 	if err != nil {

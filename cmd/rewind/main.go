@@ -25,6 +25,9 @@ type cli struct {
 	Data    string `help:"Data directory (default /var/lib/rewind for root, else ~/.local/share/rewind)." env:"REWIND_DATA" type:"path" placeholder:"DIR"`
 	JSON    bool   `help:"Print one JSON document (or one per line for streams) and nothing else on standard output." name:"json"`
 	Verbose bool   `help:"Log more." short:"v"`
+	// Compression applies to what this process writes; every chunk records
+	// its own codec, so a data directory can hold both.
+	Compression string `help:"Compression of new chunks: zstd (smaller), s2 (faster) or none." env:"REWIND_COMPRESSION" default:"zstd" enum:"zstd,s2,none"`
 
 	Import importCmd `cmd:"" help:"Record a raw image or block device as a new version of VOLUME."`
 	Volume volumeCmd `cmd:"" help:"List, create and remove volumes."`
@@ -52,7 +55,7 @@ func (e *env) api() (catalog.API, func(), error) {
 	if c, err := api.Dial(filepath.Join(e.dataDir, "rewind.sock")); err == nil {
 		return c, c.Close, nil
 	}
-	svc, err := catalog.Open(catalog.Options{Dir: e.dataDir, Logger: e.logger()})
+	svc, err := catalog.Open(catalog.Options{Dir: e.dataDir, Logger: e.logger(), Compression: e.globals.Compression})
 	if err != nil {
 		return nil, nil, err
 	}

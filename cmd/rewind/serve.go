@@ -53,7 +53,7 @@ func (c *serveCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
-	svc, err := catalog.Open(catalog.Options{Dir: e.dataDir, Logger: log, CacheBytes: int64(c.CacheSize)})
+	svc, err := catalog.Open(catalog.Options{Dir: e.dataDir, Logger: log, CacheBytes: int64(c.CacheSize), Compression: e.globals.Compression})
 	if err != nil {
 		return err
 	}
