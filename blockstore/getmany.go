@@ -1,6 +1,7 @@
 package blockstore
 
 import (
+	"bytes"
 	"fmt"
 	"runtime"
 	"sort"
@@ -82,6 +83,11 @@ func (s *Store) readGroup(ids []ID, locs []location, group []int, span int64, ou
 	decode := func(i int) error {
 		rec := buf[locs[i].offset-first.offset:][:locs[i].size()]
 		data, err := s.verify(ids[i], locs[i], rec)
+		if err == nil && locs[i].codec == CodecRaw && len(group) > 1 {
+			// A raw chunk is a slice of buf; its own copy keeps a cached
+			// chunk from pinning the whole span.
+			data = bytes.Clone(data)
+		}
 		out[i] = data
 		return err
 	}
