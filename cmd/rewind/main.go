@@ -1,6 +1,3 @@
-// Command rewind keeps every write of protected disks as a timeline and
-// serves any second of it. See CLI.md for the contract; `rewind --help`
-// describes every command.
 package main
 
 import (
