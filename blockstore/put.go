@@ -104,34 +104,102 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 128<<10); return 
 func (s *Store) append(id ID, data []byte) (location, error) {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
-	buf := (*bp)[:0]
-	if need := recordHeaderSize + len(data) + len(data)/8 + 64; cap(buf) < need {
-		buf = make([]byte, 0, need)
-		*bp = buf
-	}
-	buf = buf[:recordHeaderSize]
-	payload, codec := s.codecs.encode(s.codec, data, buf[recordHeaderSize:])
-	h := recordHeader{
-		payloadLen: uint32(len(payload)),
-		decodedLen: uint32(len(data)),
-		codec:      codec,
-		id:         id,
-	}
-	if codec != CodecRaw && &payload[0] == &buf[:recordHeaderSize+1][recordHeaderSize] {
-		buf = buf[:recordHeaderSize+len(payload)] // encoded in place
-	} else {
-		buf = append(buf, payload...)
-	}
-	h.marshal(buf[:recordHeaderSize])
-	h.crc = recordCRC(buf)
-	h.marshal(buf[:recordHeaderSize])
-	pack, off, f, err := s.reserve(int64(len(buf)))
+	buf, loc := s.encodeRecord((*bp)[:0], id, data)
+	*bp = buf[:0]
+	pack, off, err := s.write(buf)
 	if err != nil {
 		return location{}, err
 	}
+	loc.pack, loc.offset = pack, off
+	return loc, nil
+}
+
+// encodeRecord appends the record of chunk id to buf. The location it
+// returns lacks the pack and offset.
+func (s *Store) encodeRecord(buf []byte, id ID, data []byte) ([]byte, location) {
+	sp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(sp)
+	payload, codec := s.codecs.encode(s.codec, data, (*sp)[:0])
+	if codec != CodecRaw {
+		*sp = payload[:0] // keep a grown scratch buffer
+	}
+	h := recordHeader{payloadLen: uint32(len(payload)), decodedLen: uint32(len(data)), codec: codec, id: id}
+	start := len(buf)
+	buf = append(buf, make([]byte, recordHeaderSize)...)
+	buf = append(buf, payload...)
+	rec := buf[start:]
+	h.marshal(rec[:recordHeaderSize])
+	h.crc = recordCRC(rec)
+	h.marshal(rec[:recordHeaderSize])
+	return buf, location{payloadLen: h.payloadLen, decodedLen: h.decodedLen, codec: codec}
+}
+
+// write appends buf to the active pack with one pwrite.
+func (s *Store) write(buf []byte) (uint32, int64, error) {
+	pack, off, f, err := s.reserve(int64(len(buf)))
+	if err != nil {
+		return 0, 0, err
+	}
 	if _, err := f.WriteAt(buf, off); err != nil {
-		return location{}, fmt.Errorf("blockstore: write pack %d: %w", pack, err)
+		return 0, 0, fmt.Errorf("blockstore: write pack %d: %w", pack, err)
 	}
 	s.markDirty(pack)
-	return location{pack: pack, offset: off, payloadLen: h.payloadLen, decodedLen: h.decodedLen, codec: codec}, nil
+	return pack, off, nil
+}
+
+// PutMany is Put for several chunks (ids[i] is the digest of datas[i]):
+// those not stored yet are written as one run of records with one pwrite,
+// so blocks that are read together lie together in the pack.
+func (t *Txn) PutMany(ids []ID, datas [][]byte) ([]PutResult, error) {
+	res := make([]PutResult, len(ids))
+	type rec struct {
+		i   int
+		off int64
+		loc location
+	}
+	var recs []rec
+	var buf []byte
+	batch := map[ID]bool{}
+	for i, id := range ids {
+		res[i].ID = id
+		t.mu.Lock()
+		seen := t.mu.added[id]
+		t.mu.Unlock()
+		if seen || batch[id] {
+			continue
+		}
+		ok, err := t.s.Has(id)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			continue
+		}
+		batch[id] = true
+		start := int64(len(buf))
+		var loc location
+		buf, loc = t.s.encodeRecord(buf, id, datas[i])
+		recs = append(recs, rec{i: i, off: start, loc: loc})
+	}
+	if len(recs) == 0 {
+		return res, nil
+	}
+	pack, off, err := t.s.write(buf)
+	if err != nil {
+		return nil, err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, r := range recs {
+		id := ids[r.i]
+		if t.mu.added[id] {
+			continue // another goroutine's entry wins; ours is garbage
+		}
+		r.loc.pack, r.loc.offset = pack, off+r.off
+		t.mu.added[id] = true
+		t.mu.pending = append(t.mu.pending, [2][]byte{indexKey(id), r.loc.marshal()})
+		res[r.i].New = true
+		res[r.i].Stored = r.loc.size()
+	}
+	return res, nil
 }

@@ -49,10 +49,13 @@
 //
 // # Known limits
 //
-// Clone writes commit without fsync; a power loss (not a process crash)
-// before the next Flush may leave an unflushed block pointing at pack
-// bytes that never reached the disk, which then reads as an I/O error
-// rather than as its older contents. An import stamped --at in the past,
+// Clone writes commit without fsync. Their chunk index entries can reach
+// the disk before their pack bytes do (a memtable flush, another writer's
+// sync), so a power loss (not a process crash) before the next Flush may
+// leave an unflushed block, or a later write that deduplicates against
+// its chunk, pointing at bytes that never reached the disk: that block
+// reads as an I/O error (the checksum catches it), never as wrong data.
+// Imports sync the packs before every batch, so they are not exposed. An import stamped --at in the past,
 // between the volume's newest version and an instant already viewed,
 // changes what that instant shows.
 package timeline

@@ -243,6 +243,9 @@ func (s *Store) importSegment(o ImportOptions, w *versionWriter, seg *segment, b
 		r.err = fmt.Errorf("read source at %d: %w", off+int64(m), err)
 		return r
 	}
+	var ids []blockstore.ID
+	var datas [][]byte
+	var blocks []uint64
 	for i, prev := range seg.prev {
 		data := buf[int64(i)*bs : min(int64(i+1)*bs, n)]
 		block := seg.first + uint64(i)
@@ -257,13 +260,20 @@ func (s *Store) importSegment(o ImportOptions, w *versionWriter, seg *segment, b
 		if prev.kind == refChunk && prev.id == id {
 			continue // unchanged
 		}
-		res, err := w.txn.PutID(id, data)
-		if err != nil {
-			r.err = err
-			return r
-		}
-		r.sets = append(r.sets, blockSet{block: block, ref: blockRef{kind: refChunk, id: id}, logical: int64(len(data)), stored: res.Stored})
+		ids, datas, blocks = append(ids, id), append(datas, data), append(blocks, block)
 	}
+	// The segment's new chunks go to the pack as one run, in block order,
+	// so a later sequential read finds them together.
+	res, err := w.txn.PutMany(ids, datas)
+	if err != nil {
+		r.err = err
+		return r
+	}
+	for k, pr := range res {
+		r.sets = append(r.sets, blockSet{block: blocks[k], ref: blockRef{kind: refChunk, id: pr.ID},
+			logical: int64(len(datas[k])), stored: pr.Stored})
+	}
+	sort.Slice(r.sets, func(a, b int) bool { return r.sets[a].block < r.sets[b].block })
 	return r
 }
 

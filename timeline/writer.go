@@ -71,9 +71,14 @@ func (w *versionWriter) commitPart() error {
 	if err := w.writeRuns(); err != nil {
 		return err
 	}
-	// Pack bytes are written before Put returns, so a process crash cannot
-	// leave this batch pointing at missing bytes.
+	// The chunks' bytes must be durable before their index entries can
+	// be: a later sync of the WAL, by any writer, would make the entries
+	// durable too, and an entry whose bytes a crash lost would poison
+	// every later import that deduplicates against it.
 	if err := w.txn.AddTo(w.batch); err != nil {
+		return err
+	}
+	if err := w.s.chunks.SyncPacks(); err != nil {
 		return err
 	}
 	if err := w.batch.Commit(pebble.NoSync); err != nil {
