@@ -86,16 +86,25 @@ func (t *Txn) PutID(id ID, data []byte) (PutResult, error) {
 }
 
 // Has reports whether the chunk id is indexed.
+//
+// An entry whose record lies past the end of its pack (its bytes were lost
+// in a power failure after the entry reached the disk) does not count: the
+// chunk is stored again and its new entry replaces the broken one, which
+// also heals every version that refers to it.
 func (s *Store) Has(id ID) (bool, error) {
-	_, closer, err := s.db.Get(indexKey(id))
+	v, closer, err := s.db.Get(indexKey(id))
 	if err == pebble.ErrNotFound {
 		return false, nil
 	}
 	if err != nil {
 		return false, fmt.Errorf("blockstore: index lookup: %w", err)
 	}
+	loc, err := unmarshalLocation(v)
 	closer.Close()
-	return true, nil
+	if err != nil {
+		return false, nil
+	}
+	return loc.offset+loc.size() <= s.packEnd(loc.pack), nil
 }
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 128<<10); return &b }}

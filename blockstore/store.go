@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sort"
 	"strconv"
 	"strings"
@@ -58,6 +59,8 @@ type Store struct {
 		active uint32
 		size   int64 // of the active pack, including reserved space
 		dirty  map[uint32]bool
+		// ends holds the size of each pack written before this Open.
+		ends map[uint32]int64
 	}
 }
 
@@ -79,6 +82,7 @@ func Open(o Options) (*Store, error) {
 	s := &Store{fs: o.FS, dir: o.Dir, db: o.DB, codec: o.Codec, packSize: o.PackSize, log: o.Logger, codecs: cs}
 	s.mu.files = map[uint32]vfs.File{}
 	s.mu.dirty = map[uint32]bool{}
+	s.mu.ends = map[uint32]int64{}
 	if err := o.FS.MkdirAll(o.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("blockstore: create %s: %w", o.Dir, err)
 	}
@@ -89,6 +93,11 @@ func Open(o Options) (*Store, error) {
 	packs, err := s.listPacks()
 	if err != nil {
 		return nil, err
+	}
+	for _, p := range packs {
+		if fi, err := o.FS.Stat(o.FS.PathJoin(o.Dir, packName(p))); err == nil {
+			s.mu.ends[p] = fi.Size()
+		}
 	}
 	next := uint32(1)
 	if len(packs) > 0 {
@@ -117,6 +126,23 @@ func (s *Store) listPacks() ([]uint32, error) {
 	}
 	sort.Slice(packs, func(i, j int) bool { return packs[i] < packs[j] })
 	return packs, nil
+}
+
+// packEnd returns how far pack n holds bytes: its size when this store
+// opened, or everything reserved in a pack this store wrote.
+func (s *Store) packEnd(n uint32) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if end, ok := s.mu.ends[n]; ok {
+		return end
+	}
+	if n == s.mu.active {
+		return s.mu.size
+	}
+	if _, ok := s.mu.files[n]; ok {
+		return math.MaxInt64 // a pack this store wrote and closed
+	}
+	return 0
 }
 
 // startPackLocked creates pack n and makes it the active one.

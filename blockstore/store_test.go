@@ -215,3 +215,41 @@ func TestGetMany(t *testing.T) {
 		t.Fatalf("a missing chunk: %v", err)
 	}
 }
+
+// TestLostBytesAreStoredAgain: an index entry that points past the end of
+// its pack (bytes lost in a power failure) does not deduplicate; storing
+// the chunk again heals it.
+func TestLostBytesAreStoredAgain(t *testing.T) {
+	dir := t.TempDir()
+	fs := vfs.Default
+	db, err := pebble.Open(dir+"/db", &pebble.Options{FS: fs, Logger: quiet{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	open := func() *Store {
+		s, err := Open(Options{FS: fs, Dir: dir + "/packs", DB: db, Codec: CodecZstd})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	s := open()
+	data := bytes.Repeat([]byte("lost and found "), 4000)
+	put(t, s, db, data)
+	s.Close()
+	if err := os.Truncate(dir+"/packs/"+packName(1), packHeaderSize); err != nil {
+		t.Fatal(err)
+	}
+	s = open()
+	defer s.Close()
+	if _, err := s.Get(Sum(data)); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("lost bytes read as %v", err)
+	}
+	if r := put(t, s, db, data); !r[0].New {
+		t.Fatal("a chunk whose bytes were lost was deduplicated")
+	}
+	if got, err := s.Get(Sum(data)); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("after storing it again: %v", err)
+	}
+}

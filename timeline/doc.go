@@ -55,7 +55,9 @@
 // leave an unflushed block, or a later write that deduplicates against
 // its chunk, pointing at bytes that never reached the disk: that block
 // reads as an I/O error (the checksum catches it), never as wrong data.
-// Imports sync the packs before every batch, so they are not exposed. An import stamped --at in the past,
+// The chunk store does not deduplicate against an entry whose bytes lie
+// past the end of its pack, so a later write stores them again and heals
+// it. Imports sync the packs before every batch, so they are not exposed. An import stamped --at in the past,
 // between the volume's newest version and an instant already viewed,
 // changes what that instant shows.
 package timeline
