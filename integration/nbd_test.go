@@ -71,7 +71,8 @@ func TestNBDClients(t *testing.T) {
 	}
 	// Prometheus metrics count the traffic.
 	metrics := mustRunCmd(t, "curl", "-sf", "http://"+srv.HTTPAddr+"/metrics")
-	if !strings.Contains(metrics, `rewind_nbd_requests_total{cmd="read",export="db01@latest",result="ok"}`) {
+	if !strings.Contains(metrics, "rewind_volumes 1") ||
+		!strings.Contains(metrics, `rewind_nbd_requests_total{cmd="read",export="db01@latest",result="ok"}`) {
 		t.Errorf("metrics lack NBD reads:\n%.2000s", metrics)
 	}
 	_ = rw

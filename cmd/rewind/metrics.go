@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rewind-dev/rewind/catalog"
 	"github.com/rewind-dev/rewind/nbd"
 )
 
@@ -51,4 +53,32 @@ func (m *nbdMetrics) Request(export, cmd string, bytes int64, d time.Duration, e
 	m.requests.WithLabelValues(export, cmd, result).Inc()
 	m.bytes.WithLabelValues(export, cmd).Add(float64(bytes))
 	m.latency.WithLabelValues(export, cmd).Observe(d.Seconds())
+}
+
+// registerStoreMetrics reports what the store holds, from the volumes'
+// metadata (no scan of the chunk index).
+func registerStoreMetrics(reg prometheus.Registerer, svc *catalog.Service) {
+	sum := func(f func(v *catalog.VolumeInfo) float64) func() float64 {
+		return func() float64 {
+			vols, err := svc.Volumes(context.Background())
+			if err != nil {
+				return 0
+			}
+			var n float64
+			for i := range vols {
+				n += f(&vols[i])
+			}
+			return n
+		}
+	}
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rewind_volumes", Help: "Volumes in the store."},
+			sum(func(*catalog.VolumeInfo) float64 { return 1 })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rewind_versions", Help: "Versions recorded, all volumes."},
+			sum(func(v *catalog.VolumeInfo) float64 { return float64(v.Versions) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rewind_logical_bytes", Help: "Bytes all versions recorded, before dedup and compression."},
+			sum(func(v *catalog.VolumeInfo) float64 { return float64(v.LogicalBytes) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rewind_stored_bytes", Help: "Bytes the volumes' versions added to the chunk store."},
+			sum(func(v *catalog.VolumeInfo) float64 { return float64(v.StoredBytes) })),
+	)
 }

@@ -85,6 +85,7 @@ func (c *serveCmd) Run(e *env) error {
 func (d *daemon) start(ctx context.Context, c *serveCmd, tlsConf *tls.Config, sockPath string) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	registerStoreMetrics(reg, d.svc)
 	if err := mount.CleanupStale(filepath.Join(d.svc.Dir(), "run"), d.log); err != nil {
 		d.log.Warn("cleaning up the mounts of a previous daemon", "err", err)
 	}
