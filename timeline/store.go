@@ -2,7 +2,6 @@ package timeline
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -256,6 +255,3 @@ func (s *Store) RemoveVolume(name string) error {
 	s.mu.Unlock()
 	return nil
 }
-
-// isNotFound reports a pebble miss.
-func isNotFound(err error) bool { return errors.Is(err, pebble.ErrNotFound) }
