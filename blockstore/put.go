@@ -56,33 +56,11 @@ func (t *Txn) Put(data []byte) (PutResult, error) {
 
 // PutID is Put for a caller that has already hashed data.
 func (t *Txn) PutID(id ID, data []byte) (PutResult, error) {
-	t.mu.Lock()
-	seen := t.mu.added[id]
-	t.mu.Unlock()
-	if seen {
-		return PutResult{ID: id}, nil
-	}
-	ok, err := t.s.Has(id)
+	res, err := t.PutMany([]ID{id}, [][]byte{data})
 	if err != nil {
 		return PutResult{}, err
 	}
-	if ok {
-		return PutResult{ID: id}, nil
-	}
-	loc, err := t.s.append(id, data)
-	if err != nil {
-		return PutResult{}, err
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.mu.added[id] {
-		// Another goroutine stored the same bytes meanwhile; its entry
-		// wins and ours is garbage for the collector.
-		return PutResult{ID: id}, nil
-	}
-	t.mu.added[id] = true
-	t.mu.pending = append(t.mu.pending, [2][]byte{indexKey(id), loc.marshal()})
-	return PutResult{ID: id, New: true, Stored: int64(recordHeaderSize) + int64(loc.payloadLen)}, nil
+	return res[0], nil
 }
 
 // Has reports whether the chunk id is indexed.
@@ -108,20 +86,6 @@ func (s *Store) Has(id ID) (bool, error) {
 }
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 128<<10); return &b }}
-
-// append compresses data and writes its record to the active pack.
-func (s *Store) append(id ID, data []byte) (location, error) {
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	buf, loc := s.encodeRecord((*bp)[:0], id, data)
-	*bp = buf[:0]
-	pack, off, err := s.write(buf)
-	if err != nil {
-		return location{}, err
-	}
-	loc.pack, loc.offset = pack, off
-	return loc, nil
-}
 
 // encodeRecord appends the record of chunk id to buf. The location it
 // returns lacks the pack and offset.

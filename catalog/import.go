@@ -30,14 +30,10 @@ func (s *Service) Import(ctx context.Context, r ImportRequest, progress Progress
 		}
 		at = w.Time
 	}
-	if r.BlockSize != 0 {
-		if _, err := s.tl.Volume(r.Volume); err == nil {
-			// The block size of an existing volume is fixed; say so only
-			// when it differs.
-			if v, _ := s.tl.Volume(r.Volume); v.BlockSize != r.BlockSize {
-				return nil, errorf(ErrInvalid, "%s has block size %d; --block-size applies only when a volume is created", r.Volume, v.BlockSize)
-			}
-		}
+	// The block size of an existing volume is fixed; say so only when a
+	// different one is asked for.
+	if v, err := s.tl.Volume(r.Volume); err == nil && r.BlockSize != 0 && v.BlockSize != r.BlockSize {
+		return nil, errorf(ErrInvalid, "%s has block size %d; --block-size applies only when a volume is created", r.Volume, v.BlockSize)
 	}
 	if v, err := s.tl.Volume(r.Volume); err == nil && at != 0 && at <= v.Last {
 		return nil, errorf(ErrConflict, "%s already has a version at %s; --at must be later", r.Volume, Time(v.Last))
