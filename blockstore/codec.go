@@ -2,6 +2,8 @@ package blockstore
 
 import (
 	"fmt"
+	"math"
+	"runtime"
 
 	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
@@ -17,7 +19,9 @@ type codecs struct {
 func newCodecs() (*codecs, error) {
 	enc, err := zstd.NewWriter(nil,
 		zstd.WithEncoderLevel(zstd.SpeedFastest),
-		zstd.WithEncoderConcurrency(1),
+		// EncodeAll runs at most this many encodes at once: one per CPU,
+		// since import workers compress side by side.
+		zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)),
 		zstd.WithZeroFrames(true),
 		zstd.WithEncoderCRC(false)) // records carry their own CRC-32C
 	if err != nil {
@@ -36,6 +40,9 @@ func (cs *codecs) encode(c Codec, data, dst []byte) ([]byte, Codec) {
 	var out []byte
 	switch c {
 	case CodecZstd:
+		if incompressible(data, dst) {
+			return data, CodecRaw
+		}
 		out = cs.zenc.EncodeAll(data, dst[:0])
 	case CodecS2:
 		out = s2.Encode(dst[:cap(dst)], data)
@@ -68,4 +75,55 @@ func (cs *codecs) decode(c Codec, payload []byte, decodedLen int) ([]byte, error
 		return nil, fmt.Errorf("%w: decoded %d bytes, index says %d", ErrCorrupt, len(out), decodedLen)
 	}
 	return out, nil
+}
+
+// incompressible reports whether data would not shrink by 1/16 under
+// zstd, cheaply, so that encrypted or already compressed blocks (often
+// half of a disk) skip zstd, which spends as long failing on them as it
+// spends compressing text. Only when samples of the block look like
+// random bytes (so entropy coding alone cannot save 1/16) does it ask s2,
+// which passes over such data several times faster than zstd, whether
+// repeats inside the block would save it; scratch is reused for s2's output.
+func incompressible(data, scratch []byte) bool {
+	if sampleEntropy(data) < 7.5 {
+		return false
+	}
+	if need := s2.MaxEncodedLen(len(data)); need > 0 && cap(scratch) >= need {
+		scratch = scratch[:need]
+	} else {
+		scratch = nil
+	}
+	return len(s2.Encode(scratch, data)) >= len(data)-len(data)/16
+}
+
+// sampleEntropy estimates the bits per byte of data from up to four 1 KiB
+// samples spread over it.
+func sampleEntropy(data []byte) float64 {
+	var hist [256]int
+	n := 0
+	count := func(p []byte) {
+		for _, b := range p {
+			hist[b]++
+		}
+		n += len(p)
+	}
+	if len(data) <= 4096 {
+		count(data)
+	} else {
+		step := len(data) / 4
+		for i := 0; i < 4; i++ {
+			count(data[i*step : i*step+1024])
+		}
+	}
+	if n == 0 {
+		return 0
+	}
+	e := 0.0
+	for _, c := range hist {
+		if c > 0 {
+			f := float64(c) / float64(n)
+			e -= f * math.Log2(f)
+		}
+	}
+	return e
 }
