@@ -199,15 +199,34 @@ func (s *Store) SyncPacks() error {
 	s.syncMu.Lock()
 	defer s.syncMu.Unlock()
 	s.mu.Lock()
-	var files []vfs.File
+	packs := make([]uint32, 0, len(s.mu.dirty))
+	files := make([]vfs.File, 0, len(s.mu.dirty))
 	for p := range s.mu.dirty {
+		packs = append(packs, p)
 		files = append(files, s.mu.files[p])
 	}
 	clear(s.mu.dirty)
 	s.mu.Unlock()
-	for _, f := range files {
-		if err := f.SyncData(); err != nil {
-			return fmt.Errorf("blockstore: sync pack: %w", err)
+	// The packs' writeback was started as they were written (startWriteback),
+	// so syncing them side by side mostly waits for the device, once.
+	errs := make([]error, len(files))
+	var wg sync.WaitGroup
+	for i, f := range files {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = f.SyncData()
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			s.mu.Lock()
+			for _, p := range packs { // still not known durable
+				s.mu.dirty[p] = true
+			}
+			s.mu.Unlock()
+			return fmt.Errorf("blockstore: sync pack %d: %w", packs[i], err)
 		}
 	}
 	return nil
