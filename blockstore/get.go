@@ -2,6 +2,7 @@ package blockstore
 
 import (
 	"fmt"
+	"hash/crc32"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -40,17 +41,22 @@ func (s *Store) read(id ID, loc location) ([]byte, error) {
 // verify checks the record buf against the index entry and its checksum
 // and returns its decoded bytes.
 func (s *Store) verify(id ID, loc location, buf []byte) ([]byte, error) {
+	return s.verifyParts(id, loc, buf[:recordHeaderSize], buf[recordHeaderSize:])
+}
+
+// verifyParts is verify for a record whose header and payload were read
+// into separate buffers.
+func (s *Store) verifyParts(id ID, loc location, hdr, payload []byte) ([]byte, error) {
 	var h recordHeader
-	if err := h.unmarshal(buf); err != nil {
+	if err := h.unmarshal(hdr); err != nil {
 		return nil, fmt.Errorf("chunk %s in pack %d at %d: %w", id, loc.pack, loc.offset, err)
 	}
-	payload := buf[recordHeaderSize:]
 	switch {
 	case h.id != id:
 		return nil, fmt.Errorf("chunk %s: %w: record at pack %d offset %d holds chunk %s", id, ErrCorrupt, loc.pack, loc.offset, h.id)
-	case h.payloadLen != loc.payloadLen || h.decodedLen != loc.decodedLen || h.codec != loc.codec:
+	case h.payloadLen != loc.payloadLen || h.decodedLen != loc.decodedLen || h.codec != loc.codec || len(payload) != int(h.payloadLen):
 		return nil, fmt.Errorf("chunk %s: %w: record header disagrees with the index", id, ErrCorrupt)
-	case recordCRC(buf) != h.crc:
+	case crc32.Update(recordCRC(hdr), castagnoli, payload) != h.crc:
 		return nil, fmt.Errorf("chunk %s: %w: checksum mismatch in pack %d at %d", id, ErrCorrupt, loc.pack, loc.offset)
 	}
 	out, err := s.codecs.decode(h.codec, payload, int(h.decodedLen))

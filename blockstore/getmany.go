@@ -3,41 +3,54 @@ package blockstore
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"runtime"
 	"sort"
+	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
 )
 
 // maxSpan bounds one coalesced read of neighbouring records.
 const maxSpan = 4 << 20
 
-// ManyGetter reads several chunks at once.
-type ManyGetter interface {
-	GetMany(ids []ID) ([][]byte, error)
+// ManyReader reads several chunks at once (see Store.ReadMany).
+type ManyReader interface {
+	ReadMany(ids []ID, into [][]byte, fn func(i int, data []byte, keep bool)) error
 }
 
-var _ ManyGetter = (*Store)(nil)
+var _ ManyReader = (*Store)(nil)
 
-// GetMany returns the decoded bytes of each chunk of ids, verified as Get
-// verifies them. Records that lie next to each other in a pack, as the
-// blocks of one import do, are read with one pread; records are decoded in
-// parallel.
-func (s *Store) GetMany(ids []ID) ([][]byte, error) {
+// ReadMany calls fn(i, data, keep) once for each chunk ids[i] with its
+// decoded bytes, verified as Get verifies them. Records that lie next to
+// each other in a pack, as the blocks of one import do, are read with one
+// preadv, and compressed records are decoded in parallel; fn may run on
+// several goroutines at once, each with its own i.
+//
+// into, if not nil, offers for each chunk a buffer of the caller's (or
+// nil): a raw chunk of exactly that length is read straight into it and
+// handed to fn as that same slice, saving a copy. Otherwise data is valid
+// only during the call unless keep is true: then it is a buffer of its
+// own (a decoded compressed chunk) that the caller may keep; a raw chunk
+// never comes with keep. On error fn may have been called for some
+// chunks, and the buffers of into may hold any bytes.
+func (s *Store) ReadMany(ids []ID, into [][]byte, fn func(i int, data []byte, keep bool)) error {
 	locs := make([]location, len(ids))
 	for i, id := range ids {
 		v, closer, err := s.db.Get(indexKey(id))
 		if err == pebble.ErrNotFound {
-			return nil, fmt.Errorf("chunk %s: %w", id, ErrNotFound)
+			return fmt.Errorf("chunk %s: %w", id, ErrNotFound)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("blockstore: index lookup %s: %w", id, err)
+			return fmt.Errorf("blockstore: index lookup %s: %w", id, err)
 		}
 		locs[i], err = unmarshalLocation(v)
 		closer.Close()
 		if err != nil {
-			return nil, fmt.Errorf("chunk %s: %w", id, err)
+			return fmt.Errorf("chunk %s: %w", id, err)
 		}
 	}
 	order := make([]int, len(ids))
@@ -48,12 +61,10 @@ func (s *Store) GetMany(ids []ID) ([][]byte, error) {
 		la, lb := locs[order[a]], locs[order[b]]
 		return la.pack < lb.pack || la.pack == lb.pack && la.offset < lb.offset
 	})
-	out := make([][]byte, len(ids))
-	var g errgroup.Group
-	g.SetLimit(runtime.GOMAXPROCS(0))
+	var groups [][]int
 	for start := 0; start < len(order); {
 		end, span := start+1, locs[order[start]].size()
-		for end < len(order) {
+		for end < len(order) && end-start < maxGroup {
 			prev, next := locs[order[end-1]], locs[order[end]]
 			if next.pack != prev.pack || next.offset != prev.offset+prev.size() || span+next.size() > maxSpan {
 				break
@@ -61,48 +72,205 @@ func (s *Store) GetMany(ids []ID) ([][]byte, error) {
 			span += next.size()
 			end++
 		}
-		group := order[start:end]
-		g.Go(func() error { return s.readGroup(ids, locs, group, span, out) })
+		groups = append(groups, order[start:end])
 		start = end
 	}
-	return out, g.Wait()
+	direct := func(i int) []byte {
+		if into != nil && into[i] != nil && locs[i].codec == CodecRaw && len(into[i]) == int(locs[i].decodedLen) {
+			return into[i]
+		}
+		return nil
+	}
+	if len(groups) == 1 {
+		return s.readGroup(ids, locs, groups[0], direct, fn)
+	}
+	var g errgroup.Group
+	g.SetLimit(runtime.GOMAXPROCS(0))
+	for _, group := range groups {
+		g.Go(func() error { return s.readGroup(ids, locs, group, direct, fn) })
+	}
+	return g.Wait()
 }
 
-// readGroup reads the neighbouring records of group with one pread and
-// verifies and decodes each into out.
-func (s *Store) readGroup(ids []ID, locs []location, group []int, span int64, out [][]byte) error {
+// maxGroup bounds the records of one read, so that its I/O vector stays
+// under the kernel's IOV_MAX (1024) at two entries a record.
+const maxGroup = 500
+
+// GetMany returns the decoded bytes of each chunk of ids (see ReadMany).
+func (s *Store) GetMany(ids []ID) ([][]byte, error) {
+	out := make([][]byte, len(ids))
+	err := s.ReadMany(ids, nil, func(i int, data []byte, keep bool) {
+		if !keep {
+			data = bytes.Clone(data)
+		}
+		out[i] = data
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// readGroup reads the neighbouring records of group with one preadv:
+// the payloads that direct offers a buffer for go straight there, the
+// rest (headers, compressed or partly wanted payloads) into a recycled
+// scratch buffer. It then verifies and decodes each record, handing it to
+// fn.
+func (s *Store) readGroup(ids []ID, locs []location, group []int, direct func(int) []byte, fn func(int, []byte, bool)) error {
 	first := locs[group[0]]
 	f, err := s.file(first.pack)
 	if err != nil {
 		return fmt.Errorf("chunk %s: %w", ids[group[0]], err)
 	}
-	buf := make([]byte, span)
-	if n, err := f.ReadAt(buf, first.offset); int64(n) != span {
+	fd := f.Fd()
+	var scratchLen int64
+	for _, i := range group {
+		if fd != vfs.InvalidFd && direct(i) != nil {
+			scratchLen += recordHeaderSize
+		} else {
+			scratchLen += locs[i].size()
+		}
+	}
+	bp := getSpan(scratchLen)
+	defer putSpan(bp)
+	scratch := (*bp)[:scratchLen]
+	// hdrs[k] and payloads[k] are where record group[k] landed.
+	hdrs := make([][]byte, len(group))
+	payloads := make([][]byte, len(group))
+	iov := make([][]byte, 0, 2*len(group))
+	used, runStart := int64(0), int64(-1) // runStart: where the last iovec's scratch run began
+	take := func(n int64) []byte {
+		b := scratch[used : used+n]
+		if runStart >= 0 { // scratch regions that follow each other share one iovec
+			iov[len(iov)-1] = scratch[runStart : used+n]
+		} else {
+			runStart = used
+			iov = append(iov, b)
+		}
+		used += n
+		return b
+	}
+	for k, i := range group {
+		if d := direct(i); fd != vfs.InvalidFd && d != nil {
+			hdrs[k] = take(recordHeaderSize)
+			payloads[k] = d
+			iov = append(iov, d)
+			runStart = -1
+			continue
+		}
+		rec := take(locs[i].size())
+		hdrs[k], payloads[k] = rec[:recordHeaderSize], rec[recordHeaderSize:]
+	}
+	span := int64(0)
+	for _, i := range group {
+		span += locs[i].size()
+	}
+	var n int
+	if fd != vfs.InvalidFd {
+		n, err = preadvFull(int(fd), iov, first.offset)
+	} else {
+		n, err = f.ReadAt(scratch, first.offset) // everything went to scratch
+	}
+	if int64(n) != span {
 		return fmt.Errorf("chunk %s: %w: pack %d truncated at %d: %v", ids[group[0]], ErrCorrupt, first.pack, first.offset, err)
 	}
-	decode := func(i int) error {
-		rec := buf[locs[i].offset-first.offset:][:locs[i].size()]
-		data, err := s.verify(ids[i], locs[i], rec)
-		if err == nil && locs[i].codec == CodecRaw && len(group) > 1 {
-			// A raw chunk is a slice of buf; its own copy keeps a cached
-			// chunk from pinning the whole span.
-			data = bytes.Clone(data)
+	decode := func(k int) error {
+		i := group[k]
+		data, err := s.verifyParts(ids[i], locs[i], hdrs[k], payloads[k])
+		if err != nil {
+			return err
 		}
-		out[i] = data
-		return err
+		fn(i, data, locs[i].codec != CodecRaw)
+		return nil
 	}
-	if len(group) == 1 {
-		return decode(group[0])
+	// Raw records only need their checksum checked: do them here. Decoding
+	// is the costly part: spread it over the cores, so that even one large
+	// read (a FUSE request of 1 MiB) uses them all.
+	var packed []int
+	for k, i := range group {
+		if locs[i].codec != CodecRaw {
+			packed = append(packed, k)
+			continue
+		}
+		if err := decode(k); err != nil {
+			return err
+		}
 	}
-	// Decoding is the costly part: spread it over the cores, so that even
-	// one large read (a FUSE request of 1 MiB) uses them all.
+	if len(packed) <= 1 {
+		for _, k := range packed {
+			if err := decode(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	var g errgroup.Group
 	g.SetLimit(runtime.GOMAXPROCS(0))
-	for _, i := range group {
-		g.Go(func() error { return decode(i) })
+	for _, k := range packed {
+		g.Go(func() error { return decode(k) })
 	}
 	return g.Wait()
 }
 
+// spanPools recycle read buffers by size class (up to 128 KiB, 512 KiB,
+// 1 MiB, maxSpan): fresh buffers of megabytes cost page faults and
+// zeroing on every cold read.
+var spanPools [4]sync.Pool
+
+var spanClasses = [4]int64{128 << 10, 512 << 10, 1 << 20, maxSpan}
+
+func getSpan(n int64) *[]byte {
+	for c, size := range spanClasses {
+		if n <= size {
+			if bp, ok := spanPools[c].Get().(*[]byte); ok {
+				return bp
+			}
+			b := make([]byte, size)
+			return &b
+		}
+	}
+	b := make([]byte, n)
+	return &b
+}
+
+func putSpan(bp *[]byte) {
+	for c, size := range spanClasses {
+		if int64(cap(*bp)) == size {
+			*bp = (*bp)[:size]
+			spanPools[c].Put(bp)
+			return
+		}
+	}
+}
+
 // size is the length of the record, header included.
 func (l location) size() int64 { return recordHeaderSize + int64(l.payloadLen) }
+
+// preadvFull reads into bufs from fd at off, as many times as it takes.
+func preadvFull(fd int, bufs [][]byte, off int64) (int, error) {
+	total := 0
+	for len(bufs) > 0 {
+		n, err := unix.Preadv(fd, bufs, off)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return total, err
+		}
+		if n == 0 {
+			return total, io.ErrUnexpectedEOF
+		}
+		total += n
+		off += int64(n)
+		for n > 0 && len(bufs) > 0 { // drop what was filled
+			if n >= len(bufs[0]) {
+				n -= len(bufs[0])
+				bufs = bufs[1:]
+				continue
+			}
+			bufs[0] = bufs[0][n:]
+			n = 0
+		}
+	}
+	return total, nil
+}

@@ -177,8 +177,21 @@ func (quiet) Fatalf(format string, a ...any) { panic(format) }
 // TestGetMany reads neighbouring and scattered chunks together, in any
 // order, and reports a damaged one as ErrCorrupt.
 func TestGetMany(t *testing.T) {
-	fs := vfs.NewMem()
-	s, db := openTest(t, fs, CodecZstd)
+	t.Run("memory", func(t *testing.T) { testGetMany(t, vfs.NewMem(), "") })
+	// On a real file system raw chunks are read in place with preadv.
+	t.Run("disk", func(t *testing.T) { testGetMany(t, vfs.Default, t.TempDir()) })
+}
+
+func testGetMany(t *testing.T, fs vfs.FS, dir string) {
+	db, err := pebble.Open(fs.PathJoin(dir, "db"), &pebble.Options{FS: fs, Logger: quiet{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(Options{FS: fs, Dir: fs.PathJoin(dir, "packs"), DB: db, Codec: CodecZstd, PackSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { s.Close(); db.Close() }()
 	var chunks [][]byte
 	for i := 0; i < 24; i++ {
 		c := bytes.Repeat([]byte{byte(i)}, 65536)
@@ -188,8 +201,8 @@ func TestGetMany(t *testing.T) {
 		chunks = append(chunks, c)
 	}
 	put(t, s, db, chunks...)
-	ids := []ID{Sum(chunks[5]), Sum(chunks[0]), Sum(chunks[1]), Sum(chunks[2]), Sum(chunks[23]), Sum(chunks[5]), Sum(chunks[12])}
-	want := [][]byte{chunks[5], chunks[0], chunks[1], chunks[2], chunks[23], chunks[5], chunks[12]}
+	ids := []ID{Sum(chunks[5]), Sum(chunks[0]), Sum(chunks[1]), Sum(chunks[2]), Sum(chunks[23]), Sum(chunks[5]), Sum(chunks[12]), Sum(chunks[3])}
+	want := [][]byte{chunks[5], chunks[0], chunks[1], chunks[2], chunks[23], chunks[5], chunks[12], chunks[3]}
 	for _, g := range []interface{ GetMany([]ID) ([][]byte, error) }{s, NewCache(s, 1<<20)} {
 		got, err := g.GetMany(ids)
 		if err != nil {
@@ -201,15 +214,42 @@ func TestGetMany(t *testing.T) {
 			}
 		}
 	}
-	// Damage chunk 1: reading it with its neighbours fails.
-	v, closer, _ := db.Get(indexKey(Sum(chunks[1])))
-	loc, _ := unmarshalLocation(v)
-	closer.Close()
-	f, _ := fs.OpenReadWrite("packs/"+packName(loc.pack), vfs.WriteCategoryUnspecified)
-	f.WriteAt([]byte{0xff, 0xfe}, loc.offset+recordHeaderSize+3)
-	f.Close()
+	// In place: buffers of the right length (raw ones filled directly),
+	// a short one and none at all.
+	into := make([][]byte, len(ids))
+	for i := range into {
+		into[i] = make([]byte, 65536)
+	}
+	into[6], into[7] = make([]byte, 100), nil
+	got := make([][]byte, len(ids))
+	err = s.ReadMany(ids, into, func(i int, data []byte, keep bool) { got[i] = bytes.Clone(data) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range want {
+		if !bytes.Equal(got[i], want[i]) {
+			t.Fatalf("in place: chunk %d differs", i)
+		}
+	}
+	if dir != "" && !bytes.Equal(into[1], chunks[0]) { // chunk 0 is random: raw
+		t.Fatalf("a raw chunk was not read in place")
+	}
+	// Damage chunks 1 (compressed) and 3 (raw): reading either with its
+	// neighbours fails, in place or not.
+	for _, c := range []int{1, 3} {
+		v, closer, _ := db.Get(indexKey(Sum(chunks[c])))
+		loc, _ := unmarshalLocation(v)
+		closer.Close()
+		f, _ := fs.OpenReadWrite(fs.PathJoin(dir, "packs", packName(loc.pack)), vfs.WriteCategoryUnspecified)
+		f.WriteAt([]byte{0xff, 0xfe}, loc.offset+recordHeaderSize+3)
+		f.Close()
+	}
 	if _, err := s.GetMany(ids[1:4]); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("a damaged chunk among neighbours: %v", err)
+	}
+	err = s.ReadMany([]ID{Sum(chunks[2]), Sum(chunks[3]), Sum(chunks[4])}, [][]byte{make([]byte, 65536), make([]byte, 65536), nil}, func(int, []byte, bool) {})
+	if !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("a damaged raw chunk read in place: %v", err)
 	}
 	if _, err := s.GetMany([]ID{Sum([]byte("nope")), ids[0]}); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("a missing chunk: %v", err)

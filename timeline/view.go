@@ -157,20 +157,26 @@ func (s *Store) readAt(m *Volume, t int64, p []byte, off int64, refs *refCache) 
 		return nil
 	}
 	ids := make([]blockstore.ID, len(chunks))
+	into := make([][]byte, len(chunks)) // whole blocks can be read in place
 	for k, i := range chunks {
 		ids[k] = blocks[i].id
+		if dst, within := part(i); within == 0 && int64(len(dst)) == bs {
+			into[k] = dst
+		}
 	}
-	datas, err := s.cache.GetMany(ids)
-	if err != nil {
-		return fmt.Errorf("read %s blocks %d-%d: %w", m.Name, b0, b1-1, err)
-	}
-	for k, i := range chunks {
-		dst, within := part(i)
+	err := s.cache.ReadMany(ids, into, func(k int, data []byte) {
+		dst, within := part(chunks[k])
+		if len(data) > 0 && len(dst) > 0 && &data[0] == &dst[0] && len(data) == len(dst) {
+			return // read in place
+		}
 		n := 0
-		if within < int64(len(datas[k])) {
-			n = copy(dst, datas[k][within:])
+		if within < int64(len(data)) {
+			n = copy(dst, data[within:])
 		}
 		clear(dst[n:])
+	})
+	if err != nil {
+		return fmt.Errorf("read %s blocks %d-%d: %w", m.Name, b0, b1-1, err)
 	}
 	return nil
 }
