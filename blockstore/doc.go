@@ -13,7 +13,15 @@
 //	'c' | BLAKE3-256 digest (32 bytes) -> location (see location.go)
 //
 // Every chunk is deduplicated across all volumes: a digest that is already
-// indexed is never written again.
+// indexed is never written again. A block that repeats bytes stored
+// before at another offset (a file copied inside a guest lands on other
+// pages) is stored as a slices record that references runs of those
+// chunks (see slices.go); page fingerprints for finding them live under
+//
+//	'f' | xxhash64 of a 4 KiB page -> chunk digest | page number
+//
+// A collector of unreferenced chunks must count the chunks a slices
+// record references as referenced.
 //
 // # Durability
 //

@@ -59,6 +59,9 @@ func (s *Store) verifyParts(id ID, loc location, hdr, payload []byte) ([]byte, e
 	case crc32.Update(recordCRC(hdr), castagnoli, payload) != h.crc:
 		return nil, fmt.Errorf("chunk %s: %w: checksum mismatch in pack %d at %d", id, ErrCorrupt, loc.pack, loc.offset)
 	}
+	if h.codec == CodecSlices {
+		return s.assemble(id, payload, int(h.decodedLen))
+	}
 	out, err := s.codecs.decode(h.codec, payload, int(h.decodedLen))
 	if err != nil {
 		return nil, fmt.Errorf("chunk %s: %w", id, err)

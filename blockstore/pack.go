@@ -51,6 +51,8 @@ func (c Codec) String() string {
 		return "zstd"
 	case CodecS2:
 		return "s2"
+	case CodecSlices:
+		return "slices"
 	}
 	return fmt.Sprintf("codec(%d)", uint8(c))
 }

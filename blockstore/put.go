@@ -1,6 +1,7 @@
 package blockstore
 
 import (
+	"encoding/binary"
 	"fmt"
 	"sync"
 
@@ -18,14 +19,84 @@ type Txn struct {
 		sync.Mutex
 		pending [][2][]byte // index entries not yet handed to a batch
 		added   map[ID]bool // every chunk this Txn stored
+		// For finding shifted duplicates among the chunks this Txn stored,
+		// whose entries are not in the index yet: their locations, their
+		// page fingerprints, and the source chunks read lately.
+		locs    map[ID]location
+		prints  map[uint64]pageRef
+		sources map[ID][]byte
 	}
+}
+
+type pageRef struct {
+	id   ID
+	page int
 }
 
 // NewTxn starts adding chunks.
 func (s *Store) NewTxn() *Txn {
 	t := &Txn{s: s}
 	t.mu.added = map[ID]bool{}
+	t.mu.locs = map[ID]location{}
+	t.mu.prints = map[uint64]pageRef{}
+	t.mu.sources = map[ID][]byte{}
 	return t
+}
+
+// lookupPrint finds the chunk and page a page fingerprint was left by.
+func (t *Txn) lookupPrint(h uint64) (ID, int, bool) {
+	t.mu.Lock()
+	r, ok := t.mu.prints[h]
+	t.mu.Unlock()
+	if ok {
+		return r.id, r.page, true
+	}
+	v, closer, err := t.s.db.Get(fingerprintKey(h))
+	if err != nil {
+		return ID{}, 0, false
+	}
+	defer closer.Close()
+	if len(v) != 34 {
+		return ID{}, 0, false
+	}
+	var id ID
+	copy(id[:], v)
+	return id, int(binary.BigEndian.Uint16(v[32:])), true
+}
+
+// maxSources bounds the source chunks a Txn keeps while it looks for
+// shifted duplicates: a run of copied blocks reads each source twice.
+const maxSources = 32
+
+// readSource returns the bytes of a chunk stored whole, by this Txn or
+// before it.
+func (t *Txn) readSource(id ID) ([]byte, error) {
+	t.mu.Lock()
+	data, ok := t.mu.sources[id]
+	loc, pending := t.mu.locs[id]
+	t.mu.Unlock()
+	if ok {
+		return data, nil
+	}
+	var err error
+	if pending {
+		data, err = t.s.read(id, loc)
+	} else {
+		data, err = t.s.Get(id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	t.mu.Lock()
+	if len(t.mu.sources) >= maxSources {
+		for k := range t.mu.sources {
+			delete(t.mu.sources, k)
+			break
+		}
+	}
+	t.mu.sources[id] = data
+	t.mu.Unlock()
+	return data, nil
 }
 
 // AddTo moves the index entries of the chunks stored so far into b. A
@@ -98,7 +169,13 @@ func (s *Store) encodeRecord(buf []byte, id ID, data []byte) ([]byte, location) 
 	if codec != CodecRaw {
 		*sp = payload[:0] // keep a grown scratch buffer
 	}
-	h := recordHeader{payloadLen: uint32(len(payload)), decodedLen: uint32(len(data)), codec: codec, id: id}
+	return appendRecord(buf, id, len(data), payload, codec)
+}
+
+// appendRecord appends the record of chunk id (decodedLen bytes, encoded
+// as payload with codec) to buf.
+func appendRecord(buf []byte, id ID, decodedLen int, payload []byte, codec Codec) ([]byte, location) {
+	h := recordHeader{payloadLen: uint32(len(payload)), decodedLen: uint32(decodedLen), codec: codec, id: id}
 	start := len(buf)
 	buf = append(buf, make([]byte, recordHeaderSize)...)
 	buf = append(buf, payload...)
@@ -139,9 +216,10 @@ func startWriteback(f vfs.File, off, n int64) {
 func (t *Txn) PutMany(ids []ID, datas [][]byte) ([]PutResult, error) {
 	res := make([]PutResult, len(ids))
 	type rec struct {
-		i   int
-		off int64
-		loc location
+		i      int
+		off    int64
+		loc    location
+		prints [][2][]byte // of a chunk stored whole
 	}
 	var recs []rec
 	size := 0
@@ -168,8 +246,18 @@ func (t *Txn) PutMany(ids []ID, datas [][]byte) ([]PutResult, error) {
 		batch[id] = true
 		start := int64(len(buf))
 		var loc location
+		var prints [][2][]byte
 		buf, loc = t.s.encodeRecord(buf, id, datas[i])
-		recs = append(recs, rec{i: i, off: start, loc: loc})
+		if segs := findSlices(datas[i], t.lookupPrint, t.readSource); segs != nil {
+			// Slices win only when smaller than the block stored whole.
+			if payload := t.s.codecs.encodeSlices(t.s.codec, datas[i], segs); len(payload) < int(loc.payloadLen) {
+				buf, loc = appendRecord(buf[:start], id, len(datas[i]), payload, CodecSlices)
+			}
+		}
+		if loc.codec != CodecSlices {
+			prints = fingerprintEntries(id, datas[i])
+		}
+		recs = append(recs, rec{i: i, off: start, loc: loc, prints: prints})
 	}
 	if len(recs) == 0 {
 		return res, nil
@@ -187,7 +275,12 @@ func (t *Txn) PutMany(ids []ID, datas [][]byte) ([]PutResult, error) {
 		}
 		r.loc.pack, r.loc.offset = pack, off+r.off
 		t.mu.added[id] = true
+		t.mu.locs[id] = r.loc
 		t.mu.pending = append(t.mu.pending, [2][]byte{indexKey(id), r.loc.marshal()})
+		for _, kv := range r.prints {
+			t.mu.pending = append(t.mu.pending, kv)
+			t.mu.prints[binary.BigEndian.Uint64(kv[0][1:])] = pageRef{id: id, page: int(binary.BigEndian.Uint16(kv[1][32:]))}
+		}
 		res[r.i].New = true
 		res[r.i].Stored = r.loc.size()
 	}

@@ -22,7 +22,8 @@ import (
 // Version keys sort newest first within a block, so
 // SeekPrefixGE(v|vol|block|^T) lands on the version to read as of T. The
 // Comparer's Split cuts a version key after the block number; every other
-// key is all prefix. The chunk index ('c' keys) belongs to blockstore.
+// key is all prefix. The chunk index ('c' keys) and page fingerprints
+// ('f' keys) belong to blockstore.
 const (
 	tagVersion       = 'v'
 	tagTime          = 't'

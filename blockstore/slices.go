@@ -1,0 +1,347 @@
+package blockstore
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"sort"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// Shifted duplicates. Fixed blocks deduplicate only data that sits at the
+// same offset within a block; a file copied inside a guest's file system
+// lands on other 4 KiB pages, shifted against the volume's blocks, and
+// every block of the copy differs from every block of the original. Such
+// a block is stored as a slices record: runs of bytes taken from chunks
+// already stored, plus the literal bytes that are new.
+//
+// To find the runs, chunks stored whole leave fingerprints of some of
+// their 4 KiB pages in the index: about one page in four, picked by the
+// page's own hash so that the same page is picked wherever it lies, plus
+// their first and last pages. A new block looks up its picked pages; each
+// hit names a chunk and where the page sits in it, and the block's bytes
+// are compared with that chunk's bytes around the page. A block that
+// found a run this way then looks up each of its other pages, which finds
+// the short runs at its edges: the head or tail of the source's
+// neighbour, through that chunk's first or last page. Only bytes that compare equal are referenced, so
+// a fingerprint collision, chance or crafted, costs a read and nothing
+// else. Reads of a slices chunk check the assembled bytes against the
+// chunk's BLAKE3 digest.
+
+// FingerprintPrefix is the first byte of page fingerprint keys in the
+// index. Part of the on-disk format:
+//
+//	'f' | xxhash64 of a 4 KiB page u64  ->  chunk digest [32] | page u16
+const FingerprintPrefix = 'f'
+
+const (
+	pageSize = 4096
+	// A page is fingerprinted when the low bits of its hash are zero.
+	fingerprintMask = 3
+	// Blocks smaller than this are not worth splitting.
+	minSlicedBlock = 4 * pageSize
+	// A run shorter than a page is not worth a reference.
+	minRun = pageSize
+)
+
+// CodecSlices marks a slices record. Its payload (part of the on-disk
+// format):
+//
+//	version u8 (1) | literal codec u8 | segments u16 |
+//	segments, each: length u32 | source u8 (0 literal, 1 chunk) |
+//	                for a chunk: offset u32 | digest [32] |
+//	the literal bytes of all literal segments in order, encoded with the
+//	literal codec
+//
+// The segments' lengths add up to the decoded length. A referenced chunk
+// is never itself a slices record.
+const CodecSlices Codec = 3
+
+type segment struct {
+	length uint32
+	ref    bool
+	offset uint32 // in the source chunk
+	src    ID
+}
+
+func fingerprintKey(h uint64) []byte {
+	k := make([]byte, 9)
+	k[0] = FingerprintPrefix
+	binary.BigEndian.PutUint64(k[1:], h)
+	return k
+}
+
+// pageFingerprints calls fn for each non-zero whole page of data that is
+// picked by its hash, or, with edges, is the first or last page, or, with
+// all, any page.
+func pageFingerprints(data []byte, edges, all bool, fn func(page int, h uint64)) {
+	last := len(data)/pageSize - 1
+	for p := 0; p <= last; p++ {
+		pg := data[p*pageSize : (p+1)*pageSize]
+		h := xxhash.Sum64(pg)
+		picked := all || h&fingerprintMask == 0 || edges && (p == 0 || p == last)
+		if !picked || isZeroPage(pg) {
+			continue
+		}
+		fn(p, h)
+	}
+}
+
+func isZeroPage(p []byte) bool {
+	for _, b := range p {
+		if b != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// fingerprintEntries returns the index entries for the picked pages of a
+// chunk stored whole.
+func fingerprintEntries(id ID, data []byte) [][2][]byte {
+	if len(data) < minSlicedBlock {
+		return nil
+	}
+	var out [][2][]byte
+	pageFingerprints(data, true, false, func(page int, h uint64) {
+		v := make([]byte, 34)
+		copy(v, id[:])
+		binary.BigEndian.PutUint16(v[32:], uint16(page))
+		out = append(out, [2][]byte{fingerprintKey(h), v})
+	})
+	return out
+}
+
+// match is a run of the new block equal to bytes of a stored chunk.
+type match struct {
+	lo, hi int // in the new block
+	src    ID
+	shift  int // new offset - source offset
+}
+
+// findSlices looks for runs of data already stored in other chunks and
+// returns the segments that cover data, or nil when it found none. lookup resolves a fingerprint (also those of
+// chunks this transaction stored) and read returns a chunk's bytes.
+func findSlices(data []byte, lookup func(h uint64) (ID, int, bool), read func(ID) ([]byte, error)) []segment {
+	if len(data) < minSlicedBlock {
+		return nil
+	}
+	var matches []match
+	covered := func(off int) bool {
+		for _, m := range matches {
+			if off >= m.lo && off < m.hi {
+				return true
+			}
+		}
+		return false
+	}
+	try := func(page int, h uint64) {
+		if covered(page * pageSize) {
+			return // a run found already takes this page
+		}
+		src, srcPage, ok := lookup(h)
+		if !ok {
+			return
+		}
+		shift := (page - srcPage) * pageSize
+		sdata, err := read(src)
+		if err != nil {
+			return // gone or damaged: store the bytes instead
+		}
+		// The run: the page itself, grown both ways while bytes agree.
+		lo, hi := page*pageSize, (page+1)*pageSize
+		if hi-shift > len(sdata) || lo-shift < 0 || !bytes.Equal(data[lo:hi], sdata[lo-shift:hi-shift]) {
+			return
+		}
+		for lo > 0 && lo-shift > 0 && data[lo-1] == sdata[lo-1-shift] {
+			lo--
+		}
+		for hi < len(data) && hi-shift < len(sdata) && data[hi] == sdata[hi-shift] {
+			hi++
+		}
+		matches = append(matches, match{lo: lo, hi: hi, src: src, shift: shift})
+	}
+	pageFingerprints(data, false, false, try)
+	if len(matches) > 0 { // a copy: look for the short runs at its edges
+		pageFingerprints(data, false, true, try)
+	}
+	if len(matches) == 0 {
+		return nil
+	}
+	// The longest runs first; later ones keep only what is still free.
+	sort.Slice(matches, func(a, b int) bool { return matches[a].hi-matches[a].lo > matches[b].hi-matches[b].lo })
+	var taken []match
+	for _, m := range matches {
+		for _, t := range taken {
+			if m.lo < t.hi && t.lo < m.hi { // overlap: keep the larger free side
+				if m.lo < t.lo && t.lo-m.lo >= m.hi-t.hi {
+					m.hi = t.lo
+				} else {
+					m.lo = max(m.lo, t.hi)
+				}
+			}
+		}
+		if m.hi-m.lo >= minRun {
+			taken = append(taken, m)
+		}
+	}
+	sort.Slice(taken, func(a, b int) bool { return taken[a].lo < taken[b].lo })
+	if len(taken) == 0 {
+		return nil
+	}
+	var segs []segment
+	at := 0
+	for _, m := range taken {
+		if m.lo > at {
+			segs = append(segs, segment{length: uint32(m.lo - at)})
+		}
+		segs = append(segs, segment{length: uint32(m.hi - m.lo), ref: true, offset: uint32(m.lo - m.shift), src: m.src})
+		at = m.hi
+	}
+	if at < len(data) {
+		segs = append(segs, segment{length: uint32(len(data) - at)})
+	}
+	return segs
+}
+
+// encodeSlices builds a slices payload for data from segs, encoding the
+// literal bytes with c.
+func (cs *codecs) encodeSlices(c Codec, data []byte, segs []segment) []byte {
+	out := []byte{1, 0, 0, 0}
+	binary.BigEndian.PutUint16(out[2:], uint16(len(segs)))
+	var lit []byte
+	at := 0
+	for _, sg := range segs {
+		var h [4 + 1 + 4 + 32]byte
+		binary.BigEndian.PutUint32(h[0:], sg.length)
+		if sg.ref {
+			h[4] = 1
+			binary.BigEndian.PutUint32(h[5:], sg.offset)
+			copy(h[9:], sg.src[:])
+			out = append(out, h[:]...)
+		} else {
+			out = append(out, h[:5]...)
+			lit = append(lit, data[at:at+int(sg.length)]...)
+		}
+		at += int(sg.length)
+	}
+	payload, lc := cs.encode(c, lit, make([]byte, 0, len(lit)))
+	out[1] = byte(lc)
+	return append(out, payload...)
+}
+
+// parseSlices decodes a slices payload into its segments and literal
+// bytes.
+func (cs *codecs) parseSlices(payload []byte, decodedLen int) ([]segment, []byte, error) {
+	bad := func(why string) ([]segment, []byte, error) {
+		return nil, nil, fmt.Errorf("%w: slices record: %s", ErrCorrupt, why)
+	}
+	if len(payload) < 4 || payload[0] != 1 {
+		return bad("unknown version")
+	}
+	lc := Codec(payload[1])
+	if lc == CodecSlices {
+		return bad("literal codec is slices")
+	}
+	n := int(binary.BigEndian.Uint16(payload[2:]))
+	p := payload[4:]
+	segs := make([]segment, 0, n)
+	total, litLen := 0, 0
+	for range n {
+		if len(p) < 5 {
+			return bad("truncated segment")
+		}
+		sg := segment{length: binary.BigEndian.Uint32(p), ref: p[4] == 1}
+		if p[4] > 1 {
+			return bad("unknown segment source")
+		}
+		p = p[5:]
+		if sg.ref {
+			if len(p) < 36 {
+				return bad("truncated segment")
+			}
+			sg.offset = binary.BigEndian.Uint32(p)
+			copy(sg.src[:], p[4:36])
+			p = p[36:]
+		} else {
+			litLen += int(sg.length)
+		}
+		total += int(sg.length)
+		if total > decodedLen {
+			return bad("segments longer than the chunk")
+		}
+		segs = append(segs, sg)
+	}
+	if total != decodedLen {
+		return bad("segments shorter than the chunk")
+	}
+	lit, err := cs.decode(lc, p, litLen)
+	if err != nil {
+		return nil, nil, err
+	}
+	return segs, lit, nil
+}
+
+// assemble rebuilds the bytes of slices chunk id from its payload.
+func (s *Store) assemble(id ID, payload []byte, decodedLen int) ([]byte, error) {
+	segs, lit, err := s.codecs.parseSlices(payload, decodedLen)
+	if err != nil {
+		return nil, fmt.Errorf("chunk %s: %w", id, err)
+	}
+	var srcs []ID
+	index := map[ID]int{}
+	for _, sg := range segs {
+		if _, ok := index[sg.src]; sg.ref && !ok {
+			index[sg.src] = len(srcs)
+			srcs = append(srcs, sg.src)
+		}
+	}
+	for _, src := range srcs { // one level only: sources are stored whole
+		loc, err := s.locate(src)
+		if err != nil {
+			return nil, fmt.Errorf("chunk %s: source %w", id, err)
+		}
+		if loc.codec == CodecSlices {
+			return nil, fmt.Errorf("chunk %s: %w: source %s is itself sliced", id, ErrCorrupt, src)
+		}
+	}
+	datas, err := s.GetMany(srcs)
+	if err != nil {
+		return nil, fmt.Errorf("chunk %s: source %w", id, err)
+	}
+	out := make([]byte, 0, decodedLen)
+	for _, sg := range segs {
+		if !sg.ref {
+			out, lit = append(out, lit[:sg.length]...), lit[sg.length:]
+			continue
+		}
+		d := datas[index[sg.src]]
+		if int(sg.offset)+int(sg.length) > len(d) {
+			return nil, fmt.Errorf("chunk %s: %w: segment past the end of source %s", id, ErrCorrupt, sg.src)
+		}
+		out = append(out, d[sg.offset:sg.offset+sg.length]...)
+	}
+	if Sum(out) != id {
+		return nil, fmt.Errorf("chunk %s: %w: assembled bytes do not match the digest", id, ErrCorrupt)
+	}
+	return out, nil
+}
+
+// locate returns the index entry of id.
+func (s *Store) locate(id ID) (location, error) {
+	v, closer, err := s.db.Get(indexKey(id))
+	if err == pebble.ErrNotFound {
+		return location{}, fmt.Errorf("chunk %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return location{}, fmt.Errorf("blockstore: index lookup %s: %w", id, err)
+	}
+	defer closer.Close()
+	loc, err := unmarshalLocation(v)
+	if err != nil {
+		return location{}, fmt.Errorf("chunk %s: %w", id, err)
+	}
+	return loc, nil
+}

@@ -1,0 +1,142 @@
+package blockstore
+
+import (
+	"bytes"
+	"errors"
+	"math/rand"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// shifted returns a 320 KiB "file" and the 64 KiB blocks of the volume
+// holding it once at offset 0 and once shifted by three 4 KiB pages, as
+// a copy inside a guest's file system would be.
+func shifted(seed int64) (orig, copied [][]byte, file []byte) {
+	file = make([]byte, 5*65536)
+	rand.New(rand.NewSource(seed)).Read(file)
+	for i := 0; i < len(file); i += 65536 {
+		orig = append(orig, file[i:i+65536])
+	}
+	disk := append(make([]byte, 3*pageSize), file...)
+	disk = append(disk, make([]byte, 65536-3*pageSize)...)
+	for i := 0; i < len(disk); i += 65536 {
+		copied = append(copied, disk[i:i+65536])
+	}
+	return orig, copied, file
+}
+
+func TestShiftedDuplicatesAreSliced(t *testing.T) {
+	for _, sameTxn := range []bool{false, true} {
+		s, db := openTest(t, vfs.NewMem(), CodecZstd)
+		orig, copied, _ := shifted(1)
+		copied[2] = bytes.Clone(copied[2])
+		copy(copied[2][30000:], "an edit inside the copy") // a literal run
+		var rs []PutResult
+		if sameTxn {
+			rs = put(t, s, db, append(append([][]byte{}, orig...), copied...)...)[len(orig):]
+		} else {
+			put(t, s, db, orig...)
+			rs = put(t, s, db, copied...)
+		}
+		for i, r := range rs {
+			if !r.New {
+				t.Fatalf("block %d of the copy deduplicated whole", i)
+			}
+			// The last block holds the file's last three pages and zeros;
+			// the rest are runs of the original.
+			if i < len(rs)-1 && r.Stored > 1024 {
+				t.Errorf("sameTxn=%v: block %d of the shifted copy took %d bytes", sameTxn, i, r.Stored)
+			}
+		}
+		for i, c := range copied {
+			got, err := s.Get(Sum(c))
+			if err != nil || !bytes.Equal(got, c) {
+				t.Fatalf("sameTxn=%v: block %d of the copy reads back wrong: %v", sameTxn, i, err)
+			}
+		}
+		ids := make([]ID, len(copied))
+		for i, c := range copied {
+			ids[i] = Sum(c)
+		}
+		got, err := NewCache(s, 1<<20).GetMany(ids)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range copied {
+			if !bytes.Equal(got[i], copied[i]) {
+				t.Fatalf("GetMany: block %d differs", i)
+			}
+		}
+	}
+}
+
+// A damaged source makes the sliced chunk an error, never other bytes.
+func TestSlicedChunkWithDamagedSource(t *testing.T) {
+	fs := vfs.NewMem()
+	s, db := openTest(t, fs, CodecZstd)
+	orig, copied, _ := shifted(2)
+	put(t, s, db, orig...)
+	put(t, s, db, copied...)
+	v, closer, _ := db.Get(indexKey(Sum(orig[1])))
+	loc, _ := unmarshalLocation(v)
+	closer.Close()
+	f, _ := fs.OpenReadWrite("packs/"+packName(loc.pack), vfs.WriteCategoryUnspecified)
+	f.WriteAt([]byte{0x55}, loc.offset+recordHeaderSize+100)
+	f.Close()
+	if _, err := s.Get(Sum(copied[1])); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("sliced chunk over a damaged source: %v", err)
+	}
+}
+
+// A fingerprint that names a chunk with other bytes (a collision, or a
+// crafted entry) is checked and ignored: the block is stored whole.
+func TestFalseFingerprintIsIgnored(t *testing.T) {
+	s, db := openTest(t, vfs.NewMem(), CodecZstd)
+	decoy := make([]byte, 65536)
+	rand.New(rand.NewSource(3)).Read(decoy)
+	put(t, s, db, decoy)
+	block := make([]byte, 65536)
+	rand.New(rand.NewSource(4)).Read(block)
+	b := db.NewBatch()
+	pageFingerprints(block, true, true, func(page int, h uint64) {
+		v := make([]byte, 34)
+		id := Sum(decoy)
+		copy(v, id[:])
+		b.Set(fingerprintKey(h), v, nil)
+	})
+	if err := b.Commit(pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	r := put(t, s, db, block)[0]
+	if r.Stored < 65536 {
+		t.Fatalf("block stored in %d bytes: it was sliced from a decoy", r.Stored)
+	}
+	if got, err := s.Get(Sum(block)); err != nil || !bytes.Equal(got, block) {
+		t.Fatalf("read back: %v", err)
+	}
+}
+
+func TestSlicesPayloadRejectsNonsense(t *testing.T) {
+	cs, err := newCodecs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := bytes.Repeat([]byte("x"), 65536)
+	good := cs.encodeSlices(CodecZstd, data, []segment{{length: 65536}})
+	if _, lit, err := cs.parseSlices(good, 65536); err != nil || !bytes.Equal(lit, data) {
+		t.Fatalf("a good payload: %v", err)
+	}
+	for i := range good {
+		for _, bad := range [][]byte{good[:i], append(append([]byte{}, good[:i]...), 0xff)} {
+			segs, lit, err := cs.parseSlices(bad, 65536)
+			if err == nil && len(lit) != 65536 {
+				t.Fatalf("%d bytes: %d segments and %d literal bytes, no error", len(bad), len(segs), len(lit))
+			}
+		}
+	}
+	if _, _, err := cs.parseSlices(good, 65535); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("wrong length accepted: %v", err)
+	}
+}
