@@ -307,7 +307,9 @@ func (s *Store) assemble(id ID, payload []byte, decodedLen int) ([]byte, error) 
 			return nil, fmt.Errorf("chunk %s: %w: source %s is itself sliced", id, ErrCorrupt, src)
 		}
 	}
-	datas, err := s.GetMany(srcs)
+	// A run of copied blocks reads each source twice, one after the other:
+	// a small cache of sources reads it once.
+	datas, err := s.sources.GetMany(srcs)
 	if err != nil {
 		return nil, fmt.Errorf("chunk %s: source %w", id, err)
 	}
@@ -328,6 +330,9 @@ func (s *Store) assemble(id ID, payload []byte, decodedLen int) ([]byte, error) 
 	}
 	return out, nil
 }
+
+// maxSourceCache bounds the store's cache of sources of slices records.
+const maxSourceCache = 8 << 20
 
 // locate returns the index entry of id.
 func (s *Store) locate(id ID) (location, error) {

@@ -51,6 +51,7 @@ type Store struct {
 	packSize int64
 	log      *slog.Logger
 	codecs   *codecs
+	sources  *Cache // recently read sources of slices records
 
 	syncMu sync.Mutex // serialises SyncPacks so a caller never returns before its data is synced
 	mu     struct {
@@ -80,6 +81,7 @@ func Open(o Options) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{fs: o.FS, dir: o.Dir, db: o.DB, codec: o.Codec, packSize: o.PackSize, log: o.Logger, codecs: cs}
+	s.sources = NewCache(s, maxSourceCache)
 	s.mu.files = map[uint32]vfs.File{}
 	s.mu.dirty = map[uint32]bool{}
 	s.mu.ends = map[uint32]int64{}
