@@ -11,17 +11,9 @@ import (
 // in its record and its decoded length. A chunk that does not verify is an
 // error wrapping ErrCorrupt; its bytes are never returned.
 func (s *Store) Get(id ID) ([]byte, error) {
-	v, closer, err := s.db.Get(indexKey(id))
-	if err == pebble.ErrNotFound {
-		return nil, fmt.Errorf("chunk %s: %w", id, ErrNotFound)
-	}
+	loc, err := s.locate(id)
 	if err != nil {
-		return nil, fmt.Errorf("blockstore: index lookup %s: %w", id, err)
-	}
-	loc, err := unmarshalLocation(v)
-	closer.Close()
-	if err != nil {
-		return nil, fmt.Errorf("chunk %s: %w", id, err)
+		return nil, err
 	}
 	return s.read(id, loc)
 }

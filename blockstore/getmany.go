@@ -8,7 +8,6 @@ import (
 	"sort"
 	"sync"
 
-	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
@@ -40,17 +39,9 @@ var _ ManyReader = (*Store)(nil)
 func (s *Store) ReadMany(ids []ID, into [][]byte, fn func(i int, data []byte, keep bool)) error {
 	locs := make([]location, len(ids))
 	for i, id := range ids {
-		v, closer, err := s.db.Get(indexKey(id))
-		if err == pebble.ErrNotFound {
-			return fmt.Errorf("chunk %s: %w", id, ErrNotFound)
-		}
-		if err != nil {
-			return fmt.Errorf("blockstore: index lookup %s: %w", id, err)
-		}
-		locs[i], err = unmarshalLocation(v)
-		closer.Close()
-		if err != nil {
-			return fmt.Errorf("chunk %s: %w", id, err)
+		var err error
+		if locs[i], err = s.locate(id); err != nil {
+			return err
 		}
 	}
 	order := make([]int, len(ids))
