@@ -127,6 +127,11 @@ func TestInfoThenGo(t *testing.T) {
 	if info != want {
 		t.Fatalf("INFO\n got %+v\nwant %+v", info, want)
 	}
+	// The server releases the export after its reply is on the wire: wait
+	// for the release rather than race it.
+	for deadline := time.Now().Add(5 * time.Second); h.res.Releases("disk") == 0 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
 	if h.res.Opens("disk") != 1 || h.res.Releases("disk") != 1 {
 		t.Fatalf("INFO: %d opens, %d releases", h.res.Opens("disk"), h.res.Releases("disk"))
 	}
