@@ -118,6 +118,18 @@ func (c *Cache) GetMany(ids []ID) ([][]byte, error) {
 	return out, nil
 }
 
+// cached returns the chunk if the cache holds it.
+func (c *Cache) cached(id ID) ([]byte, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.mu.byID[id]
+	if !ok {
+		return nil, false
+	}
+	c.mu.order.MoveToFront(e)
+	return e.Value.(*cacheEntry).data, true
+}
+
 func (c *Cache) add(id ID, data []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -37,11 +37,19 @@ var _ ManyReader = (*Store)(nil)
 // never comes with keep. On error fn may have been called for some
 // chunks, and the buffers of into may hold any bytes.
 func (s *Store) ReadMany(ids []ID, into [][]byte, fn func(i int, data []byte, keep bool)) error {
+	return s.readMany(ids, into, false, fn)
+}
+
+// readMany is ReadMany; with wholeOnly, a slices record is an error.
+func (s *Store) readMany(ids []ID, into [][]byte, wholeOnly bool, fn func(i int, data []byte, keep bool)) error {
 	locs := make([]location, len(ids))
 	for i, id := range ids {
 		var err error
 		if locs[i], err = s.locate(id); err != nil {
 			return err
+		}
+		if wholeOnly && locs[i].codec == CodecSlices {
+			return fmt.Errorf("chunk %s: %w: a slices record where a whole chunk belongs", id, ErrCorrupt)
 		}
 	}
 	order := make([]int, len(ids))
@@ -53,6 +61,7 @@ func (s *Store) ReadMany(ids []ID, into [][]byte, fn func(i int, data []byte, ke
 		return la.pack < lb.pack || la.pack == lb.pack && la.offset < lb.offset
 	})
 	var groups [][]int
+	var spans []int64
 	for start := 0; start < len(order); {
 		end, span := start+1, locs[order[start]].size()
 		for end < len(order) && end-start < maxGroup {
@@ -64,6 +73,7 @@ func (s *Store) ReadMany(ids []ID, into [][]byte, fn func(i int, data []byte, ke
 			end++
 		}
 		groups = append(groups, order[start:end])
+		spans = append(spans, span)
 		start = end
 	}
 	direct := func(i int) []byte {
@@ -73,12 +83,12 @@ func (s *Store) ReadMany(ids []ID, into [][]byte, fn func(i int, data []byte, ke
 		return nil
 	}
 	if len(groups) == 1 {
-		return s.readGroup(ids, locs, groups[0], direct, fn)
+		return s.readGroup(ids, locs, groups[0], spans[0], direct, fn)
 	}
 	var g errgroup.Group
 	g.SetLimit(runtime.GOMAXPROCS(0))
-	for _, group := range groups {
-		g.Go(func() error { return s.readGroup(ids, locs, group, direct, fn) })
+	for k, group := range groups {
+		g.Go(func() error { return s.readGroup(ids, locs, group, spans[k], direct, fn) })
 	}
 	return g.Wait()
 }
@@ -107,16 +117,20 @@ func (s *Store) GetMany(ids []ID) ([][]byte, error) {
 // rest (headers, compressed or partly wanted payloads) into a recycled
 // scratch buffer. It then verifies and decodes each record, handing it to
 // fn.
-func (s *Store) readGroup(ids []ID, locs []location, group []int, direct func(int) []byte, fn func(int, []byte, bool)) error {
+func (s *Store) readGroup(ids []ID, locs []location, group []int, span int64, direct func(int) []byte, fn func(int, []byte, bool)) error {
 	first := locs[group[0]]
 	f, err := s.file(first.pack)
 	if err != nil {
 		return fmt.Errorf("chunk %s: %w", ids[group[0]], err)
 	}
 	fd := f.Fd()
+	inPlace := make([][]byte, len(group)) // payloads read into the caller's buffers
 	var scratchLen int64
-	for _, i := range group {
-		if fd != vfs.InvalidFd && direct(i) != nil {
+	for k, i := range group {
+		if fd != vfs.InvalidFd {
+			inPlace[k] = direct(i)
+		}
+		if inPlace[k] != nil {
 			scratchLen += recordHeaderSize
 		} else {
 			scratchLen += locs[i].size()
@@ -142,7 +156,7 @@ func (s *Store) readGroup(ids []ID, locs []location, group []int, direct func(in
 		return b
 	}
 	for k, i := range group {
-		if d := direct(i); fd != vfs.InvalidFd && d != nil {
+		if d := inPlace[k]; d != nil {
 			hdrs[k] = take(recordHeaderSize)
 			payloads[k] = d
 			iov = append(iov, d)
@@ -151,10 +165,6 @@ func (s *Store) readGroup(ids []ID, locs []location, group []int, direct func(in
 		}
 		rec := take(locs[i].size())
 		hdrs[k], payloads[k] = rec[:recordHeaderSize], rec[recordHeaderSize:]
-	}
-	span := int64(0)
-	for _, i := range group {
-		span += locs[i].size()
 	}
 	var n int
 	if fd != vfs.InvalidFd {

@@ -20,11 +20,10 @@ type Txn struct {
 		pending [][2][]byte // index entries not yet handed to a batch
 		added   map[ID]bool // every chunk this Txn stored
 		// For finding shifted duplicates among the chunks this Txn stored,
-		// whose entries are not in the index yet: their locations, their
-		// page fingerprints, and the source chunks read lately.
-		locs    map[ID]location
-		prints  map[uint64]pageRef
-		sources map[ID][]byte
+		// whose entries are not in the index yet: their locations and their
+		// page fingerprints.
+		locs   map[ID]location
+		prints map[uint64]pageRef
 	}
 }
 
@@ -39,7 +38,6 @@ func (s *Store) NewTxn() *Txn {
 	t.mu.added = map[ID]bool{}
 	t.mu.locs = map[ID]location{}
 	t.mu.prints = map[uint64]pageRef{}
-	t.mu.sources = map[ID][]byte{}
 	return t
 }
 
@@ -64,38 +62,24 @@ func (t *Txn) lookupPrint(h uint64) (ID, int, bool) {
 	return id, int(binary.BigEndian.Uint16(v[32:])), true
 }
 
-// maxSources bounds the source chunks a Txn keeps while it looks for
-// shifted duplicates: a run of copied blocks reads each source twice.
-const maxSources = 32
-
 // readSource returns the bytes of a chunk stored whole, by this Txn or
-// before it.
+// before it, through the store's cache of sources: a run of copied blocks
+// reads each source twice.
 func (t *Txn) readSource(id ID) ([]byte, error) {
-	t.mu.Lock()
-	data, ok := t.mu.sources[id]
-	loc, pending := t.mu.locs[id]
-	t.mu.Unlock()
-	if ok {
+	if data, ok := t.s.sources.cached(id); ok {
 		return data, nil
 	}
-	var err error
-	if pending {
-		data, err = t.s.read(id, loc)
-	} else {
-		data, err = t.s.Get(id)
+	t.mu.Lock()
+	loc, pending := t.mu.locs[id]
+	t.mu.Unlock()
+	if !pending {
+		return t.s.sources.Get(id)
 	}
+	data, err := t.s.read(id, loc) // not in the index yet
 	if err != nil {
 		return nil, err
 	}
-	t.mu.Lock()
-	if len(t.mu.sources) >= maxSources {
-		for k := range t.mu.sources {
-			delete(t.mu.sources, k)
-			break
-		}
-	}
-	t.mu.sources[id] = data
-	t.mu.Unlock()
+	t.s.sources.add(id, data)
 	return data, nil
 }
 

@@ -3,6 +3,7 @@ package blockstore
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"sort"
 
@@ -298,37 +299,57 @@ func (s *Store) assemble(id ID, payload []byte, decodedLen int) ([]byte, error) 
 			srcs = append(srcs, sg.src)
 		}
 	}
-	for _, src := range srcs { // one level only: sources are stored whole
-		loc, err := s.locate(src)
-		if err != nil {
-			return nil, fmt.Errorf("chunk %s: source %w", id, err)
+	// Copy each source's runs into place as it arrives; sources come
+	// through a small cache, since a run of copied blocks reads each source
+	// twice, one after the other.
+	type run struct{ at, offset, length int }
+	runs := make([][]run, len(srcs))
+	out := make([]byte, decodedLen)
+	at := 0
+	for _, sg := range segs {
+		if sg.ref {
+			k := index[sg.src]
+			runs[k] = append(runs[k], run{at, int(sg.offset), int(sg.length)})
+		} else {
+			copy(out[at:], lit[:sg.length])
+			lit = lit[sg.length:]
 		}
-		if loc.codec == CodecSlices {
-			return nil, fmt.Errorf("chunk %s: %w: source %s is itself sliced", id, ErrCorrupt, src)
-		}
+		at += int(sg.length)
 	}
-	// A run of copied blocks reads each source twice, one after the other:
-	// a small cache of sources reads it once.
-	datas, err := s.sources.GetMany(srcs)
+	errs := make([]error, len(srcs))
+	err = s.sources.ReadMany(srcs, nil, func(k int, d []byte) {
+		for _, r := range runs[k] {
+			if r.offset+r.length > len(d) {
+				errs[k] = fmt.Errorf("%w: segment past the end of source %s", ErrCorrupt, srcs[k])
+				return
+			}
+			copy(out[r.at:], d[r.offset:r.offset+r.length])
+		}
+	})
+	if err == nil {
+		err = errors.Join(errs...)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("chunk %s: source %w", id, err)
-	}
-	out := make([]byte, 0, decodedLen)
-	for _, sg := range segs {
-		if !sg.ref {
-			out, lit = append(out, lit[:sg.length]...), lit[sg.length:]
-			continue
-		}
-		d := datas[index[sg.src]]
-		if int(sg.offset)+int(sg.length) > len(d) {
-			return nil, fmt.Errorf("chunk %s: %w: segment past the end of source %s", id, ErrCorrupt, sg.src)
-		}
-		out = append(out, d[sg.offset:sg.offset+sg.length]...)
 	}
 	if Sum(out) != id {
 		return nil, fmt.Errorf("chunk %s: %w: assembled bytes do not match the digest", id, ErrCorrupt)
 	}
 	return out, nil
+}
+
+// wholeChunks reads the sources of slices records: chunks stored whole.
+// A source that is itself a slices record is damage, not a second level.
+type wholeChunks struct{ s *Store }
+
+func (w wholeChunks) Get(id ID) ([]byte, error) {
+	var out []byte
+	err := w.ReadMany([]ID{id}, nil, func(_ int, data []byte, _ bool) { out = bytes.Clone(data) })
+	return out, err
+}
+
+func (w wholeChunks) ReadMany(ids []ID, into [][]byte, fn func(int, []byte, bool)) error {
+	return w.s.readMany(ids, into, true, fn)
 }
 
 // maxSourceCache bounds the store's cache of sources of slices records.

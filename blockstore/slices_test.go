@@ -85,7 +85,13 @@ func TestSlicedChunkWithDamagedSource(t *testing.T) {
 	f, _ := fs.OpenReadWrite("packs/"+packName(loc.pack), vfs.WriteCategoryUnspecified)
 	f.WriteAt([]byte{0x55}, loc.offset+recordHeaderSize+100)
 	f.Close()
-	if _, err := s.Get(Sum(copied[1])); !errors.Is(err, ErrCorrupt) {
+	// A store opened afresh: nothing of the sources is cached.
+	fresh, err := Open(Options{FS: fs, Dir: "packs", DB: db, Codec: CodecZstd, PackSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	if _, err := fresh.Get(Sum(copied[1])); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("sliced chunk over a damaged source: %v", err)
 	}
 }
