@@ -6,7 +6,8 @@
 #                                 raw image file backed up with restic)
 #
 # Cold: the file system is mounted afresh after the page cache is dropped.
-# Warm: the same file read again at once.
+# Warm: the same file read again at once. Each is the median of
+# BENCH_REPEAT (3) mounts.
 
 # fuse_start WHO: mounts; sets FUSE_PID and FUSE_FILE, or WHY.
 fuse_start() {
@@ -41,23 +42,31 @@ fuse_stop() {
 	fi
 }
 
-# fuse_read WHO: cold and warm MiB/s into FUSER[WHO,CACHE].
+# fuse_read WHO: cold and warm MiB/s into FUSER[WHO,CACHE], each the
+# median of REPEAT mounts.
 fuse_read() {
-	local t bytes cache
+	local t bytes cache r
+	local -A runs=([cold]="" [warm]="")
 	bytes=$(image_bytes)
-	drop_caches
-	fuse_start "$1" || return 1
-	for cache in cold warm; do
-		if timed t "$STEP_TIMEOUT" dd if="$FUSE_FILE" of=/dev/null bs=1M; then
-			FUSER[$1,$cache]=$(mbps "$bytes" "$t")
-		else
-			FUSER[$1,$cache]="failed: $(lasterr)"
+	for ((r = 0; r < REPEAT; r++)); do
+		drop_caches
+		fuse_start "$1" || return 1
+		for cache in cold warm; do
+			if timed t "$STEP_TIMEOUT" dd if="$FUSE_FILE" of=/dev/null bs=1M; then
+				runs[$cache]+=" $(mbps "$bytes" "$t")"
+			else
+				runs[$cache]+=" failed"
+			fi
+		done
+		if [[ $1 == rewind && $r == 0 ]]; then
+			cmp -s "$FUSE_FILE" "$W/img/v2.img" && FUSE_SAME=yes || FUSE_SAME="NO: the image differs from v2.img"
 		fi
+		fuse_stop "$1"
 	done
-	if [[ $1 == rewind ]]; then
-		cmp -s "$FUSE_FILE" "$W/img/v2.img" && FUSE_SAME=yes || FUSE_SAME="NO: the image differs from v2.img"
-	fi
-	fuse_stop "$1"
+	for cache in cold warm; do
+		# shellcheck disable=SC2086 # one word per run
+		FUSER[$1,$cache]=$(median ${runs[$cache]})
+	done
 }
 
 # restic_ready: a restic repository whose latest snapshot is v2 at

@@ -14,6 +14,7 @@ FIO_RUNTIME=${BENCH_FIO_RUNTIME:-10}      # seconds per fio run
 STEP_TIMEOUT=${BENCH_STEP_TIMEOUT:-1200}  # seconds, any one measured command
 QB_TIMEOUT=${BENCH_QB_TIMEOUT:-60}        # seconds, one qemu-img bench run
 REWIND=${BENCH_REWIND:-$ROOT/bin/rewind} # another build to compare
+REPEAT=${BENCH_REPEAT:-3}                 # runs of each whole-image read; the median is reported
 VOL=bench
 T1=2026-01-01T00:00:00Z # v1's instant in rewind
 T2=2026-01-02T00:00:00Z # v2's
@@ -56,6 +57,16 @@ drop_caches() {
 		[[ $COLD == no ]] || log "cannot drop the page cache (needs root): cold figures are warm"
 		COLD=no
 	fi
+}
+
+# median VALUES...: the middle value (the lower middle of an even count),
+# or "failed" when any run failed.
+median() {
+	local v
+	for v in "$@"; do
+		[[ $v =~ ^[0-9.]+$ ]] || { echo failed; return; }
+	done
+	printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'
 }
 
 # Arithmetic on decimals.
