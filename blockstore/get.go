@@ -65,6 +65,10 @@ func (s *Store) verifyParts(id ID, loc location, hdr, payload []byte) ([]byte, e
 type Stats struct {
 	Chunks       int64
 	DecodedBytes int64 // sum of chunk sizes before compression
+	// Chunks stored as slices of others (shifted duplicates), and their
+	// size; their bytes are mostly references, not stored again.
+	SlicedChunks int64
+	SlicedBytes  int64
 	StoredBytes  int64 // sum of record sizes in packs
 	PackBytes    int64 // size of all pack files on disk
 	Packs        int
@@ -85,6 +89,10 @@ func (s *Store) Stats() (Stats, error) {
 		}
 		st.Chunks++
 		st.DecodedBytes += int64(loc.decodedLen)
+		if loc.codec == CodecSlices {
+			st.SlicedChunks++
+			st.SlicedBytes += int64(loc.decodedLen)
+		}
 		st.StoredBytes += recordHeaderSize + int64(loc.payloadLen)
 	}
 	if err := it.Close(); err != nil {

@@ -56,6 +56,9 @@ func TestShiftedDuplicatesAreSliced(t *testing.T) {
 				t.Fatalf("sameTxn=%v: block %d of the copy reads back wrong: %v", sameTxn, i, err)
 			}
 		}
+		if st, err := s.Stats(); err != nil || st.SlicedChunks < int64(len(copied)-1) || st.SlicedBytes != st.SlicedChunks*65536 {
+			t.Fatalf("stats: %+v, %v", st, err)
+		}
 		ids := make([]ID, len(copied))
 		for i, c := range copied {
 			ids[i] = Sum(c)

@@ -133,6 +133,8 @@ type Stats struct {
 	StoredBytes      int64   `json:"stored_bytes"`  // pack files on disk
 	IndexBytes       int64   `json:"index_bytes"`   // the Pebble database
 	Chunks           int64   `json:"chunks"`
+	SlicedChunks     int64   `json:"sliced_chunks"` // shifted duplicates: chunks stored as slices of others
+	SlicedBytes      int64   `json:"sliced_bytes"`  // their size before slicing
 	DedupRatio       float64 `json:"dedup_ratio"`
 	CompressionRatio float64 `json:"compression_ratio"`
 }

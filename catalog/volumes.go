@@ -185,7 +185,8 @@ func (s *Service) Stats(context.Context) (*Stats, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := &Stats{UniqueBytes: cs.DecodedBytes, StoredBytes: cs.PackBytes, Chunks: cs.Chunks}
+	st := &Stats{UniqueBytes: cs.DecodedBytes, StoredBytes: cs.PackBytes, Chunks: cs.Chunks,
+		SlicedChunks: cs.SlicedChunks, SlicedBytes: cs.SlicedBytes}
 	for _, v := range s.tl.Volumes() {
 		st.Volumes++
 		st.Versions += v.Versions

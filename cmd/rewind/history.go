@@ -78,6 +78,7 @@ func (c *statsCmd) Run(e *env) error {
 		fmt.Fprintf(w, "stored bytes\t%s\t(%d)\n", human(st.StoredBytes), st.StoredBytes)
 		fmt.Fprintf(w, "index bytes\t%s\t(%d)\n", human(st.IndexBytes), st.IndexBytes)
 		fmt.Fprintf(w, "chunks\t%d\n", st.Chunks)
+		fmt.Fprintf(w, "shifted duplicates\t%d chunks\t(%s stored as slices of others)\n", st.SlicedChunks, human(st.SlicedBytes))
 		fmt.Fprintf(w, "dedup ratio\t%.2f\n", st.DedupRatio)
 		fmt.Fprintf(w, "compression ratio\t%.2f\n", st.CompressionRatio)
 		w.Flush()
