@@ -57,8 +57,9 @@ type Store struct {
 	mu     struct {
 		sync.Mutex
 		files  map[uint32]vfs.File
-		active uint32
-		size   int64 // of the active pack, including reserved space
+		active uint32 // 0 until the first write
+		next   uint32 // the number of the next pack to start
+		size   int64  // of the active pack, including reserved space
 		dirty  map[uint32]bool
 		// ends holds the size of each pack written before this Open.
 		ends map[uint32]int64
@@ -96,20 +97,36 @@ func Open(o Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	removed := false
 	for _, p := range packs {
-		if fi, err := o.FS.Stat(o.FS.PathJoin(o.Dir, packName(p))); err == nil {
-			s.mu.ends[p] = fi.Size()
+		path := o.FS.PathJoin(o.Dir, packName(p))
+		fi, err := o.FS.Stat(path)
+		if err != nil {
+			continue
+		}
+		if fi.Size() <= packHeaderSize {
+			// No record: nothing can point into it. Earlier builds left
+			// one such pack behind at every open.
+			if err := o.FS.Remove(path); err != nil {
+				return nil, fmt.Errorf("blockstore: remove empty pack: %w", err)
+			}
+			removed = true
+			continue
+		}
+		s.mu.ends[p] = fi.Size()
+		s.mu.next = p + 1
+	}
+	if removed {
+		if err := syncDir(o.FS, o.Dir); err != nil {
+			return nil, err
 		}
 	}
-	next := uint32(1)
-	if len(packs) > 0 {
-		next = packs[len(packs)-1] + 1
+	if s.mu.next == 0 {
+		s.mu.next = 1
 	}
-	// Always start a fresh pack: the tail of the newest one may hold a torn
-	// record from a crash, and appending after it would only waste space.
-	if err := s.startPackLocked(next); err != nil {
-		return nil, err
-	}
+	// The first write starts a fresh pack (reserve): the tail of the newest
+	// one may hold a torn record from a crash, and appending after it would
+	// only waste space. A store that is only read creates no file.
 	return s, nil
 }
 
@@ -170,6 +187,7 @@ func (s *Store) startPackLocked(n uint32) error {
 	}
 	s.mu.files[n] = f
 	s.mu.active = n
+	s.mu.next = n + 1
 	s.mu.size = packHeaderSize
 	return nil
 }
@@ -179,8 +197,8 @@ func (s *Store) startPackLocked(n uint32) error {
 func (s *Store) reserve(n int64) (uint32, int64, vfs.File, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.mu.size+n > s.packSize && s.mu.size > packHeaderSize {
-		if err := s.startPackLocked(s.mu.active + 1); err != nil {
+	if s.mu.active == 0 || s.mu.size+n > s.packSize && s.mu.size > packHeaderSize {
+		if err := s.startPackLocked(s.mu.next); err != nil {
 			return 0, 0, nil, err
 		}
 	}

@@ -293,3 +293,48 @@ func TestLostBytesAreStoredAgain(t *testing.T) {
 		t.Fatalf("after storing it again: %v", err)
 	}
 }
+
+// Opening a store creates no pack until the first write, and removes the
+// header-only packs that earlier builds left at every open.
+func TestOpenCreatesNoPackUntilWritten(t *testing.T) {
+	fs := vfs.NewMem()
+	db, err := pebble.Open("db", &pebble.Options{FS: fs, Logger: quiet{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	open := func() *Store {
+		s, err := Open(Options{FS: fs, Dir: "packs", DB: db, Codec: CodecZstd})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	packs := func() []string {
+		names, _ := fs.List("packs")
+		return names
+	}
+	s := open()
+	data := bytes.Repeat([]byte("data"), 4096)
+	put(t, s, db, data)
+	s.Close()
+	f, _ := fs.Create("packs/"+packName(7), vfs.WriteCategoryUnspecified) // an empty one
+	f.Write(packHeader())
+	f.Close()
+	for range 3 {
+		s = open()
+		if got, err := s.Get(Sum(data)); err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("read: %v", err)
+		}
+		s.Close()
+	}
+	if got := packs(); len(got) != 1 || got[0] != packName(1) {
+		t.Fatalf("packs after reading only: %v", got)
+	}
+	s = open()
+	defer s.Close()
+	put(t, s, db, []byte("more"))
+	if got := packs(); len(got) != 2 || got[1] != packName(2) {
+		t.Fatalf("packs after a write: %v", got)
+	}
+}
