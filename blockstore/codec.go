@@ -27,7 +27,9 @@ func newCodecs() (*codecs, error) {
 	if err != nil {
 		return nil, err
 	}
-	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.IgnoreChecksum(true))
+	// The decoded length is known: DecodeAll may not produce more than the
+	// buffer it is given holds, whatever sizes a damaged frame claims.
+	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.IgnoreChecksum(true), zstd.WithDecodeAllCapLimit(true))
 	if err != nil {
 		return nil, err
 	}
@@ -70,6 +72,10 @@ func (cs *codecs) decode(c Codec, payload []byte, decodedLen int) ([]byte, error
 		// DecodeAll takes its safe loop, at about half the speed.
 		out, err = cs.zdec.DecodeAll(payload, make([]byte, 0, decodedLen+zstdSlack))
 	case CodecS2:
+		// s2 allocates whatever length a payload claims: check it first.
+		if n, lerr := s2.DecodedLen(payload); lerr != nil || n != decodedLen {
+			return nil, fmt.Errorf("%w: s2 payload claims %d bytes, index says %d", ErrCorrupt, n, decodedLen)
+		}
 		out, err = s2.Decode(make([]byte, decodedLen), payload)
 	default:
 		return nil, fmt.Errorf("%w: unknown codec %d", ErrCorrupt, c)

@@ -2,6 +2,8 @@ package blockstore
 
 import (
 	"bytes"
+	"errors"
+	"runtime"
 	"math/rand"
 	"testing"
 )
@@ -42,5 +44,28 @@ func TestIncompressibleGate(t *testing.T) {
 		if err != nil || !bytes.Equal(got, tc.data) {
 			t.Errorf("%s: round trip failed: %v", tc.name, err)
 		}
+	}
+}
+
+// A damaged payload that claims a huge decoded length is an error before
+// anything of that size is allocated.
+func TestDecodeRefusesClaimedLengths(t *testing.T) {
+	cs, err := newCodecs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2Claim := append([]byte{0xff, 0xff, 0xff, 0xff, 0x0f}, make([]byte, 32)...) // 4 GiB
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	if _, err := cs.decode(CodecS2, s2Claim, 65536); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("s2 payload claiming 4 GiB: %v", err)
+	}
+	runtime.ReadMemStats(&after)
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 1<<20 {
+		t.Fatalf("s2 payload claiming 4 GiB: %d bytes allocated", grew)
+	}
+	big := cs.zenc.EncodeAll(bytes.Repeat([]byte("abc"), 1<<20), nil) // 3 MiB
+	if _, err := cs.decode(CodecZstd, big, 65536); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("zstd frame of 3 MiB for a 64 KiB chunk: %v", err)
 	}
 }
