@@ -36,3 +36,35 @@ func FuzzDecoders(f *testing.F) {
 		}
 	})
 }
+
+// FuzzSlices feeds arbitrary payloads to the slices decoder: it may not
+// panic, and what it accepts adds up to the chunk's length. The assembler
+// over damaged payloads is TestDamagedSlicesNeverServeOtherBytes.
+func FuzzSlices(f *testing.F) {
+	cs, err := newCodecs()
+	if err != nil {
+		f.Fatal(err)
+	}
+	data := make([]byte, 65536)
+	for i := range data {
+		data[i] = byte(i * 7 / 3)
+	}
+	f.Add(cs.encodeSlices(CodecZstd, data, []segment{{length: 8192}, {length: 57344, ref: true, offset: 4096, src: Sum(data)}}))
+	f.Add(cs.encodeSlices(CodecRaw, data, []segment{{length: 65536}}))
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		segs, lit, err := cs.parseSlices(payload, 65536)
+		if err != nil {
+			return
+		}
+		total, litLen := 0, 0
+		for _, sg := range segs {
+			total += int(sg.length)
+			if !sg.ref {
+				litLen += int(sg.length)
+			}
+		}
+		if total != 65536 || len(lit) != litLen {
+			t.Fatalf("segments of %d bytes, %d literal bytes for %d", total, len(lit), litLen)
+		}
+	})
+}
