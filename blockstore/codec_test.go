@@ -3,8 +3,8 @@ package blockstore
 import (
 	"bytes"
 	"errors"
-	"runtime"
 	"math/rand"
+	"runtime"
 	"testing"
 )
 
