@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math/rand"
 	"os"
+	"sort"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -312,6 +313,7 @@ func TestOpenCreatesNoPackUntilWritten(t *testing.T) {
 	}
 	packs := func() []string {
 		names, _ := fs.List("packs")
+		sort.Strings(names)
 		return names
 	}
 	s := open()
