@@ -232,14 +232,18 @@ func (t *Txn) PutMany(ids []ID, datas [][]byte) ([]PutResult, error) {
 		var loc location
 		var prints [][2][]byte
 		buf, loc = t.s.encodeRecord(buf, id, datas[i])
-		if segs := findSlices(datas[i], t.lookupPrint, t.readSource); segs != nil {
+		var ph pageHashes
+		if len(datas[i]) >= minSlicedBlock {
+			ph = hashPages(datas[i])
+		}
+		if segs := findSlices(datas[i], ph, t.lookupPrint, t.readSource); segs != nil {
 			// Slices win only when smaller than the block stored whole.
 			if payload := t.s.codecs.encodeSlices(t.s.codec, datas[i], segs); len(payload) < int(loc.payloadLen) {
 				buf, loc = appendRecord(buf[:start], id, len(datas[i]), payload, CodecSlices)
 			}
 		}
 		if loc.codec != CodecSlices {
-			prints = fingerprintEntries(id, datas[i])
+			prints = fingerprintEntries(id, datas[i], ph)
 		}
 		recs = append(recs, rec{i: i, off: start, loc: loc, prints: prints})
 	}

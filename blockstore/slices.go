@@ -74,39 +74,49 @@ func fingerprintKey(h uint64) []byte {
 	return k
 }
 
-// pageFingerprints calls fn for each non-zero whole page of data that is
-// picked by its hash, or, with edges, is the first or last page, or, with
-// all, any page.
-func pageFingerprints(data []byte, edges, all bool, fn func(page int, h uint64)) {
-	last := len(data)/pageSize - 1
-	for p := 0; p <= last; p++ {
-		pg := data[p*pageSize : (p+1)*pageSize]
-		h := xxhash.Sum64(pg)
-		picked := all || h&fingerprintMask == 0 || edges && (p == 0 || p == last)
-		if !picked || isZeroPage(pg) {
-			continue
-		}
-		fn(p, h)
-	}
+// pageHashes are the xxhash64 of each whole 4 KiB page of a block,
+// computed once for both looking up and leaving fingerprints.
+type pageHashes struct {
+	h    []uint64
+	zero []bool // an all-zero page: never fingerprinted
 }
 
-func isZeroPage(p []byte) bool {
-	for _, b := range p {
-		if b != 0 {
-			return false
+var zeroPage [pageSize]byte
+
+func hashPages(data []byte) pageHashes {
+	n := len(data) / pageSize
+	ph := pageHashes{h: make([]uint64, n), zero: make([]bool, n)}
+	for p := range n {
+		pg := data[p*pageSize : (p+1)*pageSize]
+		if bytes.Equal(pg, zeroPage[:]) {
+			ph.zero[p] = true
+			continue
+		}
+		ph.h[p] = xxhash.Sum64(pg)
+	}
+	return ph
+}
+
+// each calls fn for each non-zero page that is picked by its hash, or,
+// with edges, is the first or last page, or, with all, any page.
+func (ph pageHashes) each(edges, all bool, fn func(page int, h uint64)) {
+	last := len(ph.h) - 1
+	for p, h := range ph.h {
+		picked := all || h&fingerprintMask == 0 || edges && (p == 0 || p == last)
+		if picked && !ph.zero[p] {
+			fn(p, h)
 		}
 	}
-	return true
 }
 
 // fingerprintEntries returns the index entries for the picked pages of a
 // chunk stored whole.
-func fingerprintEntries(id ID, data []byte) [][2][]byte {
+func fingerprintEntries(id ID, data []byte, ph pageHashes) [][2][]byte {
 	if len(data) < minSlicedBlock {
 		return nil
 	}
 	var out [][2][]byte
-	pageFingerprints(data, true, false, func(page int, h uint64) {
+	ph.each(true, false, func(page int, h uint64) {
 		v := make([]byte, 34)
 		copy(v, id[:])
 		binary.BigEndian.PutUint16(v[32:], uint16(page))
@@ -125,7 +135,7 @@ type match struct {
 // findSlices looks for runs of data already stored in other chunks and
 // returns the segments that cover data, or nil when it found none. lookup resolves a fingerprint (also those of
 // chunks this transaction stored) and read returns a chunk's bytes.
-func findSlices(data []byte, lookup func(h uint64) (ID, int, bool), read func(ID) ([]byte, error)) []segment {
+func findSlices(data []byte, ph pageHashes, lookup func(h uint64) (ID, int, bool), read func(ID) ([]byte, error)) []segment {
 	if len(data) < minSlicedBlock {
 		return nil
 	}
@@ -164,9 +174,9 @@ func findSlices(data []byte, lookup func(h uint64) (ID, int, bool), read func(ID
 		}
 		matches = append(matches, match{lo: lo, hi: hi, src: src, shift: shift})
 	}
-	pageFingerprints(data, false, false, try)
+	ph.each(false, false, try)
 	if len(matches) > 0 { // a copy: look for the short runs at its edges
-		pageFingerprints(data, false, true, try)
+		ph.each(false, true, try)
 	}
 	if len(matches) == 0 {
 		return nil

@@ -109,7 +109,7 @@ func TestFalseFingerprintIsIgnored(t *testing.T) {
 	block := make([]byte, 65536)
 	rand.New(rand.NewSource(4)).Read(block)
 	b := db.NewBatch()
-	pageFingerprints(block, true, true, func(page int, h uint64) {
+	hashPages(block).each(true, true, func(page int, h uint64) {
 		v := make([]byte, 34)
 		id := Sum(decoy)
 		copy(v, id[:])
