@@ -98,15 +98,17 @@ func Open(o Options) (*Store, error) {
 		return nil, err
 	}
 	removed := false
-	for _, p := range packs {
+	for k, p := range packs {
 		path := o.FS.PathJoin(o.Dir, packName(p))
 		fi, err := o.FS.Stat(path)
 		if err != nil {
 			continue
 		}
-		if fi.Size() <= packHeaderSize {
-			// No record: nothing can point into it. Earlier builds left
-			// one such pack behind at every open.
+		// A pack without a record holds nothing to read (earlier builds
+		// left one at every open). The newest is kept all the same: its
+		// number must never be used again, or index entries whose bytes
+		// were lost in it would point into the new pack's records.
+		if fi.Size() <= packHeaderSize && k < len(packs)-1 {
 			if err := o.FS.Remove(path); err != nil {
 				return nil, fmt.Errorf("blockstore: remove empty pack: %w", err)
 			}
@@ -114,7 +116,9 @@ func Open(o Options) (*Store, error) {
 			continue
 		}
 		s.mu.ends[p] = fi.Size()
-		s.mu.next = p + 1
+	}
+	if len(packs) > 0 {
+		s.mu.next = packs[len(packs)-1] + 1
 	}
 	if removed {
 		if err := syncDir(o.FS, o.Dir); err != nil {

@@ -296,7 +296,8 @@ func TestLostBytesAreStoredAgain(t *testing.T) {
 }
 
 // Opening a store creates no pack until the first write, and removes the
-// header-only packs that earlier builds left at every open.
+// header-only packs that earlier builds left at every open, but the
+// newest: a pack number is never used twice.
 func TestOpenCreatesNoPackUntilWritten(t *testing.T) {
 	fs := vfs.NewMem()
 	db, err := pebble.Open("db", &pebble.Options{FS: fs, Logger: quiet{}})
@@ -320,9 +321,11 @@ func TestOpenCreatesNoPackUntilWritten(t *testing.T) {
 	data := bytes.Repeat([]byte("data"), 4096)
 	put(t, s, db, data)
 	s.Close()
-	f, _ := fs.Create("packs/"+packName(7), vfs.WriteCategoryUnspecified) // an empty one
-	f.Write(packHeader())
-	f.Close()
+	for _, n := range []uint32{2, 3, 4} { // empty ones, as earlier builds left them
+		f, _ := fs.Create("packs/"+packName(n), vfs.WriteCategoryUnspecified)
+		f.Write(packHeader())
+		f.Close()
+	}
 	for range 3 {
 		s = open()
 		if got, err := s.Get(Sum(data)); err != nil || !bytes.Equal(got, data) {
@@ -330,13 +333,13 @@ func TestOpenCreatesNoPackUntilWritten(t *testing.T) {
 		}
 		s.Close()
 	}
-	if got := packs(); len(got) != 1 || got[0] != packName(1) {
+	if got := packs(); len(got) != 2 || got[0] != packName(1) || got[1] != packName(4) {
 		t.Fatalf("packs after reading only: %v", got)
 	}
 	s = open()
 	defer s.Close()
 	put(t, s, db, []byte("more"))
-	if got := packs(); len(got) != 2 || got[1] != packName(2) {
+	if got := packs(); len(got) != 3 || got[2] != packName(5) {
 		t.Fatalf("packs after a write: %v", got)
 	}
 }
