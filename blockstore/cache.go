@@ -14,6 +14,11 @@ type Getter interface {
 // Cache is an LRU of decoded chunks in front of a Getter. Chunks are
 // immutable, so entries never need invalidating. Callers must not modify
 // the slices it returns.
+//
+// A Cache from NewCache keeps the slices it is given or reads. One from
+// NewSlabCache copies chunks into slabs of huge pages (see slabs) and
+// reuses that memory as it evicts; its entries are pinned while ReadMany
+// hands them to a callback, and Get returns copies.
 type Cache struct {
 	next     Getter
 	capacity int64
@@ -22,12 +27,19 @@ type Cache struct {
 		size  int64
 		order *list.List // front = most recent; values are *cacheEntry
 		byID  map[ID]*list.Element
+		slabs *slabs // nil: entries live on the heap
 	}
 }
 
 type cacheEntry struct {
 	id   ID
 	data []byte
+	// Slab caches only: the entry's memory, how many callbacks are using
+	// it, and whether it was evicted meanwhile (its slot is freed when
+	// the last callback returns).
+	slot    slot
+	pins    int
+	evicted bool
 }
 
 var _ Getter = (*Cache)(nil)
@@ -40,16 +52,19 @@ func NewCache(next Getter, capacity int64) *Cache {
 	return c
 }
 
+// NewSlabCache is NewCache with entries copied into huge-page slabs: for
+// a cache of many megabytes that fills as a disk is first read.
+func NewSlabCache(next Getter, capacity int64) *Cache {
+	c := NewCache(next, capacity)
+	c.mu.slabs = newSlabs(capacity)
+	return c
+}
+
 // Get returns the chunk from the cache or from the store below it.
 func (c *Cache) Get(id ID) ([]byte, error) {
-	c.mu.Lock()
-	if e, ok := c.mu.byID[id]; ok {
-		c.mu.order.MoveToFront(e)
-		data := e.Value.(*cacheEntry).data
-		c.mu.Unlock()
+	if data, ok := c.cached(id); ok {
 		return data, nil
 	}
-	c.mu.Unlock()
 	data, err := c.next.Get(id)
 	if err != nil {
 		return nil, err
@@ -61,9 +76,16 @@ func (c *Cache) Get(id ID) ([]byte, error) {
 // ReadMany calls fn(i, data) for each chunk ids[i], from the cache or,
 // for those it lacks, from the store below, read together (see
 // Store.ReadMany, also for into); data is valid only during the call, and
-// fn may run on several goroutines at once. Chunks read are kept: raw ones
-// as a copy, since a cache hit (one memmove) serves a repeated read at
-// about twice the speed of a pread from the page cache with its checksum.
+// fn may run on several goroutines at once.
+//
+// Chunks read are kept as copies, except those read straight into the
+// caller's buffer: raw chunks that fill a whole block of it, as a
+// sequential read of a disk asks for them. Their records are in the
+// kernel's page cache already, and a second read costs one preadv and a
+// checksum, while keeping them would copy every block of a first read of
+// a disk into new memory (which doubled the time of that read). Raw
+// chunks read in part (small random reads) are kept: a hit then saves
+// reading and checking a whole record for a few kilobytes of it.
 func (c *Cache) ReadMany(ids []ID, into [][]byte, fn func(i int, data []byte)) error {
 	var missIDs []ID
 	var missAt []int
@@ -72,10 +94,12 @@ func (c *Cache) ReadMany(ids []ID, into [][]byte, fn func(i int, data []byte)) e
 	for i, id := range ids {
 		if e, ok := c.mu.byID[id]; ok {
 			c.mu.order.MoveToFront(e)
-			data := e.Value.(*cacheEntry).data
+			ent := e.Value.(*cacheEntry)
+			ent.pins++
 			c.mu.Unlock()
-			fn(i, data)
+			fn(i, ent.data)
 			c.mu.Lock()
+			c.unpin(ent)
 			continue
 		}
 		missIDs = append(missIDs, id)
@@ -89,12 +113,12 @@ func (c *Cache) ReadMany(ids []ID, into [][]byte, fn func(i int, data []byte)) e
 		return nil
 	}
 	if m, ok := c.next.(ManyReader); ok {
-		return m.ReadMany(missIDs, missInto, func(k int, data []byte, keep bool) {
+		return m.ReadMany(missIDs, missInto, func(k int, data []byte) {
 			fn(missAt[k], data)
-			if !keep {
-				data = bytes.Clone(data)
+			if inPlace(data, missInto, k) {
+				return
 			}
-			c.add(missIDs[k], data)
+			c.addRead(missIDs[k], data, false)
 		})
 	}
 	for k, id := range missIDs {
@@ -108,6 +132,11 @@ func (c *Cache) ReadMany(ids []ID, into [][]byte, fn func(i int, data []byte)) e
 	return nil
 }
 
+// inPlace reports whether data is the buffer into[k] itself.
+func inPlace(data []byte, into [][]byte, k int) bool {
+	return into != nil && len(data) > 0 && len(into[k]) == len(data) && &into[k][0] == &data[0]
+}
+
 // GetMany returns the decoded bytes of each chunk of ids (see ReadMany).
 func (c *Cache) GetMany(ids []ID) ([][]byte, error) {
 	out := make([][]byte, len(ids))
@@ -118,7 +147,8 @@ func (c *Cache) GetMany(ids []ID) ([][]byte, error) {
 	return out, nil
 }
 
-// cached returns the chunk if the cache holds it.
+// cached returns the chunk if the cache holds it: a copy from a slab
+// cache.
 func (c *Cache) cached(id ID) ([]byte, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -127,22 +157,72 @@ func (c *Cache) cached(id ID) ([]byte, bool) {
 		return nil, false
 	}
 	c.mu.order.MoveToFront(e)
-	return e.Value.(*cacheEntry).data, true
+	data := e.Value.(*cacheEntry).data
+	if c.mu.slabs != nil {
+		data = bytes.Clone(data)
+	}
+	return data, true
 }
 
-func (c *Cache) add(id ID, data []byte) {
+// add keeps data, which the caller gives up.
+func (c *Cache) add(id ID, data []byte) { c.addRead(id, data, true) }
+
+// addRead keeps a chunk just read: data itself when keep is true and the
+// entries live on the heap, else a copy.
+func (c *Cache) addRead(id ID, data []byte, keep bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if _, ok := c.mu.byID[id]; ok || int64(len(data)) > c.capacity {
 		return
 	}
-	c.mu.byID[id] = c.mu.order.PushFront(&cacheEntry{id: id, data: data})
-	c.mu.size += int64(len(data))
+	ent := &cacheEntry{id: id}
+	size := int64(len(data))
+	if a := c.mu.slabs; a != nil {
+		sl, ok := a.alloc(len(data))
+		for !ok && c.mu.order.Len() > 0 {
+			c.evictOldest()
+			sl, ok = a.alloc(len(data))
+		}
+		if !ok {
+			return // too large for a slab, or every slab pinned
+		}
+		ent.slot, ent.data = sl, sl.bytes(len(data))
+		copy(ent.data, data)
+		size = int64(sl.size())
+	} else {
+		if !keep {
+			data = bytes.Clone(data)
+		}
+		ent.data = data
+	}
+	c.mu.byID[id] = c.mu.order.PushFront(ent)
+	c.mu.size += size
 	for c.mu.size > c.capacity {
-		e := c.mu.order.Back()
-		ent := e.Value.(*cacheEntry)
-		c.mu.order.Remove(e)
-		delete(c.mu.byID, ent.id)
+		c.evictOldest()
+	}
+}
+
+// evictOldest drops the least recently used entry. c.mu is held.
+func (c *Cache) evictOldest() {
+	e := c.mu.order.Back()
+	ent := e.Value.(*cacheEntry)
+	c.mu.order.Remove(e)
+	delete(c.mu.byID, ent.id)
+	if c.mu.slabs == nil {
 		c.mu.size -= int64(len(ent.data))
+		return
+	}
+	c.mu.size -= int64(ent.slot.size())
+	ent.evicted = true
+	if ent.pins == 0 {
+		c.mu.slabs.free(ent.slot)
+	}
+}
+
+// unpin ends a callback's use of ent. c.mu is held.
+func (c *Cache) unpin(ent *cacheEntry) {
+	ent.pins--
+	if ent.evicted && ent.pins == 0 && c.mu.slabs != nil {
+		c.mu.slabs.free(ent.slot)
 	}
 }

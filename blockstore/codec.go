@@ -60,7 +60,12 @@ func (cs *codecs) encode(c Codec, data, dst []byte) ([]byte, Codec) {
 // zstdSlack is the spare capacity given to zstd's output.
 const zstdSlack = 64
 
-func (cs *codecs) decode(c Codec, payload []byte, decodedLen int) ([]byte, error) {
+// decode decodes payload, into dst when it has room (decodedLen plus
+// zstdSlack), else into a new buffer.
+func (cs *codecs) decode(c Codec, payload []byte, decodedLen int, dst []byte) ([]byte, error) {
+	if c != CodecRaw && cap(dst) < decodedLen+zstdSlack {
+		dst = make([]byte, 0, decodedLen+zstdSlack)
+	}
 	var out []byte
 	var err error
 	switch c {
@@ -70,13 +75,13 @@ func (cs *codecs) decode(c Codec, payload []byte, decodedLen int) ([]byte, error
 		// zstd's fast decode loop needs a little room past the end of
 		// the output (compressedBlockOverAlloc, 32 bytes); without it
 		// DecodeAll takes its safe loop, at about half the speed.
-		out, err = cs.zdec.DecodeAll(payload, make([]byte, 0, decodedLen+zstdSlack))
+		out, err = cs.zdec.DecodeAll(payload, dst[:0])
 	case CodecS2:
 		// s2 allocates whatever length a payload claims: check it first.
 		if n, lerr := s2.DecodedLen(payload); lerr != nil || n != decodedLen {
 			return nil, fmt.Errorf("%w: s2 payload claims %d bytes, index says %d", ErrCorrupt, n, decodedLen)
 		}
-		out, err = s2.Decode(make([]byte, decodedLen), payload)
+		out, err = s2.Decode(dst[:decodedLen], payload)
 	default:
 		return nil, fmt.Errorf("%w: unknown codec %d", ErrCorrupt, c)
 	}

@@ -40,7 +40,7 @@ func TestIncompressibleGate(t *testing.T) {
 		if (codec == CodecRaw) != tc.raw {
 			t.Errorf("%s: codec %s, want raw=%v", tc.name, codec, tc.raw)
 		}
-		got, err := cs.decode(codec, payload, len(tc.data))
+		got, err := cs.decode(codec, payload, len(tc.data), nil)
 		if err != nil || !bytes.Equal(got, tc.data) {
 			t.Errorf("%s: round trip failed: %v", tc.name, err)
 		}
@@ -57,7 +57,7 @@ func TestDecodeRefusesClaimedLengths(t *testing.T) {
 	s2Claim := append([]byte{0xff, 0xff, 0xff, 0xff, 0x0f}, make([]byte, 32)...) // 4 GiB
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
-	if _, err := cs.decode(CodecS2, s2Claim, 65536); !errors.Is(err, ErrCorrupt) {
+	if _, err := cs.decode(CodecS2, s2Claim, 65536, nil); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("s2 payload claiming 4 GiB: %v", err)
 	}
 	runtime.ReadMemStats(&after)
@@ -65,7 +65,7 @@ func TestDecodeRefusesClaimedLengths(t *testing.T) {
 		t.Fatalf("s2 payload claiming 4 GiB: %d bytes allocated", grew)
 	}
 	big := cs.zenc.EncodeAll(bytes.Repeat([]byte("abc"), 1<<20), nil) // 3 MiB
-	if _, err := cs.decode(CodecZstd, big, 65536); !errors.Is(err, ErrCorrupt) {
+	if _, err := cs.decode(CodecZstd, big, 65536, nil); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("zstd frame of 3 MiB for a 64 KiB chunk: %v", err)
 	}
 }

@@ -29,7 +29,7 @@ func FuzzDecoders(f *testing.F) {
 		}
 		_ = checkPackHeader(b)
 		for _, c := range []Codec{CodecRaw, CodecZstd, CodecS2, 9} {
-			out, err := cs.decode(c, b, 4096)
+			out, err := cs.decode(c, b, 4096, nil)
 			if err == nil && len(out) != 4096 {
 				t.Fatalf("decode returned %d bytes without an error", len(out))
 			}

@@ -33,12 +33,13 @@ func (s *Store) read(id ID, loc location) ([]byte, error) {
 // verify checks the record buf against the index entry and its checksum
 // and returns its decoded bytes.
 func (s *Store) verify(id ID, loc location, buf []byte) ([]byte, error) {
-	return s.verifyParts(id, loc, buf[:recordHeaderSize], buf[recordHeaderSize:])
+	return s.verifyParts(id, loc, buf[:recordHeaderSize], buf[recordHeaderSize:], nil)
 }
 
 // verifyParts is verify for a record whose header and payload were read
-// into separate buffers.
-func (s *Store) verifyParts(id ID, loc location, hdr, payload []byte) ([]byte, error) {
+// into separate buffers. A compressed or sliced chunk is decoded into dst
+// when it has room (see codecs.decode), else into a new buffer.
+func (s *Store) verifyParts(id ID, loc location, hdr, payload, dst []byte) ([]byte, error) {
 	var h recordHeader
 	if err := h.unmarshal(hdr); err != nil {
 		return nil, fmt.Errorf("chunk %s in pack %d at %d: %w", id, loc.pack, loc.offset, err)
@@ -52,9 +53,9 @@ func (s *Store) verifyParts(id ID, loc location, hdr, payload []byte) ([]byte, e
 		return nil, fmt.Errorf("chunk %s: %w: checksum mismatch in pack %d at %d", id, ErrCorrupt, loc.pack, loc.offset)
 	}
 	if h.codec == CodecSlices {
-		return s.assemble(id, payload, int(h.decodedLen))
+		return s.assemble(id, payload, int(h.decodedLen), dst)
 	}
-	out, err := s.codecs.decode(h.codec, payload, int(h.decodedLen))
+	out, err := s.codecs.decode(h.codec, payload, int(h.decodedLen), dst)
 	if err != nil {
 		return nil, fmt.Errorf("chunk %s: %w", id, err)
 	}

@@ -18,12 +18,12 @@ const maxSpan = 4 << 20
 
 // ManyReader reads several chunks at once (see Store.ReadMany).
 type ManyReader interface {
-	ReadMany(ids []ID, into [][]byte, fn func(i int, data []byte, keep bool)) error
+	ReadMany(ids []ID, into [][]byte, fn func(i int, data []byte)) error
 }
 
 var _ ManyReader = (*Store)(nil)
 
-// ReadMany calls fn(i, data, keep) once for each chunk ids[i] with its
+// ReadMany calls fn(i, data) once for each chunk ids[i] with its
 // decoded bytes, verified as Get verifies them. Records that lie next to
 // each other in a pack, as the blocks of one import do, are read with one
 // preadv, and compressed records are decoded in parallel; fn may run on
@@ -32,16 +32,14 @@ var _ ManyReader = (*Store)(nil)
 // into, if not nil, offers for each chunk a buffer of the caller's (or
 // nil): a raw chunk of exactly that length is read straight into it and
 // handed to fn as that same slice, saving a copy. Otherwise data is valid
-// only during the call unless keep is true: then it is a buffer of its
-// own (a decoded compressed chunk) that the caller may keep; a raw chunk
-// never comes with keep. On error fn may have been called for some
-// chunks, and the buffers of into may hold any bytes.
-func (s *Store) ReadMany(ids []ID, into [][]byte, fn func(i int, data []byte, keep bool)) error {
+// only during the call: it sits in a recycled buffer. On error fn may have
+// been called for some chunks, and the buffers of into may hold any bytes.
+func (s *Store) ReadMany(ids []ID, into [][]byte, fn func(i int, data []byte)) error {
 	return s.readMany(ids, into, false, fn)
 }
 
 // readMany is ReadMany; with wholeOnly, a slices record is an error.
-func (s *Store) readMany(ids []ID, into [][]byte, wholeOnly bool, fn func(i int, data []byte, keep bool)) error {
+func (s *Store) readMany(ids []ID, into [][]byte, wholeOnly bool, fn func(i int, data []byte)) error {
 	locs := make([]location, len(ids))
 	for i, id := range ids {
 		var err error
@@ -100,12 +98,7 @@ const maxGroup = 500
 // GetMany returns the decoded bytes of each chunk of ids (see ReadMany).
 func (s *Store) GetMany(ids []ID) ([][]byte, error) {
 	out := make([][]byte, len(ids))
-	err := s.ReadMany(ids, nil, func(i int, data []byte, keep bool) {
-		if !keep {
-			data = bytes.Clone(data)
-		}
-		out[i] = data
-	})
+	err := s.ReadMany(ids, nil, func(i int, data []byte) { out[i] = bytes.Clone(data) })
 	if err != nil {
 		return nil, err
 	}
@@ -117,7 +110,7 @@ func (s *Store) GetMany(ids []ID) ([][]byte, error) {
 // rest (headers, compressed or partly wanted payloads) into a recycled
 // scratch buffer. It then verifies and decodes each record, handing it to
 // fn.
-func (s *Store) readGroup(ids []ID, locs []location, group []int, span int64, direct func(int) []byte, fn func(int, []byte, bool)) error {
+func (s *Store) readGroup(ids []ID, locs []location, group []int, span int64, direct func(int) []byte, fn func(int, []byte)) error {
 	first := locs[group[0]]
 	f, err := s.file(first.pack)
 	if err != nil {
@@ -177,11 +170,23 @@ func (s *Store) readGroup(ids []ID, locs []location, group []int, span int64, di
 	}
 	decode := func(k int) error {
 		i := group[k]
-		data, err := s.verifyParts(ids[i], locs[i], hdrs[k], payloads[k])
+		// Decoded bytes go to a recycled buffer, not a fresh one: fresh
+		// memory costs a page fault per 4 KiB on a cold read, and the
+		// cache above copies what it keeps into its own slabs.
+		var dst *[]byte
+		if locs[i].codec != CodecRaw {
+			dst = getSpan(int64(locs[i].decodedLen) + zstdSlack)
+			defer putSpan(dst)
+		}
+		var buf []byte
+		if dst != nil {
+			buf = *dst
+		}
+		data, err := s.verifyParts(ids[i], locs[i], hdrs[k], payloads[k], buf)
 		if err != nil {
 			return err
 		}
-		fn(i, data, locs[i].codec != CodecRaw)
+		fn(i, data)
 		return nil
 	}
 	// Raw records only need their checksum checked: do them here. Decoding

@@ -288,7 +288,7 @@ func (cs *codecs) parseSlices(payload []byte, decodedLen int) ([]segment, []byte
 	if total != decodedLen {
 		return bad("segments shorter than the chunk")
 	}
-	lit, err := cs.decode(lc, p, litLen)
+	lit, err := cs.decode(lc, p, litLen, nil)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -296,7 +296,7 @@ func (cs *codecs) parseSlices(payload []byte, decodedLen int) ([]segment, []byte
 }
 
 // assemble rebuilds the bytes of slices chunk id from its payload.
-func (s *Store) assemble(id ID, payload []byte, decodedLen int) ([]byte, error) {
+func (s *Store) assemble(id ID, payload []byte, decodedLen int, dst []byte) ([]byte, error) {
 	segs, lit, err := s.codecs.parseSlices(payload, decodedLen)
 	if err != nil {
 		return nil, fmt.Errorf("chunk %s: %w", id, err)
@@ -314,7 +314,11 @@ func (s *Store) assemble(id ID, payload []byte, decodedLen int) ([]byte, error) 
 	// twice, one after the other.
 	type run struct{ at, offset, length int }
 	runs := make([][]run, len(srcs))
-	out := make([]byte, decodedLen)
+	out := dst[:0]
+	if cap(out) < decodedLen {
+		out = make([]byte, decodedLen)
+	}
+	out = out[:decodedLen]
 	at := 0
 	for _, sg := range segs {
 		if sg.ref {
@@ -354,11 +358,11 @@ type wholeChunks struct{ s *Store }
 
 func (w wholeChunks) Get(id ID) ([]byte, error) {
 	var out []byte
-	err := w.ReadMany([]ID{id}, nil, func(_ int, data []byte, _ bool) { out = bytes.Clone(data) })
+	err := w.ReadMany([]ID{id}, nil, func(_ int, data []byte) { out = bytes.Clone(data) })
 	return out, err
 }
 
-func (w wholeChunks) ReadMany(ids []ID, into [][]byte, fn func(int, []byte, bool)) error {
+func (w wholeChunks) ReadMany(ids []ID, into [][]byte, fn func(int, []byte)) error {
 	return w.s.readMany(ids, into, true, fn)
 }
 

@@ -182,7 +182,7 @@ func TestDamagedSlicesNeverServeOtherBytes(t *testing.T) {
 		if k := rng.Intn(4); k == 0 {
 			want = id // or the source's own: bytes equal to it are fine
 		}
-		if out, err := s.assemble(want, p, 65536); err == nil && Sum(out) != want {
+		if out, err := s.assemble(want, p, 65536, nil); err == nil && Sum(out) != want {
 			t.Fatalf("payload %x: assembled bytes that do not hash to the chunk", p)
 		}
 	}

@@ -223,7 +223,7 @@ func testGetMany(t *testing.T, fs vfs.FS, dir string) {
 	}
 	into[6], into[7] = make([]byte, 100), nil
 	got := make([][]byte, len(ids))
-	err = s.ReadMany(ids, into, func(i int, data []byte, keep bool) { got[i] = bytes.Clone(data) })
+	err = s.ReadMany(ids, into, func(i int, data []byte) { got[i] = bytes.Clone(data) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -248,7 +248,7 @@ func testGetMany(t *testing.T, fs vfs.FS, dir string) {
 	if _, err := s.GetMany(ids[1:4]); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("a damaged chunk among neighbours: %v", err)
 	}
-	err = s.ReadMany([]ID{Sum(chunks[2]), Sum(chunks[3]), Sum(chunks[4])}, [][]byte{make([]byte, 65536), make([]byte, 65536), nil}, func(int, []byte, bool) {})
+	err = s.ReadMany([]ID{Sum(chunks[2]), Sum(chunks[3]), Sum(chunks[4])}, [][]byte{make([]byte, 65536), make([]byte, 65536), nil}, func(int, []byte) {})
 	if !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("a damaged raw chunk read in place: %v", err)
 	}

@@ -62,7 +62,7 @@ func Open(o Options) (*Store, error) {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Store{db: o.DB, chunks: o.Chunks, now: o.Now, log: o.Logger, partBlocks: defaultPartBlocks}
-	s.cache = blockstore.NewCache(o.Chunks, o.CacheBytes)
+	s.cache = blockstore.NewSlabCache(o.Chunks, o.CacheBytes)
 	s.mu.vols = map[uint64]*volState{}
 	s.mu.byName = map[string]uint64{}
 	if err := s.checkFormat(); err != nil {
