@@ -36,8 +36,10 @@
 // serialised by its volState.writeMu (a partial-block write reads the
 // block first); readers take no lock but the short one guarding the
 // metadata map, and see either the old or the new metadata, each
-// complete. Decoded chunks are cached by ID (blockstore.Cache); a chunk is
-// immutable, so the cache never needs invalidating.
+// complete. Decoded chunks are cached by ID (blockstore.Cache, in
+// huge-page slabs); a chunk is immutable, so the cache never needs
+// invalidating. Raw chunks read whole into the caller's buffer bypass it:
+// the kernel's page cache already holds their records.
 //
 // # Errors
 //
