@@ -82,7 +82,7 @@ func Open(o Options) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{fs: o.FS, dir: o.Dir, db: o.DB, codec: o.Codec, packSize: o.PackSize, log: o.Logger, codecs: cs}
-	s.sources = NewCache(wholeChunks{s}, maxSourceCache)
+	s.sources = NewSlabCache(wholeChunks{s}, maxSourceCache)
 	s.mu.files = map[uint32]vfs.File{}
 	s.mu.dirty = map[uint32]bool{}
 	s.mu.ends = map[uint32]int64{}
