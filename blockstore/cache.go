@@ -132,6 +132,15 @@ func (c *Cache) ReadMany(ids []ID, into [][]byte, fn func(i int, data []byte)) e
 	return nil
 }
 
+// Has reports whether the cache holds chunk id, without counting it as a
+// use.
+func (c *Cache) Has(id ID) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.mu.byID[id]
+	return ok
+}
+
 // inPlace reports whether data is the buffer into[k] itself.
 func inPlace(data []byte, into [][]byte, k int) bool {
 	return into != nil && len(data) > 0 && len(into[k]) == len(data) && &into[k][0] == &data[0]

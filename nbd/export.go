@@ -61,6 +61,17 @@ type Cacher interface {
 	Cache(off, n int64) error
 }
 
+// Resident is an optional Backend extension. Resident reports whether a
+// read of [off, off+n) would be served from memory, without waiting for
+// storage. The server then serves a small read on the connection's reader
+// goroutine and writes its reply at once, instead of handing it to a
+// worker and then to the writer: two goroutine wake-ups that took a third
+// of the time of a lone 4 KiB read. A wrong answer costs only time (a read
+// that does wait holds up the requests behind it), never correctness.
+type Resident interface {
+	Resident(off, n int64) bool
+}
+
 // Export is what a Resolver opens for one connection.
 type Export struct {
 	Name, Description string

@@ -60,16 +60,28 @@ const (
 	maxBatchBytes = 4 << 20
 )
 
+// maxInline bounds a read served on the reader goroutine (see Resident).
+const maxInline = 128 << 10
+
 // transmission runs one connection's request loop: one reader, a pool of
-// workers, one writer, tied together by an errgroup.
+// workers, one writer, tied together by an errgroup. The reader serves
+// small reads of resident data itself (see Resident) and writes their
+// replies between the writer's batches.
 type transmission struct {
-	c       *conn
-	s       *session
-	pools   *pools
-	budget  *semaphore.Weighted
-	work    chan *job
-	replies chan *job
-	readErr error // why the reader stopped, when it was not a clean end
+	c        *conn
+	s        *session
+	pools    *pools
+	budget   *semaphore.Weighted
+	work     chan *job
+	replies  chan *job
+	readErr  error        // why the reader stopped, when it was not a clean end
+	resident Resident     // the backend's, or nil
+	queued   atomic.Int32 // requests handed to workers, not yet replied to
+	// wmu serialises writes to the connection: the writer's batches and
+	// the reader's inline replies. bw buffers them where the connection
+	// cannot writev (TLS).
+	wmu sync.Mutex
+	bw  *bufio.Writer
 }
 
 func (c *conn) transmit(s *session) error {
@@ -82,6 +94,12 @@ func (c *conn) transmit(s *session) error {
 		budget:  semaphore.NewWeighted(connBudget),
 		work:    make(chan *job),
 		replies: make(chan *job, workers),
+	}
+	t.resident, _ = s.exp.Backend.(Resident)
+	switch s.nc.(type) {
+	case *net.TCPConn, *net.UnixConn: // writev
+	default:
+		t.bw = bufio.NewWriterSize(s.nc, 256<<10)
 	}
 	g, ctx := errgroup.WithContext(c.ctx)
 	// A failed writer must not leave the reader blocked on the socket.
@@ -139,13 +157,45 @@ func (t *transmission) readLoop(ctx context.Context) {
 			t.readEnded(err)
 			return
 		}
+		if t.inline(j) {
+			if err := t.serveInline(j); err != nil {
+				t.readEnded(err)
+				return
+			}
+			continue
+		}
+		t.queued.Add(1)
 		select {
 		case t.work <- j:
 		case <-ctx.Done():
+			t.queued.Add(-1)
 			t.release(j)
 			return
 		}
 	}
+}
+
+// inline reports whether the reader serves j itself: a small valid read
+// of data the backend holds in memory, while the workers have nothing of
+// this connection's. A client that waits for each reply (qemu at low
+// depth, a booting guest) then gets it without two goroutine handoffs;
+// a client that keeps many requests in flight still has them spread over
+// the workers and the cores.
+func (t *transmission) inline(j *job) bool {
+	r := &j.req
+	return t.resident != nil && j.err == nil && r.typ == CmdRead && r.length <= maxInline &&
+		t.queued.Load() == 0 && t.resident.Resident(int64(r.offset), int64(r.length))
+}
+
+// serveInline executes j and writes its reply at once.
+func (t *transmission) serveInline(j *job) error {
+	t.execute(j)
+	bufs := j.segs // WriteTo consumes its receiver; j.segs keeps its array
+	t.wmu.Lock()
+	err := writeBuffers(t.s.nc, t.bw, &bufs)
+	t.wmu.Unlock()
+	t.finish(j, time.Now())
+	return err
 }
 
 // admit reserves the request's memory in the connection budget and reads
@@ -196,6 +246,7 @@ func (t *transmission) readEnded(err error) {
 func (t *transmission) workLoop(ctx context.Context) {
 	for j := range t.work {
 		if ctx.Err() != nil {
+			t.queued.Add(-1)
 			t.release(j)
 			continue
 		}
@@ -203,6 +254,7 @@ func (t *transmission) workLoop(ctx context.Context) {
 		select {
 		case t.replies <- j:
 		case <-ctx.Done():
+			t.queued.Add(-1)
 			t.release(j)
 		}
 	}
@@ -212,12 +264,6 @@ func (t *transmission) workLoop(ctx context.Context) {
 // leaves in one write; replies that are ready together share it.
 func (t *transmission) writeLoop() error {
 	nc := t.s.nc
-	var bw *bufio.Writer
-	switch nc.(type) {
-	case *net.TCPConn, *net.UnixConn: // writev
-	default:
-		bw = bufio.NewWriterSize(nc, 256<<10)
-	}
 	batch := make([]*job, 0, maxBatch)
 	var bufs net.Buffers
 	consumed := new(net.Buffers) // WriteTo's receiver escapes: allocate it once
@@ -246,7 +292,12 @@ func (t *transmission) writeLoop() error {
 			bufs = append(bufs, j.segs...)
 		}
 		*consumed = bufs
-		err := writeBuffers(nc, bw, consumed)
+		// Counted out before the write, so that a client which saw these
+		// replies finds the workers idle (see inline).
+		t.queued.Add(-int32(len(batch)))
+		t.wmu.Lock()
+		err := writeBuffers(nc, t.bw, consumed)
+		t.wmu.Unlock()
 		clear(bufs)
 		now := time.Now()
 		for _, j := range batch {

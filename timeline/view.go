@@ -181,6 +181,43 @@ func (s *Store) readAt(m *Volume, t int64, p []byte, off int64, refs *refCache) 
 	return nil
 }
 
+// Resident reports whether reading [off, off+n) would need nothing from
+// storage: what each block holds is known (remembered by a fixed view,
+// else looked up in the index, whose recent part Pebble keeps in memory)
+// and every chunk among them is in the chunk cache. Servers use it to
+// serve such reads at once (see nbd.Resident).
+func (v *View) Resident(off, n int64) bool {
+	m, t, err := v.state()
+	if err != nil {
+		return false
+	}
+	if size := m.SizeAt(t); off < 0 || n <= 0 || off > size || n > size-off {
+		return false
+	}
+	bs := m.BlockSize
+	b0 := off / bs
+	var small [4]blockRef
+	refs := small[:0]
+	if k := (off+n-1)/bs + 1 - b0; k <= int64(len(small)) {
+		refs = small[:k]
+	} else {
+		refs = make([]blockRef, k)
+	}
+	if v.refs != nil {
+		if !v.refs.lookup(uint64(b0), refs) {
+			return false
+		}
+	} else if err := v.s.resolve(m, t, uint64(b0), refs); err != nil {
+		return false
+	}
+	for _, r := range refs {
+		if r.kind == refChunk && !v.s.cache.Has(r.id) {
+			return false
+		}
+	}
+	return true
+}
+
 // maxExtentBlocks bounds the work of one Extents call; callers loop.
 const maxExtentBlocks = 1 << 16
 

@@ -1,0 +1,72 @@
+package timeline
+
+import (
+	"bytes"
+	"context"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// Resident says a read needs nothing from storage only when every block's
+// content is known and every chunk is in the cache.
+func TestViewResident(t *testing.T) {
+	e := &scriptEnv{t: t, fs: vfs.NewCrashableMem()}
+	e.open()
+	defer e.close()
+	const size = 64 * testBS
+	data := pattern(3, size) // random blocks (stored raw), a hole every 7th
+	v, err := e.s.Import(context.Background(), ImportOptions{Name: "a", Source: bytes.NewReader(data), Size: size, At: 100, BlockSize: testBS})
+	if err != nil {
+		t.Fatal(err)
+	}
+	view, err := e.s.ViewAt(v.Volume.ID, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const blk = 1 * testBS // a data block
+	if view.Resident(blk, 512) {
+		t.Fatal("resident before anything was read")
+	}
+	// Read in part: cached.
+	part := make([]byte, 512)
+	if _, err := view.ReadAt(part, blk+512); err != nil || !bytes.Equal(part, data[blk+512:blk+1024]) {
+		t.Fatalf("read: %v", err)
+	}
+	if !view.Resident(blk, 512) || !view.Resident(blk, testBS) {
+		t.Fatal("a cached block is not resident")
+	}
+	// A hole (block 0) once resolved, alone or with the cached block.
+	if _, err := view.Extents(0, 2*testBS); err != nil {
+		t.Fatal(err)
+	}
+	if !view.Resident(0, 2*testBS) {
+		t.Fatal("a hole and a cached block are not resident")
+	}
+	if view.Resident(0, 3*testBS) {
+		t.Fatal("an unread block counted as resident")
+	}
+	for _, bad := range [][2]int64{{-1, 10}, {0, 0}, {size, 1}, {size - 10, 20}} {
+		if view.Resident(bad[0], bad[1]) {
+			t.Fatalf("Resident(%d, %d) outside the volume", bad[0], bad[1])
+		}
+	}
+	// A clone head looks its blocks up in the index.
+	if _, err := e.s.Clone("a", 100, "c"); err != nil {
+		t.Fatal(err)
+	}
+	cv, err := e.s.Volume("c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, err := e.s.Head(cv.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !head.Resident(blk, 512) {
+		t.Fatal("a clone's block whose chunk is cached is not resident")
+	}
+	if head.Resident(3*testBS, 512) {
+		t.Fatal("a clone's unread block is resident")
+	}
+}
