@@ -87,6 +87,17 @@ func (c *Cache) Get(id ID) ([]byte, error) {
 // chunks read in part (small random reads) are kept: a hit then saves
 // reading and checking a whole record for a few kilobytes of it.
 func (c *Cache) ReadMany(ids []ID, into [][]byte, fn func(i int, data []byte)) error {
+	return c.readMany(ids, into, true, fn)
+}
+
+// ReadManyScan is ReadMany for one pass over a whole disk (an export, a
+// copy): it serves what the cache holds but keeps nothing it reads, which
+// would only evict the chunks that other readers come back to.
+func (c *Cache) ReadManyScan(ids []ID, into [][]byte, fn func(i int, data []byte)) error {
+	return c.readMany(ids, into, false, fn)
+}
+
+func (c *Cache) readMany(ids []ID, into [][]byte, keep bool, fn func(i int, data []byte)) error {
 	var missIDs []ID
 	var missAt []int
 	var missInto [][]byte
@@ -115,7 +126,7 @@ func (c *Cache) ReadMany(ids []ID, into [][]byte, fn func(i int, data []byte)) e
 	if m, ok := c.next.(ManyReader); ok {
 		return m.ReadMany(missIDs, missInto, func(k int, data []byte) {
 			fn(missAt[k], data)
-			if inPlace(data, missInto, k) {
+			if !keep || inPlace(data, missInto, k) {
 				return
 			}
 			c.addRead(missIDs[k], data, false)
@@ -127,7 +138,9 @@ func (c *Cache) ReadMany(ids []ID, into [][]byte, fn func(i int, data []byte)) e
 			return err
 		}
 		fn(missAt[k], data)
-		c.add(id, data)
+		if keep {
+			c.add(id, data)
+		}
 	}
 	return nil
 }

@@ -219,3 +219,33 @@ func TestSlabCacheParallelReaders(t *testing.T) {
 		t.Fatalf("cache holds %d bytes, capacity %d", c.mu.size, c.capacity)
 	}
 }
+
+func TestCacheScanKeepsNothing(t *testing.T) {
+	chunks, ids := testChunks(2, 65536)
+	st := &countingStore{chunks: chunks}
+	c := NewSlabCache(st, 8<<20)
+	scan := func(id ID) {
+		t.Helper()
+		var got []byte
+		if err := c.ReadManyScan([]ID{id}, nil, func(_ int, d []byte) { got = bytes.Clone(d) }); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, chunks[id]) {
+			t.Fatal("a scan read other bytes")
+		}
+	}
+	scan(ids[0])
+	scan(ids[0])
+	if n := st.reads.Load(); n != 2 || c.Has(ids[0]) {
+		t.Fatalf("a scan kept what it read: %d reads below, cached %v", n, c.Has(ids[0]))
+	}
+	// What the cache holds serves scans too.
+	if _, err := c.GetMany(ids[1:]); err != nil {
+		t.Fatal(err)
+	}
+	st.reads.Store(0)
+	scan(ids[1])
+	if n := st.reads.Load(); n != 0 {
+		t.Fatalf("a scan of a cached chunk read below %d times", n)
+	}
+}

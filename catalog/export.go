@@ -35,6 +35,7 @@ func (s *Service) Export(ctx context.Context, r ExportRequest, w io.Writer, prog
 		return nil, err
 	}
 	defer view.Close()
+	view.SetScan(true) // one pass: do not fill the chunk cache
 	start := time.Now()
 	var out writerAt
 	sparse := false

@@ -25,7 +25,14 @@ type View struct {
 	head   bool      // a writable clone head
 	refs   *refCache // for fixed views
 	closed atomic.Bool
+	scan   atomic.Bool // reads keep nothing in the chunk cache
 }
+
+// SetScan marks the view as read in one pass over the whole disk (an
+// export, a copy): its reads use what the chunk cache holds but add
+// nothing to it, so that they do not evict what other readers come back
+// to, nor spend a copy on chunks nobody reads again.
+func (v *View) SetScan(on bool) { v.scan.Store(on) }
 
 // ViewAt opens vol as of t. t must not be before the volume's first
 // version; a t past the newest version is the newest version (the view is
@@ -121,15 +128,16 @@ func (v *View) ReadAt(p []byte, off int64) (int, error) {
 	if n == 0 {
 		return 0, tail
 	}
-	if err := v.s.readAt(m, t, p[:n], off, v.refs); err != nil {
+	if err := v.s.readAt(m, t, p[:n], off, v.refs, !v.scan.Load()); err != nil {
 		return 0, err
 	}
 	return n, tail
 }
 
 // readAt fills p from volume m as of t, resolving blocks through refs
-// when it is not nil. The range is within the volume.
-func (s *Store) readAt(m *Volume, t int64, p []byte, off int64, refs *refCache) error {
+// when it is not nil; with keep, chunks read are kept in the cache. The
+// range is within the volume.
+func (s *Store) readAt(m *Volume, t int64, p []byte, off int64, refs *refCache, keep bool) error {
 	bs := m.BlockSize
 	b0 := off / bs
 	b1 := (off+int64(len(p))-1)/bs + 1
@@ -164,7 +172,11 @@ func (s *Store) readAt(m *Volume, t int64, p []byte, off int64, refs *refCache) 
 			into[k] = dst
 		}
 	}
-	err := s.cache.ReadMany(ids, into, func(k int, data []byte) {
+	read := s.cache.ReadMany
+	if !keep {
+		read = s.cache.ReadManyScan
+	}
+	err := read(ids, into, func(k int, data []byte) {
 		dst, within := part(chunks[k])
 		if len(data) > 0 && len(dst) > 0 && &data[0] == &dst[0] && len(data) == len(dst) {
 			return // read in place

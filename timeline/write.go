@@ -94,7 +94,7 @@ func (v *View) write(off, n int64, kind VersionKind, fill func(buf []byte, at in
 		lo, hi := max(start, off), min(start+blen, off+n)
 		if lo > start || hi < start+blen {
 			// Partial block: read, modify, write.
-			if err := v.s.readAt(m, m.Last, blk, start, nil); err != nil {
+			if err := v.s.readAt(m, m.Last, blk, start, nil, true); err != nil {
 				w.abort()
 				return fmt.Errorf("read before write: %w", err)
 			}
