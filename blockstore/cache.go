@@ -189,9 +189,9 @@ func (c *Cache) cached(id ID) ([]byte, bool) {
 // add keeps data, which the caller gives up.
 func (c *Cache) add(id ID, data []byte) { c.addRead(id, data, true) }
 
-// addRead keeps a chunk just read: data itself when keep is true and the
-// entries live on the heap, else a copy.
-func (c *Cache) addRead(id ID, data []byte, keep bool) {
+// addRead keeps a chunk just read: data itself when the caller gives it
+// up (owned) and entries live on the heap, else a copy.
+func (c *Cache) addRead(id ID, data []byte, owned bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if _, ok := c.mu.byID[id]; ok || int64(len(data)) > c.capacity {
@@ -212,7 +212,7 @@ func (c *Cache) addRead(id ID, data []byte, keep bool) {
 		copy(ent.data, data)
 		size = int64(sl.size())
 	} else {
-		if !keep {
+		if !owned {
 			data = bytes.Clone(data)
 		}
 		ent.data = data
