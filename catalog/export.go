@@ -35,7 +35,6 @@ func (s *Service) Export(ctx context.Context, r ExportRequest, w io.Writer, prog
 		return nil, err
 	}
 	defer view.Close()
-	view.SetScan(true) // one pass: do not fill the chunk cache
 	start := time.Now()
 	var out writerAt
 	sparse := false
@@ -156,7 +155,8 @@ func (s *Service) copyView(ctx context.Context, view *timeline.View, out writerA
 		g.Go(func() error {
 			for p := range jobs {
 				buf := getBuf(p.n)
-				if _, err := view.ReadAt(buf, p.off); err != nil {
+				// One pass over the disk: fill no cache.
+				if _, err := view.ReadAtScan(buf, p.off); err != nil {
 					return fmt.Errorf("read at %d: %w", p.off, err)
 				}
 				p.data <- buf

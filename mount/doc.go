@@ -22,7 +22,10 @@
 // its opens return FOPEN_KEEP_CACHE and its entries and attributes live
 // for Options.FixedTimeout (1h), and a second read is served from the page
 // cache without a FUSE request. Requests carry up to 1 MiB (MaxWrite,
-// max_read, and the mount's readahead raised to match).
+// max_read, and the mount's readahead raised to match). Since the kernel
+// keeps those pages, a handle on a fixed image reads through ScanReader
+// when the image has it (not when opened with O_DIRECT), so that the
+// daemon does not copy the same bytes into its chunk cache as well.
 //
 // Everything else moves: VOLUME/disk.img (latest, or a clone's writable
 // head, exactly as the NBD export VOLUME behaves), at/latest, at/-90s, and

@@ -94,6 +94,9 @@ func (f *imageFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint
 	var fuseFlags uint32
 	if f.fixed {
 		fuseFlags = fuse.FOPEN_KEEP_CACHE
+		if sr, ok := h.img.(ScanReader); ok && flags&syscall.O_DIRECT == 0 {
+			h.scan = sr
+		}
 	}
 	return h, fuseFlags, 0
 }
@@ -107,6 +110,7 @@ type imageHandle struct {
 	owned    bool // closed on release
 	size     int64
 	writable bool
+	scan     ScanReader // reads of a fixed image the kernel caches
 }
 
 var (
@@ -123,7 +127,11 @@ func (h *imageHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Re
 	if rest := h.size - off; int64(len(dest)) > rest {
 		dest = dest[:rest]
 	}
-	n, err := h.img.ReadAt(dest, off)
+	read := h.img.ReadAt
+	if h.scan != nil {
+		read = h.scan.ReadAtScan
+	}
+	n, err := read(dest, off)
 	if err == nil && n < len(dest) {
 		// The kernel would take a short reply for the end of the file.
 		err = io.ErrUnexpectedEOF

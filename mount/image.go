@@ -28,6 +28,15 @@ type Immutable interface {
 	Immutable() bool
 }
 
+// ScanReader is implemented by images that can read without filling a
+// cache of their own. A handle on a fixed image reads this way unless it
+// was opened with O_DIRECT: the kernel keeps the image's pages
+// (FOPEN_KEEP_CACHE), so a second copy in the image's cache would only
+// cost, a third of the time of a first read of a whole disk.
+type ScanReader interface {
+	ReadAtScan(p []byte, off int64) (int, error)
+}
+
 // Source is what the daemon offers the tree.
 type Source interface {
 	Volumes(ctx context.Context) ([]string, error)

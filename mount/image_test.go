@@ -185,3 +185,56 @@ func TestImageReadErrorIsEIO(t *testing.T) {
 		t.Errorf("read of a good range after the error: %v", err)
 	}
 }
+
+// scanImage counts reads that would fill its cache and reads that would not.
+type scanImage struct {
+	fakeImage
+	scans atomic.Int64
+}
+
+func (s *scanImage) ReadAtScan(p []byte, off int64) (int, error) {
+	s.scans.Add(1)
+	return s.fakeImage.ReadAt(p, off)
+}
+
+// A fixed image, whose pages the kernel keeps, is read without filling the
+// image's cache, unless opened with O_DIRECT (no kernel cache then); a
+// live image always fills it.
+func TestImageScanReadsWhereTheKernelCaches(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		live      bool
+		flags     int
+		wantScans bool
+	}{
+		{"fixed", false, 0, true},
+		{"fixed O_DIRECT", false, syscall.O_DIRECT, false},
+		{"live", true, 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			img := &scanImage{fakeImage: fakeImage{data: randomBytes(6, 4<<20)}}
+			p := mountImageT(t, img, false, Options{Live: tc.live})
+			f, err := os.OpenFile(p, os.O_RDONLY|tc.flags, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			buf := make([]byte, 1<<20) // aligned for O_DIRECT: a fresh 1 MiB allocation is page-aligned
+			for off := int64(0); off < 4<<20; off += 1 << 20 {
+				if _, err := f.ReadAt(buf, off); err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(buf, img.data[off:off+1<<20]) {
+					t.Fatalf("bytes differ at %d", off)
+				}
+			}
+			scans, plain := img.scans.Load(), img.reads.Load()-img.scans.Load()
+			if tc.wantScans && (scans == 0 || plain != 0) {
+				t.Errorf("%d scan reads and %d caching reads, want only scans", scans, plain)
+			}
+			if !tc.wantScans && (scans != 0 || plain == 0) {
+				t.Errorf("%d scan reads and %d caching reads, want no scans", scans, plain)
+			}
+		})
+	}
+}

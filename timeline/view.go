@@ -25,14 +25,7 @@ type View struct {
 	head   bool      // a writable clone head
 	refs   *refCache // for fixed views
 	closed atomic.Bool
-	scan   atomic.Bool // reads keep nothing in the chunk cache
 }
-
-// SetScan marks the view as read in one pass over the whole disk (an
-// export, a copy): its reads use what the chunk cache holds but add
-// nothing to it, so that they do not evict what other readers come back
-// to, nor spend a copy on chunks nobody reads again.
-func (v *View) SetScan(on bool) { v.scan.Store(on) }
 
 // ViewAt opens vol as of t. t must not be before the volume's first
 // version; a t past the newest version is the newest version (the view is
@@ -111,7 +104,17 @@ func (v *View) BlockSize() int64 {
 
 // ReadAt reads len(p) bytes at off. Reading past the end returns the bytes
 // before it and io.EOF.
-func (v *View) ReadAt(p []byte, off int64) (int, error) {
+func (v *View) ReadAt(p []byte, off int64) (int, error) { return v.read(p, off, true) }
+
+// ReadAtScan is ReadAt for a reader that will not come back to the same
+// chunks through this store: one pass over a whole disk (an export), or a
+// reader with a cache of its own (the kernel's page cache behind a FUSE
+// image). It uses what the chunk cache holds but adds nothing to it, so
+// it neither evicts what other readers come back to nor spends a copy
+// into new memory on chunks nobody reads again.
+func (v *View) ReadAtScan(p []byte, off int64) (int, error) { return v.read(p, off, false) }
+
+func (v *View) read(p []byte, off int64, keep bool) (int, error) {
 	m, t, err := v.state()
 	if err != nil {
 		return 0, err
@@ -128,7 +131,7 @@ func (v *View) ReadAt(p []byte, off int64) (int, error) {
 	if n == 0 {
 		return 0, tail
 	}
-	if err := v.s.readAt(m, t, p[:n], off, v.refs, !v.scan.Load()); err != nil {
+	if err := v.s.readAt(m, t, p[:n], off, v.refs, keep); err != nil {
 		return 0, err
 	}
 	return n, tail

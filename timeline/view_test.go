@@ -30,14 +30,12 @@ func TestViewResident(t *testing.T) {
 	}
 	// Read in part by a scan: not cached.
 	part := make([]byte, 512)
-	view.SetScan(true)
-	if _, err := view.ReadAt(part, blk+512); err != nil || !bytes.Equal(part, data[blk+512:blk+1024]) {
+	if _, err := view.ReadAtScan(part, blk+512); err != nil || !bytes.Equal(part, data[blk+512:blk+1024]) {
 		t.Fatalf("read: %v", err)
 	}
 	if view.Resident(blk, 512) {
 		t.Fatal("a scan filled the cache")
 	}
-	view.SetScan(false)
 	// Read in part: cached.
 	if _, err := view.ReadAt(part, blk+512); err != nil || !bytes.Equal(part, data[blk+512:blk+1024]) {
 		t.Fatalf("read: %v", err)
