@@ -173,14 +173,11 @@ func (s *Store) readGroup(ids []ID, locs []location, group []int, span int64, di
 		// Decoded bytes go to a recycled buffer, not a fresh one: fresh
 		// memory costs a page fault per 4 KiB on a cold read, and the
 		// cache above copies what it keeps into its own slabs.
-		var dst *[]byte
-		if locs[i].codec != CodecRaw {
-			dst = getSpan(int64(locs[i].decodedLen) + zstdSlack)
-			defer putSpan(dst)
-		}
 		var buf []byte
-		if dst != nil {
-			buf = *dst
+		if locs[i].codec != CodecRaw {
+			bp := getSpan(int64(locs[i].decodedLen) + zstdSlack)
+			defer putSpan(bp)
+			buf = *bp
 		}
 		data, err := s.verifyParts(ids[i], locs[i], hdrs[k], payloads[k], buf)
 		if err != nil {

@@ -11,9 +11,9 @@ import (
 //
 // Why: a cache that fills with a fresh 64 KiB allocation per chunk faults
 // its memory in 4 KiB at a time, and on a virtual machine each fault is
-// dear: filling 1 GiB that way took 2.9 s of CPU where the same memory in
-// huge pages took 0.07 s, which made the first read of a disk through the
-// daemon run at half the speed of the second. A slab's memory is also
+// dear: filling 1 GiB that way took 2.8-2.9 s of CPU where the same
+// memory in huge pages took 0.07-1.2 s, which made the first read of a
+// disk through the daemon run at half the speed of the second. A slab's memory is also
 // reused as entries are evicted, instead of becoming garbage.
 //
 // A slab is carved into slots of one power-of-two size class, from 4 KiB
