@@ -83,9 +83,12 @@ func (s *Service) Dir() string { return s.dir }
 // Timeline returns the timeline store, for the servers that serve views.
 func (s *Service) Timeline() *timeline.Store { return s.tl }
 
-// Close flushes and closes everything.
+// Close flushes and closes everything. The index's memtable is written
+// out, so that its write-ahead log is deleted now rather than replayed at
+// the next open.
 func (s *Service) Close() error {
 	err := s.tl.Flush()
+	err = errors.Join(err, s.db.Flush())
 	err = errors.Join(err, s.tl.Close(), s.chunks.Close(), s.db.Close())
 	return err
 }

@@ -17,6 +17,7 @@ func PebbleOptions(fs vfs.FS, log *slog.Logger) *pebble.Options {
 		Comparer:           Comparer,
 		FormatMajorVersion: pebble.FormatNewest,
 		Logger:             quietLogger{log},
+		Cleaner:            deleteCleaner{},
 	}
 	for i := range o.Levels {
 		o.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
@@ -25,6 +26,20 @@ func PebbleOptions(fs vfs.FS, log *slog.Logger) *pebble.Options {
 	o.EnsureDefaults()
 	return o
 }
+
+// deleteCleaner removes obsolete files at once, write-ahead logs included.
+// With Pebble's default cleaner, a log whose memtable was flushed is kept
+// for reuse (up to three of them, each as large as a memtable's worth of
+// writes), and a store closed after an import left them on disk until its
+// next open: 4 MB on 470 MB of packs. Pebble recycles no log when its
+// cleaner needs file contents; the embedded ArchiveCleaner (one level
+// down) says so, and DeleteCleaner's Clean, one level up, wins.
+type deleteCleaner struct {
+	pebble.DeleteCleaner
+	needsContents
+}
+
+type needsContents struct{ pebble.ArchiveCleaner }
 
 // quietLogger sends Pebble's chatter to slog at debug level.
 type quietLogger struct{ log *slog.Logger }
