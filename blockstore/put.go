@@ -54,12 +54,45 @@ func (t *Txn) lookupPrint(h uint64) (ID, int, bool) {
 		return ID{}, 0, false
 	}
 	defer closer.Close()
-	if len(v) != 34 {
+	var id ID
+	switch len(v) {
+	case printIDLen + 2:
+		if id, ok = t.s.completeID(v[:printIDLen]); !ok {
+			return ID{}, 0, false
+		}
+	case len(id) + 2: // written by earlier builds
+		copy(id[:], v)
+	default:
 		return ID{}, 0, false
 	}
+	return id, int(binary.BigEndian.Uint16(v[len(v)-2:])), true
+}
+
+// completeID finds the indexed chunk whose digest begins with prefix. Two
+// chunks sharing a prefix are possible (and harmless: findSlices compares
+// the bytes); the first in digest order is taken.
+func (s *Store) completeID(prefix []byte) (ID, bool) {
+	lo := append([]byte{IndexPrefix}, prefix...)
+	hi := append([]byte{IndexPrefix}, prefix...)
+	for i := len(hi) - 1; i > 0; i-- { // the prefix's successor
+		if hi[i]++; hi[i] != 0 {
+			break
+		}
+		if i == 1 {
+			hi = []byte{IndexPrefix + 1}
+		}
+	}
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return ID{}, false
+	}
+	defer it.Close()
 	var id ID
-	copy(id[:], v)
-	return id, int(binary.BigEndian.Uint16(v[32:])), true
+	if !it.First() || len(it.Key()) != 1+len(id) {
+		return ID{}, false
+	}
+	copy(id[:], it.Key()[1:])
+	return id, true
 }
 
 // readSource returns the bytes of a chunk stored whole, by this Txn or
@@ -267,7 +300,7 @@ func (t *Txn) PutMany(ids []ID, datas [][]byte) ([]PutResult, error) {
 		t.mu.pending = append(t.mu.pending, [2][]byte{indexKey(id), r.loc.marshal()})
 		for _, kv := range r.prints {
 			t.mu.pending = append(t.mu.pending, kv)
-			t.mu.prints[binary.BigEndian.Uint64(kv[0][1:])] = pageRef{id: id, page: int(binary.BigEndian.Uint16(kv[1][32:]))}
+			t.mu.prints[binary.BigEndian.Uint64(kv[0][1:])] = pageRef{id: id, page: int(binary.BigEndian.Uint16(kv[1][printIDLen:]))}
 		}
 		res[r.i].New = true
 		res[r.i].Stored = r.loc.size()

@@ -34,8 +34,17 @@ import (
 // FingerprintPrefix is the first byte of page fingerprint keys in the
 // index. Part of the on-disk format:
 //
-//	'f' | xxhash64 of a 4 KiB page u64  ->  chunk digest [32] | page u16
+//	'f' | xxhash64 of a 4 KiB page u64  ->  digest prefix [8] | page u16
+//
+// The value names the chunk by the first 8 bytes of its digest, which
+// the chunk index ('c' keys, sorted by digest) resolves; there are about
+// five fingerprints per chunk, and whole digests made them the larger
+// part of the index. Stores written before keep values with the whole
+// digest (chunk digest [32] | page u16), which are read as well.
 const FingerprintPrefix = 'f'
+
+// printIDLen is how much of a chunk's digest a fingerprint keeps.
+const printIDLen = 8
 
 const (
 	pageSize = 4096
@@ -117,9 +126,9 @@ func fingerprintEntries(id ID, data []byte, ph pageHashes) [][2][]byte {
 	}
 	var out [][2][]byte
 	ph.each(true, false, func(page int, h uint64) {
-		v := make([]byte, 34)
-		copy(v, id[:])
-		binary.BigEndian.PutUint16(v[32:], uint16(page))
+		v := make([]byte, printIDLen+2)
+		copy(v, id[:printIDLen])
+		binary.BigEndian.PutUint16(v[printIDLen:], uint16(page))
 		out = append(out, [2][]byte{fingerprintKey(h), v})
 	})
 	return out

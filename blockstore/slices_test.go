@@ -100,30 +100,57 @@ func TestSlicedChunkWithDamagedSource(t *testing.T) {
 }
 
 // A fingerprint that names a chunk with other bytes (a collision, or a
-// crafted entry) is checked and ignored: the block is stored whole.
+// crafted entry) is checked and ignored: the block is stored whole. Both
+// value forms: a digest prefix, and the whole digest of earlier builds.
 func TestFalseFingerprintIsIgnored(t *testing.T) {
-	s, db := openTest(t, vfs.NewMem(), CodecZstd)
-	decoy := make([]byte, 65536)
-	rand.New(rand.NewSource(3)).Read(decoy)
-	put(t, s, db, decoy)
-	block := make([]byte, 65536)
-	rand.New(rand.NewSource(4)).Read(block)
-	b := db.NewBatch()
-	hashPages(block).each(true, true, func(page int, h uint64) {
-		v := make([]byte, 34)
+	for _, vlen := range []int{printIDLen, len(ID{})} {
+		s, db := openTest(t, vfs.NewMem(), CodecZstd)
+		decoy := make([]byte, 65536)
+		rand.New(rand.NewSource(3)).Read(decoy)
+		put(t, s, db, decoy)
+		block := make([]byte, 65536)
+		rand.New(rand.NewSource(4)).Read(block)
+		b := db.NewBatch()
 		id := Sum(decoy)
-		copy(v, id[:])
-		b.Set(fingerprintKey(h), v, nil)
-	})
-	if err := b.Commit(pebble.Sync); err != nil {
-		t.Fatal(err)
+		hashPages(block).each(true, true, func(page int, h uint64) {
+			v := append(bytes.Clone(id[:vlen]), 0, byte(page))
+			b.Set(fingerprintKey(h), v, nil)
+		})
+		if err := b.Commit(pebble.Sync); err != nil {
+			t.Fatal(err)
+		}
+		txn := s.NewTxn()
+		if got, _, ok := txn.lookupPrint(hashPages(block).h[1]); !ok || got != id {
+			t.Fatalf("%d-byte fingerprint value: found %v %v, want the decoy", vlen, got, ok)
+		}
+		r := put(t, s, db, block)[0]
+		if r.Stored < 65536 {
+			t.Fatalf("block stored in %d bytes: it was sliced from a decoy", r.Stored)
+		}
+		if got, err := s.Get(Sum(block)); err != nil || !bytes.Equal(got, block) {
+			t.Fatalf("read back: %v", err)
+		}
 	}
-	r := put(t, s, db, block)[0]
-	if r.Stored < 65536 {
-		t.Fatalf("block stored in %d bytes: it was sliced from a decoy", r.Stored)
+}
+
+// Fingerprints name chunks by a digest prefix; the chunk index completes
+// it. A prefix no chunk has finds nothing.
+func TestFingerprintPrefixResolves(t *testing.T) {
+	s, db := openTest(t, vfs.NewMem(), CodecZstd)
+	data := make([]byte, 65536)
+	rand.New(rand.NewSource(5)).Read(data)
+	put(t, s, db, data)
+	id := Sum(data)
+	if got, ok := s.completeID(id[:printIDLen]); !ok || got != id {
+		t.Fatalf("completeID(prefix) = %v %v", got, ok)
 	}
-	if got, err := s.Get(Sum(block)); err != nil || !bytes.Equal(got, block) {
-		t.Fatalf("read back: %v", err)
+	other := bytes.Clone(id[:printIDLen])
+	other[printIDLen-1]++
+	if got, ok := s.completeID(other); ok {
+		t.Fatalf("completeID of an unknown prefix found %v", got)
+	}
+	if got, ok := s.completeID([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}); ok && got != id {
+		t.Fatalf("completeID(ff..) = %v", got)
 	}
 }
 
