@@ -123,6 +123,18 @@ func (c *Cache) readMany(ids []ID, into [][]byte, keep bool, fn func(i int, data
 	if len(missIDs) == 0 {
 		return nil
 	}
+	if st, ok := c.next.(*Store); ok && keep {
+		// The other members of a bundle come with it: decoding it again
+		// for each would cost sixteen times a chunk's decoding, and
+		// reads near a block soon want its neighbours.
+		sib := func(id ID, data []byte) { c.addRead(id, data, false) }
+		return st.readManySiblings(missIDs, missInto, sib, func(k int, data []byte) {
+			fn(missAt[k], data)
+			if !inPlace(data, missInto, k) {
+				c.addRead(missIDs[k], data, false)
+			}
+		})
+	}
 	if m, ok := c.next.(ManyReader); ok {
 		return m.ReadMany(missIDs, missInto, func(k int, data []byte) {
 			fn(missAt[k], data)

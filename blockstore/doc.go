@@ -18,10 +18,18 @@
 // pages) is stored as a slices record that references runs of those
 // chunks (see slices.go); page fingerprints for finding them live under
 //
-//	'f' | xxhash64 of a 4 KiB page -> chunk digest | page number
+//	'f' | xxhash64 of a 4 KiB page -> chunk digest prefix | page number
 //
 // A collector of unreferenced chunks must count the chunks a slices
 // record references as referenced.
+//
+// Chunks that compress and are stored by one PutMany (the new blocks of
+// an import segment) are compressed together, up to sixteen to a bundle
+// record (see bundle.go); each keeps its own index entry, which names
+// the bundle and the member's place in it. Reading a member decodes its
+// bundle, which the store keeps for the neighbours that follow. A
+// collector can drop a bundle only when all of its members are
+// unreferenced.
 //
 // # Durability
 //

@@ -17,9 +17,27 @@ func FuzzDecoders(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
+	s := &Store{codecs: cs}
 	z, _ := cs.encode(CodecZstd, make([]byte, 4096), make([]byte, 0, 8192))
 	f.Add(z)
+	chunks := [][]byte{textBlock(1, 4096), textBlock(2, 4096)}
+	if bundle, ok := cs.appendBundle(nil, []ID{Sum(chunks[0]), Sum(chunks[1])}, chunks); ok {
+		f.Add(bundle)
+	}
+	f.Add(location{pack: 1, offset: 16, payloadLen: 10, decodedLen: 20, codec: CodecBundle, member: 20, bundleLen: 40}.marshal())
 	f.Fuzz(func(t *testing.T, b []byte) {
+		if members, _, err := s.decodeBundle(b, 8192, nil); err == nil {
+			end := uint32(0)
+			for _, m := range members {
+				if m.off != end || m.length == 0 {
+					t.Fatalf("bundle members do not tile the bundle")
+				}
+				end += m.length
+			}
+			if end != 8192 {
+				t.Fatalf("bundle members add up to %d", end)
+			}
+		}
 		var h recordHeader
 		_ = h.unmarshal(b)
 		if l, err := unmarshalLocation(b); err == nil {

@@ -38,28 +38,51 @@ func (s *Store) verify(id ID, loc location, buf []byte) ([]byte, error) {
 
 // verifyParts is verify for a record whose header and payload were read
 // into separate buffers. A compressed or sliced chunk is decoded into dst
-// when it has room (see codecs.decode), else into a new buffer.
+// when it has room (see codecs.decode), else into a new buffer. A bundle
+// member is decoded with its whole bundle and returned as a copy.
 func (s *Store) verifyParts(id ID, loc location, hdr, payload, dst []byte) ([]byte, error) {
-	var h recordHeader
-	if err := h.unmarshal(hdr); err != nil {
-		return nil, fmt.Errorf("chunk %s in pack %d at %d: %w", id, loc.pack, loc.offset, err)
+	if err := checkRecord(id, loc, hdr, payload); err != nil {
+		return nil, err
 	}
-	switch {
-	case h.id != id:
-		return nil, fmt.Errorf("chunk %s: %w: record at pack %d offset %d holds chunk %s", id, ErrCorrupt, loc.pack, loc.offset, h.id)
-	case h.payloadLen != loc.payloadLen || h.decodedLen != loc.decodedLen || h.codec != loc.codec || len(payload) != int(h.payloadLen):
-		return nil, fmt.Errorf("chunk %s: %w: record header disagrees with the index", id, ErrCorrupt)
-	case crc32.Update(recordCRC(hdr), castagnoli, payload) != h.crc:
-		return nil, fmt.Errorf("chunk %s: %w: checksum mismatch in pack %d at %d", id, ErrCorrupt, loc.pack, loc.offset)
+	switch loc.codec {
+	case CodecSlices:
+		return s.assemble(id, payload, int(loc.decodedLen), dst)
+	case CodecBundle:
+		bp := s.bundles.buffer()
+		defer s.bundles.recycle(bp)
+		members, data, err := s.decodeBundle(payload, int(loc.bundleLen), *bp)
+		if err != nil {
+			return nil, fmt.Errorf("chunk %s: %w", id, err)
+		}
+		m, err := bundleMemberOf(members, id, loc)
+		if err != nil {
+			return nil, err
+		}
+		return append(dst[:0], data[m.off:m.off+m.length]...), nil
 	}
-	if h.codec == CodecSlices {
-		return s.assemble(id, payload, int(h.decodedLen), dst)
-	}
-	out, err := s.codecs.decode(h.codec, payload, int(h.decodedLen), dst)
+	out, err := s.codecs.decode(loc.codec, payload, int(loc.decodedLen), dst)
 	if err != nil {
 		return nil, fmt.Errorf("chunk %s: %w", id, err)
 	}
 	return out, nil
+}
+
+// checkRecord checks a record's header against the index entry of chunk
+// id, and its checksum.
+func checkRecord(id ID, loc location, hdr, payload []byte) error {
+	var h recordHeader
+	if err := h.unmarshal(hdr); err != nil {
+		return fmt.Errorf("chunk %s in pack %d at %d: %w", id, loc.pack, loc.offset, err)
+	}
+	switch {
+	case h.id != id && loc.codec != CodecBundle: // a bundle's members are checked in its table
+		return fmt.Errorf("chunk %s: %w: record at pack %d offset %d holds chunk %s", id, ErrCorrupt, loc.pack, loc.offset, h.id)
+	case h.payloadLen != loc.payloadLen || h.decodedLen != loc.recordDecodedLen() || h.codec != loc.codec || len(payload) != int(h.payloadLen):
+		return fmt.Errorf("chunk %s: %w: record header disagrees with the index", id, ErrCorrupt)
+	case crc32.Update(recordCRC(hdr), castagnoli, payload) != h.crc:
+		return fmt.Errorf("chunk %s: %w: checksum mismatch in pack %d at %d", id, ErrCorrupt, loc.pack, loc.offset)
+	}
+	return nil
 }
 
 // Stats describes what the store holds.
@@ -94,7 +117,9 @@ func (s *Store) Stats() (Stats, error) {
 			st.SlicedChunks++
 			st.SlicedBytes += int64(loc.decodedLen)
 		}
-		st.StoredBytes += recordHeaderSize + int64(loc.payloadLen)
+		if loc.codec != CodecBundle || loc.member == 0 { // a bundle counts once
+			st.StoredBytes += recordHeaderSize + int64(loc.payloadLen)
+		}
 	}
 	if err := it.Close(); err != nil {
 		return st, err

@@ -2,6 +2,7 @@ package blockstore
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"runtime"
@@ -35,11 +36,19 @@ var _ ManyReader = (*Store)(nil)
 // only during the call: it sits in a recycled buffer. On error fn may have
 // been called for some chunks, and the buffers of into may hold any bytes.
 func (s *Store) ReadMany(ids []ID, into [][]byte, fn func(i int, data []byte)) error {
-	return s.readMany(ids, into, false, fn)
+	return s.readMany(ids, into, false, nil, fn)
 }
 
-// readMany is ReadMany; with wholeOnly, a slices record is an error.
-func (s *Store) readMany(ids []ID, into [][]byte, wholeOnly bool, fn func(i int, data []byte)) error {
+// readManySiblings is ReadMany that also hands sib the other members of
+// the bundles it decoded.
+func (s *Store) readManySiblings(ids []ID, into [][]byte, sib func(ID, []byte), fn func(i int, data []byte)) error {
+	return s.readMany(ids, into, false, sib, fn)
+}
+
+// readMany is ReadMany; with wholeOnly, a slices record is an error. sib,
+// if not nil, is handed the members of the bundles this call decoded that
+// it was not asked for (valid during the call).
+func (s *Store) readMany(ids []ID, into [][]byte, wholeOnly bool, sib func(ID, []byte), fn func(i int, data []byte)) error {
 	locs := make([]location, len(ids))
 	for i, id := range ids {
 		var err error
@@ -50,10 +59,93 @@ func (s *Store) readMany(ids []ID, into [][]byte, wholeOnly bool, fn func(i int,
 			return fmt.Errorf("chunk %s: %w: a slices record where a whole chunk belongs", id, ErrCorrupt)
 		}
 	}
-	order := make([]int, len(ids))
-	for i := range order {
-		order[i] = i
+	// The members of a bundle are decoded once: by the first reader to
+	// want it, here or in another call, through the bundle cache. Not so
+	// for the sources of slices records (wholeOnly): they are read while
+	// a slices record of the same or another call is being decoded, whose
+	// reader may own the very bundle and not load it before it returns.
+	var reads []int // the chunks whose records are read here
+	bundles := map[recordKey]*bundleRead{}
+	for i := range ids {
+		if locs[i].codec != CodecBundle || wholeOnly {
+			reads = append(reads, i)
+			continue
+		}
+		k := locs[i].key()
+		br := bundles[k]
+		if br == nil {
+			e, owner := s.bundles.acquire(k)
+			br = &bundleRead{e: e, owner: owner}
+			bundles[k] = br
+			if owner {
+				reads = append(reads, i)
+			}
+		}
+		br.want = append(br.want, i)
 	}
+	defer func() {
+		for _, br := range bundles {
+			if br.owner {
+				s.bundles.fail(br.e, errNotLoaded, nil) // no-op once loaded
+			}
+			s.bundles.release(br.e)
+		}
+	}()
+	if err := s.readRecords(ids, locs, into, reads, bundles, fn); err != nil {
+		return err
+	}
+	var retry []int
+	for _, br := range bundles {
+		<-br.e.ready
+		if errors.Is(br.e.err, errNotLoaded) { // its reader gave up: read it here
+			retry = append(retry, br.want...)
+			continue
+		}
+		if br.e.err != nil {
+			return br.e.err
+		}
+		wanted := map[uint32]bool{}
+		for _, i := range br.want {
+			m, err := bundleMemberOf(br.e.members, ids[i], locs[i])
+			if err != nil {
+				return err
+			}
+			fn(i, br.e.data[m.off:m.off+m.length])
+			wanted[m.off] = true
+		}
+		if sib != nil {
+			for _, m := range br.e.members {
+				if !wanted[m.off] {
+					sib(m.id, br.e.data[m.off:m.off+m.length])
+				}
+			}
+		}
+	}
+	if len(retry) == 0 {
+		return nil
+	}
+	sub := make([]ID, len(retry))
+	for k, i := range retry {
+		sub[k] = ids[i]
+	}
+	return s.readMany(sub, nil, wholeOnly, sib, func(k int, data []byte) { fn(retry[k], data) })
+}
+
+// bundleRead is a bundle some chunks of a ReadMany belong to.
+type bundleRead struct {
+	e     *bundleEntry
+	owner bool  // this call loads it
+	want  []int // the chunks asked for
+}
+
+// readRecords reads the records of the chunks reads, neighbours in a
+// pack together, and hands each chunk to fn; a bundle it loads into its
+// entry of bundles instead.
+func (s *Store) readRecords(ids []ID, locs []location, into [][]byte, reads []int, bundles map[recordKey]*bundleRead, fn func(int, []byte)) error {
+	if len(reads) == 0 {
+		return nil
+	}
+	order := reads
 	sort.Slice(order, func(a, b int) bool {
 		la, lb := locs[order[a]], locs[order[b]]
 		return la.pack < lb.pack || la.pack == lb.pack && la.offset < lb.offset
@@ -80,15 +172,40 @@ func (s *Store) readMany(ids []ID, into [][]byte, wholeOnly bool, fn func(i int,
 		}
 		return nil
 	}
+	load := func(i int, hdr, payload []byte) (bool, error) {
+		br := bundles[locs[i].key()]
+		if locs[i].codec != CodecBundle || br == nil {
+			return false, nil
+		}
+		return true, s.loadBundle(ids[i], locs[i], hdr, payload, br.e)
+	}
 	if len(groups) == 1 {
-		return s.readGroup(ids, locs, groups[0], spans[0], direct, fn)
+		return s.readGroup(ids, locs, groups[0], spans[0], direct, load, fn)
 	}
 	var g errgroup.Group
 	g.SetLimit(runtime.GOMAXPROCS(0))
 	for k, group := range groups {
-		g.Go(func() error { return s.readGroup(ids, locs, group, spans[k], direct, fn) })
+		g.Go(func() error { return s.readGroup(ids, locs, group, spans[k], direct, load, fn) })
 	}
 	return g.Wait()
+}
+
+// loadBundle checks and decodes the bundle record that chunk id belongs
+// to into its cache entry e, which this reader owns.
+func (s *Store) loadBundle(id ID, loc location, hdr, payload []byte, e *bundleEntry) error {
+	if err := checkRecord(id, loc, hdr, payload); err != nil {
+		s.bundles.fail(e, err, nil)
+		return err
+	}
+	bp := s.bundles.buffer()
+	members, data, err := s.decodeBundle(payload, int(loc.bundleLen), *bp)
+	if err != nil {
+		err = fmt.Errorf("chunk %s: %w", id, err)
+		s.bundles.fail(e, err, bp)
+		return err
+	}
+	s.bundles.fill(e, members, data, bp)
+	return nil
 }
 
 // maxGroup bounds the records of one read, so that its I/O vector stays
@@ -110,7 +227,7 @@ func (s *Store) GetMany(ids []ID) ([][]byte, error) {
 // rest (headers, compressed or partly wanted payloads) into a recycled
 // scratch buffer. It then verifies and decodes each record, handing it to
 // fn.
-func (s *Store) readGroup(ids []ID, locs []location, group []int, span int64, direct func(int) []byte, fn func(int, []byte)) error {
+func (s *Store) readGroup(ids []ID, locs []location, group []int, span int64, direct func(int) []byte, load func(int, []byte, []byte) (bool, error), fn func(int, []byte)) error {
 	first := locs[group[0]]
 	f, err := s.file(first.pack)
 	if err != nil {
@@ -170,6 +287,9 @@ func (s *Store) readGroup(ids []ID, locs []location, group []int, span int64, di
 	}
 	decode := func(k int) error {
 		i := group[k]
+		if loaded, err := load(i, hdrs[k], payloads[k]); loaded || err != nil {
+			return err
+		}
 		// Decoded bytes go to a recycled buffer, not a fresh one: fresh
 		// memory costs a page fault per 4 KiB on a cold read, and the
 		// cache above copies what it keeps into its own slabs.

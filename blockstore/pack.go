@@ -53,6 +53,8 @@ func (c Codec) String() string {
 		return "s2"
 	case CodecSlices:
 		return "slices"
+	case CodecBundle:
+		return "bundle"
 	}
 	return fmt.Sprintf("codec(%d)", uint8(c))
 }

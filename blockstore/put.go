@@ -1,8 +1,11 @@
 package blockstore
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
+	"hash/crc32"
+	"io"
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -177,44 +180,159 @@ func (s *Store) Has(id ID) (bool, error) {
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 128<<10); return &b }}
 
-// encodeRecord appends the record of chunk id to buf. The location it
-// returns lacks the pack and offset.
-func (s *Store) encodeRecord(buf []byte, id ID, data []byte) ([]byte, location) {
+// runPool recycles the buffers of runs: fresh memory costs a page fault
+// per 4 KiB.
+var runPool = sync.Pool{New: func() any { b := make([]byte, 0, 1<<20); return &b }}
+
+// run is the records of one PutMany on their way to a pack: headers and
+// encoded payloads in buf, raw payloads left in the caller's memory, so
+// that they reach the pack with one pwritev and are not copied first.
+type run struct {
+	bp     *[]byte
+	buf    []byte
+	pieces []piece // in pack order
+	size   int64
+}
+
+// piece is buf[lo:hi], or ext.
+type piece struct {
+	lo, hi int
+	ext    []byte
+}
+
+func newRun() *run {
+	bp := runPool.Get().(*[]byte)
+	return &run{bp: bp, buf: (*bp)[:0]}
+}
+
+func (r *run) release() {
+	*r.bp = r.buf[:0] // keep a grown buffer
+	runPool.Put(r.bp)
+}
+
+// take adds buf[lo:] to the pieces.
+func (r *run) take(lo int) {
+	hi := len(r.buf)
+	r.size += int64(hi - lo)
+	if k := len(r.pieces) - 1; k >= 0 && r.pieces[k].ext == nil && r.pieces[k].hi == lo {
+		r.pieces[k].hi = hi
+		return
+	}
+	r.pieces = append(r.pieces, piece{lo: lo, hi: hi})
+}
+
+var noHeader [recordHeaderSize]byte
+
+// add appends the record of chunk id (decodedLen bytes, encoded as
+// payload with codec) and returns where it starts in the run and its
+// location, which lacks the pack and offset. With inPlace, the payload is
+// written from where it is, and must stay unchanged until the run is.
+func (r *run) add(id ID, decodedLen int, payload []byte, codec Codec, inPlace bool) (int64, location) {
+	at, lo := r.size, len(r.buf)
+	r.buf = append(r.buf, noHeader[:]...)
+	if !inPlace {
+		r.buf = append(r.buf, payload...)
+	}
+	loc := sealHeader(r.buf[lo:lo+recordHeaderSize], id, decodedLen, payload, codec)
+	r.take(lo)
+	if inPlace {
+		r.pieces = append(r.pieces, piece{ext: payload})
+		r.size += int64(len(payload))
+	}
+	return at, loc
+}
+
+// addBundle appends a bundle record of the chunks datas (digests ids), or
+// returns false, adding nothing, when they do not compress.
+func (r *run) addBundle(cs *codecs, ids []ID, datas [][]byte, decodedLen int) (int64, location, bool) {
+	at, lo := r.size, len(r.buf)
+	var ok bool
+	r.buf, ok = cs.appendBundle(append(r.buf, noHeader[:]...), ids, datas)
+	if !ok {
+		r.buf = r.buf[:lo]
+		return 0, location{}, false
+	}
+	loc := sealHeader(r.buf[lo:lo+recordHeaderSize], ids[0], decodedLen, r.buf[lo+recordHeaderSize:], CodecBundle)
+	r.take(lo)
+	return at, loc, true
+}
+
+// sealHeader fills in hdr, the header of a record with payload, and
+// returns the record's location, which lacks the pack and offset.
+func sealHeader(hdr []byte, id ID, decodedLen int, payload []byte, codec Codec) location {
+	h := recordHeader{payloadLen: uint32(len(payload)), decodedLen: uint32(decodedLen), codec: codec, id: id}
+	h.marshal(hdr)
+	h.crc = crc32.Update(recordCRC(hdr), castagnoli, payload)
+	h.marshal(hdr)
+	return location{payloadLen: h.payloadLen, decodedLen: h.decodedLen, codec: codec}
+}
+
+// addChunk appends the record of chunk id stored whole, compressed with
+// the store's codec where that pays.
+func (r *run) addChunk(s *Store, id ID, data []byte) (int64, location) {
 	sp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(sp)
 	payload, codec := s.codecs.encode(s.codec, data, (*sp)[:0])
 	if codec != CodecRaw {
 		*sp = payload[:0] // keep a grown scratch buffer
 	}
-	return appendRecord(buf, id, len(data), payload, codec)
+	return r.add(id, len(data), payload, codec, codec == CodecRaw)
 }
 
-// appendRecord appends the record of chunk id (decodedLen bytes, encoded
-// as payload with codec) to buf.
-func appendRecord(buf []byte, id ID, decodedLen int, payload []byte, codec Codec) ([]byte, location) {
-	h := recordHeader{payloadLen: uint32(len(payload)), decodedLen: uint32(decodedLen), codec: codec, id: id}
-	start := len(buf)
-	buf = append(buf, make([]byte, recordHeaderSize)...)
-	buf = append(buf, payload...)
-	rec := buf[start:]
-	h.marshal(rec[:recordHeaderSize])
-	h.crc = recordCRC(rec)
-	h.marshal(rec[:recordHeaderSize])
-	return buf, location{payloadLen: h.payloadLen, decodedLen: h.decodedLen, codec: codec}
-}
-
-// write appends buf to the active pack with one pwrite.
-func (s *Store) write(buf []byte) (uint32, int64, error) {
-	pack, off, f, err := s.reserve(int64(len(buf)))
+// write appends the run to the active pack with one pwritev.
+func (s *Store) write(r *run) (uint32, int64, error) {
+	pack, off, f, err := s.reserve(r.size)
 	if err != nil {
 		return 0, 0, err
 	}
-	if _, err := f.WriteAt(buf, off); err != nil {
+	iov := make([][]byte, len(r.pieces))
+	for k, p := range r.pieces {
+		if iov[k] = p.ext; p.ext == nil {
+			iov[k] = r.buf[p.lo:p.hi]
+		}
+	}
+	if fd := f.Fd(); fd != vfs.InvalidFd {
+		err = pwritevFull(int(fd), iov, off)
+	} else {
+		_, err = f.WriteAt(bytes.Join(iov, nil), off)
+	}
+	if err != nil {
 		return 0, 0, fmt.Errorf("blockstore: write pack %d: %w", pack, err)
 	}
 	s.markDirty(pack)
-	startWriteback(f, off, int64(len(buf)))
+	startWriteback(f, off, r.size)
 	return pack, off, nil
+}
+
+// pwritevFull writes bufs to fd at off, as many times as it takes, at most
+// IOV_MAX (1024) buffers at a time.
+func pwritevFull(fd int, bufs [][]byte, off int64) error {
+	for len(bufs) > 0 {
+		n, err := unix.Pwritev(fd, bufs[:min(len(bufs), 1024)], off)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return io.ErrShortWrite
+		}
+		off += int64(n)
+		for n > 0 && len(bufs) > 0 { // drop what was written
+			if n >= len(bufs[0]) {
+				n -= len(bufs[0])
+				bufs = bufs[1:]
+				continue
+			}
+			bufs[0] = bufs[0][n:]
+			n = 0
+		}
+		for len(bufs) > 0 && len(bufs[0]) == 0 {
+			bufs = bufs[1:]
+		}
+	}
+	return nil
 }
 
 // startWriteback asks the kernel to begin writing [off, off+n) of a pack
@@ -229,21 +347,63 @@ func startWriteback(f vfs.File, off, n int64) {
 
 // PutMany is Put for several chunks (ids[i] is the digest of datas[i]):
 // those not stored yet are written as one run of records with one pwrite,
-// so blocks that are read together lie together in the pack.
+// so blocks that are read together lie together in the pack. With zstd,
+// the compressible ones among them are compressed in bundles of up to
+// maxBundleMembers (see CodecBundle).
 func (t *Txn) PutMany(ids []ID, datas [][]byte) ([]PutResult, error) {
 	res := make([]PutResult, len(ids))
 	type rec struct {
 		i      int
-		off    int64
+		off    int64 // of the record in the run
 		loc    location
+		stored int64
 		prints [][2][]byte // of a chunk stored whole
 	}
 	var recs []rec
-	size := 0
-	for _, d := range datas {
-		size += recordHeaderSize + len(d)
+	r := newRun()
+	defer r.release()
+	// The compressible chunks waiting for their bundle.
+	var bundle []int
+	bundleBytes := 0
+	bundlePrints := map[int][][2][]byte{}
+	single := func(i int, prints [][2][]byte) {
+		off, loc := r.addChunk(t.s, ids[i], datas[i])
+		recs = append(recs, rec{i: i, off: off, loc: loc, stored: loc.size(), prints: prints})
 	}
-	buf := make([]byte, 0, size) // raw records are no larger; compressed ones smaller
+	flushBundle := func() {
+		defer func() { bundle, bundleBytes = bundle[:0], 0 }()
+		if len(bundle) == 1 {
+			single(bundle[0], bundlePrints[bundle[0]])
+			return
+		}
+		bids := make([]ID, len(bundle))
+		bdatas := make([][]byte, len(bundle))
+		for k, i := range bundle {
+			bids[k], bdatas[k] = ids[i], datas[i]
+		}
+		off, loc, ok := r.addBundle(t.s.codecs, bids, bdatas, bundleBytes)
+		if !ok {
+			for _, i := range bundle {
+				single(i, bundlePrints[i])
+			}
+			return
+		}
+		// Each member is charged its share of the record.
+		left, member := loc.size(), uint32(0)
+		for k, i := range bundle {
+			share := loc.size() * int64(len(datas[i])) / int64(bundleBytes)
+			if k == len(bundle)-1 {
+				share = left
+			}
+			left -= share
+			mloc := loc
+			mloc.decodedLen, mloc.member, mloc.bundleLen = uint32(len(datas[i])), member, uint32(bundleBytes)
+			member += uint32(len(datas[i]))
+			recs = append(recs, rec{i: i, off: off, loc: mloc, stored: share, prints: bundlePrints[i]})
+		}
+	}
+	sp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(sp)
 	batch := map[ID]bool{}
 	for i, id := range ids {
 		res[i].ID = id
@@ -261,29 +421,49 @@ func (t *Txn) PutMany(ids []ID, datas [][]byte) ([]PutResult, error) {
 			continue
 		}
 		batch[id] = true
-		start := int64(len(buf))
-		var loc location
-		var prints [][2][]byte
-		buf, loc = t.s.encodeRecord(buf, id, datas[i])
 		var ph pageHashes
 		if len(datas[i]) >= minSlicedBlock {
 			ph = hashPages(datas[i])
 		}
 		if segs := findSlices(datas[i], ph, t.lookupPrint, t.readSource); segs != nil {
 			// Slices win only when smaller than the block stored whole.
-			if payload := t.s.codecs.encodeSlices(t.s.codec, datas[i], segs); len(payload) < int(loc.payloadLen) {
-				buf, loc = appendRecord(buf[:start], id, len(datas[i]), payload, CodecSlices)
+			whole, codec := t.s.codecs.encode(t.s.codec, datas[i], (*sp)[:0])
+			if payload := t.s.codecs.encodeSlices(t.s.codec, datas[i], segs); len(payload) < len(whole) {
+				off, loc := r.add(id, len(datas[i]), payload, CodecSlices, false)
+				recs = append(recs, rec{i: i, off: off, loc: loc, stored: loc.size()})
+				continue
 			}
+			off, loc := r.add(id, len(datas[i]), whole, codec, codec == CodecRaw)
+			recs = append(recs, rec{i: i, off: off, loc: loc, stored: loc.size(), prints: fingerprintEntries(id, datas[i], ph)})
+			continue
 		}
-		if loc.codec != CodecSlices {
-			prints = fingerprintEntries(id, datas[i], ph)
+		prints := fingerprintEntries(id, datas[i], ph)
+		if t.s.codec != CodecZstd || len(datas[i]) > maxBundleBytes/2 {
+			single(i, prints)
+			continue
 		}
-		recs = append(recs, rec{i: i, off: start, loc: loc, prints: prints})
+		if incompressible(datas[i], (*sp)[:0]) {
+			off, loc := r.add(id, len(datas[i]), datas[i], CodecRaw, true)
+			recs = append(recs, rec{i: i, off: off, loc: loc, stored: loc.size(), prints: prints})
+			continue
+		}
+		if bundleBytes+len(datas[i]) > maxBundleBytes {
+			flushBundle()
+		}
+		bundle = append(bundle, i)
+		bundleBytes += len(datas[i])
+		bundlePrints[i] = prints
+		if len(bundle) == maxBundleMembers {
+			flushBundle()
+		}
+	}
+	if len(bundle) > 0 {
+		flushBundle()
 	}
 	if len(recs) == 0 {
 		return res, nil
 	}
-	pack, off, err := t.s.write(buf)
+	pack, off, err := t.s.write(r)
 	if err != nil {
 		return nil, err
 	}
@@ -303,7 +483,7 @@ func (t *Txn) PutMany(ids []ID, datas [][]byte) ([]PutResult, error) {
 			t.mu.prints[binary.BigEndian.Uint64(kv[0][1:])] = pageRef{id: id, page: int(binary.BigEndian.Uint16(kv[1][printIDLen:]))}
 		}
 		res[r.i].New = true
-		res[r.i].Stored = r.loc.size()
+		res[r.i].Stored = r.stored
 	}
 	return res, nil
 }

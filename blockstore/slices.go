@@ -148,6 +148,18 @@ func findSlices(data []byte, ph pageHashes, lookup func(h uint64) (ID, int, bool
 	if len(data) < minSlicedBlock {
 		return nil
 	}
+	// Many pages of a block find the same source: read it once.
+	sources := map[ID][]byte{}
+	readOnce := func(id ID) ([]byte, error) {
+		if d, ok := sources[id]; ok {
+			return d, nil
+		}
+		d, err := read(id)
+		if err == nil {
+			sources[id] = d
+		}
+		return d, err
+	}
 	var matches []match
 	covered := func(off int) bool {
 		for _, m := range matches {
@@ -166,7 +178,7 @@ func findSlices(data []byte, ph pageHashes, lookup func(h uint64) (ID, int, bool
 			return
 		}
 		shift := (page - srcPage) * pageSize
-		sdata, err := read(src)
+		sdata, err := readOnce(src)
 		if err != nil {
 			return // gone or damaged: store the bytes instead
 		}
@@ -372,7 +384,7 @@ func (w wholeChunks) Get(id ID) ([]byte, error) {
 }
 
 func (w wholeChunks) ReadMany(ids []ID, into [][]byte, fn func(int, []byte)) error {
-	return w.s.readMany(ids, into, true, fn)
+	return w.s.readMany(ids, into, true, nil, fn)
 }
 
 // maxSourceCache bounds the store's cache of sources of slices records.
