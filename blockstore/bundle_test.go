@@ -36,16 +36,7 @@ func putMany(t *testing.T, s *Store, db *pebble.DB, chunks [][]byte) []PutResult
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := db.NewBatch()
-	if err := txn.AddTo(b); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.SyncPacks(); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Commit(pebble.Sync); err != nil {
-		t.Fatal(err)
-	}
+	commit(t, s, db, txn)
 	return res
 }
 

@@ -385,15 +385,25 @@ func preadvFull(fd int, bufs [][]byte, off int64) (int, error) {
 		}
 		total += n
 		off += int64(n)
-		for n > 0 && len(bufs) > 0 { // drop what was filled
-			if n >= len(bufs[0]) {
-				n -= len(bufs[0])
-				bufs = bufs[1:]
-				continue
-			}
-			bufs[0] = bufs[0][n:]
-			n = 0
-		}
+		bufs = advance(bufs, n)
 	}
 	return total, nil
+}
+
+// advance drops the first n bytes of an I/O vector, and the buffers left
+// empty.
+func advance(bufs [][]byte, n int) [][]byte {
+	for n > 0 && len(bufs) > 0 {
+		if n >= len(bufs[0]) {
+			n -= len(bufs[0])
+			bufs = bufs[1:]
+			continue
+		}
+		bufs[0] = bufs[0][n:]
+		n = 0
+	}
+	for len(bufs) > 0 && len(bufs[0]) == 0 {
+		bufs = bufs[1:]
+	}
+	return bufs
 }

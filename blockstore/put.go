@@ -319,18 +319,7 @@ func pwritevFull(fd int, bufs [][]byte, off int64) error {
 			return io.ErrShortWrite
 		}
 		off += int64(n)
-		for n > 0 && len(bufs) > 0 { // drop what was written
-			if n >= len(bufs[0]) {
-				n -= len(bufs[0])
-				bufs = bufs[1:]
-				continue
-			}
-			bufs[0] = bufs[0][n:]
-			n = 0
-		}
-		for len(bufs) > 0 && len(bufs[0]) == 0 {
-			bufs = bufs[1:]
-		}
+		bufs = advance(bufs, n)
 	}
 	return nil
 }

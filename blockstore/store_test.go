@@ -37,6 +37,13 @@ func put(t *testing.T, s *Store, db *pebble.DB, chunks ...[]byte) []PutResult {
 		}
 		out = append(out, r)
 	}
+	commit(t, s, db, txn)
+	return out
+}
+
+// commit makes what txn stored durable and indexed, as a writer does.
+func commit(t *testing.T, s *Store, db *pebble.DB, txn *Txn) {
+	t.Helper()
 	b := db.NewBatch()
 	if err := txn.AddTo(b); err != nil {
 		t.Fatal(err)
@@ -47,7 +54,6 @@ func put(t *testing.T, s *Store, db *pebble.DB, chunks ...[]byte) []PutResult {
 	if err := b.Commit(pebble.Sync); err != nil {
 		t.Fatal(err)
 	}
-	return out
 }
 
 func TestPutGetDedupCompress(t *testing.T) {
