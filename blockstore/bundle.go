@@ -115,19 +115,19 @@ func parseBundle(payload []byte, decodedLen int) ([]bundleMember, []byte, Codec,
 	return members, payload[4+n*bundleEntrySize:], fc, nil
 }
 
-// bundleMemberOf returns the member of members that loc, the index entry
-// of chunk id, names: the entry and the record must agree on the digest,
-// the offset and the length.
-func bundleMemberOf(members []bundleMember, id ID, loc location) (bundleMember, error) {
-	for _, m := range members {
+// bundleMemberOf returns the index in members of the member that loc,
+// the index entry of chunk id, names: the entry and the record must agree
+// on the digest, the offset and the length.
+func bundleMemberOf(members []bundleMember, id ID, loc location) (int, error) {
+	for k, m := range members {
 		if m.off == loc.member {
 			if m.id != id || m.length != loc.decodedLen {
 				break
 			}
-			return m, nil
+			return k, nil
 		}
 	}
-	return bundleMember{}, fmt.Errorf("chunk %s: %w: bundle at pack %d offset %d holds no such member", id, ErrCorrupt, loc.pack, loc.offset)
+	return 0, fmt.Errorf("chunk %s: %w: bundle at pack %d offset %d holds no such member", id, ErrCorrupt, loc.pack, loc.offset)
 }
 
 // decodeBundle decodes a verified bundle payload into dst when it has room

@@ -54,10 +54,11 @@ func (s *Store) verifyParts(id ID, loc location, hdr, payload, dst []byte) ([]by
 		if err != nil {
 			return nil, fmt.Errorf("chunk %s: %w", id, err)
 		}
-		m, err := bundleMemberOf(members, id, loc)
+		k, err := bundleMemberOf(members, id, loc)
 		if err != nil {
 			return nil, err
 		}
+		m := members[k]
 		return append(dst[:0], data[m.off:m.off+m.length]...), nil
 	}
 	out, err := s.codecs.decode(loc.codec, payload, int(loc.decodedLen), dst)

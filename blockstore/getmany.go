@@ -104,18 +104,19 @@ func (s *Store) readMany(ids []ID, into [][]byte, wholeOnly bool, sib func(ID, [
 		if br.e.err != nil {
 			return br.e.err
 		}
-		wanted := map[uint32]bool{}
+		var wanted uint32 // a bit per member (at most maxBundleMembers)
 		for _, i := range br.want {
-			m, err := bundleMemberOf(br.e.members, ids[i], locs[i])
+			k, err := bundleMemberOf(br.e.members, ids[i], locs[i])
 			if err != nil {
 				return err
 			}
+			m := br.e.members[k]
 			fn(i, br.e.data[m.off:m.off+m.length])
-			wanted[m.off] = true
+			wanted |= 1 << k
 		}
 		if sib != nil {
-			for _, m := range br.e.members {
-				if !wanted[m.off] {
+			for k, m := range br.e.members {
+				if wanted&(1<<k) == 0 {
 					sib(m.id, br.e.data[m.off:m.off+m.length])
 				}
 			}
@@ -173,8 +174,11 @@ func (s *Store) readRecords(ids []ID, locs []location, into [][]byte, reads []in
 		return nil
 	}
 	load := func(i int, hdr, payload []byte) (bool, error) {
+		if locs[i].codec != CodecBundle {
+			return false, nil
+		}
 		br := bundles[locs[i].key()]
-		if locs[i].codec != CodecBundle || br == nil {
+		if br == nil { // a source of a slices record: decoded on its own
 			return false, nil
 		}
 		return true, s.loadBundle(ids[i], locs[i], hdr, payload, br.e)
