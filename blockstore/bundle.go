@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+
+	"github.com/rewind-dev/rewind/blockstore/hugemem"
 )
 
 // Bundles. A 64 KiB block compressed alone gives zstd a small window and
@@ -213,8 +215,26 @@ func (c *bundleCache) buffer() *[]byte {
 		c.free = c.free[:k-1]
 		return bp
 	}
-	b := make([]byte, maxBundleBytes+zstdSlack)
-	return &b
+	return bundleBuffers.Get()
+}
+
+// bundleBuffers holds the decode buffers of the process's bundle caches
+// beyond those they keep, in memory advised for huge pages: fresh memory
+// is dear on a cold read (see hugemem).
+var bundleBuffers = hugemem.NewPool(maxBundleBytes+zstdSlack, keptBuffers)
+
+// close drops every entry no reader holds and gives the buffers back to
+// the process, for the next store.
+func (c *bundleCache) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for c.lru.Len() > 0 {
+		c.dropLocked(c.lru.Back().Value.(*bundleEntry))
+	}
+	for _, bp := range c.free {
+		bundleBuffers.Put(bp)
+	}
+	c.free = nil
 }
 
 // fill completes an owned entry with its decoded bundle, held in buf.
@@ -282,8 +302,12 @@ func (c *bundleCache) recycle(bp *[]byte) {
 }
 
 func (c *bundleCache) recycleLocked(bp *[]byte) {
-	if len(c.free) < c.max && cap(*bp) >= maxBundleBytes+zstdSlack {
+	switch {
+	case cap(*bp) != bundleBuffers.Size():
+	case len(c.free) < c.max:
 		c.free = append(c.free, bp)
+	default:
+		bundleBuffers.Put(bp)
 	}
 }
 

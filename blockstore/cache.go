@@ -27,7 +27,8 @@ type Cache struct {
 		size  int64
 		order *list.List // front = most recent; values are *cacheEntry
 		byID  map[ID]*list.Element
-		slabs *slabs // nil: entries live on the heap
+		slabs  *slabs // nil: entries live on the heap
+		pinned int    // entries held by callbacks
 	}
 }
 
@@ -58,6 +59,24 @@ func NewSlabCache(next Getter, capacity int64) *Cache {
 	c := NewCache(next, capacity)
 	c.mu.slabs = newSlabs(capacity)
 	return c
+}
+
+// Close empties the cache. A slab cache gives its memory back to the
+// process for the next one, unless a callback of ReadMany still holds an
+// entry (then the memory stays where it is). The cache keeps working,
+// empty, after Close.
+func (c *Cache) Close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.mu.slabs != nil {
+		if c.mu.pinned > 0 {
+			return
+		}
+		c.mu.slabs.release()
+	}
+	c.mu.order.Init()
+	clear(c.mu.byID)
+	c.mu.size = 0
 }
 
 // Get returns the chunk from the cache or from the store below it.
@@ -107,6 +126,7 @@ func (c *Cache) readMany(ids []ID, into [][]byte, keep bool, fn func(i int, data
 			c.mu.order.MoveToFront(e)
 			ent := e.Value.(*cacheEntry)
 			ent.pins++
+			c.mu.pinned++
 			c.mu.Unlock()
 			fn(i, ent.data)
 			c.mu.Lock()
@@ -256,6 +276,7 @@ func (c *Cache) evictOldest() {
 // unpin ends a callback's use of ent. c.mu is held.
 func (c *Cache) unpin(ent *cacheEntry) {
 	ent.pins--
+	c.mu.pinned--
 	if ent.evicted && ent.pins == 0 && c.mu.slabs != nil {
 		c.mu.slabs.free(ent.slot)
 	}

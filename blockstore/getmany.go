@@ -7,9 +7,9 @@ import (
 	"io"
 	"runtime"
 	"sort"
-	"sync"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/rewind-dev/rewind/blockstore/hugemem"
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 )
@@ -340,20 +340,23 @@ func (s *Store) readGroup(ids []ID, locs []location, group []int, span int64, di
 }
 
 // spanPools recycle read buffers by size class (up to 128 KiB, 512 KiB,
-// 1 MiB, maxSpan): fresh buffers of megabytes cost page faults and
-// zeroing on every cold read.
-var spanPools [4]sync.Pool
+// 1 MiB, maxSpan), in memory advised for huge pages (see hugemem): fresh
+// buffers of megabytes cost page faults on every cold read, and
+// sync.Pool would hand its buffers to the garbage collector.
+var spanPools = [4]*hugemem.Pool{
+	hugemem.NewPool(128<<10, keptBuffers), hugemem.NewPool(512<<10, keptBuffers),
+	hugemem.NewPool(1<<20, keptBuffers), hugemem.NewPool(maxSpan, keptBuffers),
+}
 
-var spanClasses = [4]int64{128 << 10, 512 << 10, 1 << 20, maxSpan}
+// keptBuffers is how many bytes of read buffers of one size a process
+// keeps in memory once given back: more than a busy daemon holds at once
+// (its readers are bounded by the cores and the NBD budgets).
+const keptBuffers = 64 << 20
 
 func getSpan(n int64) *[]byte {
-	for c, size := range spanClasses {
-		if n <= size {
-			if bp, ok := spanPools[c].Get().(*[]byte); ok {
-				return bp
-			}
-			b := make([]byte, size)
-			return &b
+	for _, p := range spanPools {
+		if n <= int64(p.Size()) {
+			return p.Get()
 		}
 	}
 	b := make([]byte, n)
@@ -361,10 +364,9 @@ func getSpan(n int64) *[]byte {
 }
 
 func putSpan(bp *[]byte) {
-	for c, size := range spanClasses {
-		if int64(cap(*bp)) == size {
-			*bp = (*bp)[:size]
-			spanPools[c].Put(bp)
+	for _, p := range spanPools {
+		if cap(*bp) == p.Size() {
+			p.Put(bp)
 			return
 		}
 	}

@@ -1,10 +1,6 @@
 package blockstore
 
-import (
-	"unsafe"
-
-	"golang.org/x/sys/unix"
-)
+import "github.com/rewind-dev/rewind/blockstore/hugemem"
 
 // slabs hands out the memory of a Cache's entries from 2 MiB slabs that
 // the kernel backs with transparent huge pages where it can.
@@ -18,14 +14,15 @@ import (
 //
 // A slab is carved into slots of one power-of-two size class, from 4 KiB
 // to the slab size; a slab with no slot in use goes back to a free list
-// and may take any class next. The memory comes from the Go heap (so that
-// it lives as long as any slice of it, whatever a reader does) with
-// MADV_HUGEPAGE on its aligned interior, asked for before it is touched.
-// slabs is not safe for concurrent use: Cache calls it under its lock.
+// and may take any class next. The memory comes from hugemem: advised for
+// huge pages before its first touch (memory from the Go heap is zeroed,
+// and so faulted in small pages, before it can be advised), and never
+// unmapped, so that it lives as long as any slice of it, whatever a
+// reader does. slabs is not safe for concurrent use: Cache calls it
+// under its lock.
 type slabs struct {
 	limit   int                 // slabs that may be made at most
-	made    int                 // slabs made so far
-	pending [][]byte            // slab memory made but not yet used
+	all     []*slab             // slabs made so far
 	empty   []*slab             // slabs with no slot in use
 	partial [numClasses][]*slab // slabs of a class with a free slot
 }
@@ -34,8 +31,6 @@ const (
 	slabSize     = 2 << 20
 	minSlotShift = 12 // 4 KiB, the smallest block size
 	numClasses   = 10 // 4 KiB ... 2 MiB
-	// regionSlabs is how many slabs one allocation from the heap holds.
-	regionSlabs = 16
 )
 
 type slab struct {
@@ -139,42 +134,33 @@ func (a *slabs) removePartial(s *slab) {
 	s.partialAt = -1
 }
 
-// emptySlab returns a slab with no slot in use, making one if the limit
-// allows, or nil.
+// emptySlab returns a slab with no slot in use, taking one from the
+// process's slab memory if the limit allows, or nil.
 func (a *slabs) emptySlab() *slab {
 	if n := len(a.empty); n > 0 {
 		s := a.empty[n-1]
 		a.empty = a.empty[:n-1]
 		return s
 	}
-	if len(a.pending) == 0 {
-		if a.made >= a.limit {
-			return nil
-		}
-		a.pending = hugeRegion(min(regionSlabs, a.limit-a.made))
+	if len(a.all) >= a.limit {
+		return nil
 	}
-	mem := a.pending[0]
-	a.pending = a.pending[1:]
-	a.made++
-	return &slab{mem: mem, partialAt: -1}
+	s := &slab{mem: *slabMemory.Get(), partialAt: -1}
+	a.all = append(a.all, s)
+	return s
 }
 
-// hugeRegion allocates n slabs of memory aligned to the slab size, and
-// asks the kernel to back them with huge pages. The allocation is fresh
-// from the heap and untouched, so the advice applies to its first faults.
-func hugeRegion(n int) [][]byte {
-	raw := make([]byte, (n+1)*slabSize)
-	skip := 0
-	if rem := int(uintptr(unsafe.Pointer(&raw[0])) % slabSize); rem != 0 {
-		skip = slabSize - rem
+// release gives the memory of every slab back to the process, for the
+// next cache: none of it may be in use.
+func (a *slabs) release() {
+	for _, s := range a.all {
+		mem := s.mem
+		slabMemory.Put(&mem)
 	}
-	aligned := raw[skip : skip+n*slabSize : skip+n*slabSize]
-	// Advice only: without transparent huge pages the memory works the
-	// same, in small pages.
-	_ = unix.Madvise(aligned, unix.MADV_HUGEPAGE)
-	out := make([][]byte, n)
-	for i := range out {
-		out[i] = aligned[i*slabSize : (i+1)*slabSize : (i+1)*slabSize]
-	}
-	return out
+	*a = slabs{limit: a.limit}
 }
+
+// slabMemory recycles slab memory between the caches of a process (a
+// test opens many stores); it is never unmapped, so a slice of it stays
+// valid whatever its holder does.
+var slabMemory = hugemem.NewPool(slabSize, -1)

@@ -273,8 +273,10 @@ func (s *Store) file(n uint32) (vfs.File, error) {
 	return f, nil
 }
 
-// Close closes the pack files. It does not sync them.
+// Close closes the pack files (it does not sync them) and gives the
+// buffers of decoded bundles back to the process.
 func (s *Store) Close() error {
+	s.bundles.close()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var first error

@@ -5,6 +5,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/rewind-dev/rewind/blockstore/hugemem"
 )
 
 // Buffer size classes: payload capacities 2^12 .. 2^25, each with
@@ -19,9 +21,23 @@ const (
 // pools recycles request buffers and jobs so that steady-state serving
 // allocates nothing per request. The zero value is ready.
 type pools struct {
-	bufs [numClasses]sync.Pool // *[]byte
-	jobs sync.Pool             // *job
+	jobs sync.Pool // *job
 }
+
+// bufPools hold the request buffers of every server of the process, one
+// pool per class, in memory advised for huge pages: the buffers of a
+// client's first requests are fresh memory, faulted in 4 KiB at a time
+// from the Go heap, which is dear on a virtual machine (see hugemem).
+var bufPools = func() (p [numClasses]*hugemem.Pool) {
+	for i := range p {
+		p[i] = hugemem.NewPool(classCap(i), keptBufferBytes)
+	}
+	return p
+}()
+
+// keptBufferBytes is how much memory a class keeps once its buffers are
+// given back: the budgets of a few busy connections.
+const keptBufferBytes = 2 * connBudget
 
 func bufClass(n int) int {
 	payload := n - replyHeadroom
@@ -35,20 +51,14 @@ func classCap(i int) int { return 1<<(i+minClassShift) + replyHeadroom }
 
 // getBuf returns a buffer of length n (n <= MaxPayload+replyHeadroom).
 func (p *pools) getBuf(n int) *[]byte {
-	i := bufClass(n)
-	if v := p.bufs[i].Get(); v != nil {
-		b := v.(*[]byte)
-		*b = (*b)[:n]
-		return b
-	}
-	b := make([]byte, n, classCap(i))
-	return &b
+	b := bufPools[bufClass(n)].Get()
+	*b = (*b)[:n]
+	return b
 }
 
 func (p *pools) putBuf(b *[]byte) {
-	i := bufClass(cap(*b))
-	if i < numClasses && cap(*b) == classCap(i) {
-		p.bufs[i].Put(b)
+	if i := bufClass(cap(*b)); i < numClasses {
+		bufPools[i].Put(b)
 	}
 }
 

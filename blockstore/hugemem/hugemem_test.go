@@ -1,0 +1,76 @@
+package hugemem
+
+import (
+	"bytes"
+	"testing"
+	"unsafe"
+)
+
+func addr(b []byte) uintptr { return uintptr(unsafe.Pointer(&b[0])) }
+
+// Buffers never overlap, come zeroed, and those of a huge page or more
+// start on a huge page boundary.
+func TestAlloc(t *testing.T) {
+	type span struct{ lo, hi uintptr }
+	var got []span
+	for _, n := range []int{100, 4096, 5000, HugePage, 3 * HugePage / 2, 128 << 10, regionSize + 1, 7} {
+		b := Alloc(n)
+		if len(b) != n || cap(b) != n {
+			t.Fatalf("Alloc(%d): len %d cap %d", n, len(b), cap(b))
+		}
+		if n >= HugePage && addr(b)%HugePage != 0 {
+			t.Fatalf("Alloc(%d) at %#x: not on a huge page boundary", n, addr(b))
+		}
+		if !bytes.Equal(b, make([]byte, n)) {
+			t.Fatalf("Alloc(%d): not zero", n)
+		}
+		for i := range b {
+			b[i] = 0xa5
+		}
+		s := span{addr(b), addr(b) + uintptr(n)}
+		for _, o := range got {
+			if s.lo < o.hi && o.lo < s.hi {
+				t.Fatalf("Alloc(%d) overlaps an earlier buffer", n)
+			}
+		}
+		got = append(got, s)
+	}
+}
+
+// A pool hands back what it was given, the last first; beyond its limit
+// it keeps buffers without their memory, which then reads as zeros.
+func TestPool(t *testing.T) {
+	const size = 64 << 10
+	p := NewPool(size, 2*size)
+	bufs := make([]*[]byte, 3)
+	for i := range bufs {
+		bufs[i] = p.Get()
+		if len(*bufs[i]) != size {
+			t.Fatalf("buffer of %d bytes", len(*bufs[i]))
+		}
+		for k := range *bufs[i] {
+			(*bufs[i])[k] = byte(i + 1)
+		}
+	}
+	for _, bp := range bufs {
+		p.Put(bp)
+	}
+	if len(p.hot) != 2 || len(p.cold) != 1 {
+		t.Fatalf("%d kept, %d released: want 2 and 1", len(p.hot), len(p.cold))
+	}
+	if !bytes.Equal(*bufs[2], make([]byte, size)) {
+		t.Fatal("a buffer beyond the limit kept its memory")
+	}
+	if bp := p.Get(); bp != bufs[1] || (*bp)[0] != 2 {
+		t.Fatal("Get did not return the buffer given back last")
+	}
+	p.Get()
+	if bp := p.Get(); bp != bufs[2] {
+		t.Fatal("a released buffer was not reused")
+	}
+	short := make([]byte, 10, 10)
+	p.Put(&short) // another size: ignored
+	if len(p.hot)+len(p.cold) != 0 {
+		t.Fatal("the pool kept a buffer of another size")
+	}
+}
