@@ -24,9 +24,9 @@ type Cache struct {
 	capacity int64
 	mu       struct {
 		sync.Mutex
-		size  int64
-		order *list.List // front = most recent; values are *cacheEntry
-		byID  map[ID]*list.Element
+		size   int64
+		order  *list.List // front = most recent; values are *cacheEntry
+		byID   map[ID]*list.Element
 		slabs  *slabs // nil: entries live on the heap
 		pinned int    // entries held by callbacks
 	}
