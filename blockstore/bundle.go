@@ -49,20 +49,19 @@ type bundleMember struct {
 	off, length uint32
 }
 
-// joinPool recycles the buffers bundles are joined in.
-var joinPool = sync.Pool{New: func() any { b := make([]byte, 0, maxBundleBytes); return &b }}
+// joinPool recycles the buffers bundles are joined in (see bufPool).
+var joinPool = hugemem.NewPool(maxBundleBytes, 16<<20)
 
 // appendBundle appends the payload of a bundle of the chunks datas
 // (digests ids) to dst, or returns false when the frame would not save
 // 1/16 of their size.
 func (cs *codecs) appendBundle(dst []byte, ids []ID, datas [][]byte) ([]byte, bool) {
-	jp := joinPool.Get().(*[]byte)
+	jp := joinPool.Get()
 	defer joinPool.Put(jp)
 	joined := (*jp)[:0]
 	for _, d := range datas {
 		joined = append(joined, d...)
 	}
-	*jp = joined[:0]
 	start := len(dst)
 	var hdr [4]byte
 	hdr[0], hdr[1] = 1, byte(CodecZstd)

@@ -30,6 +30,27 @@ func (s *Store) read(id ID, loc location) ([]byte, error) {
 	return s.verify(id, loc, buf)
 }
 
+// readPooled is read into a recycled buffer, which the function it
+// returns gives back; the bytes are valid until then.
+func (s *Store) readPooled(id ID, loc location) ([]byte, func(), error) {
+	f, err := s.file(loc.pack)
+	if err != nil {
+		return nil, nil, fmt.Errorf("chunk %s: %w", id, err)
+	}
+	bp := getSpan(loc.size())
+	buf := (*bp)[:loc.size()]
+	if n, err := f.ReadAt(buf, loc.offset); n != len(buf) {
+		putSpan(bp)
+		return nil, nil, fmt.Errorf("chunk %s: %w: pack %d truncated at %d: %v", id, ErrCorrupt, loc.pack, loc.offset, err)
+	}
+	data, err := s.verify(id, loc, buf)
+	if err != nil {
+		putSpan(bp)
+		return nil, nil, err
+	}
+	return data, func() { putSpan(bp) }, nil
+}
+
 // verify checks the record buf against the index entry and its checksum
 // and returns its decoded bytes.
 func (s *Store) verify(id ID, loc location, buf []byte) ([]byte, error) {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/rewind-dev/rewind/blockstore/hugemem"
 	"golang.org/x/sys/unix"
 )
 
@@ -99,24 +100,36 @@ func (s *Store) completeID(prefix []byte) (ID, bool) {
 }
 
 // readSource returns the bytes of a chunk stored whole, by this Txn or
-// before it, through the store's cache of sources: a run of copied blocks
-// reads each source twice.
-func (t *Txn) readSource(id ID) ([]byte, error) {
-	if data, ok := t.s.sources.cached(id); ok {
-		return data, nil
-	}
+// before it, through the store's cache of sources (a run of copied blocks
+// reads each source twice), and a function that gives their buffer back.
+// The bytes sit in a recycled buffer, not a fresh one: an import reads a
+// source for every block of a copied file, and fresh memory is dear (see
+// hugemem).
+func (t *Txn) readSource(id ID) ([]byte, func(), error) {
 	t.mu.Lock()
 	loc, pending := t.mu.locs[id]
 	t.mu.Unlock()
-	if !pending {
-		return t.s.sources.Get(id)
+	if pending && !t.s.sources.Has(id) { // not in the index yet
+		data, release, err := t.s.readPooled(id, loc)
+		if err != nil {
+			return nil, nil, err
+		}
+		t.s.sources.addRead(id, data, false)
+		return data, release, nil
 	}
-	data, err := t.s.read(id, loc) // not in the index yet
+	var bp *[]byte
+	var n int
+	err := t.s.sources.ReadMany([]ID{id}, nil, func(_ int, d []byte) {
+		bp = getSpan(int64(len(d)))
+		n = copy(*bp, d)
+	})
 	if err != nil {
-		return nil, err
+		if bp != nil {
+			putSpan(bp)
+		}
+		return nil, nil, err
 	}
-	t.s.sources.add(id, data)
-	return data, nil
+	return (*bp)[:n], func() { putSpan(bp) }, nil
 }
 
 // AddTo moves the index entries of the chunks stored so far into b. A
@@ -178,11 +191,19 @@ func (s *Store) Has(id ID) (bool, error) {
 	return loc.offset+loc.size() <= s.packEnd(loc.pack), nil
 }
 
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 128<<10); return &b }}
+// bufPool and runPool recycle the scratch buffers of encoding and the
+// buffers of runs, in memory advised for huge pages: fresh memory costs a
+// page fault per 4 KiB, which is dear on a virtual machine (see hugemem).
+// A buffer that has to grow grows on the heap; the pool keeps the one it
+// handed out.
+var (
+	bufPool = hugemem.NewPool(128<<10, 16<<20)
+	runPool = hugemem.NewPool(runBufferBytes, 64<<20)
+)
 
-// runPool recycles the buffers of runs: fresh memory costs a page fault
-// per 4 KiB.
-var runPool = sync.Pool{New: func() any { b := make([]byte, 0, 1<<20); return &b }}
+// runBufferBytes holds the encoded records of a PutMany of 4 MiB of
+// blocks (an import's segment) with room to spare.
+const runBufferBytes = 4<<20 + 64<<10
 
 // run is the records of one PutMany on their way to a pack: headers and
 // encoded payloads in buf, raw payloads left in the caller's memory, so
@@ -201,14 +222,11 @@ type piece struct {
 }
 
 func newRun() *run {
-	bp := runPool.Get().(*[]byte)
+	bp := runPool.Get()
 	return &run{bp: bp, buf: (*bp)[:0]}
 }
 
-func (r *run) release() {
-	*r.bp = r.buf[:0] // keep a grown buffer
-	runPool.Put(r.bp)
-}
+func (r *run) release() { runPool.Put(r.bp) }
 
 // take adds buf[lo:] to the pieces.
 func (r *run) take(lo int) {
@@ -270,12 +288,9 @@ func sealHeader(hdr []byte, id ID, decodedLen int, payload []byte, codec Codec) 
 // addChunk appends the record of chunk id stored whole, compressed with
 // the store's codec where that pays.
 func (r *run) addChunk(s *Store, id ID, data []byte) (int64, location) {
-	sp := bufPool.Get().(*[]byte)
+	sp := bufPool.Get()
 	defer bufPool.Put(sp)
 	payload, codec := s.codecs.encode(s.codec, data, (*sp)[:0])
-	if codec != CodecRaw {
-		*sp = payload[:0] // keep a grown scratch buffer
-	}
 	return r.add(id, len(data), payload, codec, codec == CodecRaw)
 }
 
@@ -391,7 +406,7 @@ func (t *Txn) PutMany(ids []ID, datas [][]byte) ([]PutResult, error) {
 			recs = append(recs, rec{i: i, off: off, loc: mloc, stored: share, prints: bundlePrints[i]})
 		}
 	}
-	sp := bufPool.Get().(*[]byte)
+	sp := bufPool.Get()
 	defer bufPool.Put(sp)
 	batch := map[ID]bool{}
 	for i, id := range ids {

@@ -142,21 +142,30 @@ type match struct {
 }
 
 // findSlices looks for runs of data already stored in other chunks and
-// returns the segments that cover data, or nil when it found none. lookup resolves a fingerprint (also those of
-// chunks this transaction stored) and read returns a chunk's bytes.
-func findSlices(data []byte, ph pageHashes, lookup func(h uint64) (ID, int, bool), read func(ID) ([]byte, error)) []segment {
+// returns the segments that cover data, or nil when it found none.
+// lookup resolves a fingerprint (also those of chunks this transaction
+// stored); read returns a chunk's bytes and a function to call once done
+// with them.
+func findSlices(data []byte, ph pageHashes, lookup func(h uint64) (ID, int, bool), read func(ID) ([]byte, func(), error)) []segment {
 	if len(data) < minSlicedBlock {
 		return nil
 	}
 	// Many pages of a block find the same source: read it once.
 	sources := map[ID][]byte{}
+	var releases []func()
+	defer func() {
+		for _, release := range releases {
+			release()
+		}
+	}()
 	readOnce := func(id ID) ([]byte, error) {
 		if d, ok := sources[id]; ok {
 			return d, nil
 		}
-		d, err := read(id)
+		d, release, err := read(id)
 		if err == nil {
 			sources[id] = d
+			releases = append(releases, release)
 		}
 		return d, err
 	}

@@ -6,9 +6,9 @@ import (
 	"io"
 	"runtime"
 	"sort"
-	"sync"
 
 	"github.com/rewind-dev/rewind/blockstore"
+	"github.com/rewind-dev/rewind/blockstore/hugemem"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -184,11 +184,13 @@ func (s *Store) runImport(ctx context.Context, o ImportOptions, base *Volume, cr
 		}
 		return nil
 	})
-	pool := sync.Pool{New: func() any { b := make([]byte, segBlocks*uint64(bs)); return &b }}
+	// Segment buffers are recycled by the process, in memory advised for
+	// huge pages: fresh memory is dear (see hugemem).
+	pool := hugemem.Shared(int(segBlocks * uint64(bs)))
 	for range o.Workers {
 		g.Go(func() error {
 			for seg := range jobs {
-				seg.out <- s.importSegment(o, w, seg, bs, &pool)
+				seg.out <- s.importSegment(o, w, seg, bs, pool)
 			}
 			return nil
 		})
@@ -227,9 +229,9 @@ func (s *Store) runImport(ctx context.Context, o ImportOptions, base *Volume, cr
 
 // importSegment reads, hashes and stores the blocks of one segment that
 // differ from what they held.
-func (s *Store) importSegment(o ImportOptions, w *versionWriter, seg *segment, bs int64, pool *sync.Pool) segmentResult {
+func (s *Store) importSegment(o ImportOptions, w *versionWriter, seg *segment, bs int64, pool *hugemem.Pool) segmentResult {
 	r := segmentResult{first: seg.first}
-	bp := pool.Get().(*[]byte)
+	bp := pool.Get()
 	defer pool.Put(bp)
 	off := int64(seg.first) * bs
 	n := min(int64(len(seg.prev))*bs, o.Size-off)

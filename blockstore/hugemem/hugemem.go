@@ -165,3 +165,25 @@ func (p *Pool) Put(bp *[]byte) {
 	}
 	p.cold = append(p.cold, bp)
 }
+
+var shared struct {
+	sync.Mutex
+	pools map[int]*Pool
+}
+
+// Shared returns the process's pool of buffers of size bytes, made on
+// first use, which keeps up to 64 MiB of them in memory: for buffers whose
+// size is only known at run time (a volume's block size).
+func Shared(size int) *Pool {
+	shared.Lock()
+	defer shared.Unlock()
+	if shared.pools == nil {
+		shared.pools = map[int]*Pool{}
+	}
+	p := shared.pools[size]
+	if p == nil {
+		p = NewPool(size, 64<<20)
+		shared.pools[size] = p
+	}
+	return p
+}

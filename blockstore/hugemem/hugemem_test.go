@@ -74,3 +74,13 @@ func TestPool(t *testing.T) {
 		t.Fatal("the pool kept a buffer of another size")
 	}
 }
+
+func TestShared(t *testing.T) {
+	a, b := Shared(96<<10), Shared(96<<10)
+	if a != b || a.Size() != 96<<10 {
+		t.Fatal("Shared made two pools for one size")
+	}
+	if Shared(32<<10) == a {
+		t.Fatal("Shared gave one pool for two sizes")
+	}
+}
