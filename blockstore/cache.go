@@ -104,7 +104,10 @@ func (c *Cache) Get(id ID) ([]byte, error) {
 // checksum, while keeping them would copy every block of a first read of
 // a disk into new memory (which doubled the time of that read). Raw
 // chunks read in part (small random reads) are kept: a hit then saves
-// reading and checking a whole record for a few kilobytes of it.
+// reading and checking a whole record for a few kilobytes of it. Nor are
+// shifted duplicates kept that were rebuilt from raw chunks: rebuilding
+// one costs about what reading its sources does, while keeping it costs
+// new memory on a first read.
 func (c *Cache) ReadMany(ids []ID, into [][]byte, fn func(i int, data []byte)) error {
 	return c.readMany(ids, into, true, fn)
 }
@@ -148,9 +151,9 @@ func (c *Cache) readMany(ids []ID, into [][]byte, keep bool, fn func(i int, data
 		// for each would cost sixteen times a chunk's decoding, and
 		// reads near a block soon want its neighbours.
 		sib := func(id ID, data []byte) { c.addRead(id, data, false) }
-		return st.readManySiblings(missIDs, missInto, sib, func(k int, data []byte) {
+		return st.readManySiblings(missIDs, missInto, sib, func(k int, data []byte, cheap bool) {
 			fn(missAt[k], data)
-			if !inPlace(data, missInto, k) {
+			if !cheap && !inPlace(data, missInto, k) {
 				c.addRead(missIDs[k], data, false)
 			}
 		})

@@ -70,7 +70,7 @@ func FuzzSlices(f *testing.F) {
 	f.Add(cs.encodeSlices(CodecZstd, data, []segment{{length: 8192}, {length: 57344, ref: true, offset: 4096, src: Sum(data)}}))
 	f.Add(cs.encodeSlices(CodecRaw, data, []segment{{length: 65536}}))
 	f.Fuzz(func(t *testing.T, payload []byte) {
-		segs, lit, err := cs.parseSlices(payload, 65536)
+		segs, lit, _, err := cs.parseSlices(payload, 65536)
 		if err != nil {
 			return
 		}

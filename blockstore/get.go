@@ -54,16 +54,19 @@ func (s *Store) readPooled(id ID, loc location) ([]byte, func(), error) {
 // verify checks the record buf against the index entry and its checksum
 // and returns its decoded bytes.
 func (s *Store) verify(id ID, loc location, buf []byte) ([]byte, error) {
-	return s.verifyParts(id, loc, buf[:recordHeaderSize], buf[recordHeaderSize:], nil)
+	data, _, err := s.verifyParts(id, loc, buf[:recordHeaderSize], buf[recordHeaderSize:], nil)
+	return data, err
 }
 
 // verifyParts is verify for a record whose header and payload were read
 // into separate buffers. A compressed or sliced chunk is decoded into dst
 // when it has room (see codecs.decode), else into a new buffer. A bundle
-// member is decoded with its whole bundle and returned as a copy.
-func (s *Store) verifyParts(id ID, loc location, hdr, payload, dst []byte) ([]byte, error) {
+// member is decoded with its whole bundle and returned as a copy. cheap
+// reports a slices chunk that was about as cheap to rebuild as its
+// sources are to read (see assemble).
+func (s *Store) verifyParts(id ID, loc location, hdr, payload, dst []byte) (data []byte, cheap bool, err error) {
 	if err := checkRecord(id, loc, hdr, payload); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	switch loc.codec {
 	case CodecSlices:
@@ -73,20 +76,20 @@ func (s *Store) verifyParts(id ID, loc location, hdr, payload, dst []byte) ([]by
 		defer s.bundles.recycle(bp)
 		members, data, err := s.decodeBundle(payload, int(loc.bundleLen), *bp)
 		if err != nil {
-			return nil, fmt.Errorf("chunk %s: %w", id, err)
+			return nil, false, fmt.Errorf("chunk %s: %w", id, err)
 		}
 		k, err := bundleMemberOf(members, id, loc)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		m := members[k]
-		return append(dst[:0], data[m.off:m.off+m.length]...), nil
+		return append(dst[:0], data[m.off:m.off+m.length]...), false, nil
 	}
 	out, err := s.codecs.decode(loc.codec, payload, int(loc.decodedLen), dst)
 	if err != nil {
-		return nil, fmt.Errorf("chunk %s: %w", id, err)
+		return nil, false, fmt.Errorf("chunk %s: %w", id, err)
 	}
-	return out, nil
+	return out, false, nil
 }
 
 // checkRecord checks a record's header against the index entry of chunk

@@ -36,19 +36,20 @@ var _ ManyReader = (*Store)(nil)
 // only during the call: it sits in a recycled buffer. On error fn may have
 // been called for some chunks, and the buffers of into may hold any bytes.
 func (s *Store) ReadMany(ids []ID, into [][]byte, fn func(i int, data []byte)) error {
-	return s.readMany(ids, into, false, nil, fn)
+	return s.readMany(ids, into, false, nil, func(i int, data []byte, _ bool) { fn(i, data) })
 }
 
 // readManySiblings is ReadMany that also hands sib the other members of
-// the bundles it decoded.
-func (s *Store) readManySiblings(ids []ID, into [][]byte, sib func(ID, []byte), fn func(i int, data []byte)) error {
+// the bundles it decoded, and tells fn which chunks were cheap to rebuild
+// (see verifyParts).
+func (s *Store) readManySiblings(ids []ID, into [][]byte, sib func(ID, []byte), fn func(i int, data []byte, cheap bool)) error {
 	return s.readMany(ids, into, false, sib, fn)
 }
 
 // readMany is ReadMany; with wholeOnly, a slices record is an error. sib,
 // if not nil, is handed the members of the bundles this call decoded that
 // it was not asked for (valid during the call).
-func (s *Store) readMany(ids []ID, into [][]byte, wholeOnly bool, sib func(ID, []byte), fn func(i int, data []byte)) error {
+func (s *Store) readMany(ids []ID, into [][]byte, wholeOnly bool, sib func(ID, []byte), fn func(i int, data []byte, cheap bool)) error {
 	locs := make([]location, len(ids))
 	for i, id := range ids {
 		var err error
@@ -111,7 +112,7 @@ func (s *Store) readMany(ids []ID, into [][]byte, wholeOnly bool, sib func(ID, [
 				return err
 			}
 			m := br.e.members[k]
-			fn(i, br.e.data[m.off:m.off+m.length])
+			fn(i, br.e.data[m.off:m.off+m.length], false)
 			wanted |= 1 << k
 		}
 		if sib != nil {
@@ -129,7 +130,7 @@ func (s *Store) readMany(ids []ID, into [][]byte, wholeOnly bool, sib func(ID, [
 	for k, i := range retry {
 		sub[k] = ids[i]
 	}
-	return s.readMany(sub, nil, wholeOnly, sib, func(k int, data []byte) { fn(retry[k], data) })
+	return s.readMany(sub, nil, wholeOnly, sib, func(k int, data []byte, cheap bool) { fn(retry[k], data, cheap) })
 }
 
 // bundleRead is a bundle some chunks of a ReadMany belong to.
@@ -142,7 +143,7 @@ type bundleRead struct {
 // readRecords reads the records of the chunks reads, neighbours in a
 // pack together, and hands each chunk to fn; a bundle it loads into its
 // entry of bundles instead.
-func (s *Store) readRecords(ids []ID, locs []location, into [][]byte, reads []int, bundles map[recordKey]*bundleRead, fn func(int, []byte)) error {
+func (s *Store) readRecords(ids []ID, locs []location, into [][]byte, reads []int, bundles map[recordKey]*bundleRead, fn func(int, []byte, bool)) error {
 	if len(reads) == 0 {
 		return nil
 	}
@@ -231,7 +232,7 @@ func (s *Store) GetMany(ids []ID) ([][]byte, error) {
 // rest (headers, compressed or partly wanted payloads) into a recycled
 // scratch buffer. It then verifies and decodes each record, handing it to
 // fn.
-func (s *Store) readGroup(ids []ID, locs []location, group []int, span int64, direct func(int) []byte, load func(int, []byte, []byte) (bool, error), fn func(int, []byte)) error {
+func (s *Store) readGroup(ids []ID, locs []location, group []int, span int64, direct func(int) []byte, load func(int, []byte, []byte) (bool, error), fn func(int, []byte, bool)) error {
 	first := locs[group[0]]
 	f, err := s.file(first.pack)
 	if err != nil {
@@ -303,11 +304,11 @@ func (s *Store) readGroup(ids []ID, locs []location, group []int, span int64, di
 			defer putSpan(bp)
 			buf = *bp
 		}
-		data, err := s.verifyParts(ids[i], locs[i], hdrs[k], payloads[k], buf)
+		data, cheap, err := s.verifyParts(ids[i], locs[i], hdrs[k], payloads[k], buf)
 		if err != nil {
 			return err
 		}
-		fn(i, data)
+		fn(i, data, cheap)
 		return nil
 	}
 	// Raw records only need their checksum checked: do them here. Decoding

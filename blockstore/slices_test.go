@@ -161,56 +161,141 @@ func TestSlicesPayloadRejectsNonsense(t *testing.T) {
 	}
 	data := bytes.Repeat([]byte("x"), 65536)
 	good := cs.encodeSlices(CodecZstd, data, []segment{{length: 65536}})
-	if _, lit, err := cs.parseSlices(good, 65536); err != nil || !bytes.Equal(lit, data) {
+	if _, lit, _, err := cs.parseSlices(good, 65536); err != nil || !bytes.Equal(lit, data) {
 		t.Fatalf("a good payload: %v", err)
 	}
 	for i := range good {
 		for _, bad := range [][]byte{good[:i], append(append([]byte{}, good[:i]...), 0xff)} {
-			segs, lit, err := cs.parseSlices(bad, 65536)
+			segs, lit, _, err := cs.parseSlices(bad, 65536)
 			if err == nil && len(lit) != 65536 {
 				t.Fatalf("%d bytes: %d segments and %d literal bytes, no error", len(bad), len(segs), len(lit))
 			}
 		}
 	}
-	if _, _, err := cs.parseSlices(good, 65535); !errors.Is(err, ErrCorrupt) {
+	if _, _, _, err := cs.parseSlices(good, 65535); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("wrong length accepted: %v", err)
 	}
 }
 
 // TestDamagedSlicesNeverServeOtherBytes assembles 20000 damaged slices
-// payloads (bytes changed, cut, inserted): each is an error or bytes that
-// hash to the chunk asked for.
+// payloads of each version (bytes changed, cut, inserted): each is an
+// error or the bytes the payload was made for. Version 1 payloads are
+// checked against the digest asked for (any digest: only bytes that hash
+// to it may come back), version 2 against their own CRC-32C.
 func TestDamagedSlicesNeverServeOtherBytes(t *testing.T) {
 	s, db := openTest(t, vfs.NewMem(), CodecZstd)
 	data := make([]byte, 65536)
 	for i := range data {
-		data[i] = byte(i * 7 / 3)
+		data[i] = byte(i % pageSize * 7 / 3) // pages repeat: data is a shifted copy of itself
 	}
 	put(t, s, db, data)
 	id := Sum(data)
-	seeds := [][]byte{
+	v2 := [][]byte{
 		s.codecs.encodeSlices(CodecZstd, data, []segment{{length: 8192}, {length: 57344, ref: true, offset: 4096, src: id}}),
 		s.codecs.encodeSlices(CodecRaw, data, []segment{{length: 65536}}),
 	}
+	for _, p := range v2 {
+		if out, _, err := s.assemble(id, p, 65536, nil); err != nil || !bytes.Equal(out, data) {
+			t.Fatalf("an undamaged payload: %v", err)
+		}
+	}
 	rng := rand.New(rand.NewSource(2))
-	for n := 0; n < 20000; n++ {
-		p := bytes.Clone(seeds[rng.Intn(len(seeds))])
-		for k := 0; k < 1+rng.Intn(6); k++ {
-			switch i := rng.Intn(len(p)); rng.Intn(3) {
-			case 0:
-				p[i] = byte(rng.Intn(256))
-			case 1:
-				p = p[:max(1, i)]
-			case 2:
-				p = append(p[:i], append(make([]byte, rng.Intn(64)), p[i:]...)...)
+	for _, version := range []byte{1, 2} {
+		for n := 0; n < 20000; n++ {
+			p := bytes.Clone(v2[rng.Intn(len(v2))])
+			if version == 1 {
+				p = append([]byte{1, p[1], p[2], p[3]}, p[slicesHeaderSize:]...)
+			}
+			for k := 0; k < 1+rng.Intn(6); k++ {
+				switch i := rng.Intn(len(p)); rng.Intn(3) {
+				case 0:
+					p[i] = byte(rng.Intn(256))
+				case 1:
+					p = p[:max(1, i)]
+				case 2:
+					p = append(p[:i], append(make([]byte, rng.Intn(64)), p[i:]...)...)
+				}
+			}
+			want := Sum(p)
+			if version == 2 || rng.Intn(4) == 0 {
+				want = id
+			}
+			out, _, err := s.assemble(want, p, 65536, nil)
+			if err == nil && (Sum(out) != want || version == 2 && !bytes.Equal(out, data)) {
+				t.Fatalf("version %d payload %x: assembled other bytes", version, p)
 			}
 		}
-		want := Sum(p) // any id: only bytes that hash to it may come back
-		if k := rng.Intn(4); k == 0 {
-			want = id // or the source's own: bytes equal to it are fine
+	}
+}
+
+// Records written before version 2 (no CRC-32C) still read back, checked
+// against the chunk's digest, and the cache keeps them; a version 2
+// chunk rebuilt from raw sources is not kept, one with a source in a
+// bundle is.
+func TestSlicesVersionsAndCaching(t *testing.T) {
+	s, db := openTest(t, vfs.NewMem(), CodecZstd)
+	raw := make([]byte, 65536)
+	rand.New(rand.NewSource(9)).Read(raw)
+	text := bytes.Repeat([]byte("a line of a log file, compressible. "), 65536/36+1)[:65536]
+	chunks := [][]byte{raw, text, bytes.Repeat([]byte("another compressible block. "), 65536/27+1)[:65536]}
+	txn := s.NewTxn()
+	if _, err := txn.PutMany([]ID{Sum(chunks[0]), Sum(chunks[1]), Sum(chunks[2])}, chunks); err != nil { // text in a bundle
+		t.Fatal(err)
+	}
+	commit(t, s, db, txn)
+	if loc, err := s.locate(Sum(text)); err != nil || loc.codec != CodecBundle {
+		t.Fatalf("the text block is not a bundle member: %v %v", loc.codec, err)
+	}
+	shift := func(src []byte) []byte { return append(bytes.Clone(src[pageSize:]), make([]byte, pageSize)...) }
+	fromRaw, fromText := shift(raw), shift(text)
+	segs := func(src []byte) []segment {
+		return []segment{{length: 65536 - pageSize, ref: true, offset: pageSize, src: Sum(src)}, {length: pageSize}}
+	}
+	v1 := func(p []byte) []byte { return append([]byte{1, p[1], p[2], p[3]}, p[slicesHeaderSize:]...) }
+	oldRaw := shift(shift(raw))
+	records := []struct {
+		data    []byte
+		payload []byte
+		kept    bool
+	}{
+		{fromRaw, s.codecs.encodeSlices(CodecZstd, fromRaw, segs(raw)), false},
+		{fromText, s.codecs.encodeSlices(CodecZstd, fromText, segs(text)), true},
+		{oldRaw, v1(s.codecs.encodeSlices(CodecZstd, oldRaw, []segment{{length: 65536 - 2*pageSize, ref: true, offset: 2 * pageSize, src: Sum(raw)}, {length: 2 * pageSize}})), true},
+	}
+	// Written as PutMany writes them, with payloads made here.
+	r := newRun()
+	offs := make([]int64, len(records))
+	locs := make([]location, len(records))
+	for i, rec := range records {
+		offs[i], locs[i] = r.add(Sum(rec.data), len(rec.data), rec.payload, CodecSlices, false)
+	}
+	pack, base, err := s.write(r)
+	r.release()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := db.NewBatch()
+	for i, rec := range records {
+		locs[i].pack, locs[i].offset = pack, base+offs[i]
+		if err := b.Set(indexKey(Sum(rec.data)), locs[i].marshal(), nil); err != nil {
+			t.Fatal(err)
 		}
-		if out, err := s.assemble(want, p, 65536, nil); err == nil && Sum(out) != want {
-			t.Fatalf("payload %x: assembled bytes that do not hash to the chunk", p)
+	}
+	if err := db.Apply(b, pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	c := NewSlabCache(s, 8<<20)
+	for i, rec := range records {
+		err := c.ReadMany([]ID{Sum(rec.data)}, nil, func(_ int, d []byte) {
+			if !bytes.Equal(d, rec.data) {
+				t.Errorf("record %d reads back other bytes", i)
+			}
+		})
+		if err != nil {
+			t.Fatalf("record %d: %v", i, err)
+		}
+		if got := c.Has(Sum(rec.data)); got != rec.kept {
+			t.Errorf("record %d: kept by the cache %v, want %v", i, got, rec.kept)
 		}
 	}
 }
