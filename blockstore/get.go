@@ -1,6 +1,7 @@
 package blockstore
 
 import (
+	"errors"
 	"fmt"
 	"hash/crc32"
 
@@ -11,11 +12,19 @@ import (
 // in its record and its decoded length. A chunk that does not verify is an
 // error wrapping ErrCorrupt; its bytes are never returned.
 func (s *Store) Get(id ID) ([]byte, error) {
-	loc, err := s.locate(id)
+	loc, remembered, err := s.locateCached(id)
 	if err != nil {
 		return nil, err
 	}
-	return s.read(id, loc)
+	data, err := s.read(id, loc)
+	if err != nil && remembered && errors.Is(err, ErrCorrupt) { // stale? see locCache
+		s.locs.forget(id)
+		if loc, err = s.locateIndex(id); err != nil {
+			return nil, err
+		}
+		return s.read(id, loc)
+	}
+	return data, err
 }
 
 func (s *Store) read(id ID, loc location) ([]byte, error) {

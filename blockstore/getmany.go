@@ -7,6 +7,7 @@ import (
 	"io"
 	"runtime"
 	"sort"
+	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/rewind-dev/rewind/blockstore/hugemem"
@@ -49,13 +50,60 @@ func (s *Store) readManySiblings(ids []ID, into [][]byte, sib func(ID, []byte), 
 // readMany is ReadMany; with wholeOnly, a slices record is an error. sib,
 // if not nil, is handed the members of the bundles this call decoded that
 // it was not asked for (valid during the call).
+//
+// Locations come from the store's cache of them where it has them (see
+// locCache); a read that fails as damage on a remembered location forgets
+// the locations of the call and tries once more with the index's, handing
+// fn only the chunks it did not have yet.
 func (s *Store) readMany(ids []ID, into [][]byte, wholeOnly bool, sib func(ID, []byte), fn func(i int, data []byte, cheap bool)) error {
 	locs := make([]location, len(ids))
+	remembered := false
 	for i, id := range ids {
 		var err error
-		if locs[i], err = s.locate(id); err != nil {
+		var hit bool
+		if locs[i], hit, err = s.locateCached(id); err != nil {
 			return err
 		}
+		remembered = remembered || hit
+	}
+	if !remembered {
+		return s.readLocated(ids, locs, into, wholeOnly, sib, fn)
+	}
+	got := make([]atomic.Bool, len(ids))
+	err := s.readLocated(ids, locs, into, wholeOnly, sib, func(i int, data []byte, cheap bool) {
+		got[i].Store(true)
+		fn(i, data, cheap)
+	})
+	if err == nil || !errors.Is(err, ErrCorrupt) {
+		return err
+	}
+	s.locs.forget(ids...)
+	var rest []int
+	for i := range ids {
+		if !got[i].Load() {
+			rest = append(rest, i)
+		}
+	}
+	sub, subLocs := make([]ID, len(rest)), make([]location, len(rest))
+	var subInto [][]byte
+	if into != nil {
+		subInto = make([][]byte, len(rest))
+	}
+	for k, i := range rest {
+		sub[k] = ids[i]
+		if subLocs[k], err = s.locateIndex(ids[i]); err != nil {
+			return err
+		}
+		if into != nil {
+			subInto[k] = into[i]
+		}
+	}
+	return s.readLocated(sub, subLocs, subInto, wholeOnly, sib, func(k int, data []byte, cheap bool) { fn(rest[k], data, cheap) })
+}
+
+// readLocated is readMany for chunks whose locations are known.
+func (s *Store) readLocated(ids []ID, locs []location, into [][]byte, wholeOnly bool, sib func(ID, []byte), fn func(i int, data []byte, cheap bool)) error {
+	for i, id := range ids {
 		if wholeOnly && locs[i].codec == CodecSlices {
 			return fmt.Errorf("chunk %s: %w: a slices record where a whole chunk belongs", id, ErrCorrupt)
 		}

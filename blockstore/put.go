@@ -471,6 +471,11 @@ func (t *Txn) PutMany(ids []ID, datas [][]byte) ([]PutResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	stored := make([]ID, len(recs))
+	for k, r := range recs {
+		stored[k] = ids[r.i]
+	}
+	t.s.locs.forget(stored...) // a chunk stored again has a new location
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, r := range recs {

@@ -447,8 +447,28 @@ func (w wholeChunks) ReadMany(ids []ID, into [][]byte, fn func(int, []byte)) err
 // maxSourceCache bounds the store's cache of sources of slices records.
 const maxSourceCache = 8 << 20
 
-// locate returns the index entry of id.
+// locate returns the index entry of id, from the cache of them if it has
+// it.
 func (s *Store) locate(id ID) (location, error) {
+	loc, _, err := s.locateCached(id)
+	return loc, err
+}
+
+// locateCached is locate that also reports whether the entry came from
+// the cache.
+func (s *Store) locateCached(id ID) (location, bool, error) {
+	if loc, ok := s.locs.get(id); ok {
+		return loc, true, nil
+	}
+	loc, err := s.locateIndex(id)
+	if err == nil {
+		s.locs.add(id, loc)
+	}
+	return loc, false, err
+}
+
+// locateIndex returns the index entry of id as the index has it.
+func (s *Store) locateIndex(id ID) (location, error) {
 	v, closer, err := s.db.Get(indexKey(id))
 	if err == pebble.ErrNotFound {
 		return location{}, fmt.Errorf("chunk %s: %w", id, ErrNotFound)

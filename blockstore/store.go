@@ -53,6 +53,7 @@ type Store struct {
 	codecs   *codecs
 	sources  *Cache // recently read sources of slices records
 	bundles  *bundleCache
+	locs     *locCache // index entries read lately
 
 	syncMu sync.Mutex // serialises SyncPacks so a caller never returns before its data is synced
 	mu     struct {
@@ -85,6 +86,7 @@ func Open(o Options) (*Store, error) {
 	s := &Store{fs: o.FS, dir: o.Dir, db: o.DB, codec: o.Codec, packSize: o.PackSize, log: o.Logger, codecs: cs}
 	s.sources = NewSlabCache(wholeChunks{s}, maxSourceCache)
 	s.bundles = newBundleCache(maxDecodedBundles)
+	s.locs = newLocCache(locCacheEntries)
 	s.mu.files = map[uint32]vfs.File{}
 	s.mu.dirty = map[uint32]bool{}
 	s.mu.ends = map[uint32]int64{}

@@ -6,6 +6,7 @@ import (
 	"math/rand"
 	"os"
 	"sort"
+	"sync/atomic"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -347,5 +348,69 @@ func TestOpenCreatesNoPackUntilWritten(t *testing.T) {
 	put(t, s, db, []byte("more"))
 	if got := packs(); len(got) != 3 || got[2] != packName(5) {
 		t.Fatalf("packs after a write: %v", got)
+	}
+}
+
+// A remembered location that went stale (the chunk was stored again
+// elsewhere and the old record is damaged) costs a second lookup, not an
+// error: reads fall back to the index and hand each chunk over once.
+func TestStaleRememberedLocation(t *testing.T) {
+	dir := t.TempDir()
+	db, err := pebble.Open(dir+"/db", &pebble.Options{Logger: quiet{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	s, err := Open(Options{FS: vfs.Default, Dir: dir + "/packs", DB: db, Codec: CodecRaw})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	a, b := make([]byte, 65536), make([]byte, 65536)
+	rand.New(rand.NewSource(3)).Read(a)
+	rand.New(rand.NewSource(4)).Read(b)
+	put(t, s, db, a, b)
+	old, err := s.locate(Sum(a)) // remembered from here on
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Store a again as a new record, and point the index at it.
+	r := newRun()
+	off, loc := r.add(Sum(a), len(a), a, CodecRaw, false)
+	pack, base, err := s.write(r)
+	r.release()
+	if err != nil {
+		t.Fatal(err)
+	}
+	loc.pack, loc.offset = pack, base+off
+	if err := db.Set(indexKey(Sum(a)), loc.marshal(), pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	// Damage the old record.
+	f, err := os.OpenFile(dir+"/packs/"+packName(old.pack), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte{0xde, 0xad}, old.offset+recordHeaderSize+100); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if l, ok := s.locs.get(Sum(a)); !ok || l != old {
+		t.Fatal("the old location is not remembered: the test tests nothing")
+	}
+	calls := make([]atomic.Int32, 2)
+	want := [][]byte{a, b}
+	err = s.ReadMany([]ID{Sum(a), Sum(b)}, nil, func(i int, d []byte) {
+		calls[i].Add(1)
+		if !bytes.Equal(d, want[i]) {
+			t.Errorf("chunk %d: other bytes", i)
+		}
+	})
+	if err != nil || calls[0].Load() != 1 || calls[1].Load() != 1 {
+		t.Fatalf("ReadMany over a stale location: %v, calls %d %d", err, calls[0].Load(), calls[1].Load())
+	}
+	s.locs.add(Sum(a), old)
+	if got, err := s.Get(Sum(a)); err != nil || !bytes.Equal(got, a) {
+		t.Fatalf("Get over a stale location: %v", err)
 	}
 }
