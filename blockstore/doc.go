@@ -52,4 +52,14 @@
 // A Store is safe for concurrent use. Appends reserve their offset under a
 // short lock and write outside it; reads are stateless ReadAt calls on
 // shared file handles.
+//
+// # Memory
+//
+// Read and write buffers, decoded bundles and the slabs of a Cache come
+// from blockstore/hugemem: memory advised for huge pages before its first
+// touch and never unmapped, recycled through pools. A process keeps what
+// it needed at its busiest, up to 64 MiB of buffers of each size (beyond
+// that, buffers keep their address but give their memory back), plus the
+// capacity of its caches. A Store also remembers the locations of up to
+// 256 Ki chunks read lately (about 30 MB).
 package blockstore
