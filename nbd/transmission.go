@@ -10,6 +10,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -312,10 +313,15 @@ func (t *transmission) writeLoop() error {
 	}
 }
 
-// writeBuffers writes bufs with writev, or through bw when nc cannot
-// writev (TLS). WriteTo consumes *bufs.
+// writeBuffers writes bufs with writev (raw, on a socket: see rawWritev),
+// or through bw when nc cannot writev (TLS). It consumes *bufs.
 func writeBuffers(nc net.Conn, bw *bufio.Writer, bufs *net.Buffers) error {
 	if bw == nil {
+		if sc, ok := nc.(syscall.Conn); ok {
+			if rc, err := sc.SyscallConn(); err == nil {
+				return rawWritev(rc, bufs)
+			}
+		}
 		_, err := bufs.WriteTo(nc)
 		return err
 	}
