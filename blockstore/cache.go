@@ -105,9 +105,10 @@ func (c *Cache) Get(id ID) ([]byte, error) {
 // a disk into new memory (which doubled the time of that read). Raw
 // chunks read in part (small random reads) are kept: a hit then saves
 // reading and checking a whole record for a few kilobytes of it. Nor are
-// shifted duplicates kept that were rebuilt from raw chunks: rebuilding
-// one costs about what reading its sources does, while keeping it costs
-// new memory on a first read.
+// shifted duplicates kept that were rebuilt from raw chunks for a read of
+// the whole block: rebuilding one costs about what reading its sources
+// does, while keeping it costs new memory on a first read of a disk. Read
+// in part, they are kept, as raw chunks are.
 func (c *Cache) ReadMany(ids []ID, into [][]byte, fn func(i int, data []byte)) error {
 	return c.readMany(ids, into, true, fn)
 }
@@ -153,7 +154,8 @@ func (c *Cache) readMany(ids []ID, into [][]byte, keep bool, fn func(i int, data
 		sib := func(id ID, data []byte) { c.addRead(id, data, false) }
 		return st.readManySiblings(missIDs, missInto, sib, func(k int, data []byte, cheap bool) {
 			fn(missAt[k], data)
-			if !cheap && !inPlace(data, missInto, k) {
+			whole := missInto != nil && missInto[k] != nil
+			if !(cheap && whole) && !inPlace(data, missInto, k) {
 				c.addRead(missIDs[k], data, false)
 			}
 		})

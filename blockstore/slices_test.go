@@ -230,8 +230,8 @@ func TestDamagedSlicesNeverServeOtherBytes(t *testing.T) {
 
 // Records written before version 2 (no CRC-32C) still read back, checked
 // against the chunk's digest, and the cache keeps them; a version 2
-// chunk rebuilt from raw sources is not kept, one with a source in a
-// bundle is.
+// chunk rebuilt from raw sources for a whole-block read is not kept (read
+// in part, it is), one with a source in a bundle is.
 func TestSlicesVersionsAndCaching(t *testing.T) {
 	s, db := openTest(t, vfs.NewMem(), CodecZstd)
 	raw := make([]byte, 65536)
@@ -286,7 +286,8 @@ func TestSlicesVersionsAndCaching(t *testing.T) {
 	}
 	c := NewSlabCache(s, 8<<20)
 	for i, rec := range records {
-		err := c.ReadMany([]ID{Sum(rec.data)}, nil, func(_ int, d []byte) {
+		whole := [][]byte{make([]byte, len(rec.data))} // a sequential read offers the block's buffer
+		err := c.ReadMany([]ID{Sum(rec.data)}, whole, func(_ int, d []byte) {
 			if !bytes.Equal(d, rec.data) {
 				t.Errorf("record %d reads back other bytes", i)
 			}
@@ -297,5 +298,12 @@ func TestSlicesVersionsAndCaching(t *testing.T) {
 		if got := c.Has(Sum(rec.data)); got != rec.kept {
 			t.Errorf("record %d: kept by the cache %v, want %v", i, got, rec.kept)
 		}
+	}
+	// Read in part (no buffer offered), the cheap one is kept too.
+	if err := c.ReadMany([]ID{Sum(fromRaw)}, nil, func(int, []byte) {}); err != nil {
+		t.Fatal(err)
+	}
+	if !c.Has(Sum(fromRaw)) {
+		t.Error("a shifted duplicate read in part was not kept")
 	}
 }
