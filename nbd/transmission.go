@@ -171,20 +171,12 @@ func (t *transmission) readLoop(ctx context.Context) {
 			// would add a handoff and a wake-up to a few microseconds of
 			// work.
 			t.execute(j)
-			select {
-			case t.replies <- j:
-			case <-ctx.Done():
-				t.queued.Add(-1)
-				t.release(j)
+			if !t.pass(ctx, t.replies, j) {
 				return
 			}
 			continue
 		}
-		select {
-		case t.work <- j:
-		case <-ctx.Done():
-			t.queued.Add(-1)
-			t.release(j)
+		if !t.pass(ctx, t.work, j) {
 			return
 		}
 	}
@@ -270,12 +262,20 @@ func (t *transmission) workLoop(ctx context.Context) {
 			continue
 		}
 		t.execute(j)
-		select {
-		case t.replies <- j:
-		case <-ctx.Done():
-			t.queued.Add(-1)
-			t.release(j)
-		}
+		t.pass(ctx, t.replies, j)
+	}
+}
+
+// pass hands a queued job on to ch, or, once ctx is done, releases it
+// and reports false.
+func (t *transmission) pass(ctx context.Context, ch chan<- *job, j *job) bool {
+	select {
+	case ch <- j:
+		return true
+	case <-ctx.Done():
+		t.queued.Add(-1)
+		t.release(j)
+		return false
 	}
 }
 
