@@ -28,36 +28,32 @@ func (s *Store) Get(id ID) ([]byte, error) {
 }
 
 func (s *Store) read(id ID, loc location) ([]byte, error) {
-	f, err := s.file(loc.pack)
-	if err != nil {
-		return nil, fmt.Errorf("chunk %s: %w", id, err)
-	}
-	buf := make([]byte, loc.size())
-	if n, err := f.ReadAt(buf, loc.offset); n != len(buf) {
-		return nil, fmt.Errorf("chunk %s: %w: pack %d truncated at %d: %v", id, ErrCorrupt, loc.pack, loc.offset, err)
-	}
-	return s.verify(id, loc, buf)
+	return s.readInto(id, loc, make([]byte, loc.size()))
 }
 
 // readPooled is read into a recycled buffer, which the function it
 // returns gives back; the bytes are valid until then.
 func (s *Store) readPooled(id ID, loc location) ([]byte, func(), error) {
-	f, err := s.file(loc.pack)
-	if err != nil {
-		return nil, nil, fmt.Errorf("chunk %s: %w", id, err)
-	}
 	bp := getSpan(loc.size())
-	buf := (*bp)[:loc.size()]
-	if n, err := f.ReadAt(buf, loc.offset); n != len(buf) {
-		putSpan(bp)
-		return nil, nil, fmt.Errorf("chunk %s: %w: pack %d truncated at %d: %v", id, ErrCorrupt, loc.pack, loc.offset, err)
-	}
-	data, err := s.verify(id, loc, buf)
+	data, err := s.readInto(id, loc, (*bp)[:loc.size()])
 	if err != nil {
 		putSpan(bp)
 		return nil, nil, err
 	}
 	return data, func() { putSpan(bp) }, nil
+}
+
+// readInto reads the record of chunk id into buf (its size) and returns
+// its verified, decoded bytes, which may lie in buf.
+func (s *Store) readInto(id ID, loc location, buf []byte) ([]byte, error) {
+	f, err := s.file(loc.pack)
+	if err != nil {
+		return nil, fmt.Errorf("chunk %s: %w", id, err)
+	}
+	if n, err := f.ReadAt(buf, loc.offset); n != len(buf) {
+		return nil, fmt.Errorf("chunk %s: %w: pack %d truncated at %d: %v", id, ErrCorrupt, loc.pack, loc.offset, err)
+	}
+	return s.verify(id, loc, buf)
 }
 
 // verify checks the record buf against the index entry and its checksum
