@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,6 +17,18 @@ type nbdMetrics struct {
 	requests *prometheus.CounterVec
 	bytes    *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
+	// Each request's series by export and command, looked up once: a
+	// lookup by label values hashes and checks them all, three times a
+	// request, a few percent of the daemon's CPU at 40,000 requests a
+	// second.
+	series sync.Map // requestKey → *requestSeries
+}
+
+type requestKey struct{ export, cmd string }
+
+type requestSeries struct {
+	ok, bytes prometheus.Counter
+	latency   prometheus.Observer
 }
 
 var _ nbd.Metrics = (*nbdMetrics)(nil)
@@ -46,13 +59,23 @@ func (m *nbdMetrics) ConnOpened(export string) {
 func (m *nbdMetrics) ConnClosed(export string) { m.conns.WithLabelValues(export).Dec() }
 
 func (m *nbdMetrics) Request(export, cmd string, bytes int64, d time.Duration, err error) {
-	result := "ok"
-	if err != nil {
-		result = "error"
+	k := requestKey{export, cmd}
+	v, ok := m.series.Load(k)
+	if !ok {
+		v, _ = m.series.LoadOrStore(k, &requestSeries{
+			ok:      m.requests.WithLabelValues(export, cmd, "ok"),
+			bytes:   m.bytes.WithLabelValues(export, cmd),
+			latency: m.latency.WithLabelValues(export, cmd),
+		})
 	}
-	m.requests.WithLabelValues(export, cmd, result).Inc()
-	m.bytes.WithLabelValues(export, cmd).Add(float64(bytes))
-	m.latency.WithLabelValues(export, cmd).Observe(d.Seconds())
+	rs := v.(*requestSeries)
+	if err != nil {
+		m.requests.WithLabelValues(export, cmd, "error").Inc()
+	} else {
+		rs.ok.Inc()
+	}
+	rs.bytes.Add(float64(bytes))
+	rs.latency.Observe(d.Seconds())
 }
 
 // registerStoreMetrics reports what the store holds, from the volumes'
