@@ -42,7 +42,7 @@ func (c *conn) handshake() (*session, error) {
 	if t := c.srv.handshakeTimeout(); t > 0 {
 		c.setDeadline(time.Now().Add(t))
 	}
-	n := &negotiation{c: c, nc: c.raw, br: bufio.NewReaderSize(c.raw, readBufferSize)}
+	n := &negotiation{c: c, nc: c.raw, br: bufio.NewReaderSize(newSocketReader(c.raw), readBufferSize)}
 	if _, err := c.raw.Write(appendGreeting(nil)); err != nil {
 		return nil, err
 	}
