@@ -68,3 +68,23 @@ func (c *locCache) forget(ids ...ID) {
 		delete(c.old, id)
 	}
 }
+
+// fill adds an entry loaded ahead of any read (see WarmLocations) unless
+// the cache has one for id: never over an entry a read or a write put
+// there, and never past the current generation, so that it evicts
+// nothing. full reports that the generation has no room left.
+func (c *locCache) fill(id ID, loc location) (added, full bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.cur) >= c.half {
+		return false, true
+	}
+	if _, ok := c.cur[id]; ok {
+		return false, false
+	}
+	if _, ok := c.old[id]; ok {
+		return false, false
+	}
+	c.cur[id] = loc
+	return true, false
+}

@@ -55,6 +55,10 @@ type Store struct {
 	bundles  *bundleCache
 	locs     *locCache // index entries read lately
 
+	warmMu   sync.Mutex // guards the two below (see WarmLocations)
+	warmStop func()
+	warmDone chan struct{}
+
 	syncMu sync.Mutex // serialises SyncPacks so a caller never returns before its data is synced
 	mu     struct {
 		sync.Mutex
@@ -278,6 +282,7 @@ func (s *Store) file(n uint32) (vfs.File, error) {
 // Close closes the pack files (it does not sync them) and gives the
 // buffers of decoded bundles back to the process.
 func (s *Store) Close() error {
+	s.stopWarming()
 	s.bundles.close()
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -414,3 +414,71 @@ func TestStaleRememberedLocation(t *testing.T) {
 		t.Fatalf("Get over a stale location: %v", err)
 	}
 }
+
+// WarmLocations loads the index into the cache of locations, up to half
+// of it, never over an entry a read put there; the reads after it use
+// what it loaded; Close stops it.
+func TestWarmLocations(t *testing.T) {
+	dir := t.TempDir()
+	db, err := pebble.Open(dir+"/db", &pebble.Options{Logger: quiet{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	s, err := Open(Options{FS: vfs.Default, Dir: dir + "/packs", DB: db, Codec: CodecRaw})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewSource(5))
+	var chunks [][]byte
+	for range 40 {
+		c := make([]byte, 4096)
+		rng.Read(c)
+		chunks = append(chunks, c)
+	}
+	put(t, s, db, chunks...)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s, err = Open(Options{FS: vfs.Default, Dir: dir + "/packs", DB: db, Codec: CodecRaw})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.locs = newLocCache(60) // room for 30 of the 40
+	first, err := s.locateIndex(Sum(chunks[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	marked := first
+	marked.member = 12345 // recognisable: the loader must leave it alone
+	s.locs.add(Sum(chunks[0]), marked)
+	s.WarmLocations()
+	<-s.warmDone // the load stops when the cache is half full
+	if n := len(s.locs.cur) + len(s.locs.old); n != 30 {
+		t.Fatalf("%d locations in the cache after loading, want 30", n)
+	}
+	if l, _ := s.locs.get(Sum(chunks[0])); l != marked {
+		t.Fatal("loading replaced a location a read had put in the cache")
+	}
+	loaded := 0
+	for _, c := range chunks[1:] {
+		l, ok := s.locs.get(Sum(c))
+		if !ok {
+			continue
+		}
+		loaded++
+		if want, err := s.locateIndex(Sum(c)); err != nil || l != want {
+			t.Fatalf("loaded location %+v, the index says %+v (%v)", l, want, err)
+		}
+	}
+	if loaded != 29 {
+		t.Fatalf("%d loaded locations found, want 29", loaded)
+	}
+	s.locs.forget(Sum(chunks[0]))
+	got, err := s.GetMany([]ID{Sum(chunks[0]), Sum(chunks[39])})
+	if err != nil || !bytes.Equal(got[0], chunks[0]) || !bytes.Equal(got[1], chunks[39]) {
+		t.Fatalf("reading after the load: %v", err)
+	}
+}

@@ -83,6 +83,11 @@ func (s *Service) Dir() string { return s.dir }
 // Timeline returns the timeline store, for the servers that serve views.
 func (s *Service) Timeline() *timeline.Store { return s.tl }
 
+// WarmIndex loads what fits of the chunk index into memory, in the
+// background (see blockstore.Store.WarmLocations): a long-lived process
+// (the daemon) calls it when it starts.
+func (s *Service) WarmIndex() { s.chunks.WarmLocations() }
+
 // Close flushes and closes everything. The index's memtable is written
 // out, so that its write-ahead log is deleted now rather than replayed at
 // the next open.

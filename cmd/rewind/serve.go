@@ -57,6 +57,7 @@ func (c *serveCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
+	svc.WarmIndex()
 	d := &daemon{log: log, svc: svc, exports: newExports(svc)}
 	svc.SetInUse(d.exports.inUse)
 	err = d.start(e.ctx, c, tlsConf, filepath.Join(e.dataDir, "rewind.sock"))
