@@ -3,7 +3,7 @@
 # serving v2.img read-only), each on its own port on 127.0.0.1.
 #
 #   nbdcopy URI null:                                   sequential, MiB/s
-#                                                       (median of BENCH_REPEAT)
+#                                                       (median of BENCH_REPEAT, 5)
 #   fio --ioengine=nbd --rw=randread --bs=4k --iodepth=32 --runtime=N
 #                                                       IOPS and p99 latency
 #   qemu-img bench -f raw -c 20000 -d DEPTH -s 4096 URI  seconds, DEPTH 1 2 4
@@ -11,9 +11,11 @@
 #
 # Cold: the server is restarted and the page cache dropped before the run.
 # Warm: right after, once the whole image has been read through the server.
+# The servers take turns (see nbd_all).
 
 NBD_SERVERS=(rewind nbdkit qemu-nbd)
 NBD_METRICS=(seq fio qb1 qb2 qb4)
+NBD_REPEAT=${BENCH_REPEAT:-5} # rounds of the sequential read
 
 # nbd_start SERVER: starts it on a free port; sets NBD_PID and NBD_URI.
 nbd_start() {
@@ -92,47 +94,79 @@ print("%.0f %.0f" % (r["iops"], r["clat_ns"]["percentile"]["99.000000"] / 1000))
 	esac
 }
 
-# nbd_server SERVER: every metric, cold and warm, into NBDR[SERVER,METRIC,CACHE].
-nbd_server() {
-	local s=$1 m v
-	for m in "${NBD_METRICS[@]}"; do
-		if [[ $m == seq ]]; then
-			nbd_seq "$s" || return 1
-			continue
-		fi
-		drop_caches
-		nbd_start "$s" || return 1
-		v=$(nbd_measure "$m")
-		[[ $m == fio ]] && { NBDR[$s,fio99,cold]=${v#* }; v=${v%% *}; }
-		NBDR[$s,$m,cold]=$v
-		if [[ $v == ">"* ]]; then
-			NBDR[$s,$m,warm]=$v # stalled cold: it stalls warm too, no need to wait again
-			stop "$NBD_PID"
-			continue
-		fi
-		timed ignored "$STEP_TIMEOUT" nbdcopy "$NBD_URI" null: || true
-		v=$(nbd_measure "$m")
-		[[ $m == fio ]] && { NBDR[$s,fio99,warm]=${v#* }; v=${v%% *}; }
-		NBDR[$s,$m,warm]=$v
+# nbd_metric SERVER METRIC: one metric, cold and warm, into
+# NBDR[SERVER,METRIC,CACHE].
+nbd_metric() {
+	local s=$1 m=$2 v
+	drop_caches
+	nbd_start "$s" || return 1
+	v=$(nbd_measure "$m")
+	[[ $m == fio ]] && { NBDR[$s,fio99,cold]=${v#* }; v=${v%% *}; }
+	NBDR[$s,$m,cold]=$v
+	if [[ $v == ">"* ]]; then
+		NBDR[$s,$m,warm]=$v # stalled cold: it stalls warm too, no need to wait again
 		stop "$NBD_PID"
+		return 0
+	fi
+	timed ignored "$STEP_TIMEOUT" nbdcopy "$NBD_URI" null: || true
+	v=$(nbd_measure "$m")
+	[[ $m == fio ]] && { NBDR[$s,fio99,warm]=${v#* }; v=${v%% *}; }
+	NBDR[$s,$m,warm]=$v
+	stop "$NBD_PID"
+}
+
+# nbd_seq_round SERVER: one sequential read cold, then warm, with a fresh
+# server and an empty page cache, appended to SEQ[SERVER,CACHE].
+nbd_seq_round() {
+	local s=$1
+	drop_caches
+	nbd_start "$s" || return 1
+	SEQ[$s,cold]+=" $(nbd_measure seq)"
+	SEQ[$s,warm]+=" $(nbd_measure seq)"
+	stop "$NBD_PID"
+}
+
+# nbd_all: every metric of every server. The servers take turns within
+# each metric, and within each round of the sequential read, so that a
+# machine whose speed drifts during the section (page cache, memory the
+# host has taken back, neighbours) drifts for all of them alike. A whole
+# image read takes about a second and single runs of it vary by a third
+# on a shared machine: it runs NBD_REPEAT times, and the medians go into
+# NBDR.
+nbd_all() {
+	declare -gA SEQ=()
+	local r m s c
+	for ((r = 0; r < NBD_REPEAT; r++)); do
+		for s in "${NBD_SERVERS[@]}"; do
+			nbd_try "$s" "seq, round $((r + 1)) of $NBD_REPEAT" nbd_seq_round "$s"
+		done
+	done
+	for s in "${NBD_SERVERS[@]}"; do
+		for c in cold warm; do
+			# shellcheck disable=SC2086 # a list of figures
+			[[ -n ${SEQ[$s,$c]:-} ]] && NBDR[$s,seq,$c]=$(median ${SEQ[$s,$c]})
+		done
+	done
+	for m in "${NBD_METRICS[@]}"; do
+		[[ $m == seq ]] && continue
+		for s in "${NBD_SERVERS[@]}"; do
+			nbd_try "$s" "$m" nbd_metric "$s" "$m"
+		done
 	done
 }
 
-# nbd_seq SERVER: the sequential read, cold then warm, REPEAT times with a
-# fresh server and an empty page cache each time; the medians go into
-# NBDR. A whole-image read takes about a second, and single runs of it
-# vary by a third on a shared machine.
-nbd_seq() {
-	local s=$1 r cold=() warm=()
-	for ((r = 0; r < REPEAT; r++)); do
-		drop_caches
-		nbd_start "$s" || return 1
-		cold+=("$(nbd_measure seq)")
-		warm+=("$(nbd_measure seq)")
-		stop "$NBD_PID"
-	done
-	NBDR[$s,seq,cold]=$(median "${cold[@]}")
-	NBDR[$s,seq,warm]=$(median "${warm[@]}")
+# nbd_try SERVER WHAT CMD...: runs CMD unless SERVER failed before; a peer
+# that fails ends the benchmark, rewind failing is reported as not
+# measured.
+nbd_try() {
+	local s=$1 what=$2
+	shift 2
+	[[ $s == rewind && -n $NBD_WHY ]] && return 0
+	log "nbd: $s: $what"
+	if ! "$@"; then
+		[[ $s == rewind ]] || die "$s: $WHY"
+		NBD_WHY=$WHY
+	fi
 }
 
 # nbd_verify: whether rewind's export holds exactly v2's bytes.
@@ -180,23 +214,13 @@ section_nbd() {
 	images
 	declare -gA NBDR=()
 	NBD_SAME=
-	local why=
+	NBD_WHY=
 	if ! rewind_data_ready || ! rewind_supports serve --nbd; then
-		why=$WHY
+		NBD_WHY=$WHY
 	fi
-	local s
-	for s in "${NBD_SERVERS[@]}"; do
-		if [[ $s == rewind && -n $why ]]; then
-			continue
-		fi
-		log "nbd: $s"
-		if ! nbd_server "$s"; then
-			[[ $s == rewind ]] || die "$s: $WHY"
-			why=$WHY
-		fi
-	done
-	[[ -n $why ]] || nbd_verify || why=$WHY
+	nbd_all
+	[[ -n $NBD_WHY ]] || nbd_verify || NBD_WHY=$WHY
 	nbd_table
-	[[ -z $why ]] || not_measured "$why"
+	[[ -z $NBD_WHY ]] || not_measured "$NBD_WHY"
 	section_end
 }

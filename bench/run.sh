@@ -23,7 +23,8 @@
 #
 # Environment: BENCH_WORK (default tmp/bench, about 6 GiB), BENCH_SIZE
 # (1G), BENCH_SEED (1), BENCH_CHANGE_PCT (5), BENCH_FIO_RUNTIME (10 s),
-# BENCH_REPEAT (3 runs of each whole-image read, median reported),
+# BENCH_REPEAT (runs of each whole-image read, median reported: 5 over
+# NBD, 3 mounts for FUSE),
 # BENCH_STEP_TIMEOUT (1200 s per measured command), BENCH_QB_TIMEOUT (60 s
 # per qemu-img bench), BENCH_REWIND (bin/rewind).
 set -euo pipefail
