@@ -33,6 +33,7 @@ type Store struct {
 	log    *slog.Logger
 	// partBlocks is how many keys go in one batch of a large version.
 	partBlocks int
+	background sync.WaitGroup // read-ahead (see readAhead); Close waits
 
 	mu struct {
 		sync.Mutex
@@ -125,6 +126,7 @@ func (s *Store) load() error {
 // Close empties the cache of decoded chunks, whose memory the next store
 // of the process reuses. The caller closes the DB and the chunk store.
 func (s *Store) Close() error {
+	s.background.Wait()
 	s.cache.Close()
 	return nil
 }

@@ -25,6 +25,7 @@ type View struct {
 	head   bool      // a writable clone head
 	refs   *refCache // for fixed views
 	closed atomic.Bool
+	ra     readAhead
 }
 
 // ViewAt opens vol as of t. t must not be before the volume's first
@@ -130,6 +131,9 @@ func (v *View) read(p []byte, off int64, keep bool) (int, error) {
 	}
 	if n == 0 {
 		return 0, tail
+	}
+	if keep && int64(n) < m.BlockSize {
+		v.readAhead(m, t, off, int64(n))
 	}
 	if err := v.s.readAt(m, t, p[:n], off, v.refs, keep); err != nil {
 		return 0, err

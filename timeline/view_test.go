@@ -77,3 +77,79 @@ func TestViewResident(t *testing.T) {
 		t.Fatal("a clone's unread block is resident")
 	}
 }
+
+// Small reads in order read the blocks that follow into the cache ahead
+// of the reader; reads out of order and whole blocks do not.
+func TestViewReadAhead(t *testing.T) {
+	e := &scriptEnv{t: t, fs: vfs.NewCrashableMem()}
+	e.open()
+	defer e.close()
+	const size = 64 * testBS
+	data := pattern(4, size) // random blocks (stored raw), a hole every 7th
+	v, err := e.s.Import(context.Background(), ImportOptions{Name: "a", Source: bytes.NewReader(data), Size: size, At: 100, BlockSize: testBS})
+	if err != nil {
+		t.Fatal(err)
+	}
+	view, err := e.s.ViewAt(v.Volume.ID, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resident := func(from, to int) []int {
+		var in []int
+		for b := from; b < to; b++ {
+			if bytes.Equal(data[b*testBS:(b+1)*testBS], make([]byte, testBS)) {
+				continue // a hole: nothing to read
+			}
+			if view.Resident(int64(b)*testBS, 512) {
+				in = append(in, b)
+			}
+		}
+		return in
+	}
+	read := func(off, n int64) {
+		t.Helper()
+		p := make([]byte, n)
+		if _, err := view.ReadAt(p, off); err != nil || !bytes.Equal(p, data[off:off+n]) {
+			t.Fatalf("read %d bytes at %d: %v", n, off, err)
+		}
+		e.s.background.Wait()
+	}
+	// Out of order: nothing beyond the block read.
+	read(40*testBS+512, 512)
+	if in := resident(41, 64); len(in) != 0 {
+		t.Fatalf("blocks %v read ahead after a read out of order", in)
+	}
+	// Whole blocks in order: nothing read ahead.
+	read(20*testBS, testBS)
+	read(21*testBS, testBS)
+	if in := resident(22, 40); len(in) != 0 {
+		t.Fatalf("blocks %v read ahead after whole-block reads", in)
+	}
+	// Small reads in order, from the start: the next readAheadBlocks.
+	read(0, 512)
+	read(512, 512)
+	if in := resident(1, 1+readAheadBlocks); len(in) != len(dataBlocks(data, 1, 1+readAheadBlocks)) {
+		t.Fatalf("blocks %v of %v read ahead", in, dataBlocks(data, 1, 1+readAheadBlocks))
+	}
+	if in := resident(1+readAheadBlocks, 20); len(in) != 0 {
+		t.Fatalf("blocks %v read ahead, beyond the window", in)
+	}
+	// Reading on, in order, keeps ahead of the reader.
+	for off := int64(1024); off < 10*testBS; off += 1024 {
+		read(off, 1024)
+	}
+	if in := resident(10, 18); len(in) != len(dataBlocks(data, 10, 18)) {
+		t.Fatalf("blocks %v of %v ahead of an in-order reader", in, dataBlocks(data, 10, 18))
+	}
+}
+
+// dataBlocks lists the blocks of [from, to) of data that are not zero.
+func dataBlocks(data []byte, from, to int) []int {
+	var out []int
+	for b := from; b < to; b++ {
+		if !bytes.Equal(data[b*testBS:(b+1)*testBS], make([]byte, testBS)) {
+			out = append(out, b)
+		}
+	}
+	return out
+}
