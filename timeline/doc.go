@@ -39,7 +39,10 @@
 // complete. Decoded chunks are cached by ID (blockstore.Cache, in
 // huge-page slabs); a chunk is immutable, so the cache never needs
 // invalidating. Raw chunks read whole into the caller's buffer bypass it:
-// the kernel's page cache already holds their records.
+// the kernel's page cache already holds their records. Small reads that
+// come in order start a read-ahead of the blocks that follow, on a
+// goroutine of its own, at most one per view (readahead.go); Store.Close
+// waits for it.
 //
 // # Errors
 //
