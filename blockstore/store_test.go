@@ -354,17 +354,24 @@ func TestOpenCreatesNoPackUntilWritten(t *testing.T) {
 // A remembered location that went stale (the chunk was stored again
 // elsewhere and the old record is damaged) costs a second lookup, not an
 // error: reads fall back to the index and hand each chunk over once.
-func TestStaleRememberedLocation(t *testing.T) {
-	dir := t.TempDir()
+// openOnDisk opens a store of raw records in dir, on disk, and its index.
+func openOnDisk(t *testing.T, dir string) (*Store, *pebble.DB) {
+	t.Helper()
 	db, err := pebble.Open(dir+"/db", &pebble.Options{Logger: quiet{}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
+	t.Cleanup(func() { db.Close() })
 	s, err := Open(Options{FS: vfs.Default, Dir: dir + "/packs", DB: db, Codec: CodecRaw})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return s, db
+}
+
+func TestStaleRememberedLocation(t *testing.T) {
+	dir := t.TempDir()
+	s, db := openOnDisk(t, dir)
 	defer s.Close()
 	a, b := make([]byte, 65536), make([]byte, 65536)
 	rand.New(rand.NewSource(3)).Read(a)
@@ -420,15 +427,7 @@ func TestStaleRememberedLocation(t *testing.T) {
 // what it loaded; Close stops it.
 func TestWarmLocations(t *testing.T) {
 	dir := t.TempDir()
-	db, err := pebble.Open(dir+"/db", &pebble.Options{Logger: quiet{}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	s, err := Open(Options{FS: vfs.Default, Dir: dir + "/packs", DB: db, Codec: CodecRaw})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, db := openOnDisk(t, dir)
 	rng := rand.New(rand.NewSource(5))
 	var chunks [][]byte
 	for range 40 {
@@ -441,7 +440,7 @@ func TestWarmLocations(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s, err = Open(Options{FS: vfs.Default, Dir: dir + "/packs", DB: db, Codec: CodecRaw})
+	s, err := Open(Options{FS: vfs.Default, Dir: dir + "/packs", DB: db, Codec: CodecRaw})
 	if err != nil {
 		t.Fatal(err)
 	}

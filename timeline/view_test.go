@@ -10,12 +10,12 @@ import (
 
 // Resident says a read needs nothing from storage only when every block's
 // content is known and every chunk is in the cache.
-func TestViewResident(t *testing.T) {
-	e := &scriptEnv{t: t, fs: vfs.NewCrashableMem()}
-	e.open()
-	defer e.close()
+// viewOf imports 64 blocks of pattern(seed) (random blocks, stored raw,
+// and a hole every 7th) as volume "a" at 100 and opens a view of it.
+func viewOf(t *testing.T, e *scriptEnv, seed int64) (*View, []byte) {
+	t.Helper()
 	const size = 64 * testBS
-	data := pattern(3, size) // random blocks (stored raw), a hole every 7th
+	data := pattern(seed, size)
 	v, err := e.s.Import(context.Background(), ImportOptions{Name: "a", Source: bytes.NewReader(data), Size: size, At: 100, BlockSize: testBS})
 	if err != nil {
 		t.Fatal(err)
@@ -24,6 +24,15 @@ func TestViewResident(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return view, data
+}
+
+func TestViewResident(t *testing.T) {
+	e := &scriptEnv{t: t, fs: vfs.NewCrashableMem()}
+	e.open()
+	defer e.close()
+	const size = 64 * testBS
+	view, data := viewOf(t, e, 3)
 	const blk = 1 * testBS // a data block
 	if view.Resident(blk, 512) {
 		t.Fatal("resident before anything was read")
@@ -84,16 +93,7 @@ func TestViewReadAhead(t *testing.T) {
 	e := &scriptEnv{t: t, fs: vfs.NewCrashableMem()}
 	e.open()
 	defer e.close()
-	const size = 64 * testBS
-	data := pattern(4, size) // random blocks (stored raw), a hole every 7th
-	v, err := e.s.Import(context.Background(), ImportOptions{Name: "a", Source: bytes.NewReader(data), Size: size, At: 100, BlockSize: testBS})
-	if err != nil {
-		t.Fatal(err)
-	}
-	view, err := e.s.ViewAt(v.Volume.ID, 100)
-	if err != nil {
-		t.Fatal(err)
-	}
+	view, data := viewOf(t, e, 4)
 	resident := func(from, to int) []int {
 		var in []int
 		for b := from; b < to; b++ {
