@@ -55,12 +55,18 @@ func (v *View) readAhead(m *Volume, t int64, off, n int64) {
 		ra.mu.Unlock()
 		return
 	}
+	bg := &v.s.background
+	bg.Lock()
+	defer bg.Unlock()
+	if bg.closing {
+		ra.mu.Unlock()
+		return
+	}
 	ra.until, ra.running = to, true
 	ra.mu.Unlock()
-
-	v.s.background.Add(1)
+	bg.wg.Add(1)
 	go func() {
-		defer v.s.background.Done()
+		defer bg.wg.Done()
 		v.s.prefetch(m, t, from, to, v.refs)
 		ra.mu.Lock()
 		ra.running = false

@@ -33,7 +33,12 @@ type Store struct {
 	log    *slog.Logger
 	// partBlocks is how many keys go in one batch of a large version.
 	partBlocks int
-	background sync.WaitGroup // read-ahead (see readAhead); Close waits
+	// Read-ahead in flight (see readAhead): Close stops new ones and waits.
+	background struct {
+		sync.Mutex
+		closing bool
+		wg      sync.WaitGroup
+	}
 
 	mu struct {
 		sync.Mutex
@@ -126,7 +131,10 @@ func (s *Store) load() error {
 // Close empties the cache of decoded chunks, whose memory the next store
 // of the process reuses. The caller closes the DB and the chunk store.
 func (s *Store) Close() error {
-	s.background.Wait()
+	s.background.Lock()
+	s.background.closing = true
+	s.background.Unlock()
+	s.background.wg.Wait()
 	s.cache.Close()
 	return nil
 }

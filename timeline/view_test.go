@@ -112,7 +112,7 @@ func TestViewReadAhead(t *testing.T) {
 		if _, err := view.ReadAt(p, off); err != nil || !bytes.Equal(p, data[off:off+n]) {
 			t.Fatalf("read %d bytes at %d: %v", n, off, err)
 		}
-		e.s.background.Wait()
+		e.s.background.wg.Wait()
 	}
 	// Out of order: nothing beyond the block read.
 	read(40*testBS+512, 512)
