@@ -25,14 +25,17 @@ import (
 )
 
 type serveCmd struct {
-	NBD         string `help:"Serve NBD on this address (empty: no NBD)." default:"127.0.0.1:10809" placeholder:"ADDR"`
-	Mount       string `help:"Mount the whole history as a FUSE tree here." placeholder:"DIR"`
-	HTTP        string `help:"Serve Prometheus /metrics (and the API) on this address." placeholder:"ADDR" name:"http"`
-	TLSCert     string `help:"Server certificate (PEM); makes TLS mandatory for NBD." type:"existingfile" name:"tls-cert" placeholder:"FILE"`
-	TLSKey      string `help:"Server key (PEM)." type:"existingfile" name:"tls-key" placeholder:"FILE"`
-	TLSClientCA string `help:"Require client certificates signed by this CA (PEM)." type:"existingfile" name:"tls-client-ca" placeholder:"FILE"`
-	MaxConns    int    `help:"Most NBD connections served at once." default:"512"`
-	CacheSize   Size   `help:"Memory for decoded chunks (hot data is served from memory)." default:"1GiB" placeholder:"SIZE"`
+	NBD         string   `help:"Serve NBD on this address (empty: no NBD)." default:"127.0.0.1:10809" placeholder:"ADDR"`
+	Mount       string   `help:"Mount the whole history as a FUSE tree here." placeholder:"DIR"`
+	HTTP        string   `help:"Serve Prometheus /metrics (open) and the API (bearer token) on this address; HTTPS with --tls-cert." placeholder:"ADDR" name:"http"`
+	TLSCert     string   `help:"Server certificate (PEM); makes TLS mandatory for NBD." type:"existingfile" name:"tls-cert" placeholder:"FILE"`
+	TLSKey      string   `help:"Server key (PEM)." type:"existingfile" name:"tls-key" placeholder:"FILE"`
+	TLSClientCA string   `help:"Require client certificates signed by this CA (PEM)." type:"existingfile" name:"tls-client-ca" placeholder:"FILE"`
+	MaxConns    int      `help:"Most NBD connections served at once." default:"512"`
+	HTTPToken   string   `help:"File holding the bearer token of the API on --http (default DATA/api-token, made at first start)." name:"http-token-file" type:"path" placeholder:"FILE"`
+	HTTPHosts   []string `help:"A name the --http port answers to besides its address, localhost and IP addresses (repeat for more)." name:"http-host" placeholder:"NAME"`
+	DebugPprof  bool     `help:"Serve Go's profiler at /debug/pprof on --http (behind the token)." name:"debug-pprof"`
+	CacheSize   Size     `help:"Memory for decoded chunks (hot data is served from memory)." default:"1GiB" placeholder:"SIZE"`
 }
 
 // daemon is a running rewind serve.
@@ -112,6 +115,9 @@ func (d *daemon) start(ctx context.Context, c *serveCmd, tlsConf *tls.Config, so
 		if err != nil {
 			return fmt.Errorf("listen for NBD on %s: %w (is another server using the port? choose another with --nbd)", c.NBD, err)
 		}
+		if tlsConf == nil {
+			warnIfExposed(d.log, "NBD", l.Addr())
+		}
 		d.nbd = &nbd.Server{Resolver: d.exports, TLSConfig: tlsConf, Logger: d.log, MaxConns: c.MaxConns,
 			Metrics: newNBDMetrics(reg)}
 		go func() {
@@ -123,20 +129,59 @@ func (d *daemon) start(ctx context.Context, c *serveCmd, tlsConf *tls.Config, so
 	}
 
 	if c.HTTP != "" {
-		l, err := net.Listen("tcp", c.HTTP)
-		if err != nil {
-			return fmt.Errorf("listen for HTTP on %s: %w (choose another with --http)", c.HTTP, err)
+		if err := d.startHTTP(c, handler, reg, tlsConf); err != nil {
+			return err
 		}
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		mux.Handle("/v1/", handler)
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		d.web = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		go d.web.Serve(l)
-		d.stops = append(d.stops, d.web.Shutdown)
 	}
 	return d.startMount(ctx, c)
+}
+
+// startHTTP serves /metrics, open to all, and the API behind the bearer
+// token and the checks of api.Guard; HTTPS with the NBD certificate when
+// one is given.
+func (d *daemon) startHTTP(c *serveCmd, handler http.Handler, reg *prometheus.Registry, tlsConf *tls.Config) error {
+	tokenFile := c.HTTPToken
+	if tokenFile == "" {
+		tokenFile = filepath.Join(d.svc.Dir(), "api-token")
+	}
+	token, err := api.LoadToken(tokenFile, true)
+	if err != nil {
+		return err
+	}
+	l, err := net.Listen("tcp", c.HTTP)
+	if err != nil {
+		return fmt.Errorf("listen for HTTP on %s: %w (choose another with --http)", c.HTTP, err)
+	}
+	remote := api.Remote{Token: token, Addr: c.HTTP, Hosts: c.HTTPHosts}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.Handle("/v1/", api.Guard(handler, remote))
+	if c.DebugPprof {
+		prof := http.NewServeMux()
+		prof.HandleFunc("/debug/pprof/", pprof.Index)
+		prof.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		prof.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		mux.Handle("/debug/pprof/", api.Guard(prof, remote))
+	}
+	d.web = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	if tlsConf != nil {
+		conf := tlsConf.Clone()
+		conf.ClientAuth, conf.ClientCAs = tls.NoClientCert, nil // the token authenticates
+		l = tls.NewListener(l, conf)
+	} else {
+		warnIfExposed(d.log, "HTTP", l.Addr())
+	}
+	go d.web.Serve(l)
+	d.stops = append(d.stops, d.web.Shutdown)
+	d.log.Info("API on HTTP needs the bearer token", "token_file", tokenFile, "tls", tlsConf != nil)
+	return nil
+}
+
+// warnIfExposed warns of a plain-text listener that other machines reach.
+func warnIfExposed(log *slog.Logger, what string, a net.Addr) {
+	if ta, ok := a.(*net.TCPAddr); ok && !ta.IP.IsLoopback() {
+		log.Warn(what+" listens beyond this machine without TLS: tokens and data cross the network in clear; give --tls-cert and --tls-key", "addr", a.String())
+	}
 }
 
 // listenSocket listens on the daemon's socket, replacing a stale one that
