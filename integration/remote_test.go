@@ -1,0 +1,101 @@
+package integration
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// curlStatus runs curl as the given user (nil: root) and returns the HTTP
+// status and body of one request.
+func curlStatus(t *testing.T, asUser []string, args ...string) (string, string) {
+	t.Helper()
+	cmd := append(append([]string{}, asUser...), "curl", "-s", "-w", "\n%{http_code}")
+	res := runCmd(t, nil, nil, cmd[0], append(cmd[1:], args...)...)
+	if res.Code != 0 {
+		t.Fatalf("curl %s: %s", strings.Join(args, " "), res)
+	}
+	i := strings.LastIndexByte(res.Stdout, '\n')
+	return res.Stdout[i+1:], res.Stdout[:i]
+}
+
+// TestRemoteAPIRefusesStrangers: on --http, every /v1 call without the
+// token is 401, cross-site and rebinding requests are 403 and change
+// nothing, pprof is not there unless asked for, and with the token the
+// API works; for root and for an unprivileged local user alike.
+func TestRemoteAPIRefusesStrangers(t *testing.T) {
+	requireTool(t, "curl", "curl")
+	setpriv := requireTool(t, "setpriv", "util-linux")
+	rw := newRewind(t)
+	rw.MustRun("volume", "create", "db01", "--size", "1MiB")
+	srv := rw.Serve(serveOptions{HTTP: true})
+	tokenFile := filepath.Join(rw.Data, "api-token")
+	st, err := os.Stat(tokenFile)
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("DATA/api-token: %v, %v; want mode 0600", st, err)
+	}
+	tok, _ := os.ReadFile(tokenFile)
+	bearer := "Authorization: Bearer " + strings.TrimSpace(string(tok))
+	base := "http://" + srv.HTTPAddr
+	json := "Content-Type: application/json"
+
+	nobody := []string{setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"}
+	for _, who := range [][]string{nil, nobody} {
+		for _, call := range []string{"volumes", "stats", "create", "remove", "log", "diff", "point-add", "points",
+			"point-rm", "clone", "import", "export", "mount", "umount", "nosuch"} {
+			code, body := curlStatus(t, who, "-X", "POST", "-H", json, "-d", `{"name":"db01","force":true}`, base+"/v1/"+call)
+			if code != "401" {
+				t.Errorf("POST /v1/%s without the token (as %v): %s %s", call, who, code, body)
+			}
+		}
+		if code, _ := curlStatus(t, who, base+"/v1/volumes"); code != "401" {
+			t.Errorf("GET /v1/volumes without the token: %s", code)
+		}
+		// A page on another site posts a form with the token it could not
+		// know, or even with it: refused either way.
+		for _, auth := range []string{"X-None: 1", bearer} {
+			code, body := curlStatus(t, who, "-X", "POST", "-H", "Content-Type: text/plain", "-H", "Origin: http://evil.example",
+				"-H", auth, "-d", `{"name":"db01","force":true}`, base+"/v1/remove")
+			if code != "403" {
+				t.Errorf("cross-site text/plain remove (%s): %s %s", auth, code, body)
+			}
+		}
+		code, body := curlStatus(t, who, "-X", "POST", "-H", json, "-H", bearer, "-H", "Host: evil.example",
+			"-d", `{"name":"db01","force":true}`, base+"/v1/remove")
+		if code != "403" {
+			t.Errorf("remove with a foreign Host: %s %s", code, body)
+		}
+		if code, _ := curlStatus(t, who, "-H", bearer, base+"/debug/pprof/"); code != "404" {
+			t.Errorf("/debug/pprof/ without --debug-pprof: %s", code)
+		}
+		if code, _ := curlStatus(t, who, base+"/metrics"); code != "200" {
+			t.Errorf("/metrics: %s; it stays open", code)
+		}
+	}
+	if out := rw.MustRun("volume", "list"); !strings.Contains(out, "db01") {
+		t.Fatalf("a refused request removed db01:\n%s", out)
+	}
+
+	// With the token, the API answers.
+	code, body := curlStatus(t, nil, "-X", "POST", "-H", json, "-H", bearer,
+		"-d", `{"spec":"db01@latest","name":"db01-test"}`, base+"/v1/clone")
+	if code != "200" || !strings.Contains(body, `"db01-test"`) {
+		t.Fatalf("clone with the token: %s %s", code, body)
+	}
+	code, body = curlStatus(t, nil, "-X", "POST", "-H", json, "-H", bearer, "-d", `{}`, base+"/v1/volumes")
+	if code != "200" || !strings.Contains(body, `"db01-test"`) {
+		t.Fatalf("volumes with the token: %s %s", code, body)
+	}
+	srv.Stop()
+
+	// pprof, when asked for, still wants the token.
+	srv = rw.Serve(serveOptions{HTTP: true, Args: []string{"--debug-pprof"}})
+	base = "http://" + srv.HTTPAddr
+	if code, _ := curlStatus(t, nil, base+"/debug/pprof/"); code != "401" {
+		t.Errorf("/debug/pprof/ without the token: %s", code)
+	}
+	if code, _ := curlStatus(t, nil, "-H", bearer, base+"/debug/pprof/"); code != "200" {
+		t.Errorf("/debug/pprof/ with the token and --debug-pprof: %s", code)
+	}
+}
