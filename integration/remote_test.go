@@ -99,3 +99,29 @@ func TestRemoteAPIRefusesStrangers(t *testing.T) {
 		t.Errorf("/debug/pprof/ with the token and --debug-pprof: %s", code)
 	}
 }
+
+// TestRemoteAPIOverHTTPS: with --tls-cert the HTTP port speaks HTTPS with
+// the same certificate as NBD, and the token still decides.
+func TestRemoteAPIOverHTTPS(t *testing.T) {
+	requireTool(t, "curl", "curl")
+	_, cert, key, ca := makePKI(t)
+	rw := newRewind(t)
+	rw.MustRun("volume", "create", "db01", "--size", "1MiB")
+	srv := rw.Serve(serveOptions{HTTP: true, Args: []string{"--tls-cert", cert, "--tls-key", key}})
+	tok, err := os.ReadFile(filepath.Join(rw.Data, "api-token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := strings.Cut(srv.HTTPAddr, ":")
+	url := "https://localhost:" + port + "/v1/volumes"
+	bearer := "Authorization: Bearer " + strings.TrimSpace(string(tok))
+	if code, body := curlStatus(t, nil, "--cacert", ca, "-H", bearer, "-H", "Content-Type: application/json", "-d", "{}", url); code != "200" || !strings.Contains(body, `"db01"`) {
+		t.Errorf("HTTPS with the token: %s %s", code, body)
+	}
+	if code, _ := curlStatus(t, nil, "--cacert", ca, url); code != "401" {
+		t.Errorf("HTTPS without the token: %s", code)
+	}
+	if code, body := curlStatus(t, nil, "-H", bearer, "http://"+srv.HTTPAddr+"/v1/volumes"); code == "200" {
+		t.Errorf("plain HTTP to the HTTPS port answered: %s", body)
+	}
+}

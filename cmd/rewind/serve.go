@@ -163,7 +163,8 @@ func (d *daemon) startHTTP(c *serveCmd, handler http.Handler, reg *prometheus.Re
 		prof.HandleFunc("/debug/pprof/trace", pprof.Trace)
 		mux.Handle("/debug/pprof/", api.Guard(prof, remote))
 	}
-	d.web = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	d.web = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(d.log.Handler(), slog.LevelDebug)}
 	if tlsConf != nil {
 		conf := tlsConf.Clone()
 		conf.ClientAuth, conf.ClientCAs = tls.NoClientCert, nil // the token authenticates
