@@ -33,6 +33,8 @@ packages=(
 	cpio
 	kmod
 	openssl           # TLS certificates
+	curl              # the HTTP API's tests
+	util-linux        # setpriv: tests run commands as an unprivileged user
 	python3           # the benchmark parses JSON with it
 )
 
