@@ -48,11 +48,20 @@ type env struct {
 
 // api returns the catalog: the daemon's, through its socket, when one
 // runs on the data directory; else the data directory opened in-process.
+// A socket that refuses this user is an answer, not a reason to open the
+// store in-process.
 func (e *env) api() (catalog.API, func(), error) {
-	if c, err := api.Dial(filepath.Join(e.dataDir, "rewind.sock")); err == nil {
+	c, err := api.Dial(filepath.Join(e.dataDir, "rewind.sock"))
+	if err == nil {
 		return c, c.Close, nil
 	}
+	if errors.Is(err, api.ErrForbidden) {
+		return nil, nil, err
+	}
 	svc, err := catalog.Open(catalog.Options{Dir: e.dataDir, Logger: e.logger(), Compression: e.globals.Compression})
+	if errors.Is(err, os.ErrPermission) {
+		return nil, nil, fmt.Errorf("open the data directory %s: permission denied; run as its owner or root, or choose another with --data", e.dataDir)
+	}
 	if err != nil {
 		return nil, nil, err
 	}
