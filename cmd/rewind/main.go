@@ -15,6 +15,7 @@ import (
 	"github.com/alecthomas/kong"
 	"github.com/rewind-dev/rewind/catalog"
 	"github.com/rewind-dev/rewind/catalog/api"
+	"github.com/rewind-dev/rewind/mount"
 )
 
 // cli is the whole command line.
@@ -99,6 +100,14 @@ func main() {
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "rewind: %v\n", err)
 		os.Exit(2)
+	}
+	if kctx.Command() == "serve" {
+		// The daemon serves the files under loop devices (mount --files);
+		// see mount/doc.go. Parsing has no side effects, so this is still
+		// first: the program re-executes itself here, flagged.
+		if err := mount.ExecAsIOFlusher(); err != nil {
+			(&env{globals: &c}).logger().Warn("running without PR_SET_IO_FLUSHER: a loop device on a rewind mount may deadlock under memory pressure", "err", err)
+		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
