@@ -56,13 +56,14 @@ func (c *Client) withFile(f *os.File) *http.Client {
 		if err != nil {
 			return nil, err
 		}
+		var werr error
 		raw, err := f.SyscallConn()
 		if err == nil {
 			err = raw.Control(func(fd uintptr) {
-				_, _, err = conn.(*net.UnixConn).WriteMsgUnix([]byte{marker}, unix.UnixRights(int(fd)), nil)
+				_, _, werr = conn.(*net.UnixConn).WriteMsgUnix([]byte{marker}, unix.UnixRights(int(fd)), nil)
 			})
 		}
-		if err != nil {
+		if err = errors.Join(err, werr); err != nil {
 			conn.Close()
 			return nil, fmt.Errorf("pass %s to the daemon: %w", f.Name(), err)
 		}
