@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -48,51 +49,22 @@ type Socket struct {
 	peer func(*net.UnixConn) (uint32, error)
 }
 
-// ListenSocket listens on path, to serve h, with no moment at which the socket file
-// has a mode other than 0600: it is bound in a fresh 0700 directory next
-// to path, given its mode and owner (the owner of path's directory, when
-// this process may chown), and renamed onto path, replacing a stale
-// socket. It fails with catalog.ErrBusy when a daemon accepts on path.
+// ListenSocket listens on path, to serve h, with no moment at which the
+// socket file has a mode other than 0600: it is bound in a fresh 0700
+// directory next to path, given its mode and owner (the owner of path's
+// directory, when this process may chown), and renamed onto path,
+// replacing a stale socket. It fails with catalog.ErrBusy when a daemon
+// accepts on path.
 func ListenSocket(path string, h http.Handler) (*Socket, error) {
 	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
 		c.Close()
 		return nil, fmt.Errorf("%w: a daemon already serves %s", catalog.ErrBusy, path)
 	}
-	dir := filepath.Dir(path)
-	st, err := os.Stat(dir)
-	if err != nil {
-		return nil, err
-	}
-	sys := st.Sys().(*syscall.Stat_t)
-	// Leftovers of a daemon killed while it listened.
-	if old, _ := filepath.Glob(filepath.Join(dir, ".sock-*")); len(old) > 0 {
-		for _, o := range old {
-			os.RemoveAll(o)
-		}
-	}
-	tmp, err := os.MkdirTemp(dir, ".sock-") // 0700
+	l, owner, err := bindInPlace(path)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", path, err)
 	}
-	defer os.RemoveAll(tmp)
-	bound := filepath.Join(tmp, "s")
-	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: bound, Net: "unix"})
-	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", path, err)
-	}
-	l.SetUnlinkOnClose(false) // the socket file is path now; Shutdown removes it
-	err = os.Chmod(bound, 0o600)
-	if err == nil && os.Geteuid() == 0 {
-		err = os.Lchown(bound, int(sys.Uid), int(sys.Gid))
-	}
-	if err == nil {
-		err = os.Rename(bound, path)
-	}
-	if err != nil {
-		l.Close()
-		return nil, fmt.Errorf("listen on %s: %w", path, err)
-	}
-	s := &Socket{path: path, owner: sys.Uid, l: l, peer: peerUID}
+	s := &Socket{path: path, owner: owner, l: l, peer: peerUID}
 	s.srv = &http.Server{
 		Handler:           s.guard(h),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -104,6 +76,72 @@ func ListenSocket(path string, h http.Handler) (*Socket, error) {
 		},
 	}
 	return s, nil
+}
+
+// bindInPlace binds a socket, sets its mode and owner, and renames it onto
+// path; it returns the uid of path's directory. The directory may belong
+// to a user who could swap its entries while this runs (the data
+// directory's owner), so every step after mkdir goes through descriptors:
+// the private directory is opened without following links and checked to
+// be this process's own, bound through /proc/self/fd, and the socket is
+// chmod'ed, chown'ed and renamed relative to it.
+func bindInPlace(path string) (*net.UnixListener, uint32, error) {
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return nil, 0, err
+	}
+	defer d.Close()
+	st, err := d.Stat()
+	if err != nil {
+		return nil, 0, err
+	}
+	dir := st.Sys().(*syscall.Stat_t)
+	dfd := int(d.Fd())
+	// Leftovers of a daemon killed while it listened (RemoveAll follows
+	// no link).
+	if names, err := d.Readdirnames(-1); err == nil {
+		for _, n := range names {
+			if strings.HasPrefix(n, ".sock-") {
+				os.RemoveAll(filepath.Join(d.Name(), n))
+			}
+		}
+	}
+	tmp, err := os.MkdirTemp(d.Name(), ".sock-") // 0700, a name no one can guess
+	if err != nil {
+		return nil, 0, err
+	}
+	name := filepath.Base(tmp)
+	defer unix.Unlinkat(dfd, name, unix.AT_REMOVEDIR)
+	tfd, err := unix.Openat(dfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer unix.Close(tfd)
+	var tst unix.Stat_t
+	if err := unix.Fstat(tfd, &tst); err != nil {
+		return nil, 0, err
+	}
+	if tst.Uid != uint32(os.Geteuid()) || tst.Mode&0o077 != 0 {
+		return nil, 0, fmt.Errorf("%s/%s was replaced while the socket was made", d.Name(), name)
+	}
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: fmt.Sprintf("/proc/self/fd/%d/s", tfd), Net: "unix"})
+	if err != nil {
+		return nil, 0, err
+	}
+	l.SetUnlinkOnClose(false) // the socket file is path now; Shutdown removes it
+	err = unix.Fchmodat(tfd, "s", 0o600, 0)
+	if err == nil && os.Geteuid() == 0 {
+		err = unix.Fchownat(tfd, "s", int(dir.Uid), int(dir.Gid), unix.AT_SYMLINK_NOFOLLOW)
+	}
+	if err == nil {
+		err = unix.Renameat(tfd, "s", dfd, filepath.Base(path))
+	}
+	if err != nil {
+		unix.Unlinkat(tfd, "s", 0)
+		l.Close()
+		return nil, 0, err
+	}
+	return l, dir.Uid, nil
 }
 
 // Owner is the uid that the socket serves besides root.
