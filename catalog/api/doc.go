@@ -18,7 +18,10 @@
 // data directory only. ListenSocket binds it in a fresh 0700 directory
 // inside DATA, sets mode 0600 and (when root) the owner of DATA there,
 // and renames it onto DATA/rewind.sock: at no moment can another user
-// reach it, and no process-wide umask is touched. Every connection's
+// reach it, and no process-wide umask is touched. Since DATA's owner may
+// swap DATA's entries meanwhile, every step after mkdir goes through the
+// private directory's descriptor (opened without following links and
+// checked to be the daemon's; bound through /proc/self/fd). Every connection's
 // SO_PEERCRED uid is read at accept; a call from anyone else gets 403 with
 // class "forbidden" and reaches no handler. Handlers find the caller's
 // uid with PeerUID (rewind mount checks that the caller owns the mount
