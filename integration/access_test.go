@@ -181,6 +181,17 @@ func TestAccessRefusesOthers(t *testing.T) {
 	if sha256File(t, out) != sha256File(t, img) {
 		t.Error("root's export differs from the import")
 	}
+	// The CLI opens the destination before the daemon resolves the spec:
+	// a bad spec must still leave no new file and an old one intact.
+	fresh := filepath.Join(base, "fresh.img")
+	oneLineError(t, "export of an unknown volume", rw.Run("export", "nosuch@latest", fresh), `no volume "nosuch"`)
+	if _, err := os.Lstat(fresh); !os.IsNotExist(err) {
+		t.Errorf("a failed export left %s (%v)", fresh, err)
+	}
+	oneLineError(t, "export of an unknown volume over a file", rw.Run("export", "nosuch@latest", out), `no volume "nosuch"`)
+	if sha256File(t, out) != sha256File(t, img) {
+		t.Error("a failed export changed the file it was to replace")
+	}
 }
 
 // TestAccessServesDataOwner: with the data directory owned by 65534 and
