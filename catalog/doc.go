@@ -3,11 +3,16 @@
 // labels, and carries out imports, exports, clones and the listings of the
 // CLI contract on top of the timeline.
 //
+// The service opens no path given to it: Import reads ImportRequest.File
+// and Export writes ExportRequest.File, which the caller opened with its
+// own rights (OpenSource, OpenDest) and, through the daemon, passed open.
+//
 // # Data directory
 //
 //	DATA/index/   the Pebble database (timeline, chunk index, catalog keys)
 //	DATA/packs/   chunk pack files
-//	DATA/rewind.sock  the daemon's local socket (catalog/api)
+//	DATA/rewind.sock  the daemon's local socket (catalog/api), 0600
+//	DATA/.sock-*/     where the socket is made before it is renamed into place
 //
 // Catalog keys share the database with the timeline (see timeline/keys.go):
 //

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/rewind-dev/rewind/timeline"
@@ -23,8 +24,8 @@ type piece struct {
 	data   chan []byte
 }
 
-// Export writes the contents of spec to a file or block device (sparse
-// where it can), or to w when Dest is "-".
+// Export writes the contents of spec to r.File, a file or block device
+// opened by the caller (sparse where it can), or to w when Dest is "-".
 func (s *Service) Export(ctx context.Context, r ExportRequest, w io.Writer, progress ProgressFunc) (*ExportResult, error) {
 	v, t, _, err := s.Resolve(r.Spec)
 	if err != nil {
@@ -41,12 +42,13 @@ func (s *Service) Export(ctx context.Context, r ExportRequest, w io.Writer, prog
 	if r.Dest == "-" {
 		out = &streamWriter{w: w}
 	} else {
-		f, isSparse, err := openDest(r.Dest, view.Size())
-		if err != nil {
+		if r.File == nil {
+			return nil, errorf(ErrInvalid, "export to %s: no open destination was passed; the caller opens it (OpenDest)", r.Dest)
+		}
+		if sparse, err = prepareDest(r.File, r.Dest, view.Size()); err != nil {
 			return nil, err
 		}
-		defer f.Close()
-		out, sparse = f, isSparse
+		out = r.File
 	}
 	data, err := s.copyView(ctx, view, out, sparse, progress)
 	if err != nil {
@@ -69,18 +71,21 @@ type streamWriter struct{ w io.Writer }
 
 func (s *streamWriter) WriteAt(p []byte, _ int64) (int, error) { return s.w.Write(p) }
 
-// openDest opens a file (created or truncated; sparse) or a block device.
-func openDest(path string, size int64) (*os.File, bool, error) {
+// OpenDest opens an export's destination for writing, with the rights of
+// the calling process: a block device, or a file, created when missing.
+// An existing file is not truncated here but by Export, once the instant
+// to export is known, so that a bad spec leaves it as it was. created says
+// whether OpenDest made the file, for the caller to remove it when the
+// export fails.
+func OpenDest(path string) (f *os.File, created bool, err error) {
+	if strings.HasPrefix(path, "nbd://") || strings.HasPrefix(path, "nbds://") {
+		return nil, false, errorf(ErrInvalid, "exporting to an NBD URI is not supported yet; export to a file and copy it with: nbdcopy image.raw %s", path)
+	}
 	st, err := os.Stat(path)
 	if err == nil && st.Mode()&os.ModeDevice != 0 {
 		f, err := os.OpenFile(path, os.O_WRONLY, 0)
 		if err != nil {
 			return nil, false, fmt.Errorf("open %s: %w", path, err)
-		}
-		devSize, err := f.Seek(0, io.SeekEnd)
-		if err == nil && devSize < size {
-			f.Close()
-			return nil, false, errorf(ErrInvalid, "%s holds %d bytes; the export needs %d", path, devSize, size)
 		}
 		return f, false, nil
 	}
@@ -90,15 +95,45 @@ func openDest(path string, size int64) (*os.File, bool, error) {
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, false, err
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	flags := os.O_WRONLY | os.O_CREATE
+	if err != nil {
+		flags |= os.O_EXCL // created is true only for a file this call made
+	}
+	f, err = os.OpenFile(path, flags, 0o644)
 	if err != nil {
 		return nil, false, fmt.Errorf("create %s: %w", path, err)
 	}
-	if err := f.Truncate(size); err != nil {
-		f.Close()
-		return nil, false, fmt.Errorf("size %s: %w", path, err)
+	return f, flags&os.O_EXCL != 0, nil
+}
+
+// prepareDest makes f ready to take an export of size bytes: a block
+// device must hold them; a regular file is emptied and sized, all holes,
+// and written sparse. name is for messages.
+func prepareDest(f *os.File, name string, size int64) (sparse bool, err error) {
+	st, err := f.Stat()
+	if err != nil {
+		return false, err
 	}
-	return f, true, nil
+	switch {
+	case st.Mode()&os.ModeDevice != 0:
+		devSize, err := f.Seek(0, io.SeekEnd)
+		if err != nil {
+			return false, fmt.Errorf("size of %s: %w", name, err)
+		}
+		if devSize < size {
+			return false, errorf(ErrInvalid, "%s holds %d bytes; the export needs %d", name, devSize, size)
+		}
+		return false, nil
+	case st.Mode().IsRegular():
+		if err := f.Truncate(0); err != nil {
+			return false, fmt.Errorf("truncate %s: %w", name, err)
+		}
+		if err := f.Truncate(size); err != nil {
+			return false, fmt.Errorf("size %s: %w", name, err)
+		}
+		return true, nil
+	}
+	return false, errorf(ErrInvalid, "destination %s is not a regular file or a block device", name)
 }
 
 // copyView copies view to out: pieces read in parallel, written in order.

@@ -38,11 +38,14 @@ func (s *Service) Import(ctx context.Context, r ImportRequest, progress Progress
 	if v, err := s.tl.Volume(r.Volume); err == nil && at != 0 && at <= v.Last {
 		return nil, errorf(ErrConflict, "%s already has a version at %s; --at must be later", r.Volume, Time(v.Last))
 	}
-	src, size, err := openSource(r.Source)
+	src := r.File
+	if src == nil {
+		return nil, errorf(ErrInvalid, "import of %s: no open source was passed; the caller opens it (OpenSource)", r.Source)
+	}
+	size, err := sourceSize(src, r.Source)
 	if err != nil {
 		return nil, err
 	}
-	defer src.Close()
 	start := time.Now()
 	res, err := s.tl.Import(ctx, timeline.ImportOptions{Name: r.Volume, Source: src, Size: size, At: at,
 		BlockSize: r.BlockSize, Progress: progress, Data: dataRanges(src, size)})
@@ -56,41 +59,50 @@ func (s *Service) Import(ctx context.Context, r ImportRequest, progress Progress
 		Blocks: res.Blocks, Bytes: res.Bytes, Stored: res.Stored, Duration: time.Since(start)}, nil
 }
 
-// openSource opens a raw image file or a block device for reading.
-func openSource(path string) (*os.File, int64, error) {
+// OpenSource opens a raw image file or a block device for reading, with
+// the rights of the calling process. The CLI opens the source itself and
+// hands the file to Import, in-process or over the daemon's socket.
+func OpenSource(path string) (*os.File, error) {
 	if strings.HasPrefix(path, "nbd://") || strings.HasPrefix(path, "nbds://") {
-		return nil, 0, errorf(ErrInvalid, "importing from an NBD URI is not supported yet; copy it first with: nbdcopy %s image.raw", path)
+		return nil, errorf(ErrInvalid, "importing from an NBD URI is not supported yet; copy it first with: nbdcopy %s image.raw", path)
 	}
 	f, err := os.Open(path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return nil, 0, errorf(ErrNotFound, "source %s does not exist", path)
+			return nil, errorf(ErrNotFound, "source %s does not exist", path)
 		}
-		return nil, 0, errorf(ErrInvalid, "open source: %v", err)
+		return nil, errorf(ErrInvalid, "open source: %v", err)
 	}
+	if _, err := sourceSize(f, path); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// sourceSize checks that f is a non-empty regular file or block device
+// and returns its size; name is for messages.
+func sourceSize(f *os.File, name string) (int64, error) {
 	st, err := f.Stat()
 	if err != nil {
-		f.Close()
-		return nil, 0, err
+		return 0, err
 	}
 	var size int64
 	switch {
 	case st.Mode().IsRegular():
 		size = st.Size()
-	case st.Mode()&os.ModeDevice != 0:
+	case st.Mode()&os.ModeDevice != 0 && st.Mode()&os.ModeCharDevice == 0:
+		// Seek moves the offset that the caller shares; reads are ReadAt.
 		if size, err = f.Seek(0, io.SeekEnd); err != nil {
-			f.Close()
-			return nil, 0, fmt.Errorf("size of %s: %w", path, err)
+			return 0, fmt.Errorf("size of %s: %w", name, err)
 		}
 	default:
-		f.Close()
-		return nil, 0, errorf(ErrInvalid, "source %s is not a regular file or a block device", path)
+		return 0, errorf(ErrInvalid, "source %s is not a regular file or a block device", name)
 	}
 	if size == 0 {
-		f.Close()
-		return nil, 0, errorf(ErrInvalid, "source %s is empty", path)
+		return 0, errorf(ErrInvalid, "source %s is empty", name)
 	}
-	return f, size, nil
+	return size, nil
 }
 
 // dataRanges lists where a sparse file holds data (SEEK_DATA/SEEK_HOLE),

@@ -3,6 +3,7 @@ package catalog
 import (
 	"context"
 	"io"
+	"os"
 	"time"
 )
 
@@ -19,7 +20,7 @@ type API interface {
 	AddPoint(ctx context.Context, spec, label string) (*Point, error)
 	Points(ctx context.Context, volume string) ([]Point, error)
 	RemovePoint(ctx context.Context, volume, label string) error
-	// Export writes spec to dest; dest "-" writes to w.
+	// Export writes spec to r.File; dest "-" writes to w.
 	Export(ctx context.Context, r ExportRequest, w io.Writer, progress ProgressFunc) (*ExportResult, error)
 	Clone(ctx context.Context, spec, name string) (*VolumeInfo, error)
 	Stats(ctx context.Context) (*Stats, error)
@@ -30,10 +31,13 @@ type ProgressFunc func(done, total int64)
 
 // ImportRequest is `rewind import`.
 type ImportRequest struct {
-	Volume    string `json:"volume"`
-	Source    string `json:"source"`
-	At        string `json:"at,omitempty"`
-	BlockSize int64  `json:"block_size,omitempty"`
+	Volume string `json:"volume"`
+	// Source names the source in messages; File is the source itself,
+	// opened by the caller (OpenSource): the service opens no path.
+	Source    string   `json:"source"`
+	File      *os.File `json:"-"`
+	At        string   `json:"at,omitempty"`
+	BlockSize int64    `json:"block_size,omitempty"`
 }
 
 // ImportResult says what an import recorded.
@@ -112,7 +116,11 @@ type Point struct {
 // ExportRequest is `rewind export`.
 type ExportRequest struct {
 	Spec string `json:"spec"`
-	Dest string `json:"dest"`
+	// Dest names the destination in messages, or is "-" for the writer
+	// Export is given; File is the destination itself, opened by the
+	// caller (OpenDest): the service opens no path.
+	Dest string   `json:"dest"`
+	File *os.File `json:"-"`
 }
 
 // ExportResult says what an export wrote.

@@ -7,8 +7,10 @@
 // `rewind serve`; harness_image_test.go makes and edits ext4 images;
 // harness_vm_test.go boots the test VM. The tests are history_test.go
 // (import, export, every WHEN form, crash safety), nbd_test.go (the real
-// NBD clients, a VM booting from a clone) and fuse_test.go (the tree,
-// rewind mount --files and --rw, clean-up). Helpers fail
+// NBD clients, a VM booting from a clone), fuse_test.go (the tree,
+// rewind mount --files and --rw, clean-up) and access_test.go (who the
+// local socket serves, as root and as uid 65534 through setpriv; its
+// TestMain also lets the test binary act as a raw socket client). Helpers fail
 // the test when something they need is missing; no test is ever skipped
 // for want of a tool.
 package integration

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
@@ -24,13 +22,12 @@ func TestRoundTrip(t *testing.T) {
 	}
 	defer svc.Close()
 	sock := filepath.Join(dir, "rewind.sock")
-	l, err := net.Listen("unix", sock)
+	s, err := ListenSocket(sock, Handler(svc, nil))
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: Handler(svc, nil)}
-	go srv.Serve(l)
-	defer srv.Close()
+	go s.Serve()
+	defer s.Shutdown(context.Background())
 	c, err := Dial(sock)
 	if err != nil {
 		t.Fatal(err)
@@ -41,13 +38,18 @@ func TestRoundTrip(t *testing.T) {
 	img := filepath.Join(dir, "disk.img")
 	data := bytes.Repeat([]byte("rewind socket test "), 1<<16)[:1<<20]
 	os.WriteFile(img, data, 0o644)
+	src, err := catalog.OpenSource(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
 	var progressed bool
-	res, err := c.Import(ctx, catalog.ImportRequest{Volume: "v", Source: img, At: "2026-11-25T10:00:00Z"},
+	res, err := c.Import(ctx, catalog.ImportRequest{Volume: "v", Source: img, File: src, At: "2026-11-25T10:00:00Z"},
 		func(done, total int64) { progressed = total == 1<<20 })
 	if err != nil || !res.Created || res.Size != 1<<20 || !progressed {
 		t.Fatalf("import: %+v, %v, progress %v", res, err, progressed)
 	}
-	if _, err := c.Import(ctx, catalog.ImportRequest{Volume: "v", Source: img, At: "2026-11-25T09:00:00Z"}, nil); !errors.Is(err, catalog.ErrConflict) {
+	if _, err := c.Import(ctx, catalog.ImportRequest{Volume: "v", Source: img, File: src, At: "2026-11-25T09:00:00Z"}, nil); !errors.Is(err, catalog.ErrConflict) {
 		t.Fatalf("an older --at: %v", err)
 	}
 	vols, err := c.Volumes(ctx)
@@ -65,7 +67,13 @@ func TestRoundTrip(t *testing.T) {
 		t.Fatalf("export to a stream: %d bytes, %v", out.Len(), err)
 	}
 	dest := filepath.Join(dir, "out.img")
-	if _, err := c.Export(ctx, catalog.ExportRequest{Spec: "v@latest", Dest: dest}, nil, nil); err != nil {
+	os.WriteFile(dest, bytes.Repeat([]byte{1}, 3<<20), 0o644) // longer, and not zero: emptied first
+	f, created, err := catalog.OpenDest(dest)
+	if err != nil || created {
+		t.Fatalf("open an existing destination: created %v, %v", created, err)
+	}
+	defer f.Close()
+	if _, err := c.Export(ctx, catalog.ExportRequest{Spec: "v@latest", Dest: dest, File: f}, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := os.ReadFile(dest); !bytes.Equal(got, data) {

@@ -10,22 +10,32 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/rewind-dev/rewind/catalog"
 )
 
 // Client is a catalog.API that calls the daemon on its socket.
 type Client struct {
-	http *http.Client
+	socket string
+	http   *http.Client
 }
 
 var _ catalog.API = (*Client)(nil)
 
 // Dial connects to the daemon's socket. It fails at once when no daemon
-// accepts there.
+// accepts there, and with an error of class ErrForbidden when the socket
+// exists but this process may not connect (the caller must not then open
+// the data directory itself).
 func Dial(socket string) (*Client, error) {
 	c, err := net.DialTimeout("unix", socket, 2*time.Second)
+	if errors.Is(err, os.ErrPermission) {
+		return nil, &refusal{fmt.Sprintf("%s serves root and the owner of %s only (permission denied)", socket, filepath.Dir(socket))}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -34,13 +44,40 @@ func Dial(socket string) (*Client, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", socket)
 	}}
-	return &Client{http: &http.Client{Transport: tr}}, nil
+	return &Client{socket: socket, http: &http.Client{Transport: tr}}, nil
+}
+
+// withFile returns an HTTP client whose one connection starts by passing
+// f (SCM_RIGHTS, attached to the marker byte); it is not reused.
+func (c *Client) withFile(f *os.File) *http.Client {
+	tr := &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		conn, err := d.DialContext(ctx, "unix", c.socket)
+		if err != nil {
+			return nil, err
+		}
+		var werr error
+		raw, err := f.SyscallConn()
+		if err == nil {
+			err = raw.Control(func(fd uintptr) {
+				_, _, werr = conn.(*net.UnixConn).WriteMsgUnix([]byte{marker}, unix.UnixRights(int(fd)), nil)
+			})
+		}
+		if err = errors.Join(err, werr); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("pass %s to the daemon: %w", f.Name(), err)
+		}
+		return conn, nil
+	}}
+	return &http.Client{Transport: tr}
 }
 
 // Close releases idle connections.
 func (c *Client) Close() { c.http.CloseIdleConnections() }
 
-func (c *Client) post(ctx context.Context, method string, req any) (*http.Response, error) {
+// post calls method with req, on a connection of its own that passes f
+// when f is not nil.
+func (c *Client) post(ctx context.Context, method string, req any, f *os.File) (*http.Response, error) {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return nil, err
@@ -50,7 +87,11 @@ func (c *Client) post(ctx context.Context, method string, req any) (*http.Respon
 		return nil, err
 	}
 	r.Header.Set("Content-Type", "application/json")
-	resp, err := c.http.Do(r)
+	hc := c.http
+	if f != nil {
+		hc = c.withFile(f)
+	}
+	resp, err := hc.Do(r)
 	if err != nil {
 		return nil, fmt.Errorf("the daemon did not answer: %w", err)
 	}
@@ -67,7 +108,7 @@ func (c *Client) post(ctx context.Context, method string, req any) (*http.Respon
 
 // Call invokes method with req and decodes the answer into out (if not nil).
 func (c *Client) Call(ctx context.Context, method string, req, out any) error {
-	resp, err := c.post(ctx, method, req)
+	resp, err := c.post(ctx, method, req, nil)
 	if err != nil {
 		return err
 	}
@@ -80,8 +121,8 @@ func (c *Client) Call(ctx context.Context, method string, req, out any) error {
 }
 
 // stream reads a streamed answer, reporting progress, into out.
-func (c *Client) stream(ctx context.Context, method string, req, out any, p catalog.ProgressFunc) error {
-	resp, err := c.post(ctx, method, req)
+func (c *Client) stream(ctx context.Context, method string, req, out any, f *os.File, p catalog.ProgressFunc) error {
+	resp, err := c.post(ctx, method, req, f)
 	if err != nil {
 		return err
 	}
@@ -112,7 +153,7 @@ func (c *Client) stream(ctx context.Context, method string, req, out any, p cata
 
 func (c *Client) Import(ctx context.Context, r catalog.ImportRequest, p catalog.ProgressFunc) (*catalog.ImportResult, error) {
 	out := new(catalog.ImportResult)
-	return out, c.stream(ctx, "import", r, out, p)
+	return out, c.stream(ctx, "import", r, out, r.File, p)
 }
 
 func (c *Client) Volumes(ctx context.Context) ([]catalog.VolumeInfo, error) {
@@ -156,9 +197,9 @@ func (c *Client) RemovePoint(ctx context.Context, volume, label string) error {
 func (c *Client) Export(ctx context.Context, r catalog.ExportRequest, w io.Writer, p catalog.ProgressFunc) (*catalog.ExportResult, error) {
 	if r.Dest != "-" {
 		out := new(catalog.ExportResult)
-		return out, c.stream(ctx, "export", r, out, p)
+		return out, c.stream(ctx, "export", r, out, r.File, p)
 	}
-	resp, err := c.post(ctx, "export", r)
+	resp, err := c.post(ctx, "export", r, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -11,4 +11,36 @@
 // Errors carry their class ("not_found", "conflict", ...) so the client
 // can rebuild an error that matches the catalog's sentinels with
 // errors.Is.
+//
+// # Access (socket.go)
+//
+// The daemon runs as root, so the socket serves root and the owner of the
+// data directory only. ListenSocket binds it in a fresh 0700 directory
+// inside DATA, sets mode 0600 and (when root) the owner of DATA there,
+// and renames it onto DATA/rewind.sock: at no moment can another user
+// reach it, and no process-wide umask is touched. Since DATA's owner may
+// swap DATA's entries meanwhile, every step after mkdir goes through the
+// private directory's descriptor (opened without following links and
+// checked to be the daemon's; bound through /proc/self/fd). Every connection's
+// SO_PEERCRED uid is read at accept; a call from anyone else gets 403 with
+// class "forbidden" and reaches no handler. Handlers find the caller's
+// uid with PeerUID (rewind mount checks that the caller owns the mount
+// point). Dial reports a socket this user may not connect to as
+// ErrForbidden, so that the CLI does not open the store in-process
+// instead.
+//
+// The daemon never opens a path for a caller: import and export over the
+// API need the source or destination passed open (SCM_RIGHTS), and a call
+// that only names a path is refused; export to "-" streams the bytes. A
+// client that passes a file dials a connection of its own, not reused,
+// and sends one marker byte (0, which no HTTP request starts with) with
+// the descriptor attached, then its request. The server's connection
+// wrapper does its first read with recvmsg (Go's ReadMsgUnix, with
+// MSG_CMSG_CLOEXEC), keeps the descriptors and strips the marker; a
+// handler takes one from the connection's context, and the rest are
+// closed with the connection (descriptors sent later are dropped by the
+// kernel, since later reads take no control messages). This keeps
+// net/http on both sides, ties a descriptor to exactly one request, and
+// leaves every other call unchanged. Over TCP no descriptor can come, so
+// there import and export by path are refused too.
 package api

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -79,6 +80,9 @@ func decodeThen[T any](f func(context.Context, T) (any, error)) func(context.Con
 }
 
 func statusOf(err error) int {
+	if errors.Is(err, ErrForbidden) {
+		return http.StatusForbidden
+	}
 	switch catalog.Class(err) {
 	case "invalid":
 		return http.StatusBadRequest
@@ -138,9 +142,21 @@ func serveImport(api catalog.API, w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, fmt.Errorf("%w: bad request: %v", catalog.ErrInvalid, err))
 		return
 	}
+	if req.File = passedFile(r.Context()); req.File == nil {
+		writeError(w, http.StatusBadRequest, errNoFile("import", req.Source))
+		return
+	}
+	defer req.File.Close()
 	s := newStreamer(w)
 	res, err := api.Import(r.Context(), req, s.progress)
 	s.finish(res, err)
+}
+
+// errNoFile refuses an import or export that names a path without
+// passing it open: the daemon opens no path for a caller.
+func errNoFile(what, path string) error {
+	return fmt.Errorf("%w: %s of %s: the daemon opens no path for a caller; pass the file open over the local socket (rewind %s does)",
+		catalog.ErrInvalid, what, path, what)
 }
 
 func serveExport(api catalog.API, w http.ResponseWriter, r *http.Request) {
@@ -150,6 +166,11 @@ func serveExport(api catalog.API, w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.Dest != "-" {
+		if req.File = passedFile(r.Context()); req.File == nil {
+			writeError(w, http.StatusBadRequest, errNoFile("export", req.Dest))
+			return
+		}
+		defer req.File.Close()
 		s := newStreamer(w)
 		res, err := api.Export(r.Context(), req, nil, s.progress)
 		s.finish(res, err)

@@ -40,6 +40,7 @@ var classes = map[string]error{
 	"exists":    catalog.ErrExists,
 	"conflict":  catalog.ErrConflict,
 	"busy":      catalog.ErrBusy,
+	"forbidden": ErrForbidden,
 }
 
 func decodeError(b errorBody) error {
@@ -51,6 +52,9 @@ func decodeError(b errorBody) error {
 }
 
 func encodeError(err error) errorBody {
+	if errors.Is(err, ErrForbidden) {
+		return errorBody{Error: err.Error(), Class: "forbidden"}
+	}
 	return errorBody{Error: err.Error(), Class: catalog.Class(err)}
 }
 

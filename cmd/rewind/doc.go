@@ -11,6 +11,22 @@
 // timeline views to nbd.Backend), the FUSE tree and rewind mount
 // (mountserve.go), and Prometheus metrics (metrics.go).
 //
+// # Acting for callers
+//
+// The daemon runs as root and acts only for root and the owner of the
+// data directory (catalog/api checks the socket's peer). import and
+// export open their files here, with the caller's rights, and pass them
+// open (catalog.OpenSource, catalog.OpenDest), in-process or not; an
+// export that fails removes the file it created. rewind mount mounts
+// only onto a directory the caller owns, unless the caller is root.
+// Known limit: the owner is checked before mount(2) follows the path, so
+// a caller who owns a parent directory could swap the mount point for a
+// symlink in between; it could only cover an empty directory.
+//
+// rewind serve re-executes itself as an I/O flusher (mount/doc.go) right
+// after parsing its arguments; where that fails it logs a warning and
+// serves anyway.
+//
 // # Shutdown
 //
 // SIGTERM or SIGINT cancels the command's context. The daemon then stops

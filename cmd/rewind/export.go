@@ -12,7 +12,7 @@ type exportCmd struct {
 	Dest string `arg:"" help:"A file, a block device, or - for standard output."`
 }
 
-func (c *exportCmd) Run(e *env) error {
+func (c *exportCmd) Run(e *env) (err error) {
 	if c.Dest == "-" && e.globals.JSON {
 		return fmt.Errorf("--json and - both want standard output; export to a file instead")
 	}
@@ -22,8 +22,27 @@ func (c *exportCmd) Run(e *env) error {
 		return err
 	}
 	defer done()
+	// The destination is opened here, with the caller's rights, and passed
+	// to the daemon open: the daemon opens no path for anyone.
+	req := catalog.ExportRequest{Spec: c.Spec, Dest: dest}
+	if c.Dest != "-" {
+		var f *os.File
+		var created bool
+		if f, created, err = catalog.OpenDest(dest); err != nil {
+			return err
+		}
+		defer f.Close()
+		if created {
+			defer func() {
+				if err != nil {
+					os.Remove(dest) // a failed export leaves no file it made
+				}
+			}()
+		}
+		req.File = f
+	}
 	bar, progress := newProgress("export "+c.Spec, !e.globals.JSON)
-	res, err := api.Export(e.ctx, catalog.ExportRequest{Spec: c.Spec, Dest: dest}, os.Stdout, progress)
+	res, err := api.Export(e.ctx, req, os.Stdout, progress)
 	bar.done()
 	if err != nil {
 		return err

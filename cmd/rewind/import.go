@@ -14,14 +14,21 @@ type importCmd struct {
 }
 
 func (c *importCmd) Run(e *env) error {
+	// The source is opened here, with the caller's rights, and passed to
+	// the daemon open: the daemon opens no path for anyone.
 	source := absPath(c.Source)
+	f, err := catalog.OpenSource(source)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
 	api, done, err := e.api()
 	if err != nil {
 		return err
 	}
 	defer done()
 	bar, progress := newProgress("import "+c.Volume, !e.globals.JSON)
-	res, err := api.Import(e.ctx, catalog.ImportRequest{Volume: c.Volume, Source: source, At: c.At, BlockSize: int64(c.BlockSize)}, progress)
+	res, err := api.Import(e.ctx, catalog.ImportRequest{Volume: c.Volume, Source: source, File: f, At: c.At, BlockSize: int64(c.BlockSize)}, progress)
 	bar.done()
 	if err != nil {
 		return err

@@ -15,6 +15,7 @@ import (
 	"github.com/alecthomas/kong"
 	"github.com/rewind-dev/rewind/catalog"
 	"github.com/rewind-dev/rewind/catalog/api"
+	"github.com/rewind-dev/rewind/mount"
 )
 
 // cli is the whole command line.
@@ -48,11 +49,20 @@ type env struct {
 
 // api returns the catalog: the daemon's, through its socket, when one
 // runs on the data directory; else the data directory opened in-process.
+// A socket that refuses this user is an answer, not a reason to open the
+// store in-process.
 func (e *env) api() (catalog.API, func(), error) {
-	if c, err := api.Dial(filepath.Join(e.dataDir, "rewind.sock")); err == nil {
+	c, err := api.Dial(filepath.Join(e.dataDir, "rewind.sock"))
+	if err == nil {
 		return c, c.Close, nil
 	}
+	if errors.Is(err, api.ErrForbidden) {
+		return nil, nil, err
+	}
 	svc, err := catalog.Open(catalog.Options{Dir: e.dataDir, Logger: e.logger(), Compression: e.globals.Compression})
+	if errors.Is(err, os.ErrPermission) {
+		return nil, nil, fmt.Errorf("open the data directory %s: permission denied; run as its owner or root, or choose another with --data", e.dataDir)
+	}
 	if err != nil {
 		return nil, nil, err
 	}
@@ -90,6 +100,14 @@ func main() {
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "rewind: %v\n", err)
 		os.Exit(2)
+	}
+	if kctx.Command() == "serve" {
+		// The daemon serves the files under loop devices (mount --files);
+		// see mount/doc.go. Parsing has no side effects, so this is still
+		// first: the program re-executes itself here, flagged.
+		if err := mount.ExecAsIOFlusher(); err != nil {
+			(&env{globals: &c}).logger().Warn("running without PR_SET_IO_FLUSHER: a loop device on a rewind mount may deadlock under memory pressure", "err", err)
+		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

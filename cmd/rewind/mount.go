@@ -20,6 +20,9 @@ type mountCmd struct {
 // daemonClient returns the running daemon or says how to start one.
 func (e *env) daemonClient(what string) (*api.Client, error) {
 	c, err := api.Dial(filepath.Join(e.dataDir, "rewind.sock"))
+	if errors.Is(err, api.ErrForbidden) {
+		return nil, err
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s needs the daemon, and none runs on %s: start it with `rewind --data %s serve` (or make run)", what, e.dataDir, e.dataDir)
 	}

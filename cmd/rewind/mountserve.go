@@ -9,8 +9,10 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/rewind-dev/rewind/catalog"
+	"github.com/rewind-dev/rewind/catalog/api"
 	"github.com/rewind-dev/rewind/mount"
 	"github.com/rewind-dev/rewind/timeline"
 )
@@ -157,6 +159,9 @@ func (d *daemon) mount(ctx context.Context, body json.RawMessage) (any, error) {
 	if !filepath.IsAbs(r.Dir) {
 		return nil, fmt.Errorf("%w: mount point %q must be an absolute path", catalog.ErrInvalid, r.Dir)
 	}
+	if err := checkMountOwner(ctx, r.Dir); err != nil {
+		return nil, err
+	}
 	res := &MountResult{Dir: r.Dir, Spec: r.Spec}
 	spec := r.Spec
 	if r.RW {
@@ -204,6 +209,29 @@ func (d *daemon) mount(ctx context.Context, body json.RawMessage) (any, error) {
 	d.mounts.mu.Unlock()
 	d.log.Info("mounted", "spec", spec, "dir", r.Dir, "files", r.Files)
 	return res, nil
+}
+
+// checkMountOwner lets a caller of the local socket mount onto dir only
+// when the caller is root or owns dir; the daemon, root, would otherwise
+// cover any empty directory for anyone. Calls that did not come through
+// the socket (no peer uid) may not mount at all.
+func checkMountOwner(ctx context.Context, dir string) error {
+	uid, ok := api.PeerUID(ctx)
+	if !ok {
+		return api.Forbiddenf("rewind mount is served on the local socket only")
+	}
+	if uid == 0 {
+		return nil
+	}
+	st, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("%w: mount point %s: %v", catalog.ErrInvalid, dir, err)
+	}
+	if owner := st.Sys().(*syscall.Stat_t).Uid; owner != uid {
+		return api.Forbiddenf("mount point %s belongs to uid %d, not to you (uid %d): mount onto a directory you own",
+			dir, owner, uid)
+	}
+	return nil
 }
 
 // umount carries out rewind umount.

@@ -44,7 +44,7 @@ type daemon struct {
 	svc     *catalog.Service
 	exports *exports
 	nbd     *nbd.Server
-	sock    *http.Server
+	sock    *api.Socket
 	web     *http.Server
 	mounts  mounts
 	stops   []func(ctx context.Context) error // run in reverse on shutdown
@@ -98,17 +98,13 @@ func (d *daemon) start(ctx context.Context, c *serveCmd, tlsConf *tls.Config, so
 		"umount": d.umount,
 	})
 
-	sl, err := listenSocket(sockPath)
+	sock, err := api.ListenSocket(sockPath, handler)
 	if err != nil {
 		return err
 	}
-	d.sock = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
-	go d.sock.Serve(sl)
-	d.stops = append(d.stops, func(ctx context.Context) error {
-		err := d.sock.Shutdown(ctx)
-		os.Remove(sockPath)
-		return err
-	})
+	d.sock = sock
+	go d.sock.Serve()
+	d.stops = append(d.stops, d.sock.Shutdown)
 
 	if c.NBD != "" {
 		l, err := net.Listen("tcp", c.NBD)
@@ -183,25 +179,6 @@ func warnIfExposed(log *slog.Logger, what string, a net.Addr) {
 	if ta, ok := a.(*net.TCPAddr); ok && !ta.IP.IsLoopback() {
 		log.Warn(what+" listens beyond this machine without TLS: tokens and data cross the network in clear; give --tls-cert and --tls-key", "addr", a.String())
 	}
-}
-
-// listenSocket listens on the daemon's socket, replacing a stale one that
-// a killed daemon left.
-func listenSocket(path string) (net.Listener, error) {
-	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-		c.Close()
-		return nil, fmt.Errorf("%w: a daemon already serves %s", catalog.ErrBusy, path)
-	}
-	os.Remove(path)
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", path, err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		l.Close()
-		return nil, err
-	}
-	return l, nil
 }
 
 func (c *serveCmd) tlsConfig() (*tls.Config, error) {
