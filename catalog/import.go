@@ -38,17 +38,24 @@ func (s *Service) Import(ctx context.Context, r ImportRequest, progress Progress
 	if v, err := s.tl.Volume(r.Volume); err == nil && at != 0 && at <= v.Last {
 		return nil, errorf(ErrConflict, "%s already has a version at %s; --at must be later", r.Volume, Time(v.Last))
 	}
-	src := r.File
-	if src == nil {
+	o := timeline.ImportOptions{Name: r.Volume, At: at, BlockSize: r.BlockSize, Progress: progress}
+	switch {
+	case r.File != nil:
+		size, err := sourceSize(r.File, r.Source)
+		if err != nil {
+			return nil, err
+		}
+		o.Source, o.Size, o.Data = r.File, size, dataRanges(r.File, size)
+	case r.Stream != nil && r.Size > 0:
+		o.Source, o.Size = newStreamSource(r.Stream), r.Size
+	case r.Stream != nil:
+		return nil, errorf(ErrInvalid, "import of %s: a stream needs its size in bytes (Content-Length)", r.Source)
+	default:
 		return nil, errorf(ErrInvalid, "import of %s: no open source was passed; the caller opens it (OpenSource)", r.Source)
 	}
-	size, err := sourceSize(src, r.Source)
-	if err != nil {
-		return nil, err
-	}
+	size := o.Size
 	start := time.Now()
-	res, err := s.tl.Import(ctx, timeline.ImportOptions{Name: r.Volume, Source: src, Size: size, At: at,
-		BlockSize: r.BlockSize, Progress: progress, Data: dataRanges(src, size)})
+	res, err := s.tl.Import(ctx, o)
 	switch {
 	case errors.Is(err, timeline.ErrTooOld):
 		return nil, errorf(ErrConflict, "%s was given a newer version meanwhile; --at must be later", r.Volume)

@@ -22,7 +22,7 @@ type streamSource struct {
 	mu struct {
 		sync.Mutex
 		r      io.Reader
-		pos    int64   // bytes read from r
+		pos    int64     // bytes read from r
 		stash  []keptRun // skipped bytes, by offset, not overlapping
 		stored int64
 		err    error // the stream's failure, for every later read

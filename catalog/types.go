@@ -38,6 +38,11 @@ type ImportRequest struct {
 	File      *os.File `json:"-"`
 	At        string   `json:"at,omitempty"`
 	BlockSize int64    `json:"block_size,omitempty"`
+	// Stream, when File is nil, is the source as a stream of Size bytes
+	// (an import sent over the network): read once, in order, no holes
+	// skipped.
+	Stream io.Reader `json:"-"`
+	Size   int64     `json:"-"`
 }
 
 // ImportResult says what an import recorded.

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
@@ -86,6 +87,39 @@ func TestRemoteAPIRefusesStrangers(t *testing.T) {
 	code, body = curlStatus(t, nil, "-X", "POST", "-H", json, "-H", bearer, "-d", `{}`, base+"/v1/volumes")
 	if code != "200" || !strings.Contains(body, `"db01-test"`) {
 		t.Fatalf("volumes with the token: %s %s", code, body)
+	}
+
+	// Over TCP, import and export move bytes; a path on the server is
+	// never opened for the caller.
+	img := filepath.Join(t.TempDir(), "web01.img")
+	data := bytes.Repeat([]byte("rewind over the network "), 1<<16) // 1.5 MiB, not a multiple of a block
+	os.WriteFile(img, data, 0o644)
+	code, body = curlStatus(t, nil, "-X", "POST", "-H", bearer, "-H", "Content-Type: application/octet-stream",
+		"--data-binary", "@"+img, base+"/v1/import?volume=web01&block_size=4096")
+	if code != "200" || !strings.Contains(body, `"created":true`) {
+		t.Fatalf("import of a stream: %s %s", code, body)
+	}
+	back := filepath.Join(t.TempDir(), "back.img")
+	mustRunCmd(t, "curl", "-sf", "-o", back, "-H", bearer, "-H", json, "-d", `{"spec":"web01@latest","dest":"-"}`, base+"/v1/export")
+	if got, _ := os.ReadFile(back); !bytes.Equal(got, data) {
+		t.Fatalf("export of the streamed import: %d bytes differ from the %d sent", len(got), len(data))
+	}
+	secret := filepath.Join(t.TempDir(), "secret")
+	os.WriteFile(secret, []byte("root only"), 0o600)
+	dest := filepath.Join(t.TempDir(), "written-by-the-daemon")
+	for call, req := range map[string]string{
+		"import": `{"volume":"stolen","source":"` + secret + `"}`,
+		"export": `{"spec":"web01@latest","dest":"` + dest + `"}`,
+	} {
+		if code, body := curlStatus(t, nil, "-X", "POST", "-H", bearer, "-H", json, "-d", req, base+"/v1/"+call); code != "400" {
+			t.Errorf("%s of a path on the server over TCP: %s %s", call, code, body)
+		}
+	}
+	if _, err := os.Stat(dest); err == nil {
+		t.Error("an export over TCP created a file on the server")
+	}
+	if out := rw.MustRun("volume", "list"); strings.Contains(out, "stolen") {
+		t.Errorf("an import over TCP read a path on the server:\n%s", out)
 	}
 	srv.Stop()
 

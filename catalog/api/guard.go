@@ -115,9 +115,11 @@ func acceptedBody(req *http.Request) bool {
 	return false
 }
 
-// isStream reports whether a request is one whose body is raw bytes.
+// isStream reports whether a request is an import whose body is the raw
+// bytes of the image.
 func isStream(req *http.Request) bool {
-	return req.URL.Path == "/v1/import"
+	ct, _, _ := strings.Cut(req.Header.Get("Content-Type"), ";")
+	return req.URL.Path == "/v1/import" && strings.EqualFold(strings.TrimSpace(ct), "application/octet-stream")
 }
 
 func refuse(w http.ResponseWriter, status int, msg string) {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -137,6 +138,10 @@ func (s *streamer) finish(res any, err error) {
 }
 
 func serveImport(api catalog.API, w http.ResponseWriter, r *http.Request) {
+	if isStream(r) {
+		serveImportStream(api, w, r)
+		return
+	}
 	var req catalog.ImportRequest
 	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
 		writeError(w, http.StatusBadRequest, fmt.Errorf("%w: bad request: %v", catalog.ErrInvalid, err))
@@ -150,6 +155,26 @@ func serveImport(api catalog.API, w http.ResponseWriter, r *http.Request) {
 	s := newStreamer(w)
 	res, err := api.Import(r.Context(), req, s.progress)
 	s.finish(res, err)
+}
+
+// serveImportStream imports the request's body: the bytes of the image,
+// with the volume and the options in the query (volume, at, block_size).
+// It answers with one JSON line, the result or the error, once the whole
+// body is read: no progress, which a client still sending could not read.
+func serveImportStream(api catalog.API, w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	req := catalog.ImportRequest{Volume: q.Get("volume"), Source: "the request body", At: q.Get("at"),
+		Stream: r.Body, Size: r.ContentLength}
+	if bs := q.Get("block_size"); bs != "" {
+		n, err := strconv.ParseInt(bs, 10, 64)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Errorf("%w: block_size %q is not a number of bytes", catalog.ErrInvalid, bs))
+			return
+		}
+		req.BlockSize = n
+	}
+	res, err := api.Import(r.Context(), req, nil)
+	newStreamer(w).finish(res, err)
 }
 
 // errNoFile refuses an import or export that names a path without
