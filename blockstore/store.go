@@ -234,8 +234,10 @@ func (s *Store) SyncPacks() error {
 	packs := make([]uint32, 0, len(s.mu.dirty))
 	files := make([]vfs.File, 0, len(s.mu.dirty))
 	for p := range s.mu.dirty {
-		packs = append(packs, p)
-		files = append(files, s.mu.files[p])
+		if f, ok := s.mu.files[p]; ok { // not closed
+			packs = append(packs, p)
+			files = append(files, f)
+		}
 	}
 	clear(s.mu.dirty)
 	s.mu.Unlock()

@@ -44,11 +44,14 @@ func (s *Service) Import(ctx context.Context, r ImportRequest, progress Progress
 	}
 	defer src.Close()
 	start := time.Now()
+	data := dataRanges(src, size)
 	res, err := s.tl.Import(ctx, timeline.ImportOptions{Name: r.Volume, Source: src, Size: size, At: at,
-		BlockSize: r.BlockSize, Progress: progress, Data: dataRanges(src, size)})
+		BlockSize: r.BlockSize, Progress: progress, Data: data})
 	switch {
 	case errors.Is(err, timeline.ErrTooOld):
 		return nil, errorf(ErrConflict, "%s was given a newer version meanwhile; --at must be later", r.Volume)
+	case isNoSpace(err):
+		return nil, s.noSpace(dataBytes(data, size))
 	case err != nil:
 		return nil, fmt.Errorf("import %s into %s: %w", r.Source, r.Volume, err)
 	}

@@ -74,6 +74,9 @@ func (s *Store) Import(ctx context.Context, o ImportOptions) (*ImportResult, err
 	if o.Workers <= 0 {
 		o.Workers = 2 * runtime.GOMAXPROCS(0) // half of them wait on reads at any time
 	}
+	if err := s.guard.Err(); err != nil {
+		return nil, err
+	}
 	meta, created, unlock, err := s.beginImport(o)
 	if err != nil {
 		return nil, err

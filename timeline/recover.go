@@ -10,6 +10,9 @@ import (
 // recoverPending undoes every version whose writer committed parts but
 // never the final batch (a crash or kill mid-import).
 func (s *Store) recoverPending() error {
+	if err := s.guard.Err(); err != nil {
+		return nil // undone at the next open that can write
+	}
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{tagPending}, UpperBound: []byte{tagPending + 1}})
 	if err != nil {
 		return err
@@ -68,5 +71,5 @@ func (s *Store) undoPending(vol uint64, t int64) error {
 		return err
 	}
 	b.Delete(pendingKey(vol, t), nil)
-	return b.Commit(pebble.Sync)
+	return s.commit(b, pebble.Sync)
 }

@@ -2,7 +2,6 @@ package timeline
 
 import (
 	"bytes"
-	"fmt"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/rewind-dev/rewind/blockstore"
@@ -78,11 +77,11 @@ func (w *versionWriter) commitPart() error {
 	if err := w.txn.AddTo(w.batch); err != nil {
 		return err
 	}
-	if err := w.s.chunks.SyncPacks(); err != nil {
+	if err := w.s.syncPacks(); err != nil {
 		return err
 	}
-	if err := w.batch.Commit(pebble.NoSync); err != nil {
-		return fmt.Errorf("timeline: commit: %w", err)
+	if err := w.s.commit(w.batch, pebble.NoSync); err != nil {
+		return err
 	}
 	w.batch.Close()
 	w.batch = w.s.db.NewBatch()
@@ -135,13 +134,13 @@ func (w *versionWriter) commit(sync bool) error {
 	}
 	opt := pebble.NoSync
 	if sync {
-		if err := w.s.chunks.SyncPacks(); err != nil {
+		if err := w.s.syncPacks(); err != nil {
 			return err
 		}
 		opt = pebble.Sync
 	}
-	if err := b.Commit(opt); err != nil {
-		return fmt.Errorf("timeline: commit: %w", err)
+	if err := w.s.commit(b, opt); err != nil {
+		return err
 	}
 	w.s.publish(m)
 	return nil
