@@ -191,3 +191,61 @@ func TestCloneWritesCrash(t *testing.T) {
 		e.close()
 	}
 }
+
+// packBytes is the size of every pack in fs.
+func packBytes(t *testing.T, fs vfs.FS) int64 {
+	t.Helper()
+	names, err := fs.List("packs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, name := range names {
+		fi, err := fs.Stat(fs.PathJoin("packs", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += fi.Size()
+	}
+	return n
+}
+
+// TestFailedImportGivesSpaceBack: an import that fails gives its pack
+// bytes back at once; one killed gives them back at the next open.
+func TestFailedImportGivesSpaceBack(t *testing.T) {
+	const seg = 4 << 20
+	const size = 4 * seg
+	v1, v2 := pattern(1, size), pattern(2, size)
+	e := &scriptEnv{t: t, fs: vfs.NewCrashableMem()}
+	e.open()
+	e.s.partBlocks = 64 // parts commit chunk entries before the failure
+	ctx := context.Background()
+	if _, err := e.s.Import(ctx, ImportOptions{Name: "a", Source: bytes.NewReader(v1), Size: size, At: 100, BlockSize: testBS}); err != nil {
+		t.Fatal(err)
+	}
+	before := packBytes(t, e.fs)
+	src := &crashingSource{data: v2, at: 3 * seg, fs: e.fs, rng: randv2.New(randv2.NewPCG(5, 5))}
+	if _, err := e.s.Import(ctx, ImportOptions{Name: "a", Source: src, Size: size, At: 200, Workers: 1}); !errors.Is(err, errKilled) {
+		t.Fatalf("import returned %v", err)
+	}
+	if after := packBytes(t, e.fs); after != before {
+		t.Fatalf("packs hold %d bytes after a failed import, %d before", after, before)
+	}
+	if killed := packBytes(t, src.crashed); killed <= before {
+		t.Fatalf("the killed import left %d bytes of packs, %d before: it stored nothing", killed, before)
+	}
+	// The same import killed instead: its bytes go at the next open.
+	e.close()
+	e.fs = src.crashed
+	e.open()
+	defer e.close()
+	if after := packBytes(t, e.fs); after != before {
+		t.Fatalf("packs hold %d bytes after reopening from a killed import, %d before", after, before)
+	}
+	checkOnlyV1(t, e, v1)
+	if _, err := e.s.Import(ctx, ImportOptions{Name: "a", Source: bytes.NewReader(v2), Size: size, At: 300}); err != nil {
+		t.Fatal(err)
+	}
+	checkRead(t, e, 300, v2)
+	checkRead(t, e, 100, v1)
+}

@@ -98,12 +98,17 @@ func (s *Store) Import(ctx context.Context, o ImportOptions) (*ImportResult, err
 	base := meta.clone() // what the previous version holds
 	meta.Size = o.Size
 	w := s.newVersionWriter(meta, t, VersionImport)
-	if err := s.runImport(ctx, o, base, created, w); err != nil {
+	if err := w.begin(); err != nil {
 		w.abort()
-		if w.part > 0 {
-			if uerr := s.undoPending(meta.ID, t); uerr != nil {
-				s.log.Error("undo failed import; it is undone at the next open", "volume", o.Name, "err", uerr)
-			}
+		return nil, err
+	}
+	if err := s.runImport(ctx, o, base, created, w); err != nil {
+		// Its bytes go first: the version they belong to was never
+		// visible, and a full disk needs the space for the undo.
+		w.discard()
+		w.abort()
+		if uerr := s.undoPending(meta.ID, t); uerr != nil {
+			s.log.Error("undo failed import; it is undone at the next open", "volume", o.Name, "err", uerr)
 		}
 		return nil, err
 	}
