@@ -118,23 +118,22 @@ func (s *Service) WarmIndex() { s.chunks.WarmLocations() }
 
 // Close flushes and closes everything. The index's memtable is written
 // out, so that its write-ahead log is deleted now rather than replayed at
-// the next open. A store that stopped taking writes is closed as it is:
-// what was flushed before is on disk, and what was not cannot be.
+// the next open (if it cannot be, the log is replayed). A store that
+// stopped taking writes is closed as it is, and Close says why: what was
+// flushed before is on disk, and what was not cannot be.
 func (s *Service) Close() error {
-	var err error
-	if s.tl.Writable() == nil {
+	err := s.tl.Writable()
+	if err == nil {
 		err = s.tl.Flush()
 		if err == nil {
-			err = s.flushIndex()
+			if ferr := s.flushIndex(); ferr != nil {
+				s.log.Warn("the index could not be written out; its log is replayed at the next start", "err", ferr)
+			}
 		}
 	}
 	s.guard.Close()
 	// The index closes first: writing out its log syncs the packs first.
-	err = errors.Join(err, s.tl.Close(), s.db.Close(), s.chunks.Close())
-	if werr := s.tl.Writable(); werr != nil && !errors.Is(err, timeline.ErrUnwritable) {
-		err = errors.Join(err, werr)
-	}
-	return err
+	return errors.Join(err, s.tl.Close(), s.db.Close(), s.chunks.Close())
 }
 
 // flushIndex writes the memtable out, or gives up when the store stops

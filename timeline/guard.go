@@ -139,7 +139,7 @@ func (g *Guard) Fail(cause error) {
 	}
 	g.err = &unwritableError{cause: cause}
 	close(g.failed)
-	g.log.Error("the store takes no more writes until rewind is restarted; reads go on", "err", cause)
+	g.log.Error("the store stopped taking writes (reads go on); it takes them again once reopened with the cause gone", "err", cause)
 }
 
 // Failed is closed when the store stops taking writes.
