@@ -87,7 +87,20 @@ func (t *Txn) Discard() (bool, error) {
 	}
 	var first error
 	for n := t.start.Pack; n <= s.mu.active && s.mu.active != 0; n++ {
-		if _, ok := s.mu.files[n]; !ok {
+		f, ok := s.mu.files[n]
+		if !ok {
+			continue
+		}
+		if n != t.start.Pack && n != s.mu.active {
+			// A pack of its own, not the newest (whose number must not
+			// be used again): it goes.
+			f.Close()
+			delete(s.mu.files, n)
+			delete(s.mu.dirty, n)
+			s.mu.ends[n] = 0
+			if err := s.fs.Remove(s.fs.PathJoin(s.dir, packName(n))); err != nil && first == nil {
+				first = fmt.Errorf("blockstore: remove pack: %w", err)
+			}
 			continue
 		}
 		end := int64(packHeaderSize)
@@ -97,6 +110,9 @@ func (t *Txn) Discard() (bool, error) {
 		if err := s.truncatePackLocked(n, end); err != nil && first == nil {
 			first = err
 		}
+	}
+	if first == nil {
+		first = syncDir(s.fs, s.dir)
 	}
 	s.mu.active = 0 // the next write starts a new pack
 	return first == nil, first
@@ -221,8 +237,20 @@ func (s *Store) Reclaim(start Position, ids map[ID]bool) (int64, error) {
 			}
 			freed += size - keep
 		}
+		// An empty pack goes, but for the newest: its number must not
+		// be used again (see Open).
+		if keep == packHeaderSize && n != packs[len(packs)-1] {
+			if f, ok := s.mu.files[n]; ok {
+				f.Close()
+				delete(s.mu.files, n)
+			}
+			if err := s.fs.Remove(s.fs.PathJoin(s.dir, packName(n))); err != nil {
+				return freed, fmt.Errorf("blockstore: remove empty pack: %w", err)
+			}
+			s.mu.ends[n] = 0
+		}
 	}
-	return freed, nil
+	return freed, syncDir(s.fs, s.dir)
 }
 
 // walkLocked calls fn for each whole record of pack n in [from, end), in
