@@ -78,7 +78,11 @@
 //
 // ErrReadOnly, ErrOutOfRange, ErrNoSpace and ErrNotFound also match the
 // syscall.Errno an edge should report (EPERM, EINVAL, ENOSPC, ENOENT), so
-// the NBD and FUSE servers map them with errors.Is alone. A chunk that
+// the NBD and FUSE servers map them with errors.Is alone. A write that
+// meets a full disk wraps syscall.ENOSPC; once the store stopped taking
+// writes, every write and Flush returns an error matching ErrUnwritable
+// that wraps its cause (ENOSPC, or anything else, which edges report as
+// EIO). A chunk that
 // fails its checksum surfaces as an error wrapping blockstore.ErrCorrupt:
 // wrong data is never returned.
 //
