@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -133,7 +135,7 @@ func TestFullDisk(t *testing.T) {
 	}
 	f.Close()
 
-	srv := rw.Serve(serveOptions{})
+	srv := rw.Serve(serveOptions{HTTP: true})
 	expected := filepath.Join(src, "expected")
 	script := filepath.Join(repoRoot(t), "integration", "testdata", "fill.py")
 	res := runCmd(t, nil, []string{"PATH=/usr/bin:/bin:/usr/sbin:/sbin", "NBD_ADDR=" + srv.NBDAddr, "EXPORT=c", "EXPECTED=" + expected},
@@ -151,6 +153,19 @@ func TestFullDisk(t *testing.T) {
 		t.Fatalf("filling the disk through NBD: want ENOSPC after some flushed writes, and reads after it:\n%s", res)
 	}
 	t.Logf("%d MiB flushed before the disk filled", flushed>>20)
+	// The daemon still answers, and says whether it takes writes.
+	if out := rw.MustRun("volume", "list"); !strings.Contains(out, "db") {
+		t.Fatalf("volume list on a full disk: %s", out)
+	}
+	resp, err := http.Get("http://" + srv.HTTPAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if metrics := string(body); !strings.Contains(metrics, "rewind_store_writable ") {
+		t.Fatalf("no rewind_store_writable in /metrics:\n%.3000s", metrics)
+	}
 	code := srv.Stop()
 	t.Logf("rewind serve exited %d on SIGTERM; its log:\n%s", code, srv.Logs())
 	if strings.Contains(srv.Logs(), "panic") {
