@@ -48,9 +48,10 @@ type Guard struct {
 	log      *slog.Logger
 	packSync atomic.Pointer[func() error]
 
+	err atomic.Pointer[unwritableError] // why the store is unwritable; nil while it is not
+
 	mu      sync.Mutex
-	err     error         // why the store is unwritable, nil while it is not
-	failed  chan struct{} // closed with err set
+	failed  chan struct{} // closed once err is set
 	stop    chan struct{}
 	stopped bool
 }
@@ -126,9 +127,10 @@ func (g *Guard) Err() error {
 	if g == nil {
 		return nil
 	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.err
+	if e := g.err.Load(); e != nil {
+		return e
+	}
+	return nil
 }
 
 // Fail marks the store unwritable because of cause, once; it says so in
@@ -136,10 +138,10 @@ func (g *Guard) Err() error {
 func (g *Guard) Fail(cause error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.err != nil {
+	if g.err.Load() != nil {
 		return
 	}
-	g.err = &unwritableError{cause: cause}
+	g.err.Store(&unwritableError{cause: cause})
 	close(g.failed)
 	g.log.Error("the store stopped taking writes (reads go on); it takes them again once reopened with the cause gone", "err", cause)
 }
