@@ -62,7 +62,7 @@ func Open(o Options) (*Service, error) {
 			return nil, errorf(ErrBusy, "%s is open in another process (a running rewind serve?); stop it or use --data: %v", o.Dir, err)
 		}
 		if isNoSpace(err) {
-			return nil, errorf(ErrNoSpace, "no space left on %s to open it; free some space there: %v", o.Dir, err)
+			return nil, openError(o.Dir, err)
 		}
 		return nil, fmt.Errorf("open %s: %w", o.Dir, err)
 	}
@@ -73,16 +73,26 @@ func Open(o Options) (*Service, error) {
 	}
 	chunks, err := blockstore.Open(blockstore.Options{FS: o.FS, Dir: filepath.Join(o.Dir, "packs"), DB: db, Codec: codec, Logger: o.Logger})
 	if err != nil {
+		guard.Close()
 		db.Close()
-		return nil, err
+		return nil, openError(o.Dir, err)
 	}
 	tl, err := timeline.Open(timeline.Options{DB: db, Chunks: chunks, Now: o.Now, Logger: o.Logger, CacheBytes: o.CacheBytes, Guard: guard})
 	if err != nil {
-		chunks.Close()
+		guard.Close()
 		db.Close()
-		return nil, err
+		chunks.Close()
+		return nil, openError(o.Dir, err)
 	}
 	return &Service{dir: o.Dir, fs: o.FS, guard: guard, db: db, chunks: chunks, tl: tl, now: o.Now, log: o.Logger}, nil
+}
+
+// openError says that a data directory too full to start in needs space.
+func openError(dir string, err error) error {
+	if isNoSpace(err) {
+		return errorf(ErrNoSpace, "no space left on %s to open it; free at least %d MiB there", dir, 2*timeline.DefaultReserveBytes>>20)
+	}
+	return err
 }
 
 // openIndex opens the Pebble database on guard. A disk too full for
@@ -114,7 +124,15 @@ func (s *Service) Timeline() *timeline.Store { return s.tl }
 // WarmIndex loads what fits of the chunk index into memory, in the
 // background (see blockstore.Store.WarmLocations): a long-lived process
 // (the daemon) calls it when it starts.
-func (s *Service) WarmIndex() { s.chunks.WarmLocations() }
+//
+// It also says in the log, once, if the store starts without taking
+// writes (its disk is full): a command learns it from its errors.
+func (s *Service) WarmIndex() {
+	if err := s.tl.Writable(); err != nil {
+		s.log.Error("the store takes no writes (reads go on); free space and restart", "err", err)
+	}
+	s.chunks.WarmLocations()
+}
 
 // Close flushes and closes everything. The index's memtable is written
 // out, so that its write-ahead log is deleted now rather than replayed at

@@ -66,7 +66,7 @@ func NewGuard(fs vfs.FS, reserve string, reserveBytes int64, log *slog.Logger) *
 	g := &Guard{FS: fs, reserve: reserve, log: log, failed: make(chan struct{}), stop: make(chan struct{})}
 	if reserve != "" {
 		if err := g.makeReserve(reserveBytes); err != nil {
-			g.Fail(err)
+			g.fail(err, false) // the caller's to say, if it writes
 		}
 	}
 	return g
@@ -135,7 +135,9 @@ func (g *Guard) Err() error {
 
 // Fail marks the store unwritable because of cause, once; it says so in
 // the log.
-func (g *Guard) Fail(cause error) {
+func (g *Guard) Fail(cause error) { g.fail(cause, true) }
+
+func (g *Guard) fail(cause error, log bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.err.Load() != nil {
@@ -143,6 +145,9 @@ func (g *Guard) Fail(cause error) {
 	}
 	g.err.Store(&unwritableError{cause: cause})
 	close(g.failed)
+	if !log {
+		return
+	}
 	g.log.Error("the store stopped taking writes (reads go on); it takes them again once reopened with the cause gone", "err", cause)
 }
 
