@@ -47,6 +47,9 @@ type Guard struct {
 	reserve  string // path of the reserve file; "" for none
 	log      *slog.Logger
 	packSync atomic.Pointer[func() error]
+	// dropping: a log write was dropped; every later one is too, so the
+	// log on disk ends at its last whole write, with no gap.
+	dropping atomic.Bool
 
 	err atomic.Pointer[unwritableError] // why the store is unwritable; nil while it is not
 
@@ -277,10 +280,14 @@ type guardFile struct {
 
 func (f *guardFile) Write(p []byte) (int, error) {
 	if f.kind == kindLog {
+		if f.g.dropping.Load() {
+			return len(p), nil
+		}
 		// The records about to reach the disk may index chunks: their
 		// bytes go first.
 		if err := f.g.syncPacks(); err != nil {
 			f.g.Fail(fmt.Errorf("sync packs before the index log: %w", err))
+			f.g.dropping.Store(true)
 			return len(p), nil // dropped: see Guard
 		}
 	}
@@ -311,6 +318,7 @@ func (f *guardFile) Write(p []byte) (int, error) {
 		_ = unix.Ftruncate(int(fd), f.off)
 	}
 	if f.kind == kindLog {
+		f.g.dropping.Store(true)
 		return len(p), nil // dropped: see Guard
 	}
 	return 0, err
