@@ -113,6 +113,9 @@ func (s *Store) Import(ctx context.Context, o ImportOptions) (*ImportResult, err
 		return nil, err
 	}
 	if err := w.commit(true); err != nil {
+		// Not discarded: the commit may have reached the disk all the
+		// same (see Guard); if it did not, the next open undoes it.
+		w.txn.Done()
 		return nil, err
 	}
 	return &ImportResult{Volume: w.meta, Time: t, Created: created,
