@@ -36,9 +36,24 @@
 // A chunk is written to its pack with pwrite before Put returns, and its
 // index entry is added to the caller's batch. The caller commits the batch
 // after the pack bytes are written (so a process crash never leaves an
-// index entry without its bytes) and calls SyncPacks before any Sync
-// commit (so a power loss never does either, for what was acknowledged as
-// durable).
+// index entry without its bytes), and SyncPacks runs before any index
+// entry can reach the disk (the timeline's Guard calls it before Pebble
+// writes its log or a table), so a power loss never does either.
+//
+// Open checks the newest pack: a torn tail (a record cut short, or in its
+// last 8 MiB one that fails its checksum) is cut off. An index entry that
+// points past the end of its pack counts as absent (Has).
+//
+// # Full disk and giving space back
+//
+// A write that does not fit fails with an error matching syscall.ENOSPC
+// and gives its reservation back when nothing was reserved after it. A
+// discardable Txn (an import) can be discarded when it fails: its pack
+// bytes are cut off, if every byte written since its first is its own;
+// Reclaim does the same at open for one a crash ended, keeping records
+// that others stored and indexed. While such a Txn is live, no other Txn
+// deduplicates against the chunks stored after its start (see
+// reclaim.go).
 //
 // # Errors
 //

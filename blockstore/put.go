@@ -29,6 +29,12 @@ type Txn struct {
 		locs   map[ID]location
 		prints map[uint64]pageRef
 	}
+	// Guarded by s.mu (see Txn.Discard): where its first byte went, the
+	// store's write count then, and its own writes since.
+	started       bool
+	start         Position
+	writesAtStart uint64
+	writes        uint64
 }
 
 type pageRef struct {
@@ -68,6 +74,9 @@ func (t *Txn) lookupPrint(h uint64) (ID, int, bool) {
 		copy(id[:], v)
 	default:
 		return ID{}, 0, false
+	}
+	if ok, err := t.s.has(t, id); err != nil || !ok {
+		return ID{}, 0, false // gone, or another import's that may be discarded
 	}
 	return id, int(binary.BigEndian.Uint16(v[len(v)-2:])), true
 }
@@ -175,7 +184,14 @@ func (t *Txn) PutID(id ID, data []byte) (PutResult, error) {
 // in a power failure after the entry reached the disk) does not count: the
 // chunk is stored again and its new entry replaces the broken one, which
 // also heals every version that refers to it.
-func (s *Store) Has(id ID) (bool, error) {
+//
+// A chunk stored since the start of a discardable Txn that is still live
+// (an import under way) does not count either: the import may fail and
+// give its bytes back.
+func (s *Store) Has(id ID) (bool, error) { return s.has(nil, id) }
+
+// has is Has for a chunk that t would reference.
+func (s *Store) has(t *Txn, id ID) (bool, error) {
 	v, closer, err := s.db.Get(indexKey(id))
 	if err == pebble.ErrNotFound {
 		return false, nil
@@ -188,7 +204,9 @@ func (s *Store) Has(id ID) (bool, error) {
 	if err != nil {
 		return false, nil
 	}
-	return loc.offset+loc.size() <= s.packEnd(loc.pack), nil
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return loc.offset+loc.size() <= s.packEndLocked(loc.pack) && !s.inLiveRegionLocked(t, loc), nil
 }
 
 // bufPool and runPool recycle the scratch buffers of encoding and the
@@ -294,9 +312,10 @@ func (r *run) addChunk(s *Store, id ID, data []byte) (int64, location) {
 	return r.add(id, len(data), payload, codec, codec == CodecRaw)
 }
 
-// write appends the run to the active pack with one pwritev.
-func (s *Store) write(r *run) (uint32, int64, error) {
-	pack, off, f, err := s.reserve(r.size)
+// write appends the run to the active pack with one pwritev, on behalf
+// of t. A write that fails gives its space back, if it can.
+func (s *Store) write(r *run, t *Txn) (uint32, int64, error) {
+	pack, off, f, err := s.reserve(r.size, t)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -312,6 +331,9 @@ func (s *Store) write(r *run) (uint32, int64, error) {
 		_, err = f.WriteAt(bytes.Join(iov, nil), off)
 	}
 	if err != nil {
+		s.mu.Lock()
+		s.unreserveLocked(pack, off, r.size)
+		s.mu.Unlock()
 		return 0, 0, fmt.Errorf("blockstore: write pack %d: %w", pack, err)
 	}
 	s.markDirty(pack)
@@ -417,7 +439,7 @@ func (t *Txn) PutMany(ids []ID, datas [][]byte) ([]PutResult, error) {
 		if seen || batch[id] {
 			continue
 		}
-		ok, err := t.s.Has(id)
+		ok, err := t.s.has(t, id)
 		if err != nil {
 			return nil, err
 		}
@@ -467,7 +489,7 @@ func (t *Txn) PutMany(ids []ID, datas [][]byte) ([]PutResult, error) {
 	if len(recs) == 0 {
 		return res, nil
 	}
-	pack, off, err := t.s.write(r)
+	pack, off, err := t.s.write(r, t)
 	if err != nil {
 		return nil, err
 	}

@@ -269,7 +269,7 @@ func TestSlicesVersionsAndCaching(t *testing.T) {
 	for i, rec := range records {
 		offs[i], locs[i] = r.add(Sum(rec.data), len(rec.data), rec.payload, CodecSlices, false)
 	}
-	pack, base, err := s.write(r)
+	pack, base, err := s.write(r, nil)
 	r.release()
 	if err != nil {
 		t.Fatal(err)

@@ -67,8 +67,13 @@ type Store struct {
 		next   uint32 // the number of the next pack to start
 		size   int64  // of the active pack, including reserved space
 		dirty  map[uint32]bool
-		// ends holds the size of each pack written before this Open.
+		// ends holds the size of each pack written before this Open, or
+		// cut back since (see reclaim.go).
 		ends map[uint32]int64
+		// live holds the discardable Txns not yet done; writes counts
+		// the writes to packs (see Txn.Discard).
+		live   map[*Txn]bool
+		writes uint64
 	}
 }
 
@@ -94,6 +99,7 @@ func Open(o Options) (*Store, error) {
 	s.mu.files = map[uint32]vfs.File{}
 	s.mu.dirty = map[uint32]bool{}
 	s.mu.ends = map[uint32]int64{}
+	s.mu.live = map[*Txn]bool{}
 	if err := o.FS.MkdirAll(o.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("blockstore: create %s: %w", o.Dir, err)
 	}
@@ -126,7 +132,11 @@ func Open(o Options) (*Store, error) {
 		s.mu.ends[p] = fi.Size()
 	}
 	if len(packs) > 0 {
-		s.mu.next = packs[len(packs)-1] + 1
+		newest := packs[len(packs)-1]
+		s.mu.next = newest + 1
+		if err := s.checkTail(newest); err != nil {
+			return nil, err
+		}
 	}
 	if removed {
 		if err := syncDir(o.FS, o.Dir); err != nil {
@@ -164,6 +174,10 @@ func (s *Store) listPacks() ([]uint32, error) {
 func (s *Store) packEnd(n uint32) int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.packEndLocked(n)
+}
+
+func (s *Store) packEndLocked(n uint32) int64 {
 	if end, ok := s.mu.ends[n]; ok {
 		return end
 	}
@@ -206,7 +220,7 @@ func (s *Store) startPackLocked(n uint32) error {
 
 // reserve claims n bytes in the active pack, starting a new pack when the
 // active one is full.
-func (s *Store) reserve(n int64) (uint32, int64, vfs.File, error) {
+func (s *Store) reserve(n int64, t *Txn) (uint32, int64, vfs.File, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.mu.active == 0 || s.mu.size+n > s.packSize && s.mu.size > packHeaderSize {
@@ -216,6 +230,13 @@ func (s *Store) reserve(n int64) (uint32, int64, vfs.File, error) {
 	}
 	off := s.mu.size
 	s.mu.size += n
+	s.mu.writes++
+	if t != nil {
+		if !t.started {
+			t.started, t.start, t.writesAtStart = true, Position{s.mu.active, off}, s.mu.writes-1
+		}
+		t.writes++
+	}
 	return s.mu.active, off, s.mu.files[s.mu.active], nil
 }
 
@@ -234,8 +255,10 @@ func (s *Store) SyncPacks() error {
 	packs := make([]uint32, 0, len(s.mu.dirty))
 	files := make([]vfs.File, 0, len(s.mu.dirty))
 	for p := range s.mu.dirty {
-		packs = append(packs, p)
-		files = append(files, s.mu.files[p])
+		if f, ok := s.mu.files[p]; ok { // not closed
+			packs = append(packs, p)
+			files = append(files, f)
+		}
 	}
 	clear(s.mu.dirty)
 	s.mu.Unlock()

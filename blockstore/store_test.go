@@ -384,7 +384,7 @@ func TestStaleRememberedLocation(t *testing.T) {
 	// Store a again as a new record, and point the index at it.
 	r := newRun()
 	off, loc := r.add(Sum(a), len(a), a, CodecRaw, false)
-	pack, base, err := s.write(r)
+	pack, base, err := s.write(r, nil)
 	r.release()
 	if err != nil {
 		t.Fatal(err)

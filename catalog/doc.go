@@ -13,6 +13,7 @@
 //	DATA/packs/   chunk pack files
 //	DATA/rewind.sock  the daemon's local socket (catalog/api), 0600
 //	DATA/.sock-*/     where the socket is made before it is renamed into place
+//	DATA/reserve  8 MiB kept free for the index (see timeline.Guard)
 //
 // Catalog keys share the database with the timeline (see timeline/keys.go):
 //
@@ -28,5 +29,13 @@
 //
 // ErrBadWhen, ErrBadName, ErrNotFound, ErrExists, ErrConflict and ErrBusy
 // classify failures for the CLI and the socket API; messages say what to
-// do.
+// do. ErrNoSpace (also matching syscall.ENOSPC) is an import or open that
+// met a full disk; the import gave its space back.
+//
+// # Full disk
+//
+// A store whose index could not commit takes no more writes until it is
+// reopened (timeline.ErrUnwritable): Writable says why, every volume in
+// Volumes carries the note, and Close closes it without flushing. A data
+// directory too full for Pebble to start opens read-only, unwritable.
 package catalog

@@ -59,6 +59,8 @@ func (s *Service) Import(ctx context.Context, r ImportRequest, progress Progress
 	switch {
 	case errors.Is(err, timeline.ErrTooOld):
 		return nil, errorf(ErrConflict, "%s was given a newer version meanwhile; --at must be later", r.Volume)
+	case isNoSpace(err):
+		return nil, s.noSpace(dataBytes(o.Data, size))
 	case err != nil:
 		return nil, fmt.Errorf("import %s into %s: %w", r.Source, r.Volume, err)
 	}

@@ -50,7 +50,13 @@ func (s *Service) AddPoint(_ context.Context, spec, label string) (*Point, error
 	}
 	p := &Point{Volume: v.Name, Label: label, Time: Time(t), Created: Time(s.now().UnixNano())}
 	b, _ := json.Marshal(p)
+	if err := s.tl.Writable(); err != nil {
+		return nil, err
+	}
 	if err := s.db.Set(pointKey(v.ID, label), b, pebble.Sync); err != nil {
+		return nil, err
+	}
+	if err := s.tl.Writable(); err != nil { // see timeline.Guard
 		return nil, err
 	}
 	return p, nil
@@ -95,5 +101,11 @@ func (s *Service) RemovePoint(_ context.Context, volume, label string) error {
 	if _, err := s.point(v, label); err != nil {
 		return err
 	}
-	return s.db.Delete(pointKey(v.ID, label), pebble.Sync)
+	if err := s.tl.Writable(); err != nil {
+		return err
+	}
+	if err := s.db.Delete(pointKey(v.ID, label), pebble.Sync); err != nil {
+		return err
+	}
+	return s.tl.Writable() // see timeline.Guard
 }

@@ -65,7 +65,7 @@ func (s *Service) OpenView(spec string) (*timeline.View, error) {
 func (s *Service) info(v *timeline.Volume) VolumeInfo {
 	vi := VolumeInfo{Name: v.Name, Size: v.Size, BlockSize: v.BlockSize, Kind: string(v.Kind),
 		First: Time(v.First), Last: Time(v.Last), Versions: v.Versions,
-		LogicalBytes: v.LogicalBytes, StoredBytes: v.StoredBytes}
+		LogicalBytes: v.LogicalBytes, StoredBytes: v.StoredBytes, Unwritable: s.unwritableNote()}
 	if v.IsClone() {
 		if p, err := s.tl.VolumeByID(v.Parent); err == nil {
 			vi.Parent = p.Name

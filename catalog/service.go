@@ -29,6 +29,8 @@ type Options struct {
 // Service is the catalog over one data directory.
 type Service struct {
 	dir    string
+	fs     vfs.FS
+	guard  *timeline.Guard
 	db     *pebble.DB
 	chunks *blockstore.Store
 	tl     *timeline.Store
@@ -51,10 +53,16 @@ func Open(o Options) (*Service, error) {
 	if err := o.FS.MkdirAll(o.Dir, 0o750); err != nil {
 		return nil, fmt.Errorf("create data directory %s: %w", o.Dir, err)
 	}
-	db, err := pebble.Open(filepath.Join(o.Dir, "index"), timeline.PebbleOptions(o.FS, o.Logger))
+	// The reserve is made before Pebble opens, so that a full disk is met
+	// here first (see timeline.Guard).
+	guard := timeline.NewGuard(o.FS, filepath.Join(o.Dir, "reserve"), timeline.DefaultReserveBytes, o.Logger)
+	db, err := openIndex(filepath.Join(o.Dir, "index"), guard, o.Logger)
 	if err != nil {
 		if strings.Contains(err.Error(), "lock") {
 			return nil, errorf(ErrBusy, "%s is open in another process (a running rewind serve?); stop it or use --data: %v", o.Dir, err)
+		}
+		if isNoSpace(err) {
+			return nil, openError(o.Dir, err)
 		}
 		return nil, fmt.Errorf("open %s: %w", o.Dir, err)
 	}
@@ -65,17 +73,47 @@ func Open(o Options) (*Service, error) {
 	}
 	chunks, err := blockstore.Open(blockstore.Options{FS: o.FS, Dir: filepath.Join(o.Dir, "packs"), DB: db, Codec: codec, Logger: o.Logger})
 	if err != nil {
+		guard.Close()
 		db.Close()
-		return nil, err
+		return nil, openError(o.Dir, err)
 	}
-	tl, err := timeline.Open(timeline.Options{DB: db, Chunks: chunks, Now: o.Now, Logger: o.Logger, CacheBytes: o.CacheBytes})
+	tl, err := timeline.Open(timeline.Options{DB: db, Chunks: chunks, Now: o.Now, Logger: o.Logger, CacheBytes: o.CacheBytes, Guard: guard})
 	if err != nil {
-		chunks.Close()
+		guard.Close()
 		db.Close()
-		return nil, err
+		chunks.Close()
+		return nil, openError(o.Dir, err)
 	}
-	return &Service{dir: o.Dir, db: db, chunks: chunks, tl: tl, now: o.Now, log: o.Logger}, nil
+	return &Service{dir: o.Dir, fs: o.FS, guard: guard, db: db, chunks: chunks, tl: tl, now: o.Now, log: o.Logger}, nil
 }
+
+// openError says that a data directory too full to start in needs space.
+func openError(dir string, err error) error {
+	if isNoSpace(err) {
+		return errorf(ErrNoSpace, "no space left on %s to open it; free at least %d MiB there", dir, 2*timeline.DefaultReserveBytes>>20)
+	}
+	return err
+}
+
+// openIndex opens the Pebble database on guard. A disk too full for
+// Pebble to start its log opens it read-only (the store is then
+// unwritable), so that what it holds can still be read.
+func openIndex(dir string, guard *timeline.Guard, log *slog.Logger) (*pebble.DB, error) {
+	db, err := pebble.Open(dir, timeline.PebbleOptions(guard, log))
+	if err == nil || !isNoSpace(err) {
+		return db, err
+	}
+	guard.Fail(err)
+	o := timeline.PebbleOptions(guard, log)
+	o.ReadOnly = true
+	if db, rerr := pebble.Open(dir, o); rerr == nil {
+		return db, nil
+	}
+	return nil, err
+}
+
+// Writable returns nil while the store takes writes, else why not.
+func (s *Service) Writable() error { return s.tl.Writable() }
 
 // Dir returns the data directory.
 func (s *Service) Dir() string { return s.dir }
@@ -86,16 +124,50 @@ func (s *Service) Timeline() *timeline.Store { return s.tl }
 // WarmIndex loads what fits of the chunk index into memory, in the
 // background (see blockstore.Store.WarmLocations): a long-lived process
 // (the daemon) calls it when it starts.
-func (s *Service) WarmIndex() { s.chunks.WarmLocations() }
+//
+// It also says in the log, once, if the store starts without taking
+// writes (its disk is full): a command learns it from its errors.
+func (s *Service) WarmIndex() {
+	if err := s.tl.Writable(); err != nil {
+		s.log.Error("the store takes no writes (reads go on); free space and restart", "err", err)
+	}
+	s.chunks.WarmLocations()
+}
 
 // Close flushes and closes everything. The index's memtable is written
 // out, so that its write-ahead log is deleted now rather than replayed at
-// the next open.
+// the next open (if it cannot be, the log is replayed). A store that
+// stopped taking writes is closed as it is, and Close says why: what was
+// flushed before is on disk, and what was not cannot be.
 func (s *Service) Close() error {
-	err := s.tl.Flush()
-	err = errors.Join(err, s.db.Flush())
-	err = errors.Join(err, s.tl.Close(), s.chunks.Close(), s.db.Close())
-	return err
+	err := s.tl.Writable()
+	if err == nil {
+		err = s.tl.Flush()
+		if err == nil {
+			if ferr := s.flushIndex(); ferr != nil {
+				s.log.Warn("the index could not be written out; its log is replayed at the next start", "err", ferr)
+			}
+		}
+	}
+	s.guard.Close()
+	// The index closes first: writing out its log syncs the packs first.
+	return errors.Join(err, s.tl.Close(), s.db.Close(), s.chunks.Close())
+}
+
+// flushIndex writes the memtable out, or gives up when the store stops
+// taking writes meanwhile (a flush that cannot write would be retried for
+// ever).
+func (s *Service) flushIndex() error {
+	done, err := s.db.AsyncFlush()
+	if err != nil {
+		return err
+	}
+	select {
+	case <-done:
+		return s.tl.Writable()
+	case <-s.guard.Failed():
+		return s.tl.Writable()
+	}
 }
 
 // DefaultDataDir is /var/lib/rewind for root, else ~/.local/share/rewind.

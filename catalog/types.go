@@ -70,6 +70,9 @@ type VolumeInfo struct {
 	Versions     int64  `json:"versions"`
 	LogicalBytes int64  `json:"logical_bytes"`
 	StoredBytes  int64  `json:"stored_bytes"`
+	// Unwritable says why the store takes no writes (its disk is full),
+	// when it does not; the same for every volume.
+	Unwritable string `json:"unwritable,omitempty"`
 }
 
 // CreateRequest is `rewind volume create`.

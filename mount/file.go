@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"sync"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -111,6 +112,19 @@ type imageHandle struct {
 	size     int64
 	writable bool
 	scan     ScanReader // reads of a fixed image the kernel caches
+	// failed holds the errnos of write and fsync errors already logged
+	// for this handle: a full store fails every write, the log says so
+	// once.
+	failed sync.Map // syscall.Errno → bool
+}
+
+// logFailure logs a failed write or fsync, the first of each errno.
+func (h *imageHandle) logFailure(msg string, err error, args ...any) syscall.Errno {
+	errno := toErrno(err)
+	if _, seen := h.failed.LoadOrStore(errno, true); !seen {
+		h.cfg.log.Warn(msg+" (later ones with this errno are not logged)", append([]any{"name", h.name, "err", err}, args...)...)
+	}
+	return errno
 }
 
 var (
@@ -155,8 +169,7 @@ func (h *imageHandle) Write(ctx context.Context, data []byte, off int64) (uint32
 	}
 	n, err := h.img.WriteAt(data, off)
 	if err != nil {
-		h.cfg.log.Warn("mount: write", "name", h.name, "off", off, "len", len(data), "err", err)
-		return uint32(n), toErrno(err)
+		return uint32(n), h.logFailure("mount: write", err, "off", off, "len", len(data))
 	}
 	return uint32(n), 0
 }
@@ -168,8 +181,7 @@ func (h *imageHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 		return 0
 	}
 	if err := h.img.Flush(); err != nil {
-		h.cfg.log.Warn("mount: flush", "name", h.name, "err", err)
-		return toErrno(err)
+		return h.logFailure("mount: flush", err)
 	}
 	return 0
 }

@@ -147,12 +147,16 @@ func (t *transmission) run(j *job) (rerr *replyError) {
 	return nil
 }
 
-// backendError logs a backend failure and turns it into a reply error.
-// The client sees the errno and the operation, not the server's details.
+// backendError logs a backend failure (the first of each errno on a
+// connection) and turns it into a reply error. The client sees the errno
+// and the operation, not the server's details.
 func (t *transmission) backendError(j *job, err error) *replyError {
 	r := &j.req
 	errno := ToErrno(err)
-	t.c.log.Warn("nbd: backend error", "cmd", cmdName(r.typ), "offset", r.offset, "length", r.length, "errno", uint32(errno), "err", err)
+	if _, seen := t.logged.LoadOrStore(errno, true); !seen {
+		t.c.log.Warn("nbd: backend error (later ones with this errno on this connection are not logged)",
+			"cmd", cmdName(r.typ), "offset", r.offset, "length", r.length, "errno", uint32(errno), "err", err)
+	}
 	return rejectf(errno, "%s of %d bytes at offset %d failed: %s", cmdName(r.typ), r.length, r.offset, errno.Error())
 }
 

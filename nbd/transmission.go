@@ -83,6 +83,10 @@ type transmission struct {
 	// cannot writev (TLS).
 	wmu sync.Mutex
 	bw  *bufio.Writer
+	// logged holds the errnos of backend errors already logged on this
+	// connection: a client that keeps writing to a full store gets its
+	// ENOSPC each time, the log gets it once.
+	logged sync.Map // Errno → bool
 }
 
 func (c *conn) transmit(s *session) error {

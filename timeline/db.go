@@ -1,6 +1,7 @@
 package timeline
 
 import (
+	"errors"
 	"log/slog"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -10,14 +11,27 @@ import (
 
 // PebbleOptions returns the options a timeline database is opened with:
 // the timeline Comparer, bloom filters on every level (version keys are
-// looked up by block prefix), and the newest format.
+// looked up by block prefix), and the newest format. On a Guard (see
+// guard.go), a fatal error of Pebble marks the store unwritable instead of
+// ending the process, and background errors are logged once.
 func PebbleOptions(fs vfs.FS, log *slog.Logger) *pebble.Options {
+	g, _ := fs.(*Guard)
 	o := &pebble.Options{
 		FS:                 fs,
 		Comparer:           Comparer,
 		FormatMajorVersion: pebble.FormatNewest,
-		Logger:             quietLogger{log},
+		Logger:             quietLogger{log: log, g: g},
 		Cleaner:            deleteCleaner{},
+	}
+	if g != nil {
+		o.EventListener = &pebble.EventListener{BackgroundError: func(err error) {
+			if g.Err() != nil {
+				return // said once, by Guard.Fail
+			}
+			if log != nil {
+				log.Error("pebble background error", "err", err)
+			}
+		}}
 	}
 	for i := range o.Levels {
 		o.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
@@ -42,7 +56,10 @@ type deleteCleaner struct {
 type needsContents struct{ pebble.ArchiveCleaner }
 
 // quietLogger sends Pebble's chatter to slog at debug level.
-type quietLogger struct{ log *slog.Logger }
+type quietLogger struct {
+	log *slog.Logger
+	g   *Guard
+}
 
 func (q quietLogger) Infof(format string, args ...any) {
 	if q.log != nil {
@@ -56,7 +73,15 @@ func (q quietLogger) Errorf(format string, args ...any) {
 	}
 }
 
+// Fatalf ends the process, unless the store is on a Guard: then the store
+// stops taking writes (Pebble calls it for a commit that failed, and then
+// returns as if the commit had succeeded; Store checks the Guard after
+// every commit).
 func (q quietLogger) Fatalf(format string, args ...any) {
+	if q.g != nil {
+		q.g.Fail(errors.New(sprintf(format, args...)))
+		return
+	}
 	if q.log != nil {
 		q.log.Error("pebble fatal", "msg", sprintf(format, args...))
 	}

@@ -30,6 +30,36 @@
 // commit without sync, and Flush (NBD FLUSH and FUA, FUSE fsync) makes
 // everything acknowledged so far durable.
 //
+// # Durability
+//
+// Pack bytes are synced before any index entry that points at them can
+// become durable, on every write path. The database is opened on a Guard
+// (guard.go), which syncs the packs before Pebble writes its log to the
+// file and before it syncs a table: a commit without sync (a clone write)
+// costs no fsync of its own; the packs are synced once for all the
+// records Pebble writes out together (a 32 KiB block of its log, a
+// flush), off the writer's path. What a power loss can cost:
+//
+//   - Nothing that a Flush, an FUA write, an fsync or an import returned
+//     for: all of it is on disk, bytes and index.
+//   - Clone writes since the last Flush: any of them may be lost, each
+//     whole (the block reads as it did before); none reads as an error or
+//     as other bytes.
+//   - An import that had not returned: it leaves no version, and its
+//     pack bytes are given back at the next open (see Store.Open).
+//   - Bytes at the tail of the newest pack that no durable index entry
+//     names: blockstore.Open cuts them off.
+//
+// # Full disk
+//
+// A pack write that does not fit fails that write with an error matching
+// syscall.ENOSPC; the store goes on. A write of the index that does not
+// fit, or an index commit or sync that fails, stops the store taking
+// writes (ErrUnwritable, also matching ENOSPC when the disk is full): the
+// Guard keeps a reserve file of free space for what Pebble has in flight
+// at that moment, so Pebble never meets the error itself. Reads go on;
+// the store writes again once reopened with space to spare.
+//
 // # Concurrency
 //
 // Store and View are safe for concurrent use. Writers of one volume are
@@ -48,21 +78,18 @@
 //
 // ErrReadOnly, ErrOutOfRange, ErrNoSpace and ErrNotFound also match the
 // syscall.Errno an edge should report (EPERM, EINVAL, ENOSPC, ENOENT), so
-// the NBD and FUSE servers map them with errors.Is alone. A chunk that
+// the NBD and FUSE servers map them with errors.Is alone. A write that
+// meets a full disk wraps syscall.ENOSPC; once the store stopped taking
+// writes, every write and Flush returns an error matching ErrUnwritable
+// that wraps its cause (ENOSPC, or anything else, which edges report as
+// EIO). A chunk that
 // fails its checksum surfaces as an error wrapping blockstore.ErrCorrupt:
 // wrong data is never returned.
 //
 // # Known limits
 //
-// Clone writes commit without fsync. Their chunk index entries can reach
-// the disk before their pack bytes do (a memtable flush, another writer's
-// sync), so a power loss (not a process crash) before the next Flush may
-// leave an unflushed block, or a later write that deduplicates against
-// its chunk, pointing at bytes that never reached the disk: that block
-// reads as an I/O error (the checksum catches it), never as wrong data.
-// The chunk store does not deduplicate against an entry whose bytes lie
-// past the end of its pack, so a later write stores them again and heals
-// it. Imports sync the packs before every batch, so they are not exposed. An import stamped --at in the past,
-// between the volume's newest version and an instant already viewed,
-// changes what that instant shows.
+// An import stamped --at in the past, between the volume's newest
+// version and an instant already viewed, changes what that instant shows.
+// Only the newest pack's tail is checked at open; an older pack torn by a
+// power loss keeps its garbage tail (no durable entry points into it).
 package timeline

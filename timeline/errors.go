@@ -36,6 +36,11 @@ var (
 	ErrTooOld = errors.New("timeline: time is not later than the volume's newest version")
 	// ErrInUse: the volume has clones or is otherwise pinned.
 	ErrInUse = errors.New("timeline: volume is in use")
+	// ErrUnwritable: the store stopped taking writes (its disk is full,
+	// or the index could not commit); reads go on. The error returned
+	// also wraps the cause, so a full disk matches syscall.ENOSPC and
+	// anything else maps to EIO.
+	ErrUnwritable = errors.New("timeline: the store takes no more writes")
 	// ErrClosed: the view or store is closed.
 	ErrClosed error = &errnoError{"timeline: closed", syscall.ESHUTDOWN}
 )

@@ -74,6 +74,9 @@ func (s *Store) Import(ctx context.Context, o ImportOptions) (*ImportResult, err
 	if o.Workers <= 0 {
 		o.Workers = 2 * runtime.GOMAXPROCS(0) // half of them wait on reads at any time
 	}
+	if err := s.guard.Err(); err != nil {
+		return nil, err
+	}
 	meta, created, unlock, err := s.beginImport(o)
 	if err != nil {
 		return nil, err
@@ -95,16 +98,24 @@ func (s *Store) Import(ctx context.Context, o ImportOptions) (*ImportResult, err
 	base := meta.clone() // what the previous version holds
 	meta.Size = o.Size
 	w := s.newVersionWriter(meta, t, VersionImport)
-	if err := s.runImport(ctx, o, base, created, w); err != nil {
+	if err := w.begin(); err != nil {
 		w.abort()
-		if w.part > 0 {
-			if uerr := s.undoPending(meta.ID, t); uerr != nil {
-				s.log.Error("undo failed import; it is undone at the next open", "volume", o.Name, "err", uerr)
-			}
+		return nil, err
+	}
+	if err := s.runImport(ctx, o, base, created, w); err != nil {
+		// Its bytes go first: the version they belong to was never
+		// visible, and a full disk needs the space for the undo.
+		w.discard()
+		w.abort()
+		if uerr := s.undoPending(meta.ID, t); uerr != nil {
+			s.log.Error("undo failed import; it is undone at the next open", "volume", o.Name, "err", uerr)
 		}
 		return nil, err
 	}
 	if err := w.commit(true); err != nil {
+		// Not discarded: the commit may have reached the disk all the
+		// same (see Guard); if it did not, the next open undoes it.
+		w.txn.Done()
 		return nil, err
 	}
 	return &ImportResult{Volume: w.meta, Time: t, Created: created,

@@ -51,23 +51,31 @@ func TestScripts(t *testing.T) {
 type scriptEnv struct {
 	t     *testing.T
 	fs    *vfs.MemFS
+	wrap  func(vfs.FS) vfs.FS // if set, what the store sees of fs
+	guard *Guard
 	db    *pebble.DB
 	bs    *blockstore.Store
 	s     *Store
 	clock int64
 }
 
+// open opens the store as the daemon does: on a Guard, with a reserve.
 func (e *scriptEnv) open() {
 	e.t.Helper()
-	db, err := pebble.Open("db", PebbleOptions(e.fs, nil))
+	var fs vfs.FS = e.fs
+	if e.wrap != nil {
+		fs = e.wrap(fs)
+	}
+	e.guard = NewGuard(fs, "reserve", 1<<20, nil)
+	db, err := pebble.Open("db", PebbleOptions(e.guard, nil))
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	bs, err := blockstore.Open(blockstore.Options{FS: e.fs, Dir: "packs", DB: db, Codec: blockstore.CodecZstd})
+	bs, err := blockstore.Open(blockstore.Options{FS: fs, Dir: "packs", DB: db, Codec: blockstore.CodecZstd})
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	s, err := Open(Options{DB: db, Chunks: bs, Now: func() time.Time { return time.Unix(0, e.clock) }})
+	s, err := Open(Options{DB: db, Chunks: bs, Guard: e.guard, Now: func() time.Time { return time.Unix(0, e.clock) }})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -75,8 +83,10 @@ func (e *scriptEnv) open() {
 }
 
 func (e *scriptEnv) close() {
-	e.bs.Close()
+	e.guard.Close()
+	e.s.Close()
 	e.db.Close()
+	e.bs.Close()
 }
 
 func runScript(t *testing.T, path string) {

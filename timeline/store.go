@@ -22,6 +22,9 @@ type Options struct {
 	CacheBytes int64
 	Now        func() time.Time // the clock; default time.Now
 	Logger     *slog.Logger
+	// Guard, if the DB was opened on one (see guard.go), says whether the
+	// store still takes writes; Open points its pack sync at Chunks.
+	Guard *Guard
 }
 
 // Store is the timeline of every volume in one data directory.
@@ -31,6 +34,7 @@ type Store struct {
 	cache  *blockstore.Cache
 	now    func() time.Time
 	log    *slog.Logger
+	guard  *Guard // nil: the store never stops taking writes
 	// partBlocks is how many keys go in one batch of a large version.
 	partBlocks int
 	// Read-ahead in flight (see readAhead): Close stops new ones and waits.
@@ -67,7 +71,10 @@ func Open(o Options) (*Store, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Store{db: o.DB, chunks: o.Chunks, now: o.Now, log: o.Logger, partBlocks: defaultPartBlocks}
+	s := &Store{db: o.DB, chunks: o.Chunks, now: o.Now, log: o.Logger, guard: o.Guard, partBlocks: defaultPartBlocks}
+	if o.Guard != nil {
+		o.Guard.SetPackSync(o.Chunks.SyncPacks)
+	}
 	s.cache = blockstore.NewSlabCache(o.Chunks, o.CacheBytes)
 	s.mu.vols = map[uint64]*volState{}
 	s.mu.byName = map[string]uint64{}
@@ -86,7 +93,10 @@ func Open(o Options) (*Store, error) {
 func (s *Store) checkFormat() error {
 	v, closer, err := s.db.Get(globalKey("format"))
 	if err == pebble.ErrNotFound {
-		return s.db.Set(globalKey("format"), []byte(FormatVersion), pebble.Sync)
+		b := s.db.NewBatch()
+		defer b.Close()
+		b.Set(globalKey("format"), []byte(FormatVersion), nil)
+		return s.commit(b, pebble.Sync)
 	}
 	if err != nil {
 		return err
@@ -223,12 +233,49 @@ func (s *Store) publish(v *Volume) {
 	s.mu.byName[v.Name] = v.ID
 }
 
-// Flush makes every write so far durable.
+// Flush makes every write so far durable. It fails once the store
+// stopped taking writes.
 func (s *Store) Flush() error {
-	if err := s.chunks.SyncPacks(); err != nil {
+	if err := s.guard.Err(); err != nil {
 		return err
 	}
-	return s.db.LogData(nil, pebble.Sync)
+	if err := s.syncPacks(); err != nil {
+		return err
+	}
+	if err := s.db.LogData(nil, pebble.Sync); err != nil {
+		return fmt.Errorf("timeline: sync: %w", err)
+	}
+	return s.guard.Err()
+}
+
+// Writable returns nil while the store takes writes, else why not: an
+// error matching ErrUnwritable (and syscall.ENOSPC when the disk is
+// full).
+func (s *Store) Writable() error { return s.guard.Err() }
+
+// commit commits b, unless the store stopped taking writes. A commit that
+// Pebble could not make durable is reported through the Guard (Pebble
+// itself returns success), so the Guard is asked again afterwards.
+func (s *Store) commit(b *pebble.Batch, opt *pebble.WriteOptions) error {
+	if err := s.guard.Err(); err != nil {
+		return err
+	}
+	if err := b.Commit(opt); err != nil {
+		return fmt.Errorf("timeline: commit: %w", err)
+	}
+	return s.guard.Err()
+}
+
+// syncPacks makes the pack bytes written so far durable. A failed sync
+// may have lost pages that a later sync would not report, so it stops
+// the store taking writes.
+func (s *Store) syncPacks() error {
+	err := s.chunks.SyncPacks()
+	if err != nil && s.guard != nil {
+		s.guard.Fail(err)
+		return s.guard.Err()
+	}
+	return err
 }
 
 // RemoveVolume deletes a volume and its whole history. It refuses while
@@ -259,7 +306,7 @@ func (s *Store) RemoveVolume(name string) error {
 	}
 	b.Delete(metaKey(v.ID), nil)
 	b.Delete(nameKey(v.Name), nil)
-	if err := b.Commit(pebble.Sync); err != nil {
+	if err := s.commit(b, pebble.Sync); err != nil {
 		return err
 	}
 	s.mu.Lock()

@@ -65,6 +65,9 @@ func (v *View) write(off, n int64, kind VersionKind, fill func(buf []byte, at in
 	if v.closed.Load() {
 		return ErrClosed
 	}
+	if err := v.s.guard.Err(); err != nil {
+		return err
+	}
 	vs, err := v.s.state(v.vol)
 	if err != nil {
 		return err

@@ -2,7 +2,6 @@ package timeline
 
 import (
 	"bytes"
-	"fmt"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/rewind-dev/rewind/blockstore"
@@ -28,6 +27,9 @@ type versionWriter struct {
 	part  uint32
 	sum   summary
 	key   []byte
+	// pending: a pending marker was committed (begin) and the final
+	// commit deletes it.
+	pending bool
 }
 
 func (s *Store) newVersionWriter(meta *Volume, t int64, kind VersionKind) *versionWriter {
@@ -60,13 +62,31 @@ func (w *versionWriter) set(block uint64, ref blockRef, logical, stored int64) e
 	return nil
 }
 
+// begin commits, durably, the pending marker of a version written in
+// parts (an import), before any of its chunks is stored: it says where in
+// the packs they start, so that Open can undo the parts and give back
+// their pack bytes after a crash or kill. Its chunks go to a discardable
+// Txn (see blockstore.Txn.Discard).
+func (w *versionWriter) begin() error {
+	w.txn = w.s.chunks.NewDiscardableTxn()
+	b := w.s.db.NewBatch()
+	defer b.Close()
+	b.Set(pendingKey(w.meta.ID, w.t), w.s.chunks.Tail().Marshal(), nil)
+	if err := w.s.commit(b, pebble.Sync); err != nil {
+		return err
+	}
+	w.pending = true
+	return nil
+}
+
 // commitPart commits what is batched so far without making the version
-// visible. The first part also writes the pending marker.
+// visible.
 func (w *versionWriter) commitPart() error {
-	if w.part == 0 {
+	if w.part == 0 && !w.pending {
 		if err := w.batch.Set(pendingKey(w.meta.ID, w.t), nil, nil); err != nil {
 			return err
 		}
+		w.pending = true
 	}
 	if err := w.writeRuns(); err != nil {
 		return err
@@ -78,11 +98,11 @@ func (w *versionWriter) commitPart() error {
 	if err := w.txn.AddTo(w.batch); err != nil {
 		return err
 	}
-	if err := w.s.chunks.SyncPacks(); err != nil {
+	if err := w.s.syncPacks(); err != nil {
 		return err
 	}
-	if err := w.batch.Commit(pebble.NoSync); err != nil {
-		return fmt.Errorf("timeline: commit: %w", err)
+	if err := w.s.commit(w.batch, pebble.NoSync); err != nil {
+		return err
 	}
 	w.batch.Close()
 	w.batch = w.s.db.NewBatch()
@@ -130,19 +150,20 @@ func (w *versionWriter) commit(sync bool) error {
 	b.Set(nameKey(m.Name), clockValue(int64(m.ID)), nil)
 	b.Set(globalKey("clock"), clockValue(w.t), nil)
 	b.Set(globalKey("next-id"), clockValue(int64(w.s.maxID())), nil)
-	if w.part > 0 {
+	if w.pending {
 		b.Delete(pendingKey(m.ID, w.t), nil)
 	}
 	opt := pebble.NoSync
 	if sync {
-		if err := w.s.chunks.SyncPacks(); err != nil {
+		if err := w.s.syncPacks(); err != nil {
 			return err
 		}
 		opt = pebble.Sync
 	}
-	if err := b.Commit(opt); err != nil {
-		return fmt.Errorf("timeline: commit: %w", err)
+	if err := w.s.commit(b, opt); err != nil {
+		return err
 	}
+	w.txn.Done()
 	w.s.publish(m)
 	return nil
 }
@@ -151,4 +172,16 @@ func (w *versionWriter) commit(sync bool) error {
 // undoPending.
 func (w *versionWriter) abort() {
 	w.batch.Close()
+	w.txn.Done()
+}
+
+// discard gives back the pack bytes of a version that will never be
+// committed, when they are the only ones written since it began (see
+// blockstore.Txn.Discard); the parts it committed are undone after.
+func (w *versionWriter) discard() {
+	if ok, err := w.txn.Discard(); err != nil {
+		w.s.log.Warn("giving back the space of a failed version", "err", err)
+	} else if !ok {
+		w.s.log.Info("the space of a failed version is kept: other writes came in between", "volume", w.meta.Name)
+	}
 }

@@ -103,5 +103,13 @@ func registerStoreMetrics(reg prometheus.Registerer, svc *catalog.Service) {
 			sum(func(v *catalog.VolumeInfo) float64 { return float64(v.LogicalBytes) })),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rewind_stored_bytes", Help: "Bytes the volumes' versions added to the chunk store."},
 			sum(func(v *catalog.VolumeInfo) float64 { return float64(v.StoredBytes) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rewind_store_writable",
+			Help: "1 while the store takes writes; 0 once it stopped (its disk filled up, or the index could not commit) until rewind restarts."},
+			func() float64 {
+				if svc.Writable() != nil {
+					return 0
+				}
+				return 1
+			}),
 	)
 }

@@ -38,6 +38,9 @@ func (c *volumeListCmd) Run(e *env) error {
 				parent, v.First, v.Last, v.Versions, human(v.LogicalBytes), human(v.StoredBytes))
 		}
 		w.Flush()
+		if len(vols) > 0 && vols[0].Unwritable != "" {
+			fmt.Fprintln(os.Stderr, "note:", vols[0].Unwritable)
+		}
 	})
 }
 
