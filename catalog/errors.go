@@ -31,6 +31,8 @@ func Class(err error) string {
 		return "conflict"
 	case errors.Is(err, ErrBusy):
 		return "busy"
+	case errors.Is(err, ErrNoSpace):
+		return "no_space"
 	}
 	return "internal"
 }

@@ -89,7 +89,12 @@ func TestImportOutOfSpace(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	_, err = s.Import(context.Background(), ImportRequest{Volume: "v", Source: img}, nil)
+	src, err := OpenSource(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	_, err = s.Import(context.Background(), ImportRequest{Volume: "v", Source: img, File: src}, nil)
 	if !errors.Is(err, ErrNoSpace) || !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("import into a full disk: %v", err)
 	}
@@ -109,7 +114,7 @@ func TestImportOutOfSpace(t *testing.T) {
 	fs.mu.Lock()
 	fs.free = 64 << 20
 	fs.mu.Unlock()
-	if _, err := s.Import(context.Background(), ImportRequest{Volume: "v", Source: img}, nil); err != nil {
+	if _, err := s.Import(context.Background(), ImportRequest{Volume: "v", Source: img, File: src}, nil); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -91,6 +91,8 @@ func statusOf(err error) int {
 		return http.StatusNotFound
 	case "exists", "conflict", "busy":
 		return http.StatusConflict
+	case "no_space":
+		return http.StatusInsufficientStorage
 	}
 	return http.StatusInternalServerError
 }

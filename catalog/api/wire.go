@@ -41,6 +41,7 @@ var classes = map[string]error{
 	"conflict":  catalog.ErrConflict,
 	"busy":      catalog.ErrBusy,
 	"forbidden": ErrForbidden,
+	"no_space":  catalog.ErrNoSpace,
 }
 
 func decodeError(b errorBody) error {
