@@ -340,12 +340,13 @@ func TestOptionLimits(t *testing.T) {
 		}
 		mustClose(t, c)
 	})
-	t.Run("too many options", func(t *testing.T) {
+	t.Run("over the byte budget", func(t *testing.T) {
+		h := newHarness(t, func(s *nbd.Server) { s.MaxHandshakeBytes = 10 * 16 })
 		c := h.dial()
 		if err := c.StartFixed(); err != nil {
 			t.Fatal(err)
 		}
-		for i := range 64 {
+		for i := range 10 {
 			if _, err := c.Option(200, nil); err == nil {
 				t.Fatalf("option %d accepted", i)
 			}
@@ -441,4 +442,31 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// A client may ask about every export of a long list in one handshake,
+// as nbdinfo --list does (INFO and LIST_META_CONTEXT for each), far
+// more options than the 64 an earlier count limit allowed.
+func TestManyOptions(t *testing.T) {
+	h := newHarness(t)
+	c := h.dial()
+	if err := c.StartFixed(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.StructuredReplies(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 500 {
+		name := []string{"disk", "ro", "single"}[i%3]
+		if _, err := c.Info(name, nbd.InfoName, nbd.InfoDescription); err != nil {
+			t.Fatalf("INFO %d: %v", i, err)
+		}
+		if _, err := c.MetaContexts(nbd.OptListMetaContext, name); err != nil {
+			t.Fatalf("LIST_META_CONTEXT %d: %v", i, err)
+		}
+	}
+	if _, err := c.Go("disk"); err != nil {
+		t.Fatal(err)
+	}
+	ok(t)(c.Read(0, 512, 0))
 }

@@ -14,13 +14,13 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
-	"golang.org/x/sync/semaphore"
 )
 
 // session is what the handshake settled for the transmission phase.
 type session struct {
 	exp        *Export
-	name       string // canonical export name, for logs and metrics
+	name       string // canonical export name, for logs
+	label      string // Export.MetricsName, or name
 	nc         net.Conn
 	br         *bufio.Reader
 	tls        bool
@@ -39,7 +39,7 @@ type session struct {
 func (s *session) start() {
 	s.started = true
 	if s.metrics != nil {
-		s.metrics.ConnOpened(s.name)
+		s.metrics.ConnOpened(s.label)
 	}
 }
 
@@ -47,7 +47,7 @@ func (s *session) start() {
 func (s *session) end() {
 	s.endOnce.Do(func() {
 		if s.started && s.metrics != nil {
-			s.metrics.ConnClosed(s.name)
+			s.metrics.ConnClosed(s.label)
 		}
 		if s.exp.Release != nil {
 			s.exp.Release()
@@ -72,7 +72,8 @@ type transmission struct {
 	c        *conn
 	s        *session
 	pools    *pools
-	budget   *semaphore.Weighted
+	budget   *budget // this connection's share of memory
+	memory   *budget // the server's, shared by every connection
 	work     chan *job
 	replies  chan *job
 	readErr  error        // why the reader stopped, when it was not a clean end
@@ -92,7 +93,8 @@ func (c *conn) transmit(s *session) error {
 		c:       c,
 		s:       s,
 		pools:   &c.srv.pools,
-		budget:  semaphore.NewWeighted(connBudget),
+		budget:  newBudget(c.srv.connMemory()),
+		memory:  c.srv.bufferMemory(),
 		work:    make(chan *job),
 		replies: make(chan *job, workers),
 	}
@@ -209,8 +211,10 @@ func (t *transmission) serveInline(j *job) error {
 	return err
 }
 
-// admit reserves the request's memory in the connection budget and reads
-// a WRITE payload; a rejected WRITE's payload is read and discarded.
+// admit reserves the request's memory in the connection's share, then in
+// the server's budget, and reads a WRITE payload; a rejected WRITE's
+// payload is read and discarded. While it waits for memory the reader
+// reads nothing more: the client is pushed back.
 func (t *transmission) admit(ctx context.Context, j *job) error {
 	r := &j.req
 	if r.typ == CmdWrite && j.err != nil {
@@ -227,7 +231,11 @@ func (t *transmission) admit(ctx context.Context, j *job) error {
 	if n == 0 {
 		return nil
 	}
-	if err := t.budget.Acquire(ctx, n); err != nil {
+	if err := t.budget.acquire(ctx, t.c.stopping, n); err != nil {
+		return err
+	}
+	if err := t.memory.acquire(ctx, t.c.stopping, n); err != nil {
+		t.budget.release(n)
 		return err
 	}
 	j.budget = n
@@ -247,7 +255,8 @@ func (t *transmission) readEnded(err error) {
 		t.c.log.Debug("nbd: stopped reading for shutdown")
 	case errors.Is(err, io.EOF):
 		t.c.log.Debug("nbd: client closed the connection without NBD_CMD_DISC")
-	case errors.Is(err, context.Canceled), errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, net.ErrClosed):
+	case errors.Is(err, context.Canceled), errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, net.ErrClosed),
+		errors.Is(err, errStopping):
 		// The writer failed or the server closed the connection.
 	default:
 		t.readErr = err
@@ -358,14 +367,15 @@ func (t *transmission) finish(j *job, now time.Time) {
 		if j.err != nil {
 			err = j.err
 		}
-		m.Request(t.s.name, cmdName(j.req.typ), int64(j.req.length), now.Sub(j.start), err)
+		m.Request(t.s.label, cmdName(j.req.typ), int64(j.req.length), now.Sub(j.start), err)
 	}
 	t.release(j)
 }
 
 func (t *transmission) release(j *job) {
 	if j.budget > 0 {
-		t.budget.Release(j.budget)
+		t.memory.release(j.budget)
+		t.budget.release(j.budget)
 	}
 	t.pools.putJob(j)
 }
