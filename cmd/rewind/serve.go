@@ -33,6 +33,10 @@ type serveCmd struct {
 	TLSClientCA string `help:"Require client certificates signed by this CA (PEM)." type:"existingfile" name:"tls-client-ca" placeholder:"FILE"`
 	MaxConns    int    `help:"Most NBD connections served at once." default:"512"`
 	CacheSize   Size   `help:"Memory for decoded chunks (hot data is served from memory)." default:"1GiB" placeholder:"SIZE"`
+
+	// Limits on what NBD clients can make the daemon hold.
+	MaxConnsPerClient int  `help:"Most NBD connections from one IP address (negative: no limit)." default:"64" name:"max-conns-per-client"`
+	BufferMemory      Size `help:"Memory for NBD read and write payloads, all connections together; a connection waiting for it stops reading requests." default:"256MiB" placeholder:"SIZE"`
 }
 
 // daemon is a running rewind serve.
@@ -113,6 +117,7 @@ func (d *daemon) start(ctx context.Context, c *serveCmd, tlsConf *tls.Config, so
 			return fmt.Errorf("listen for NBD on %s: %w (is another server using the port? choose another with --nbd)", c.NBD, err)
 		}
 		d.nbd = &nbd.Server{Resolver: d.exports, TLSConfig: tlsConf, Logger: d.log, MaxConns: c.MaxConns,
+			MaxConnsPerClient: c.MaxConnsPerClient, BufferMemory: int64(c.BufferMemory),
 			Metrics: newNBDMetrics(reg)}
 		go func() {
 			if err := d.nbd.Serve(l); err != nil && !errors.Is(err, nbd.ErrServerClosed) {
