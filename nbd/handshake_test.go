@@ -3,6 +3,7 @@ package nbd_test
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -469,4 +470,53 @@ func TestManyOptions(t *testing.T) {
 		t.Fatal(err)
 	}
 	ok(t)(c.Read(0, 512, 0))
+}
+
+// The deadline is renewed after each option: a client that keeps asking
+// may negotiate longer than HandshakeTimeout in all. Before TLS is up on
+// a TLS server it is not: options refused for want of TLS buy no time.
+func TestHandshakeDeadlinePerOption(t *testing.T) {
+	const timeout = time.Second
+	h := newHarness(t, func(s *nbd.Server) { s.HandshakeTimeout = timeout })
+	c := h.dial()
+	if err := c.StartFixed(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for time.Since(start) < 3*timeout {
+		time.Sleep(timeout / 4) // a slow client, on purpose
+		if _, err := c.Info("disk"); err != nil {
+			t.Fatalf("INFO after %v: %v", time.Since(start), err)
+		}
+	}
+	if _, err := c.Go("disk"); err != nil {
+		t.Fatal(err)
+	}
+	ok(t)(c.Read(0, 512, 0))
+
+	pki, err := nbdtest.NewPKI(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ht := newHarness(t, func(s *nbd.Server) { s.HandshakeTimeout = timeout; s.TLSConfig = pki.ServerConfig() })
+	c = ht.dial()
+	if err := c.StartFixed(); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	for {
+		time.Sleep(timeout / 4)
+		_, err := c.Option(nbd.OptList, nil)
+		var oe *nbdtest.OptionError
+		if errors.As(err, &oe) && oe.Type == nbd.RepErrTLSReqd {
+			if time.Since(start) > 10*timeout {
+				t.Fatalf("still negotiating without TLS after %v", time.Since(start))
+			}
+			continue
+		}
+		if err == nil {
+			t.Fatal("NBD_OPT_LIST answered before TLS")
+		}
+		break // closed by the deadline
+	}
 }
