@@ -21,6 +21,9 @@ type budget struct {
 	limit   int64
 	held    int64
 	waiters list.List // of *waiter, oldest first
+	// changed, if set, is told the bytes held and the waiters after each
+	// change, under mu: it must not block.
+	changed func(held int64, waiting int)
 }
 
 type waiter struct {
@@ -37,11 +40,13 @@ func (b *budget) acquire(ctx context.Context, stop <-chan struct{}, n int64) err
 	b.mu.Lock()
 	if b.waiters.Len() == 0 && b.fits(n) {
 		b.held += n
+		b.report()
 		b.mu.Unlock()
 		return nil
 	}
 	w := &waiter{n: n, ready: make(chan struct{})}
 	e := b.waiters.PushBack(w)
+	b.report()
 	b.mu.Unlock()
 
 	var err error
@@ -62,6 +67,7 @@ func (b *budget) acquire(ctx context.Context, stop <-chan struct{}, n int64) err
 		b.waiters.Remove(e)
 	}
 	b.grant() // the waiters behind this one may fit now
+	b.report()
 	return err
 }
 
@@ -70,7 +76,15 @@ func (b *budget) release(n int64) {
 	b.mu.Lock()
 	b.held -= n
 	b.grant()
+	b.report()
 	b.mu.Unlock()
+}
+
+// report tells changed the state. b.mu is held.
+func (b *budget) report() {
+	if b.changed != nil {
+		b.changed(b.held, b.waiters.Len())
+	}
 }
 
 // grant wakes the waiters at the head of the queue that fit. b.mu is held.

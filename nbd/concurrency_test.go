@@ -238,6 +238,8 @@ type recorder struct {
 	failed   map[string]int
 	refused  map[string]int
 	unknown  int
+	held     int64 // buffer memory
+	waiting  int
 	bytes    int64
 }
 
@@ -250,6 +252,11 @@ func (r *recorder) ConnOpened(e string)    { r.mu.Lock(); r.opened[e]++; r.mu.Un
 func (r *recorder) ConnClosed(e string)    { r.mu.Lock(); r.closed[e]++; r.mu.Unlock() }
 func (r *recorder) ConnRefused(why string) { r.mu.Lock(); r.refused[why]++; r.mu.Unlock() }
 func (r *recorder) UnknownExport()         { r.mu.Lock(); r.unknown++; r.mu.Unlock() }
+func (r *recorder) BufferMemory(held int64, waiting int) {
+	r.mu.Lock()
+	r.held, r.waiting = held, waiting
+	r.mu.Unlock()
+}
 func (r *recorder) Request(e, cmd string, n int64, d time.Duration, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

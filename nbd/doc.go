@@ -68,7 +68,8 @@
 // and given back once the reply is written, against two budgets: the
 // connection's (a quarter of Server.BufferMemory, at most 2 x
 // MaxPayload) and the server's (Server.BufferMemory, 256 MiB by default,
-// Server.BufferMemoryInUse tells what is held). A reader waiting for
+// Server.BufferMemoryInUse and Metrics.BufferMemory tell what is held
+// and how many wait). A reader waiting for
 // either stops reading requests, and TCP pushes back on its client: the
 // backpressure. Without the server's budget, each connection could hold
 // 64 MiB of replies its client never reads, 32 GB for 512 clients.

@@ -125,6 +125,10 @@ type Metrics interface {
 	// does not open (NBD_OPT_GO, NBD_OPT_INFO, NBD_OPT_EXPORT_NAME). The
 	// name is not passed on: clients choose it.
 	UnknownExport()
+	// BufferMemory is called when the payload bytes held against
+	// Server.BufferMemory, or the number of requests waiting for it,
+	// change: up to a few times a request.
+	BufferMemory(held int64, waiting int)
 	// Request is called once a reply has been written. cmd is the lower
 	// case command name ("read", "write", "flush", "trim", "cache",
 	// "write_zeroes", "block_status", "unknown"); bytes is the request

@@ -88,7 +88,8 @@ func TestBufferMemoryCap(t *testing.T) {
 		reads   = 64
 		size    = 1 << 20
 	)
-	h := newHarness(t, func(s *nbd.Server) { s.BufferMemory = limit; s.MaxConnsPerClient = -1 })
+	rec := newRecorder()
+	h := newHarness(t, func(s *nbd.Server) { s.BufferMemory = limit; s.MaxConnsPerClient = -1; s.Metrics = rec })
 	var wg sync.WaitGroup
 	var clients []*nbdtest.Client
 	for range stalled {
@@ -112,6 +113,12 @@ func TestBufferMemoryCap(t *testing.T) {
 	if got := h.srv.BufferMemoryInUse(); got > limit {
 		t.Fatalf("%d bytes of buffers held, over the cap of %d", got, limit)
 	}
+	rec.mu.Lock()
+	held, waiting := rec.held, rec.waiting
+	rec.mu.Unlock()
+	if held > limit || waiting == 0 {
+		t.Fatalf("metrics: %d bytes held, %d waiting", held, waiting)
+	}
 
 	normal, _ := h.connect("disk", true, false)
 	if err := normal.Send(0, nbd.CmdRead, 1, 0, 4096, nil); err != nil {
@@ -129,7 +136,11 @@ func TestBufferMemoryCap(t *testing.T) {
 		t.Fatalf("reply %+v", r)
 	}
 	ok(t)(normal.Read(0, 32<<20>>1, 0)) // larger than a connection's share: served alone
-	waitFor(t, func() bool { return h.srv.BufferMemoryInUse() == 0 })
+	waitFor(t, func() bool {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		return h.srv.BufferMemoryInUse() == 0 && rec.held == 0 && rec.waiting == 0
+	})
 }
 
 // Metrics name exports by MetricsName, never by what clients send: names

@@ -254,6 +254,9 @@ func (s *Server) bufferMemory() *budget {
 			n = DefaultBufferMemory
 		}
 		s.memory = newBudget(n)
+		if s.Metrics != nil {
+			s.memory.changed = s.Metrics.BufferMemory
+		}
 	})
 	return s.memory
 }

@@ -19,6 +19,8 @@ type nbdMetrics struct {
 	opened   *prometheus.CounterVec
 	refused  *prometheus.CounterVec
 	unknown  prometheus.Counter
+	held     prometheus.Gauge
+	waiting  prometheus.Gauge
 	requests *prometheus.CounterVec
 	bytes    *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
@@ -49,6 +51,10 @@ func newNBDMetrics(reg prometheus.Registerer) *nbdMetrics {
 			[]string{"reason"}),
 		unknown: prometheus.NewCounter(prometheus.CounterOpts{Name: "rewind_nbd_unknown_exports_total",
 			Help: "Export names NBD clients asked for that name no volume."}),
+		held: prometheus.NewGauge(prometheus.GaugeOpts{Name: "rewind_nbd_buffer_bytes",
+			Help: "Payload bytes NBD connections hold now, against --buffer-memory."}),
+		waiting: prometheus.NewGauge(prometheus.GaugeOpts{Name: "rewind_nbd_buffer_waiting",
+			Help: "NBD requests waiting for --buffer-memory now; their connections read no more requests meanwhile."}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rewind_nbd_requests_total",
 			Help: "NBD requests answered, by volume, command and result."}, []string{"export", "cmd", "result"}),
 		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rewind_nbd_bytes_total",
@@ -57,13 +63,18 @@ func newNBDMetrics(reg prometheus.Registerer) *nbdMetrics {
 			Help:    "NBD request latency, from request to reply, by volume and command.",
 			Buckets: prometheus.ExponentialBuckets(20e-6, 2.5, 14)}, []string{"export", "cmd"}),
 	}
-	reg.MustRegister(m.conns, m.opened, m.refused, m.unknown, m.requests, m.bytes, m.latency)
+	reg.MustRegister(m.conns, m.opened, m.refused, m.unknown, m.held, m.waiting, m.requests, m.bytes, m.latency)
 	return m
 }
 
 func (m *nbdMetrics) ConnRefused(reason string) { m.refused.WithLabelValues(reason).Inc() }
 
 func (m *nbdMetrics) UnknownExport() { m.unknown.Inc() }
+
+func (m *nbdMetrics) BufferMemory(held int64, waiting int) {
+	m.held.Set(float64(held))
+	m.waiting.Set(float64(waiting))
+}
 
 func (m *nbdMetrics) ConnOpened(volume string) {
 	m.conns.WithLabelValues(volume).Inc()
