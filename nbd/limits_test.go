@@ -192,3 +192,18 @@ func TestMetricsNames(t *testing.T) {
 		t.Fatalf("unknown exports counted %d, want %d", rec.unknown, 2*madeUp)
 	}
 }
+
+// A WRITE whose payload never comes gives its memory back when the
+// connection ends: the server's budget outlives every connection.
+func TestBufferMemoryCutWrite(t *testing.T) {
+	h := newHarness(t)
+	for range 3 {
+		c, _ := h.connect("disk", false, false)
+		if err := c.Write(nbdtest.Request(0, nbd.CmdWrite, 1, 0, 1<<20, make([]byte, 1000))); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, func() bool { return h.srv.BufferMemoryInUse() == 1<<20 })
+		c.Close()
+		waitFor(t, func() bool { return h.srv.BufferMemoryInUse() == 0 })
+	}
+}

@@ -156,7 +156,7 @@ func (t *transmission) readLoop(ctx context.Context) {
 			j.err = e
 		}
 		if err := t.admit(ctx, j); err != nil {
-			t.pools.putJob(j)
+			t.release(j) // a WRITE cut short holds its memory
 			t.readEnded(err)
 			return
 		}
