@@ -206,8 +206,8 @@ func TestNBDHostileClients(t *testing.T) {
 	}
 
 	// 500 clients each ask for 32 READs of 32 MiB (1 GiB) and read
-	// nothing. Each connection could hold 64 MiB: 32 GB without the
-	// shared cap.
+	// nothing. Without the shared cap each connection held a 32 MiB
+	// reply: 16 GB.
 	const clients, reads, length = 500, 32, 32 << 20
 	pid := srv.cmd.Process.Pid
 	before := rssKiB(t, pid, "VmRSS") << 10

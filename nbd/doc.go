@@ -54,56 +54,6 @@
 // methods are therefore called concurrently, overlapping requests
 // included. Buffers are pooled.
 //
-// # Limits
-//
-// Connections: Server.MaxConns in all, Server.MaxConnsPerClient (64) per
-// IP address, negotiating ones included. A connection over either is
-// closed on arrival, before the greeting, and counted
-// (Metrics.ConnRefused); refusals for one client are logged at debug
-// level only, so that a client cannot flood the log.
-//
-// Memory: the payload bytes held for requests (WRITE data read and not
-// yet written to the backend, READ data and block status replies built
-// and not yet sent) are reserved before anything is allocated for them
-// and given back once the reply is written, against two budgets: the
-// connection's (a quarter of Server.BufferMemory, at most 2 x
-// MaxPayload) and the server's (Server.BufferMemory, 256 MiB by default,
-// Server.BufferMemoryInUse and Metrics.BufferMemory tell what is held
-// and how many wait). A reader waiting for
-// either stops reading requests, and TCP pushes back on its client: the
-// backpressure. Without the server's budget, each connection could hold
-// 64 MiB of replies its client never reads, 32 GB for 512 clients.
-// Waiters are served first come, first served, so a large request is not
-// starved by small ones. A request larger than what is free (up to
-// MaxPayload, even over the cap) proceeds once nothing else is held, so
-// the budget never deadlocks on one request; the cap is passed by at most
-// one request.
-//
-// The connection's share is the fairness: one client that stops reading
-// its replies holds at most a quarter of the budget, and others are
-// served beside it. Four such clients (or more, each holding less) can
-// hold all of it; then every other client's reads and writes wait, until
-// one of them reads or disconnects, or Shutdown closes them. That is the
-// price of the cap, paid by service instead of by the host's memory; the
-// per-client limit keeps one address from being enough. Streaming reads
-// from the backend as the socket drains would hold no memory for a
-// stalled client; it is not done.
-//
-// Handshakes: the greeting (and, on a TLS server, everything up to the
-// end of the TLS handshake) must be done within Server.HandshakeTimeout;
-// after that, each option must arrive within it of the previous reply,
-// and the options of one handshake may total Server.MaxHandshakeBytes
-// (4 MiB). There is no cap on their number: nbdinfo --list asks about
-// every export (NBD_OPT_INFO and NBD_OPT_LIST_META_CONTEXT for each), and
-// libnbd 1.14 takes 200 ms an export (it corks the last write of each
-// LIST_META_CONTEXT with MSG_MORE), so a thousand volumes take minutes.
-// Transmission has no timeout: hypervisors keep quiet connections for
-// hours.
-//
-// Metrics are labelled by Export.MetricsName (rewind's volume), never by
-// the name a client sent; a name that opens nothing is only counted
-// (Metrics.UnknownExport).
-//
 // One exception: a small READ of data a Backend holds in memory (it
 // implements Resident) is served by the reader itself, a copy of a few
 // microseconds where a worker would add a handoff and a wake-up. When
@@ -126,7 +76,61 @@
 // Shutdown stops accepting, closes negotiating connections, makes
 // transmitting ones stop reading, lets the requests already read finish
 // and be replied, and closes. A request whose WRITE payload was still
-// arriving is dropped unanswered.
+// arriving, or that was waiting for buffer memory, is dropped
+// unanswered.
+//
+// # Limits
+//
+// Connections: Server.MaxConns in all, Server.MaxConnsPerClient (64) per
+// IP address, negotiating ones included. A connection over either is
+// closed on arrival, before the greeting, and counted
+// (Metrics.ConnRefused); refusals for one client are logged at debug
+// level only, so that a client cannot flood the log.
+//
+// Memory: the payload bytes held for requests (WRITE data read and not
+// yet written to the backend, READ data and block status replies built
+// and not yet sent) are reserved before anything is allocated for them
+// and given back once the reply is written, against two budgets: the
+// connection's (a quarter of Server.BufferMemory, at most 2 x
+// MaxPayload) and the server's (Server.BufferMemory, 256 MiB by default,
+// Server.BufferMemoryInUse and Metrics.BufferMemory tell what is held
+// and how many wait). A reader waiting for either stops reading
+// requests, and TCP pushes back on its client: the backpressure. Without
+// the server's budget, every client that sends large READs and never
+// reads the replies pinned a 32 MiB reply: 32 such clients held 1.1 GB,
+// 512 would hold 17 GB.
+// Waiters are served first come, first served, so a large request is not
+// starved by small ones. A request larger than what is free (up to
+// MaxPayload, even over the cap) proceeds once nothing else is held, so
+// the budget never deadlocks on one request; the cap is passed by at most
+// one request.
+//
+// The connection's share is the fairness: one client that stops reading
+// its replies holds at most a quarter of the budget, and others are
+// served beside it. Four such connections (or more, each holding less),
+// from one client or several, can hold all of it; then every other
+// client's reads and writes wait, until one of them reads or
+// disconnects, or Shutdown closes them. That is the price of the cap,
+// paid in service instead of in the host's memory. A share per client
+// address would make one address not enough, but would also starve a
+// hypervisor host whose many guests connect from one address. Streaming
+// reads from the backend as the socket drains would hold no memory for a
+// stalled client; it is not done.
+//
+// Handshakes: the greeting (and, on a TLS server, everything up to the
+// end of the TLS handshake) must be done within Server.HandshakeTimeout;
+// after that, each option must arrive within it of the previous reply,
+// and the options of one handshake may total Server.MaxHandshakeBytes
+// (4 MiB). There is no cap on their number: nbdinfo --list asks about
+// every export (NBD_OPT_INFO and NBD_OPT_LIST_META_CONTEXT for each), and
+// libnbd 1.14 takes 200 ms an export (it corks the last write of each
+// LIST_META_CONTEXT with MSG_MORE), so a thousand volumes take minutes.
+// Transmission has no timeout: hypervisors keep quiet connections for
+// hours.
+//
+// Metrics are labelled by Export.MetricsName (rewind's volume), never by
+// the name a client sent; a name that opens nothing is only counted
+// (Metrics.UnknownExport).
 //
 // # Errors
 //
