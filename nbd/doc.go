@@ -123,8 +123,13 @@
 // and the options of one handshake may total Server.MaxHandshakeBytes
 // (4 MiB). There is no cap on their number: nbdinfo --list asks about
 // every export (NBD_OPT_INFO and NBD_OPT_LIST_META_CONTEXT for each), and
-// libnbd 1.14 takes 200 ms an export (it corks the last write of each
-// LIST_META_CONTEXT with MSG_MORE), so a thousand volumes take minutes.
+// libnbd 1.14 takes 200 ms an export, so a thousand volumes take minutes.
+// The server cannot shorten that: libnbd sends the whole
+// LIST_META_CONTEXT (no query) with MSG_MORE, and the client's kernel
+// keeps it in its send queue until its persist timer fires (TCP_RTO_MIN,
+// 200 ms). Nothing has reached the server meanwhile, so there is nothing
+// to acknowledge early (TCP_QUICKACK) or to answer; nbdkit is listed
+// just as slowly.
 // Transmission has no timeout: hypervisors keep quiet connections for
 // hours.
 //

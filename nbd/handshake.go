@@ -44,9 +44,10 @@ const readBufferSize = 64 << 10
 // handshake; from then on it is renewed after each option, so that a
 // client may take as long as it needs to ask about many exports while
 // one that goes quiet is dropped. nbdinfo --list over libnbd 1.14 waits
-// 200 ms per export (its last write of each LIST_META_CONTEXT is sent
-// with MSG_MORE, which the kernel holds back), minutes for a thousand
-// volumes. Total work is bounded by MaxHandshakeBytes.
+// 200 ms per export (each LIST_META_CONTEXT is sent with MSG_MORE to its
+// end, and the client's kernel holds it back), minutes for a thousand
+// volumes (see the package documentation, Limits). Total work is
+// bounded by MaxHandshakeBytes.
 func (c *conn) handshake() (*session, error) {
 	timeout := c.srv.handshakeTimeout()
 	if timeout > 0 {
