@@ -124,7 +124,13 @@ func (c *conn) transmit(s *session) error {
 		})
 	}
 	g.Go(func() error { return t.writeLoop() })
-	if err := g.Wait(); err != nil {
+	err := g.Wait()
+	// A writer that failed left the replies queued after its batch; the
+	// workers have closed the queue.
+	for j := range t.replies {
+		t.release(j)
+	}
+	if err != nil {
 		return err
 	}
 	return t.readErr
