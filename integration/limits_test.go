@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -175,8 +177,10 @@ const (
 func TestNBDHostileClients(t *testing.T) {
 	rw := newRewind(t)
 	// 500 connections come from one address here: lift the per-client
-	// limit (64 by default).
-	srv := rw.Serve(serveOptions{HTTP: true, Args: []string{"--max-conns-per-client", "1000", "--cache-size", "32MiB"}})
+	// limit (64 by default). The stalled clients must stay however long
+	// the machine takes: no reply timeout.
+	srv := rw.Serve(serveOptions{HTTP: true, Args: []string{"--max-conns-per-client", "1000", "--cache-size", "32MiB",
+		"--reply-timeout", "0"}})
 	const size = 64 << 20
 	createVolume(t, srv, "big", size)
 
@@ -295,5 +299,44 @@ func TestNBDHostileClients(t *testing.T) {
 	}
 	if !bytes.Equal(reply[4:8], []byte{0, 0, 0, 0}) || binary.BigEndian.Uint64(reply[8:]) != 7 {
 		t.Fatalf("reply header % x", reply[:16])
+	}
+}
+
+// TestNBDReplyTimeout: --reply-timeout closes a connection whose client
+// reads none of its replies, and gives its buffer memory back.
+func TestNBDReplyTimeout(t *testing.T) {
+	rw := newRewind(t)
+	srv := rw.Serve(serveOptions{HTTP: true, Args: []string{"--reply-timeout", "2s", "--buffer-memory", "16MiB"}})
+	createVolume(t, srv, "v", 64<<20)
+	nc, err := nbdConnect(srv.NBDAddr, "v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	var reqs []byte
+	for i := range 32 { // 128 MiB of replies, far more than the sockets hold
+		reqs = append(reqs, nbdRequest(0, uint64(i), 0, 4<<20)...)
+	}
+	if _, err := nc.Write(reqs); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, readyTimeout, "replies held for the stalled client", func() error {
+		if b := metricValue(metrics(t, srv), "rewind_nbd_buffer_bytes"); b <= 0 {
+			return fmt.Errorf("%v bytes held", b)
+		}
+		return nil
+	})
+	waitUntil(t, readyTimeout, "the stalled connection closed, its memory back", func() error {
+		page := metrics(t, srv)
+		n := metricValue(page, `rewind_nbd_connections{export="v"}`)
+		b := metricValue(page, "rewind_nbd_buffer_bytes")
+		if n != 0 || b != 0 {
+			return fmt.Errorf("%v connections, %v bytes held", n, b)
+		}
+		return nil
+	})
+	nc.SetReadDeadline(time.Now().Add(readyTimeout))
+	if _, err := io.Copy(io.Discard, nc); err != nil && !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("the stalled client's connection did not end: %v", err)
 	}
 }

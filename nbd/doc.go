@@ -110,12 +110,25 @@
 // served beside it. Four such connections (or more, each holding less),
 // from one client or several, can hold all of it; then every other
 // client's reads and writes wait, until one of them reads or
-// disconnects, or Shutdown closes them. That is the price of the cap,
-// paid in service instead of in the host's memory. A share per client
+// disconnects, or the reply timeout closes them (below). That is the
+// price of the cap, paid in service instead of in the host's memory,
+// for at most Server.ReplyTimeout. A share per client
 // address would make one address not enough, but would also starve a
 // hypervisor host whose many guests connect from one address. Streaming
 // reads from the backend as the socket drains would hold no memory for a
 // stalled client; it is not done.
+//
+// Reply timeout: a connection whose client takes not one byte of its
+// replies for Server.ReplyTimeout (2 minutes by default) is closed, and
+// every request it held gives back its memory. The wait is for progress,
+// not for a whole reply: it starts when a write finds the socket full
+// and starts again whenever bytes went out, so a client that keeps
+// reading over a slow link is never cut off (over TLS, it must take 64
+// KiB within the timeout, 546 bytes a second at the default). A write
+// that finds room in the socket sets no deadline at all, and one that
+// waits adds no system call; the deadline is the runtime poller's. The
+// timeout only runs while a reply is being written: a connection with
+// nothing to send may stay quiet for as long as it likes.
 //
 // Handshakes: the greeting (and, on a TLS server, everything up to the
 // end of the TLS handshake) must be done within Server.HandshakeTimeout;
@@ -130,8 +143,8 @@
 // 200 ms). Nothing has reached the server meanwhile, so there is nothing
 // to acknowledge early (TCP_QUICKACK) or to answer; nbdkit is listed
 // just as slowly.
-// Transmission has no timeout: hypervisors keep quiet connections for
-// hours.
+// Transmission has no idle timeout: hypervisors keep quiet connections
+// for hours.
 //
 // Metrics are labelled by Export.MetricsName (rewind's volume), never by
 // the name a client sent; a name that opens nothing is only counted
@@ -157,10 +170,11 @@
 // # Known hazards
 //
 // A Backend call that never returns holds its worker and, at Shutdown,
-// the connection, until Shutdown's context ends. There is no write
-// timeout in transmission: a client that stops reading replies stops its
-// own connection (the reader pushes back) until Shutdown closes it, and
-// holds its share of Server.BufferMemory meanwhile (see Limits).
+// the connection, until Shutdown's context ends. A client that stops
+// reading replies stops its own connection (the reader pushes back) and
+// holds its share of Server.BufferMemory until the reply timeout closes
+// it, or for as long as it stays connected when ReplyTimeout is negative
+// (see Limits).
 // Serving an export to a client on the same host that writes back into
 // the same store (nbdfuse over an export of its own backing files)
 // deadlocks like any loop-mounted filesystem.

@@ -27,6 +27,7 @@ var (
 	errPipelinedTLS     = errors.New("nbd: data pipelined after STARTTLS")
 	errExportName       = errors.New("nbd: EXPORT_NAME refused")
 	errPayloadTooLarge  = errors.New("nbd: request payload too large to skip")
+	errReplyStalled     = errors.New("nbd: client stopped taking its replies; connection closed")
 )
 
 var errnoNames = map[Errno]string{

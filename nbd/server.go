@@ -17,6 +17,7 @@ const (
 	DefaultMaxHandshakeBytes = 4 << 20
 	DefaultMaxConnsPerClient = 64
 	DefaultBufferMemory      = 256 << 20
+	DefaultReplyTimeout      = 2 * time.Minute
 )
 
 // Server serves NBD exports. Set its fields before calling Serve; do not
@@ -29,8 +30,8 @@ type Server struct {
 	// HandshakeTimeout bounds the negotiation up to the first option
 	// and, when TLS is required, up to the end of the TLS handshake;
 	// then the wait for each next option (0 = DefaultHandshakeTimeout,
-	// negative = none). Transmission has no timeout: a client may stay
-	// connected without sending anything.
+	// negative = none). Transmission has no idle timeout: a client may
+	// stay connected without sending anything (see ReplyTimeout).
 	HandshakeTimeout time.Duration
 	// MaxConns caps the connections served at once, negotiating ones
 	// included; a connection over the cap is closed at once (0 = no cap).
@@ -59,6 +60,15 @@ type Server struct {
 	// nothing else is held, so the cap is passed by at most one request
 	// (MaxPayload). See the package documentation.
 	BufferMemory int64
+	// ReplyTimeout closes a connection whose client takes not one byte
+	// of its replies for that long (0 = DefaultReplyTimeout, negative =
+	// none). A client that stops reading would otherwise keep its share
+	// of BufferMemory, and four such clients all of it, for as long as
+	// it stays connected. The wait starts again whenever bytes go out, so
+	// a client that keeps reading, however slowly, is never cut off; and
+	// it only runs while the server has replies to send: a connection
+	// may stay idle for hours.
+	ReplyTimeout time.Duration
 
 	mu struct {
 		sync.Mutex
@@ -280,6 +290,17 @@ func (s *Server) handshakeTimeout() time.Duration {
 		return DefaultHandshakeTimeout
 	}
 	return s.HandshakeTimeout
+}
+
+// replyTimeout is ReplyTimeout, its default, or 0 for none.
+func (s *Server) replyTimeout() time.Duration {
+	switch {
+	case s.ReplyTimeout == 0:
+		return DefaultReplyTimeout
+	case s.ReplyTimeout < 0:
+		return 0
+	}
+	return s.ReplyTimeout
 }
 
 func (s *Server) maxHandshakeBytes() int64 {

@@ -76,9 +76,10 @@ type transmission struct {
 	memory   *budget // the server's, shared by every connection
 	work     chan *job
 	replies  chan *job
-	readErr  error        // why the reader stopped, when it was not a clean end
-	resident Resident     // the backend's, or nil
-	queued   atomic.Int32 // requests handed to workers, not yet replied to
+	readErr  error         // why the reader stopped, when it was not a clean end
+	resident Resident      // the backend's, or nil
+	stall    time.Duration // Server.ReplyTimeout, or 0 for none
+	queued   atomic.Int32  // requests handed to workers, not yet replied to
 	// wmu serialises writes to the connection: the writer's batches and
 	// the reader's inline replies. bw buffers them where the connection
 	// cannot writev (TLS).
@@ -95,6 +96,7 @@ func (c *conn) transmit(s *session) error {
 		pools:   &c.srv.pools,
 		budget:  newBudget(c.srv.connMemory()),
 		memory:  c.srv.bufferMemory(),
+		stall:   c.srv.replyTimeout(),
 		work:    make(chan *job),
 		replies: make(chan *job, workers),
 	}
@@ -102,7 +104,11 @@ func (c *conn) transmit(s *session) error {
 	switch s.nc.(type) {
 	case *net.TCPConn, *net.UnixConn: // writev
 	default:
-		t.bw = bufio.NewWriterSize(s.nc, 256<<10)
+		var w io.Writer = s.nc
+		if t.stall > 0 {
+			w = &stallWriter{nc: s.nc, stall: t.stall}
+		}
+		t.bw = bufio.NewWriterSize(w, 256<<10)
 	}
 	g, ctx := errgroup.WithContext(c.ctx)
 	// A failed writer must not leave the reader blocked on the socket.
@@ -130,10 +136,12 @@ func (c *conn) transmit(s *session) error {
 	for j := range t.replies {
 		t.release(j)
 	}
-	if err != nil {
-		return err
+	// The reader's reason first when the writer only found the
+	// connection closed: a stalled inline reply closes it.
+	if t.readErr != nil && (err == nil || quietEnd(err)) {
+		return t.readErr
 	}
-	return t.readErr
+	return err
 }
 
 // readLoop reads requests and hands them to the workers. However it ends,
@@ -209,10 +217,8 @@ func (t *transmission) cheap(j *job) bool {
 // serveInline executes j and writes its reply at once.
 func (t *transmission) serveInline(j *job) error {
 	t.execute(j)
-	bufs := j.segs // WriteTo consumes its receiver; j.segs keeps its array
-	t.wmu.Lock()
-	err := writeBuffers(t.s.nc, t.bw, &bufs)
-	t.wmu.Unlock()
+	bufs := j.segs // writing consumes bufs; j.segs keeps its array
+	err := t.write(&bufs)
 	t.finish(j, time.Now())
 	return err
 }
@@ -297,7 +303,6 @@ func (t *transmission) pass(ctx context.Context, ch chan<- *job, j *job) bool {
 // writeLoop writes replies in the order workers finish them. Each reply
 // leaves in one write; replies that are ready together share it.
 func (t *transmission) writeLoop() error {
-	nc := t.s.nc
 	batch := make([]*job, 0, maxBatch)
 	var bufs net.Buffers
 	consumed := new(net.Buffers) // WriteTo's receiver escapes: allocate it once
@@ -329,9 +334,7 @@ func (t *transmission) writeLoop() error {
 		// Counted out before the write, so that a client which saw these
 		// replies finds the workers idle (see inline).
 		t.queued.Add(-int32(len(batch)))
-		t.wmu.Lock()
-		err := writeBuffers(nc, t.bw, consumed)
-		t.wmu.Unlock()
+		err := t.write(consumed)
 		clear(bufs)
 		now := time.Now()
 		for _, j := range batch {
@@ -346,13 +349,31 @@ func (t *transmission) writeLoop() error {
 	}
 }
 
+// write writes replies, consuming *bufs. A client that takes none of
+// their bytes for the reply timeout (Server.ReplyTimeout) is cut off:
+// the connection is closed at once, so that the reader's and the
+// writer's other writes fail at once too, and every request gives back
+// its memory.
+func (t *transmission) write(bufs *net.Buffers) error {
+	t.wmu.Lock()
+	err := writeBuffers(t.s.nc, t.bw, bufs, t.stall)
+	t.wmu.Unlock()
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		t.c.raw.Close()
+		return fmt.Errorf("%w: no byte taken for %v", errReplyStalled, t.stall)
+	}
+	return err
+}
+
 // writeBuffers writes bufs with writev (raw, on a socket: see rawWritev),
-// or through bw when nc cannot writev (TLS). It consumes *bufs.
-func writeBuffers(nc net.Conn, bw *bufio.Writer, bufs *net.Buffers) error {
+// or through bw when nc cannot writev (TLS). It consumes *bufs. With
+// stall > 0, a write that makes no progress for stall fails with
+// os.ErrDeadlineExceeded (bw then writes through a stallWriter).
+func writeBuffers(nc net.Conn, bw *bufio.Writer, bufs *net.Buffers, stall time.Duration) error {
 	if bw == nil {
 		if sc, ok := nc.(syscall.Conn); ok {
 			if rc, err := sc.SyscallConn(); err == nil {
-				return rawWritev(rc, bufs)
+				return rawWritev(rc, bufs, nc, stall)
 			}
 		}
 		_, err := bufs.WriteTo(nc)

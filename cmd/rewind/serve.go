@@ -35,8 +35,9 @@ type serveCmd struct {
 	CacheSize   Size   `help:"Memory for decoded chunks (hot data is served from memory)." default:"1GiB" placeholder:"SIZE"`
 
 	// Limits on what NBD clients can make the daemon hold.
-	MaxConnsPerClient int  `help:"Most NBD connections from one IP address (negative: no limit)." default:"64" name:"max-conns-per-client"`
-	BufferMemory      Size `help:"Memory for NBD read and write payloads, all connections together; a connection waiting for it stops reading requests." default:"256MiB" placeholder:"SIZE"`
+	MaxConnsPerClient int           `help:"Most NBD connections from one IP address (negative: no limit)." default:"64" name:"max-conns-per-client"`
+	BufferMemory      Size          `help:"Memory for NBD read and write payloads, all connections together; a connection waiting for it stops reading requests." default:"256MiB" placeholder:"SIZE"`
+	ReplyTimeout      time.Duration `help:"Close an NBD connection whose client takes none of its replies for this long, giving its memory back; a client that keeps reading, however slowly, is never cut off (0: never)." default:"2m" name:"reply-timeout" placeholder:"DURATION"`
 }
 
 // daemon is a running rewind serve.
@@ -53,6 +54,9 @@ type daemon struct {
 
 func (c *serveCmd) Run(e *env) error {
 	log := e.logger()
+	if c.ReplyTimeout < 0 {
+		return fmt.Errorf("--reply-timeout %v is negative: give a duration such as 2m, or 0 to never close a connection for it", c.ReplyTimeout)
+	}
 	tlsConf, err := c.tlsConfig()
 	if err != nil {
 		return err
@@ -118,7 +122,10 @@ func (d *daemon) start(ctx context.Context, c *serveCmd, tlsConf *tls.Config, so
 		}
 		d.nbd = &nbd.Server{Resolver: d.exports, TLSConfig: tlsConf, Logger: d.log, MaxConns: c.MaxConns,
 			MaxConnsPerClient: c.MaxConnsPerClient, BufferMemory: int64(c.BufferMemory),
-			Metrics: newNBDMetrics(reg)}
+			ReplyTimeout: c.ReplyTimeout, Metrics: newNBDMetrics(reg)}
+		if c.ReplyTimeout == 0 {
+			d.nbd.ReplyTimeout = -1 // never
+		}
 		go func() {
 			if err := d.nbd.Serve(l); err != nil && !errors.Is(err, nbd.ErrServerClosed) {
 				d.log.Error("NBD server stopped", "err", err)
