@@ -236,11 +236,27 @@ type recorder struct {
 	closed   map[string]int
 	requests map[string]int
 	failed   map[string]int
+	refused  map[string]int
+	unknown  int
+	held     int64 // buffer memory
+	waiting  int
 	bytes    int64
 }
 
-func (r *recorder) ConnOpened(e string) { r.mu.Lock(); r.opened[e]++; r.mu.Unlock() }
-func (r *recorder) ConnClosed(e string) { r.mu.Lock(); r.closed[e]++; r.mu.Unlock() }
+func newRecorder() *recorder {
+	return &recorder{opened: map[string]int{}, closed: map[string]int{}, requests: map[string]int{},
+		failed: map[string]int{}, refused: map[string]int{}}
+}
+
+func (r *recorder) ConnOpened(e string)    { r.mu.Lock(); r.opened[e]++; r.mu.Unlock() }
+func (r *recorder) ConnClosed(e string)    { r.mu.Lock(); r.closed[e]++; r.mu.Unlock() }
+func (r *recorder) ConnRefused(why string) { r.mu.Lock(); r.refused[why]++; r.mu.Unlock() }
+func (r *recorder) UnknownExport()         { r.mu.Lock(); r.unknown++; r.mu.Unlock() }
+func (r *recorder) BufferMemory(held int64, waiting int) {
+	r.mu.Lock()
+	r.held, r.waiting = held, waiting
+	r.mu.Unlock()
+}
 func (r *recorder) Request(e, cmd string, n int64, d time.Duration, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -253,7 +269,7 @@ func (r *recorder) Request(e, cmd string, n int64, d time.Duration, err error) {
 }
 
 func TestMetrics(t *testing.T) {
-	rec := &recorder{opened: map[string]int{}, closed: map[string]int{}, requests: map[string]int{}, failed: map[string]int{}}
+	rec := newRecorder()
 	h := newHarness(t, func(s *nbd.Server) { s.Metrics = rec })
 	c, _ := h.connect("disk", true, true)
 	ok(t)(c.Read(0, 4096, 0))

@@ -18,6 +18,10 @@ type conn struct {
 	ctx    context.Context // canceled when the connection is closed
 	cancel context.CancelFunc
 	done   chan struct{} // closed when serve returns
+	client string        // the address counted for MaxConnsPerClient, or ""
+	// stopping is closed when Shutdown asks the connection to stop
+	// reading; it ends a wait for buffer memory.
+	stopping chan struct{}
 
 	mu struct {
 		sync.Mutex
@@ -38,6 +42,8 @@ func newConn(ctx context.Context, s *Server, nc net.Conn) *conn {
 		ctx:    ctx,
 		cancel: cancel,
 		done:   make(chan struct{}),
+
+		stopping: make(chan struct{}),
 	}
 	c.mu.nc = nc
 	return c
@@ -103,6 +109,9 @@ func (c *conn) setTLS(nc net.Conn) {
 // transmission finishes the requests already read.
 func (c *conn) beginShutdown() {
 	c.mu.Lock()
+	if !c.mu.shutdown {
+		close(c.stopping)
+	}
 	c.mu.shutdown = true
 	c.raw.SetReadDeadline(aLongTimeAgo)
 	c.mu.Unlock()

@@ -52,9 +52,7 @@
 // one write, batching replies that are ready together, in completion
 // order (replies are out of order, as the protocol allows). Backend
 // methods are therefore called concurrently, overlapping requests
-// included. The payload bytes in flight per connection are bounded (2 x
-// MaxPayload); when the bound or the workers are exhausted the reader
-// stops reading and TCP pushes back on the client. Buffers are pooled.
+// included. Buffers are pooled.
 //
 // One exception: a small READ of data a Backend holds in memory (it
 // implements Resident) is served by the reader itself, a copy of a few
@@ -78,7 +76,79 @@
 // Shutdown stops accepting, closes negotiating connections, makes
 // transmitting ones stop reading, lets the requests already read finish
 // and be replied, and closes. A request whose WRITE payload was still
-// arriving is dropped unanswered.
+// arriving, or that was waiting for buffer memory, is dropped
+// unanswered.
+//
+// # Limits
+//
+// Connections: Server.MaxConns in all, Server.MaxConnsPerClient (64) per
+// IP address, negotiating ones included. A connection over either is
+// closed on arrival, before the greeting, and counted
+// (Metrics.ConnRefused); refusals for one client are logged at debug
+// level only, so that a client cannot flood the log.
+//
+// Memory: the payload bytes held for requests (WRITE data read and not
+// yet written to the backend, READ data and block status replies built
+// and not yet sent) are reserved before anything is allocated for them
+// and given back once the reply is written, against two budgets: the
+// connection's (a quarter of Server.BufferMemory, at most 2 x
+// MaxPayload) and the server's (Server.BufferMemory, 256 MiB by default,
+// Server.BufferMemoryInUse and Metrics.BufferMemory tell what is held
+// and how many wait). A reader waiting for either stops reading
+// requests, and TCP pushes back on its client: the backpressure. Without
+// the server's budget, every client that sends large READs and never
+// reads the replies pinned a 32 MiB reply: 32 such clients held 1.1 GB,
+// 512 would hold 17 GB.
+// Waiters are served first come, first served, so a large request is not
+// starved by small ones. A request larger than what is free (up to
+// MaxPayload, even over the cap) proceeds once nothing else is held, so
+// the budget never deadlocks on one request; the cap is passed by at most
+// one request.
+//
+// The connection's share is the fairness: one client that stops reading
+// its replies holds at most a quarter of the budget, and others are
+// served beside it. Four such connections (or more, each holding less),
+// from one client or several, can hold all of it; then every other
+// client's reads and writes wait, until one of them reads or
+// disconnects, or the reply timeout closes them (below). That is the
+// price of the cap, paid in service instead of in the host's memory,
+// for at most Server.ReplyTimeout. A share per client
+// address would make one address not enough, but would also starve a
+// hypervisor host whose many guests connect from one address. Streaming
+// reads from the backend as the socket drains would hold no memory for a
+// stalled client; it is not done.
+//
+// Reply timeout: a connection whose client takes not one byte of its
+// replies for Server.ReplyTimeout (2 minutes by default) is closed, and
+// every request it held gives back its memory. The wait is for progress,
+// not for a whole reply: it starts when a write finds the socket full
+// and starts again whenever bytes went out, so a client that keeps
+// reading over a slow link is never cut off (over TLS, it must take 64
+// KiB within the timeout, 546 bytes a second at the default). A write
+// that finds room in the socket sets no deadline at all, and one that
+// waits adds no system call; the deadline is the runtime poller's. The
+// timeout only runs while a reply is being written: a connection with
+// nothing to send may stay quiet for as long as it likes.
+//
+// Handshakes: the greeting (and, on a TLS server, everything up to the
+// end of the TLS handshake) must be done within Server.HandshakeTimeout;
+// after that, each option must arrive within it of the previous reply,
+// and the options of one handshake may total Server.MaxHandshakeBytes
+// (4 MiB). There is no cap on their number: nbdinfo --list asks about
+// every export (NBD_OPT_INFO and NBD_OPT_LIST_META_CONTEXT for each), and
+// libnbd 1.14 takes 200 ms an export, so a thousand volumes take minutes.
+// The server cannot shorten that: libnbd sends the whole
+// LIST_META_CONTEXT (no query) with MSG_MORE, and the client's kernel
+// keeps it in its send queue until its persist timer fires (TCP_RTO_MIN,
+// 200 ms). Nothing has reached the server meanwhile, so there is nothing
+// to acknowledge early (TCP_QUICKACK) or to answer; nbdkit is listed
+// just as slowly.
+// Transmission has no idle timeout: hypervisors keep quiet connections
+// for hours.
+//
+// Metrics are labelled by Export.MetricsName (rewind's volume), never by
+// the name a client sent; a name that opens nothing is only counted
+// (Metrics.UnknownExport).
 //
 // # Errors
 //
@@ -90,19 +160,21 @@
 // READ or WRITE over MaxPayload (EINVAL), zero length (EINVAL), FAST_ZERO
 // when the Backend does not implement FastZeroer or says no (ENOTSUP).
 // Errors that cannot be answered in sync close the connection: bad magic,
-// unknown client flags, option data over 64 KiB, more than
-// Server.MaxOptions options, any option but EXPORT_NAME without fixed
-// newstyle, a refused EXPORT_NAME, a rejected WRITE payload over 2 x
-// MaxPayload, the handshake deadline. Backend errors are mapped with ToErrno; the client sees the
+// unknown client flags, option data over 64 KiB, options over
+// Server.MaxHandshakeBytes in all, any option but EXPORT_NAME without
+// fixed newstyle, a refused EXPORT_NAME, a rejected WRITE payload over
+// 2 x MaxPayload, the handshake deadline. Backend errors are mapped with ToErrno; the client sees the
 // errno and the operation, the log gets the full error. Strings sent to
 // clients are cut to 4096 bytes.
 //
 // # Known hazards
 //
 // A Backend call that never returns holds its worker and, at Shutdown,
-// the connection, until Shutdown's context ends. There is no write
-// timeout in transmission: a client that stops reading replies stops its
-// own connection (the reader pushes back) until Shutdown closes it.
+// the connection, until Shutdown's context ends. A client that stops
+// reading replies stops its own connection (the reader pushes back) and
+// holds its share of Server.BufferMemory until the reply timeout closes
+// it, or for as long as it stays connected when ReplyTimeout is negative
+// (see Limits).
 // Serving an export to a client on the same host that writes back into
 // the same store (nbdfuse over an export of its own backing files)
 // deadlocks like any loop-mounted filesystem.

@@ -17,16 +17,17 @@ var (
 
 // Reasons a connection ends without a reply; they are logged, never sent.
 var (
-	errBadMagic        = errors.New("nbd: bad magic")
-	errBadClientFlags  = errors.New("nbd: unknown client flags")
-	errOptionTooLong   = errors.New("nbd: option data too long")
-	errTooManyOptions  = errors.New("nbd: too many options")
-	errNotFixed        = errors.New("nbd: option other than EXPORT_NAME without fixed newstyle")
-	errAbort           = errors.New("nbd: client aborted negotiation")
-	errTLSRequired     = errors.New("nbd: EXPORT_NAME before STARTTLS on a TLS-only server")
-	errPipelinedTLS    = errors.New("nbd: data pipelined after STARTTLS")
-	errExportName      = errors.New("nbd: EXPORT_NAME refused")
-	errPayloadTooLarge = errors.New("nbd: request payload too large to skip")
+	errBadMagic         = errors.New("nbd: bad magic")
+	errBadClientFlags   = errors.New("nbd: unknown client flags")
+	errOptionTooLong    = errors.New("nbd: option data too long")
+	errHandshakeTooLong = errors.New("nbd: handshake too long")
+	errNotFixed         = errors.New("nbd: option other than EXPORT_NAME without fixed newstyle")
+	errAbort            = errors.New("nbd: client aborted negotiation")
+	errTLSRequired      = errors.New("nbd: EXPORT_NAME before STARTTLS on a TLS-only server")
+	errPipelinedTLS     = errors.New("nbd: data pipelined after STARTTLS")
+	errExportName       = errors.New("nbd: EXPORT_NAME refused")
+	errPayloadTooLarge  = errors.New("nbd: request payload too large to skip")
+	errReplyStalled     = errors.New("nbd: client stopped taking its replies; connection closed")
 )
 
 var errnoNames = map[Errno]string{

@@ -87,6 +87,12 @@ type Export struct {
 	// Release is called once when the connection using the export ends
 	// (may be nil). The server does not Flush before it.
 	Release func()
+	// MetricsName is the name the export's connections and requests are
+	// reported under to Metrics (empty: Name). Exports that share it
+	// share series: a resolver that accepts many names for one disk (a
+	// volume at any instant) should give them all the disk's name, so
+	// that the names clients send cannot grow the series without bound.
+	MetricsName string
 }
 
 // ExportInfo is one entry of NBD_OPT_LIST.
@@ -106,9 +112,23 @@ type Resolver interface {
 
 // Metrics receives per-export observations; the daemon implements it with
 // Prometheus. Its methods are called concurrently and must not block.
+// export is always an Export's MetricsName (or Name), never a string a
+// client sent.
 type Metrics interface {
 	ConnOpened(export string)
 	ConnClosed(export string)
+	// ConnRefused is called for a connection closed on arrival because a
+	// limit was reached: reason is RefusedServerLimit or
+	// RefusedClientLimit.
+	ConnRefused(reason string)
+	// UnknownExport is called when a client names an export the Resolver
+	// does not open (NBD_OPT_GO, NBD_OPT_INFO, NBD_OPT_EXPORT_NAME). The
+	// name is not passed on: clients choose it.
+	UnknownExport()
+	// BufferMemory is called when the payload bytes held against
+	// Server.BufferMemory, or the number of requests waiting for it,
+	// change: up to a few times a request.
+	BufferMemory(held int64, waiting int)
 	// Request is called once a reply has been written. cmd is the lower
 	// case command name ("read", "write", "flush", "trim", "cache",
 	// "write_zeroes", "block_status", "unknown"); bytes is the request

@@ -38,9 +38,20 @@ const readBufferSize = 64 << 10
 
 // handshake negotiates until the client enters transmission, and returns
 // the session, or an error after which the connection is closed.
+//
+// The deadline (HandshakeTimeout) first covers the greeting and, on a
+// server that requires TLS, everything up to the end of the TLS
+// handshake; from then on it is renewed after each option, so that a
+// client may take as long as it needs to ask about many exports while
+// one that goes quiet is dropped. nbdinfo --list over libnbd 1.14 waits
+// 200 ms per export (each LIST_META_CONTEXT is sent with MSG_MORE to its
+// end, and the client's kernel holds it back), minutes for a thousand
+// volumes (see the package documentation, Limits). Total work is
+// bounded by MaxHandshakeBytes.
 func (c *conn) handshake() (*session, error) {
-	if t := c.srv.handshakeTimeout(); t > 0 {
-		c.setDeadline(time.Now().Add(t))
+	timeout := c.srv.handshakeTimeout()
+	if timeout > 0 {
+		c.setDeadline(time.Now().Add(timeout))
 	}
 	n := &negotiation{c: c, nc: c.raw, br: bufio.NewReaderSize(newSocketReader(c.raw), readBufferSize)}
 	if _, err := c.raw.Write(appendGreeting(nil)); err != nil {
@@ -56,17 +67,25 @@ func (c *conn) handshake() (*session, error) {
 	}
 	n.fixed = cf&FlagCFixedNewstyle != 0
 	n.noZeroes = cf&FlagCNoZeroes != 0
-	for range c.srv.maxOptions() {
+	// Options are bounded in bytes and, by the deadline, in time, not in
+	// number: a client may ask about every export the list shows.
+	budget := c.srv.maxHandshakeBytes()
+	for {
 		opt, data, err := n.readOption()
 		if err != nil {
 			return nil, err
+		}
+		if budget -= optionHeaderLen + int64(len(data)); budget < 0 {
+			return nil, fmt.Errorf("%w: more than %d bytes of options", errHandshakeTooLong, c.srv.maxHandshakeBytes())
 		}
 		sess, err := n.option(opt, data)
 		if err != nil || sess != nil {
 			return sess, err
 		}
+		if timeout > 0 && (c.srv.TLSConfig == nil || n.tls) {
+			c.setDeadline(time.Now().Add(timeout))
+		}
 	}
-	return nil, fmt.Errorf("%w (%d)", errTooManyOptions, c.srv.maxOptions())
 }
 
 // readOption reads one option header and all its data, so that an option
@@ -257,6 +276,9 @@ func (n *negotiation) infoGo(opt uint32, data []byte) (*session, error) {
 func (n *negotiation) open(name string) (*Export, error) {
 	exp, err := n.c.srv.Resolver.Open(n.c.ctx, name)
 	if err != nil {
+		if m := n.c.srv.Metrics; m != nil {
+			m.UnknownExport()
+		}
 		return nil, err
 	}
 	if exp == nil || exp.Backend == nil || exp.Backend.Size() < 0 {
@@ -283,9 +305,14 @@ func (n *negotiation) newSession(name string, exp *Export) *session {
 	if canonical == "" {
 		canonical = name
 	}
+	label := exp.MetricsName
+	if label == "" {
+		label = canonical
+	}
 	s := &session{
 		exp:        exp,
 		name:       canonical,
+		label:      label,
 		nc:         n.nc,
 		br:         n.br,
 		tls:        n.tls,

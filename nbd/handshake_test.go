@@ -3,6 +3,7 @@ package nbd_test
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -340,12 +341,13 @@ func TestOptionLimits(t *testing.T) {
 		}
 		mustClose(t, c)
 	})
-	t.Run("too many options", func(t *testing.T) {
+	t.Run("over the byte budget", func(t *testing.T) {
+		h := newHarness(t, func(s *nbd.Server) { s.MaxHandshakeBytes = 10 * 16 })
 		c := h.dial()
 		if err := c.StartFixed(); err != nil {
 			t.Fatal(err)
 		}
-		for i := range 64 {
+		for i := range 10 {
 			if _, err := c.Option(200, nil); err == nil {
 				t.Fatalf("option %d accepted", i)
 			}
@@ -440,5 +442,81 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met within 10s")
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A client may ask about every export of a long list in one handshake,
+// as nbdinfo --list does (INFO and LIST_META_CONTEXT for each), far
+// more options than the 64 an earlier count limit allowed.
+func TestManyOptions(t *testing.T) {
+	h := newHarness(t)
+	c := h.dial()
+	if err := c.StartFixed(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.StructuredReplies(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 500 {
+		name := []string{"disk", "ro", "single"}[i%3]
+		if _, err := c.Info(name, nbd.InfoName, nbd.InfoDescription); err != nil {
+			t.Fatalf("INFO %d: %v", i, err)
+		}
+		if _, err := c.MetaContexts(nbd.OptListMetaContext, name); err != nil {
+			t.Fatalf("LIST_META_CONTEXT %d: %v", i, err)
+		}
+	}
+	if _, err := c.Go("disk"); err != nil {
+		t.Fatal(err)
+	}
+	ok(t)(c.Read(0, 512, 0))
+}
+
+// The deadline is renewed after each option: a client that keeps asking
+// may negotiate longer than HandshakeTimeout in all. Before TLS is up on
+// a TLS server it is not: options refused for want of TLS buy no time.
+func TestHandshakeDeadlinePerOption(t *testing.T) {
+	const timeout = time.Second
+	h := newHarness(t, func(s *nbd.Server) { s.HandshakeTimeout = timeout })
+	c := h.dial()
+	if err := c.StartFixed(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for time.Since(start) < 3*timeout {
+		time.Sleep(timeout / 4) // a slow client, on purpose
+		if _, err := c.Info("disk"); err != nil {
+			t.Fatalf("INFO after %v: %v", time.Since(start), err)
+		}
+	}
+	if _, err := c.Go("disk"); err != nil {
+		t.Fatal(err)
+	}
+	ok(t)(c.Read(0, 512, 0))
+
+	pki, err := nbdtest.NewPKI(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ht := newHarness(t, func(s *nbd.Server) { s.HandshakeTimeout = timeout; s.TLSConfig = pki.ServerConfig() })
+	c = ht.dial()
+	if err := c.StartFixed(); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	for {
+		time.Sleep(timeout / 4)
+		_, err := c.Option(nbd.OptList, nil)
+		var oe *nbdtest.OptionError
+		if errors.As(err, &oe) && oe.Type == nbd.RepErrTLSReqd {
+			if time.Since(start) > 10*timeout {
+				t.Fatalf("still negotiating without TLS after %v", time.Since(start))
+			}
+			continue
+		}
+		if err == nil {
+			t.Fatal("NBD_OPT_LIST answered before TLS")
+		}
+		break // closed by the deadline
 	}
 }

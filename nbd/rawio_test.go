@@ -109,7 +109,7 @@ func TestRawWritevFillsAndResumes(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- rawWritev(rc, &bufs) }()
+	go func() { done <- rawWritev(rc, &bufs, server, 0) }()
 
 	time.Sleep(50 * time.Millisecond) // let the socket fill
 	got := make([]byte, 0, len(want))
@@ -134,7 +134,7 @@ func TestRawWritevFillsAndResumes(t *testing.T) {
 	// A closed peer is an error, not a hang.
 	client.Close()
 	big := net.Buffers{make([]byte, 8<<20)}
-	if err := rawWritev(rc, &big); err == nil {
+	if err := rawWritev(rc, &big, server, 0); err == nil {
 		t.Fatal("writing to a closed peer succeeded")
 	}
 }

@@ -12,9 +12,12 @@ import (
 
 // Defaults for zero Server fields.
 const (
-	DefaultHandshakeTimeout = 10 * time.Second
-	DefaultWorkers          = 16
-	DefaultMaxOptions       = 64
+	DefaultHandshakeTimeout  = 10 * time.Second
+	DefaultWorkers           = 16
+	DefaultMaxHandshakeBytes = 4 << 20
+	DefaultMaxConnsPerClient = 64
+	DefaultBufferMemory      = 256 << 20
+	DefaultReplyTimeout      = 2 * time.Minute
 )
 
 // Server serves NBD exports. Set its fields before calling Serve; do not
@@ -24,8 +27,11 @@ type Server struct {
 	Resolver  Resolver
 	TLSConfig *tls.Config // nil = no TLS; non-nil = TLS mandatory (FORCEDTLS)
 	Logger    *slog.Logger
-	// HandshakeTimeout bounds the whole negotiation, TLS included
-	// (0 = DefaultHandshakeTimeout, negative = none).
+	// HandshakeTimeout bounds the negotiation up to the first option
+	// and, when TLS is required, up to the end of the TLS handshake;
+	// then the wait for each next option (0 = DefaultHandshakeTimeout,
+	// negative = none). Transmission has no idle timeout: a client may
+	// stay connected without sending anything (see ReplyTimeout).
 	HandshakeTimeout time.Duration
 	// MaxConns caps the connections served at once, negotiating ones
 	// included; a connection over the cap is closed at once (0 = no cap).
@@ -34,18 +40,46 @@ type Server struct {
 	// Workers is the number of requests served at once per connection
 	// (0 = DefaultWorkers).
 	Workers int
-	// MaxOptions caps the options one handshake may send; the connection
-	// is closed at the next one (0 = DefaultMaxOptions). nbdinfo --list
-	// sends one NBD_OPT_INFO per export.
-	MaxOptions int
+	// MaxHandshakeBytes caps the option bytes (headers and data) one
+	// handshake may send; the connection is closed at the option that
+	// passes it (0 = DefaultMaxHandshakeBytes). nbdinfo --list sends two
+	// options, about 60 bytes, per export; the default lets it list some
+	// 60,000 exports.
+	MaxHandshakeBytes int64
+	// MaxConnsPerClient caps the connections from one IP address,
+	// negotiating ones included; a connection over the cap is closed at
+	// once (0 = DefaultMaxConnsPerClient, negative = no cap). Connections
+	// that are not TCP (ServeConn on a pipe) are not counted.
+	MaxConnsPerClient int
+	// BufferMemory caps the payload bytes all connections hold at once:
+	// WRITE data read and not yet written to the backend, READ data and
+	// block status replies built and not yet sent (0 =
+	// DefaultBufferMemory). A connection waiting for it stops reading
+	// requests; one connection holds at most a quarter of it (and at
+	// most 64 MiB). One request larger than what is free proceeds once
+	// nothing else is held, so the cap is passed by at most one request
+	// (MaxPayload). See the package documentation.
+	BufferMemory int64
+	// ReplyTimeout closes a connection whose client takes not one byte
+	// of its replies for that long (0 = DefaultReplyTimeout, negative =
+	// none). A client that stops reading would otherwise keep its share
+	// of BufferMemory, and four such clients all of it, for as long as
+	// it stays connected. The wait starts again whenever bytes go out, so
+	// a client that keeps reading, however slowly, is never cut off; and
+	// it only runs while the server has replies to send: a connection
+	// may stay idle for hours.
+	ReplyTimeout time.Duration
 
 	mu struct {
 		sync.Mutex
 		listeners map[*net.Listener]struct{}
 		conns     map[*conn]struct{}
+		clients   map[string]int // connections by client address
 		shutdown  bool
 	}
-	pools pools
+	memOnce sync.Once
+	memory  *budget // shared by every connection, see BufferMemory
+	pools   pools
 }
 
 // Serve accepts connections on l and serves each in its own goroutine. It
@@ -147,37 +181,101 @@ func (s *Server) trackListener(l *net.Listener, add bool) bool {
 	return true
 }
 
+// Reasons for Metrics.ConnRefused.
+const (
+	RefusedServerLimit = "server_limit" // Server.MaxConns reached
+	RefusedClientLimit = "client_limit" // Server.MaxConnsPerClient reached
+)
+
 // newConn registers nc, or closes it and returns nil when the server is
-// shutting down or full.
+// shutting down or full, or the client has too many connections.
 func (s *Server) newConn(ctx context.Context, nc net.Conn) *conn {
 	c := newConn(ctx, s, nc)
+	c.client = clientKey(nc.RemoteAddr())
 	s.mu.Lock()
 	reason := ""
 	switch {
 	case s.mu.shutdown:
 		reason = "server shutting down"
 	case s.MaxConns > 0 && len(s.mu.conns) >= s.MaxConns:
-		reason = "connection limit reached"
+		reason = RefusedServerLimit
+	case c.client != "" && s.maxConnsPerClient() > 0 && s.mu.clients[c.client] >= s.maxConnsPerClient():
+		reason = RefusedClientLimit
 	default:
 		if s.mu.conns == nil {
 			s.mu.conns = make(map[*conn]struct{})
+			s.mu.clients = make(map[string]int)
 		}
 		s.mu.conns[c] = struct{}{}
+		if c.client != "" {
+			s.mu.clients[c.client]++
+		}
 	}
 	s.mu.Unlock()
-	if reason != "" {
-		c.log.Warn("nbd: connection refused: "+reason, "max_conns", s.MaxConns)
-		c.cancel()
-		nc.Close()
-		return nil
+	if reason == "" {
+		return c
 	}
-	return c
+	switch reason {
+	case RefusedServerLimit:
+		c.log.Warn("nbd: connection refused: connection limit reached", "max_conns", s.MaxConns)
+	case RefusedClientLimit:
+		// Debug: a client over its limit must not flood the log.
+		c.log.Debug("nbd: connection refused: too many connections from this client", "max_conns_per_client", s.maxConnsPerClient())
+	default:
+		c.log.Debug("nbd: connection refused: " + reason)
+	}
+	if s.Metrics != nil && reason != "server shutting down" {
+		s.Metrics.ConnRefused(reason)
+	}
+	c.cancel()
+	nc.Close()
+	return nil
+}
+
+// clientKey is the address connections are counted by: the IP of a TCP
+// peer, or "" (not counted).
+func clientKey(a net.Addr) string {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.IP.String()
+	}
+	return ""
 }
 
 func (s *Server) forget(c *conn) {
 	s.mu.Lock()
 	delete(s.mu.conns, c)
+	if c.client != "" {
+		if s.mu.clients[c.client]--; s.mu.clients[c.client] <= 0 {
+			delete(s.mu.clients, c.client)
+		}
+	}
 	s.mu.Unlock()
+}
+
+// BufferMemoryInUse returns the payload bytes connections hold now,
+// counted against BufferMemory.
+func (s *Server) BufferMemoryInUse() int64 { return s.bufferMemory().inUse() }
+
+// bufferMemory is the budget shared by every connection.
+func (s *Server) bufferMemory() *budget {
+	s.memOnce.Do(func() {
+		n := s.BufferMemory
+		if n <= 0 {
+			n = DefaultBufferMemory
+		}
+		s.memory = newBudget(n)
+		if s.Metrics != nil {
+			s.memory.changed = s.Metrics.BufferMemory
+		}
+	})
+	return s.memory
+}
+
+// connMemory is what one connection may hold of BufferMemory: a quarter,
+// so that one client that stops reading its replies cannot take it all,
+// and at most connBudget.
+func (s *Server) connMemory() int64 {
+	return min(s.bufferMemory().limit/4, connBudget)
 }
 
 func (s *Server) logger() *slog.Logger {
@@ -194,11 +292,29 @@ func (s *Server) handshakeTimeout() time.Duration {
 	return s.HandshakeTimeout
 }
 
-func (s *Server) maxOptions() int {
-	if s.MaxOptions <= 0 {
-		return DefaultMaxOptions
+// replyTimeout is ReplyTimeout, its default, or 0 for none.
+func (s *Server) replyTimeout() time.Duration {
+	switch {
+	case s.ReplyTimeout == 0:
+		return DefaultReplyTimeout
+	case s.ReplyTimeout < 0:
+		return 0
 	}
-	return s.MaxOptions
+	return s.ReplyTimeout
+}
+
+func (s *Server) maxHandshakeBytes() int64 {
+	if s.MaxHandshakeBytes <= 0 {
+		return DefaultMaxHandshakeBytes
+	}
+	return s.MaxHandshakeBytes
+}
+
+func (s *Server) maxConnsPerClient() int {
+	if s.MaxConnsPerClient == 0 {
+		return DefaultMaxConnsPerClient
+	}
+	return s.MaxConnsPerClient
 }
 
 func (s *Server) workers() int {

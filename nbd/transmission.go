@@ -14,13 +14,13 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
-	"golang.org/x/sync/semaphore"
 )
 
 // session is what the handshake settled for the transmission phase.
 type session struct {
 	exp        *Export
-	name       string // canonical export name, for logs and metrics
+	name       string // canonical export name, for logs
+	label      string // Export.MetricsName, or name
 	nc         net.Conn
 	br         *bufio.Reader
 	tls        bool
@@ -39,7 +39,7 @@ type session struct {
 func (s *session) start() {
 	s.started = true
 	if s.metrics != nil {
-		s.metrics.ConnOpened(s.name)
+		s.metrics.ConnOpened(s.label)
 	}
 }
 
@@ -47,7 +47,7 @@ func (s *session) start() {
 func (s *session) end() {
 	s.endOnce.Do(func() {
 		if s.started && s.metrics != nil {
-			s.metrics.ConnClosed(s.name)
+			s.metrics.ConnClosed(s.label)
 		}
 		if s.exp.Release != nil {
 			s.exp.Release()
@@ -72,12 +72,14 @@ type transmission struct {
 	c        *conn
 	s        *session
 	pools    *pools
-	budget   *semaphore.Weighted
+	budget   *budget // this connection's share of memory
+	memory   *budget // the server's, shared by every connection
 	work     chan *job
 	replies  chan *job
-	readErr  error        // why the reader stopped, when it was not a clean end
-	resident Resident     // the backend's, or nil
-	queued   atomic.Int32 // requests handed to workers, not yet replied to
+	readErr  error         // why the reader stopped, when it was not a clean end
+	resident Resident      // the backend's, or nil
+	stall    time.Duration // Server.ReplyTimeout, or 0 for none
+	queued   atomic.Int32  // requests handed to workers, not yet replied to
 	// wmu serialises writes to the connection: the writer's batches and
 	// the reader's inline replies. bw buffers them where the connection
 	// cannot writev (TLS).
@@ -96,7 +98,9 @@ func (c *conn) transmit(s *session) error {
 		c:       c,
 		s:       s,
 		pools:   &c.srv.pools,
-		budget:  semaphore.NewWeighted(connBudget),
+		budget:  newBudget(c.srv.connMemory()),
+		memory:  c.srv.bufferMemory(),
+		stall:   c.srv.replyTimeout(),
 		work:    make(chan *job),
 		replies: make(chan *job, workers),
 	}
@@ -104,7 +108,11 @@ func (c *conn) transmit(s *session) error {
 	switch s.nc.(type) {
 	case *net.TCPConn, *net.UnixConn: // writev
 	default:
-		t.bw = bufio.NewWriterSize(s.nc, 256<<10)
+		var w io.Writer = s.nc
+		if t.stall > 0 {
+			w = &stallWriter{nc: s.nc, stall: t.stall}
+		}
+		t.bw = bufio.NewWriterSize(w, 256<<10)
 	}
 	g, ctx := errgroup.WithContext(c.ctx)
 	// A failed writer must not leave the reader blocked on the socket.
@@ -126,10 +134,18 @@ func (c *conn) transmit(s *session) error {
 		})
 	}
 	g.Go(func() error { return t.writeLoop() })
-	if err := g.Wait(); err != nil {
-		return err
+	err := g.Wait()
+	// A writer that failed left the replies queued after its batch; the
+	// workers have closed the queue.
+	for j := range t.replies {
+		t.release(j)
 	}
-	return t.readErr
+	// The reader's reason first when the writer only found the
+	// connection closed: a stalled inline reply closes it.
+	if t.readErr != nil && (err == nil || quietEnd(err)) {
+		return t.readErr
+	}
+	return err
 }
 
 // readLoop reads requests and hands them to the workers. However it ends,
@@ -158,7 +174,7 @@ func (t *transmission) readLoop(ctx context.Context) {
 			j.err = e
 		}
 		if err := t.admit(ctx, j); err != nil {
-			t.pools.putJob(j)
+			t.release(j) // a WRITE cut short holds its memory
 			t.readEnded(err)
 			return
 		}
@@ -205,16 +221,16 @@ func (t *transmission) cheap(j *job) bool {
 // serveInline executes j and writes its reply at once.
 func (t *transmission) serveInline(j *job) error {
 	t.execute(j)
-	bufs := j.segs // WriteTo consumes its receiver; j.segs keeps its array
-	t.wmu.Lock()
-	err := writeBuffers(t.s.nc, t.bw, &bufs)
-	t.wmu.Unlock()
+	bufs := j.segs // writing consumes bufs; j.segs keeps its array
+	err := t.write(&bufs)
 	t.finish(j, time.Now())
 	return err
 }
 
-// admit reserves the request's memory in the connection budget and reads
-// a WRITE payload; a rejected WRITE's payload is read and discarded.
+// admit reserves the request's memory in the connection's share, then in
+// the server's budget, and reads a WRITE payload; a rejected WRITE's
+// payload is read and discarded. While it waits for memory the reader
+// reads nothing more: the client is pushed back.
 func (t *transmission) admit(ctx context.Context, j *job) error {
 	r := &j.req
 	if r.typ == CmdWrite && j.err != nil {
@@ -231,7 +247,11 @@ func (t *transmission) admit(ctx context.Context, j *job) error {
 	if n == 0 {
 		return nil
 	}
-	if err := t.budget.Acquire(ctx, n); err != nil {
+	if err := t.budget.acquire(ctx, t.c.stopping, n); err != nil {
+		return err
+	}
+	if err := t.memory.acquire(ctx, t.c.stopping, n); err != nil {
+		t.budget.release(n)
 		return err
 	}
 	j.budget = n
@@ -251,7 +271,8 @@ func (t *transmission) readEnded(err error) {
 		t.c.log.Debug("nbd: stopped reading for shutdown")
 	case errors.Is(err, io.EOF):
 		t.c.log.Debug("nbd: client closed the connection without NBD_CMD_DISC")
-	case errors.Is(err, context.Canceled), errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, net.ErrClosed):
+	case errors.Is(err, context.Canceled), errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, net.ErrClosed),
+		errors.Is(err, errStopping):
 		// The writer failed or the server closed the connection.
 	default:
 		t.readErr = err
@@ -286,7 +307,6 @@ func (t *transmission) pass(ctx context.Context, ch chan<- *job, j *job) bool {
 // writeLoop writes replies in the order workers finish them. Each reply
 // leaves in one write; replies that are ready together share it.
 func (t *transmission) writeLoop() error {
-	nc := t.s.nc
 	batch := make([]*job, 0, maxBatch)
 	var bufs net.Buffers
 	consumed := new(net.Buffers) // WriteTo's receiver escapes: allocate it once
@@ -318,9 +338,7 @@ func (t *transmission) writeLoop() error {
 		// Counted out before the write, so that a client which saw these
 		// replies finds the workers idle (see inline).
 		t.queued.Add(-int32(len(batch)))
-		t.wmu.Lock()
-		err := writeBuffers(nc, t.bw, consumed)
-		t.wmu.Unlock()
+		err := t.write(consumed)
 		clear(bufs)
 		now := time.Now()
 		for _, j := range batch {
@@ -335,13 +353,31 @@ func (t *transmission) writeLoop() error {
 	}
 }
 
+// write writes replies, consuming *bufs. A client that takes none of
+// their bytes for the reply timeout (Server.ReplyTimeout) is cut off:
+// the connection is closed at once, so that the reader's and the
+// writer's other writes fail at once too, and every request gives back
+// its memory.
+func (t *transmission) write(bufs *net.Buffers) error {
+	t.wmu.Lock()
+	err := writeBuffers(t.s.nc, t.bw, bufs, t.stall)
+	t.wmu.Unlock()
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		t.c.raw.Close()
+		return fmt.Errorf("%w: no byte taken for %v", errReplyStalled, t.stall)
+	}
+	return err
+}
+
 // writeBuffers writes bufs with writev (raw, on a socket: see rawWritev),
-// or through bw when nc cannot writev (TLS). It consumes *bufs.
-func writeBuffers(nc net.Conn, bw *bufio.Writer, bufs *net.Buffers) error {
+// or through bw when nc cannot writev (TLS). It consumes *bufs. With
+// stall > 0, a write that makes no progress for stall fails with
+// os.ErrDeadlineExceeded (bw then writes through a stallWriter).
+func writeBuffers(nc net.Conn, bw *bufio.Writer, bufs *net.Buffers, stall time.Duration) error {
 	if bw == nil {
 		if sc, ok := nc.(syscall.Conn); ok {
 			if rc, err := sc.SyscallConn(); err == nil {
-				return rawWritev(rc, bufs)
+				return rawWritev(rc, bufs, nc, stall)
 			}
 		}
 		_, err := bufs.WriteTo(nc)
@@ -362,14 +398,15 @@ func (t *transmission) finish(j *job, now time.Time) {
 		if j.err != nil {
 			err = j.err
 		}
-		m.Request(t.s.name, cmdName(j.req.typ), int64(j.req.length), now.Sub(j.start), err)
+		m.Request(t.s.label, cmdName(j.req.typ), int64(j.req.length), now.Sub(j.start), err)
 	}
 	t.release(j)
 }
 
 func (t *transmission) release(j *job) {
 	if j.budget > 0 {
-		t.budget.Release(j.budget)
+		t.memory.release(j.budget)
+		t.budget.release(j.budget)
 	}
 	t.pools.putJob(j)
 }

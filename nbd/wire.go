@@ -160,8 +160,9 @@ const (
 	// maxExtents caps the descriptors in one block status chunk (2^20).
 	maxExtents = 1 << 20
 	// connBudget caps the payload bytes (WRITE data read, READ data
-	// buffered) in flight on one connection. It is at least 2*MaxPayload
-	// so that a largest request never waits for itself.
+	// buffered) in flight on one connection, or a quarter of
+	// Server.BufferMemory if less; a request larger than what is free
+	// proceeds once the connection holds nothing.
 	connBudget = 2 * MaxPayload
 )
 

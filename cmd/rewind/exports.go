@@ -55,6 +55,10 @@ func (x *exports) Open(_ context.Context, name string) (*nbd.Export, error) {
 	vol, _, _ := strings.Cut(name, "@")
 	x.hold(vol, 1)
 	m, _ := view.Volume()
+	label := vol // the volume as named, which resolved; metrics name it
+	if m != nil {
+		label = m.Name
+	}
 	desc := fmt.Sprintf("%s as of %s", vol, catalog.Time(view.Time()))
 	if view.Writable() {
 		desc = fmt.Sprintf("%s (writable clone of %s)", vol, m.Name)
@@ -70,7 +74,8 @@ func (x *exports) Open(_ context.Context, name string) (*nbd.Export, error) {
 		// shared state, so every connection sees the same disk. A bare
 		// name of an imported volume is its newest version when opened,
 		// which a later import can change between connections.
-		MultiConn: !bare || view.Writable(),
+		MultiConn:   !bare || view.Writable(),
+		MetricsName: label,
 		Release: func() {
 			view.Close()
 			x.hold(vol, -1)

@@ -36,6 +36,11 @@ type serveCmd struct {
 	HTTPHosts   []string `help:"A name the --http port answers to besides its address, localhost and IP addresses (repeat for more)." name:"http-host" placeholder:"NAME"`
 	DebugPprof  bool     `help:"Serve Go's profiler at /debug/pprof on --http (behind the token)." name:"debug-pprof"`
 	CacheSize   Size     `help:"Memory for decoded chunks (hot data is served from memory)." default:"1GiB" placeholder:"SIZE"`
+
+	// Limits on what NBD clients can make the daemon hold.
+	MaxConnsPerClient int           `help:"Most NBD connections from one IP address (negative: no limit)." default:"64" name:"max-conns-per-client"`
+	BufferMemory      Size          `help:"Memory for NBD read and write payloads, all connections together; a connection waiting for it stops reading requests." default:"256MiB" placeholder:"SIZE"`
+	ReplyTimeout      time.Duration `help:"Close an NBD connection whose client takes none of its replies for this long, giving its memory back; a client that keeps reading, however slowly, is never cut off (0: never)." default:"2m" name:"reply-timeout" placeholder:"DURATION"`
 }
 
 // daemon is a running rewind serve.
@@ -52,6 +57,9 @@ type daemon struct {
 
 func (c *serveCmd) Run(e *env) error {
 	log := e.logger()
+	if c.ReplyTimeout < 0 {
+		return fmt.Errorf("--reply-timeout %v is negative: give a duration such as 2m, or 0 to never close a connection for it", c.ReplyTimeout)
+	}
 	tlsConf, err := c.tlsConfig()
 	if err != nil {
 		return err
@@ -115,7 +123,11 @@ func (d *daemon) start(ctx context.Context, c *serveCmd, tlsConf *tls.Config, so
 			warnIfExposed(d.log, "NBD", l.Addr())
 		}
 		d.nbd = &nbd.Server{Resolver: d.exports, TLSConfig: tlsConf, Logger: d.log, MaxConns: c.MaxConns,
-			Metrics: newNBDMetrics(reg)}
+			MaxConnsPerClient: c.MaxConnsPerClient, BufferMemory: int64(c.BufferMemory),
+			ReplyTimeout: c.ReplyTimeout, Metrics: newNBDMetrics(reg)}
+		if c.ReplyTimeout == 0 {
+			d.nbd.ReplyTimeout = -1 // never
+		}
 		go func() {
 			if err := d.nbd.Serve(l); err != nil && !errors.Is(err, nbd.ErrServerClosed) {
 				d.log.Error("NBD server stopped", "err", err)
