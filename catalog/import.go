@@ -47,6 +47,8 @@ func (s *Service) Import(ctx context.Context, r ImportRequest, progress Progress
 	res, err := s.tl.Import(ctx, timeline.ImportOptions{Name: r.Volume, Source: src, Size: size, At: at,
 		BlockSize: r.BlockSize, Progress: progress, Data: dataRanges(src, size)})
 	switch {
+	case errors.Is(err, timeline.ErrExists):
+		return nil, errorf(ErrExists, "%s is being created by another command; import again once it is done", r.Volume)
 	case errors.Is(err, timeline.ErrTooOld):
 		return nil, errorf(ErrConflict, "%s was given a newer version meanwhile; --at must be later", r.Volume)
 	case err != nil:

@@ -53,6 +53,9 @@ type Store struct {
 type volState struct {
 	writeMu sync.Mutex // serialises writers of this volume
 	meta    *Volume    // replaced (never mutated) under Store.mu
+	// removing is set, under Store.mu, while RemoveVolume deletes the
+	// volume: no clone of it may be reserved meanwhile.
+	removing bool
 }
 
 // Open loads the timeline and undoes versions that a crash left half
@@ -168,6 +171,10 @@ func clockValue(t int64) []byte { return binary.BigEndian.AppendUint64(nil, uint
 func (s *Store) Volume(name string) (*Volume, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.volumeLocked(name)
+}
+
+func (s *Store) volumeLocked(name string) (*Volume, error) {
 	id, ok := s.mu.byName[name]
 	if !ok || s.mu.vols[id].meta.Versions == 0 { // unknown, or still being created
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, name)
@@ -232,23 +239,26 @@ func (s *Store) Flush() error {
 }
 
 // RemoveVolume deletes a volume and its whole history. It refuses while
-// clones depend on it.
+// clones depend on it, including clones still being created, and no
+// clone of it can be started until it is done.
 func (s *Store) RemoveVolume(name string) error {
-	v, err := s.Volume(name)
+	vs, err := s.beginRemove(name)
 	if err != nil {
 		return err
 	}
-	for _, o := range s.Volumes() {
-		if o.Parent == v.ID {
-			return fmt.Errorf("%w: clone %s depends on %s", ErrInUse, o.Name, name)
+	done := false
+	defer func() {
+		if !done {
+			s.mu.Lock()
+			vs.removing = false
+			s.mu.Unlock()
 		}
-	}
-	vs, err := s.state(v.ID)
-	if err != nil {
-		return err
-	}
+	}()
 	vs.writeMu.Lock()
 	defer vs.writeMu.Unlock()
+	s.mu.Lock()
+	v := vs.meta
+	s.mu.Unlock()
 	b := s.db.NewBatch()
 	defer b.Close()
 	for _, tag := range []byte{tagVersion, tagTime, tagPending} {
@@ -266,5 +276,28 @@ func (s *Store) RemoveVolume(name string) error {
 	delete(s.mu.vols, v.ID)
 	delete(s.mu.byName, v.Name)
 	s.mu.Unlock()
+	done = true
 	return nil
+}
+
+// beginRemove marks the named volume as being removed, after checking
+// under s.mu that no clone, finished or reserved, depends on it.
+func (s *Store) beginRemove(name string) (*volState, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, err := s.volumeLocked(name)
+	if err != nil {
+		return nil, err
+	}
+	vs := s.mu.vols[v.ID]
+	if vs.removing {
+		return nil, fmt.Errorf("%w: %s is being removed", ErrInUse, name)
+	}
+	for _, o := range s.mu.vols {
+		if o.meta.Parent == v.ID {
+			return nil, fmt.Errorf("%w: clone %s depends on %s", ErrInUse, o.meta.Name, name)
+		}
+	}
+	vs.removing = true
+	return vs, nil
 }
