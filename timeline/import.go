@@ -120,7 +120,7 @@ func (s *Store) beginImport(o ImportOptions) (*Volume, bool, func(), error) {
 		}
 		vs.writeMu.Lock()
 		m, err = s.VolumeByID(m.ID) // the newest, now that we hold the lock
-		if err != nil { // removed while we waited
+		if err != nil {             // removed while we waited
 			vs.writeMu.Unlock()
 			return nil, false, nil, fmt.Errorf("%w: %s was removed", ErrNotFound, o.Name)
 		}
