@@ -3,6 +3,7 @@ package blockstore
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
@@ -177,7 +178,7 @@ func (t *Txn) PutID(id ID, data []byte) (PutResult, error) {
 // also heals every version that refers to it.
 func (s *Store) Has(id ID) (bool, error) {
 	v, closer, err := s.db.Get(indexKey(id))
-	if err == pebble.ErrNotFound {
+	if errors.Is(err, pebble.ErrNotFound) {
 		return false, nil
 	}
 	if err != nil {
@@ -324,7 +325,7 @@ func (s *Store) write(r *run) (uint32, int64, error) {
 func pwritevFull(fd int, bufs [][]byte, off int64) error {
 	for len(bufs) > 0 {
 		n, err := unix.Pwritev(fd, bufs[:min(len(bufs), 1024)], off)
-		if err == unix.EINTR {
+		if errors.Is(err, unix.EINTR) {
 			continue
 		}
 		if err != nil {

@@ -2,6 +2,7 @@ package timeline
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"runtime"
@@ -235,7 +236,7 @@ func (s *Store) importSegment(o ImportOptions, w *versionWriter, seg *segment, b
 	if seg.hole {
 		clear(buf)
 	} else if m, err := o.Source.ReadAt(buf, off); m < len(buf) {
-		if err == nil || err == io.EOF {
+		if err == nil || errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
 		r.err = fmt.Errorf("read source at %d: %w", off+int64(m), err)

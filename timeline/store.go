@@ -2,6 +2,7 @@ package timeline
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -88,7 +89,7 @@ func Open(o Options) (*Store, error) {
 
 func (s *Store) checkFormat() error {
 	v, closer, err := s.db.Get(globalKey("format"))
-	if err == pebble.ErrNotFound {
+	if errors.Is(err, pebble.ErrNotFound) {
 		return s.db.Set(globalKey("format"), []byte(FormatVersion), pebble.Sync)
 	}
 	if err != nil {
@@ -105,7 +106,7 @@ func (s *Store) load() error {
 	if v, closer, err := s.db.Get(globalKey("clock")); err == nil {
 		s.mu.last = int64(binary.BigEndian.Uint64(v))
 		closer.Close()
-	} else if err != pebble.ErrNotFound {
+	} else if !errors.Is(err, pebble.ErrNotFound) {
 		return err
 	}
 	lo, hi := []byte{tagMeta}, []byte{tagMeta + 1}
