@@ -2,7 +2,8 @@
 #
 #   make build    bin/rewind
 #   make deps     install the Debian packages tests and benchmarks drive
-#   make test     deps, build, go vet, go test -race (integration tests use bin/rewind)
+#   make test     deps, build, go vet, go test -race with released hugemem
+#                 buffers poisoned (integration tests use bin/rewind)
 #   make run      serve ./var/rewind, importing a sample disk when it is empty
 #   make bench    benchmarks against restic, borg, nbdkit and qemu-nbd
 #   make lint     gofmt and go vet
@@ -39,7 +40,7 @@ deps:
 
 test: deps build
 	$(GO) vet ./...
-	$(GO) test -race -count=1 -timeout $(TESTTIMEOUT) ./...
+	$(GO) test -race -tags hugemempoison -count=1 -timeout $(TESTTIMEOUT) ./...
 
 run: deps build
 	@mkdir -p $(DATA) $(MOUNT)

@@ -429,7 +429,7 @@ func preadvFull(fd int, bufs [][]byte, off int64) (int, error) {
 	total := 0
 	for len(bufs) > 0 {
 		n, err := unix.Preadv(fd, bufs, off)
-		if err == unix.EINTR {
+		if errors.Is(err, unix.EINTR) {
 			continue
 		}
 		if err != nil {

@@ -3,6 +3,7 @@ package blockstore
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
@@ -193,7 +194,7 @@ func (s *Store) Has(id ID) (bool, error) { return s.has(nil, id) }
 // has is Has for a chunk that t would reference.
 func (s *Store) has(t *Txn, id ID) (bool, error) {
 	v, closer, err := s.db.Get(indexKey(id))
-	if err == pebble.ErrNotFound {
+	if errors.Is(err, pebble.ErrNotFound) {
 		return false, nil
 	}
 	if err != nil {
@@ -346,7 +347,7 @@ func (s *Store) write(r *run, t *Txn) (uint32, int64, error) {
 func pwritevFull(fd int, bufs [][]byte, off int64) error {
 	for len(bufs) > 0 {
 		n, err := unix.Pwritev(fd, bufs[:min(len(bufs), 1024)], off)
-		if err == unix.EINTR {
+		if errors.Is(err, unix.EINTR) {
 			continue
 		}
 		if err != nil {

@@ -470,7 +470,7 @@ func (s *Store) locateCached(id ID) (location, bool, error) {
 // locateIndex returns the index entry of id as the index has it.
 func (s *Store) locateIndex(id ID) (location, error) {
 	v, closer, err := s.db.Get(indexKey(id))
-	if err == pebble.ErrNotFound {
+	if errors.Is(err, pebble.ErrNotFound) {
 		return location{}, fmt.Errorf("chunk %s: %w", id, ErrNotFound)
 	}
 	if err != nil {

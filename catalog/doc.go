@@ -23,7 +23,17 @@
 //
 // A Service is safe for concurrent use. Pebble lets one process open a
 // data directory: while a daemon runs, commands reach this service through
-// the daemon's socket instead of opening it themselves.
+// the daemon's socket instead of opening it themselves. Volume names are
+// claimed by the timeline under its lock, so concurrent creators of one
+// name (create, clone, import, mount --rw --as) make one volume.
+//
+// # Time
+//
+// Instants are int64 nanoseconds since 1970, so a WHEN outside
+// 1677-09-21..2262-04-11 is a parse error (ParseWhen) naming the limit.
+// import --at may not be more than MaxAtAhead past the clock: each new
+// version is stamped after the newest, so a stamp in the future would
+// carry every later import with it.
 //
 // # Errors
 //

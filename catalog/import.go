@@ -14,6 +14,11 @@ import (
 	"github.com/rewind-dev/rewind/timeline"
 )
 
+// MaxAtAhead is how far ahead of the clock import --at may stamp a
+// version: enough for clocks a little apart, not enough to move the
+// store's clock.
+const MaxAtAhead = time.Minute
+
 // Import records a raw image or block device as a new version of a volume.
 func (s *Service) Import(ctx context.Context, r ImportRequest, progress ProgressFunc) (*ImportResult, error) {
 	if err := CheckVolumeName(r.Volume); err != nil {
@@ -27,6 +32,12 @@ func (s *Service) Import(ctx context.Context, r ImportRequest, progress Progress
 		}
 		if w.Kind != WhenTime {
 			return nil, errorf(ErrBadWhen, "--at %s: give a time, not a label", r.At)
+		}
+		// Every later version is stamped after the newest one, so a
+		// stamp in the future would drag the store's clock along.
+		if now := s.now(); w.Time > now.Add(MaxAtAhead).UnixNano() {
+			return nil, errorf(ErrBadWhen, "--at %s is in the future (the clock reads %s); give a time at most a minute ahead",
+				r.At, Time(now.UnixNano()))
 		}
 		at = w.Time
 	}
@@ -57,6 +68,8 @@ func (s *Service) Import(ctx context.Context, r ImportRequest, progress Progress
 	start := time.Now()
 	res, err := s.tl.Import(ctx, o)
 	switch {
+	case errors.Is(err, timeline.ErrExists):
+		return nil, errorf(ErrExists, "%s is being created by another command; import again once it is done", r.Volume)
 	case errors.Is(err, timeline.ErrTooOld):
 		return nil, errorf(ErrConflict, "%s was given a newer version meanwhile; --at must be later", r.Volume)
 	case isNoSpace(err):

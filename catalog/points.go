@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -21,7 +22,7 @@ func pointKey(vol uint64, label string) []byte {
 
 func (s *Service) point(v *timeline.Volume, label string) (*Point, error) {
 	val, closer, err := s.db.Get(pointKey(v.ID, label))
-	if err == pebble.ErrNotFound {
+	if errors.Is(err, pebble.ErrNotFound) {
 		return nil, errorf(ErrNotFound, "%s has no recovery point %q (see rewind point list %s)", v.Name, label, v.Name)
 	}
 	if err != nil {

@@ -6,13 +6,13 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/rewind-dev/rewind/blockstore"
 	"github.com/rewind-dev/rewind/timeline"
+	"golang.org/x/sys/unix"
 )
 
 // Options configure a Service.
@@ -58,7 +58,7 @@ func Open(o Options) (*Service, error) {
 	guard := timeline.NewGuard(o.FS, filepath.Join(o.Dir, "reserve"), timeline.DefaultReserveBytes, o.Logger)
 	db, err := openIndex(filepath.Join(o.Dir, "index"), guard, o.Logger)
 	if err != nil {
-		if strings.Contains(err.Error(), "lock") {
+		if isLocked(err) {
 			return nil, errorf(ErrBusy, "%s is open in another process (a running rewind serve?); stop it or use --data: %v", o.Dir, err)
 		}
 		if isNoSpace(err) {
@@ -114,6 +114,16 @@ func openIndex(dir string, guard *timeline.Guard, log *slog.Logger) (*pebble.DB,
 
 // Writable returns nil while the store takes writes, else why not.
 func (s *Service) Writable() error { return s.tl.Writable() }
+
+// isLocked reports whether Pebble could not open its directory because
+// another process holds its lock: Pebble takes an fcntl(F_SETLK) lock on
+// index/LOCK and returns that call's error as is, which Linux sets to
+// EAGAIN (EWOULDBLOCK) when another process holds it. A second open within
+// one process fails with a plain error instead, which this does not
+// classify: one process opens a data directory once.
+func isLocked(err error) bool {
+	return errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EWOULDBLOCK)
+}
 
 // Dir returns the data directory.
 func (s *Service) Dir() string { return s.dir }

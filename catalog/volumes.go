@@ -168,10 +168,10 @@ func (s *Service) Clone(_ context.Context, spec, name string) (*VolumeInfo, erro
 	if err != nil {
 		return nil, err
 	}
-	if _, err := s.tl.Volume(name); err == nil {
+	c, err := s.tl.Clone(v.Name, t, name)
+	if errors.Is(err, timeline.ErrExists) {
 		return nil, errorf(ErrExists, "volume %q exists; choose another name", name)
 	}
-	c, err := s.tl.Clone(v.Name, t, name)
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,7 @@
 package catalog
 
 import (
+	"math"
 	"regexp"
 	"strconv"
 	"strings"
@@ -44,29 +45,48 @@ func ParseWhen(s string, now time.Time) (When, error) {
 		return When{}, errorf(ErrBadWhen, "bad time: it is empty; %s", whenHelp)
 	}
 	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
-		return When{Kind: WhenTime, Time: t.UnixNano()}, nil
+		return whenTime(s, t)
 	}
 	if m := compactRE.FindStringSubmatch(s); m != nil {
 		t, err := time.Parse("20060102T150405", m[1])
 		if err == nil {
-			return When{Kind: WhenTime, Time: t.UnixNano() + fraction(m[2])}, nil
+			return whenTime(s, t.Add(time.Duration(fraction(m[2]))))
 		}
 	}
 	if m := unixRE.FindStringSubmatch(s); m != nil {
 		sec, _ := strconv.ParseInt(m[1], 10, 64)
-		return When{Kind: WhenTime, Time: sec*1e9 + fraction(m[2])}, nil
+		return whenTime(s, time.Unix(sec, fraction(m[2])))
 	}
 	if strings.HasPrefix(s, "-") {
 		d, err := time.ParseDuration(s[1:])
 		if err != nil || d < 0 {
 			return When{}, errorf(ErrBadWhen, "bad time %q: not a duration; %s", s, whenHelp)
 		}
-		return When{Kind: WhenTime, Time: now.Add(-d).UnixNano()}, nil
+		return whenTime(s, now.Add(-d))
 	}
 	if labelRE.MatchString(s) {
 		return When{Kind: WhenLabel, Label: s}, nil
 	}
 	return When{}, errorf(ErrBadWhen, "bad time %q: %s", s, whenHelp)
+}
+
+// Times are stored as int64 nanoseconds since 1970: these are the
+// first and the last instants that fit.
+var (
+	earliestTime = time.Unix(0, math.MinInt64).UTC()
+	latestTime   = time.Unix(0, math.MaxInt64).UTC()
+)
+
+// whenTime is t as a WhenTime, or an error when t does not fit the
+// nanosecond clock.
+func whenTime(s string, t time.Time) (When, error) {
+	if t.After(latestTime) {
+		return When{}, errorf(ErrBadWhen, "bad time %q: the latest time rewind can store is %s", s, Time(math.MaxInt64))
+	}
+	if t.Before(earliestTime) {
+		return When{}, errorf(ErrBadWhen, "bad time %q: the earliest time rewind can store is %s", s, Time(math.MinInt64))
+	}
+	return When{Kind: WhenTime, Time: t.UnixNano()}, nil
 }
 
 // fraction turns the digits after a decimal point into nanoseconds.

@@ -2,6 +2,8 @@ package catalog
 
 import (
 	"errors"
+	"math"
+	"strings"
 	"testing"
 	"time"
 )
@@ -62,6 +64,37 @@ func TestSpecAndNames(t *testing.T) {
 	for _, bad := range []string{"latest", "1abc", "20261125T140310Z", "", "a b"} {
 		if err := CheckLabel(bad); err == nil {
 			t.Errorf("CheckLabel(%q) accepted", bad)
+		}
+	}
+}
+
+// A time past what int64 nanoseconds hold is refused, saying the latest
+// (or earliest) time that fits, never wrapped around.
+func TestParseWhenBeyondTheClock(t *testing.T) {
+	now := time.Date(2026, 11, 25, 15, 0, 0, 0, time.UTC)
+	for _, c := range []struct{ in, want string }{
+		{"2262-04-11T23:47:16.854775808Z", "latest time rewind can store is 2262-04-11T23:47:16.854775807Z"},
+		{"2999-01-01T00:00:00Z", "latest time rewind can store is 2262-04-11T23:47:16.854775807Z"},
+		{"29990101T000000Z", "latest time rewind can store"},
+		{"22620411T234716.854775808Z", "latest time rewind can store"},
+		{"9999999999", "latest time rewind can store"},
+		{"9223372036.854775808", "latest time rewind can store"},
+		{"1600-01-01T00:00:00Z", "earliest time rewind can store is 1677-09-21T00:12:43.145224192Z"},
+	} {
+		_, err := ParseWhen(c.in, now)
+		if !errors.Is(err, ErrBadWhen) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("ParseWhen(%q) = %v; want ErrBadWhen saying %q", c.in, err, c.want)
+		}
+	}
+	for in, want := range map[string]int64{
+		"2262-04-11T23:47:16.854775807Z": math.MaxInt64,
+		"22620411T234716.854775807Z":     math.MaxInt64,
+		"9223372036.854775807":           math.MaxInt64,
+		"1677-09-21T00:12:43.145224192Z": math.MinInt64,
+	} {
+		got, err := ParseWhen(in, now)
+		if err != nil || got.Kind != WhenTime || got.Time != want {
+			t.Errorf("ParseWhen(%q) = %+v, %v; want %d", in, got, err, want)
 		}
 	}
 }

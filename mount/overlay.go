@@ -1,6 +1,7 @@
 package mount
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -75,7 +76,7 @@ func (o *overlay) ReadAt(p []byte, off int64) (int, error) {
 		} else {
 			_, err = o.base.ReadAt(p[done:done+n], pos)
 		}
-		if err != nil && err != io.EOF {
+		if err != nil && !errors.Is(err, io.EOF) {
 			return done, err
 		}
 		done += n
@@ -109,7 +110,7 @@ func (o *overlay) WriteAt(p []byte, off int64) (int, error) {
 				buf = make([]byte, cowBlock)
 			}
 			blen := int(min(cowBlock, o.size-start))
-			if _, err := o.base.ReadAt(buf[:blen], start); err != nil && err != io.EOF {
+			if _, err := o.base.ReadAt(buf[:blen], start); err != nil && !errors.Is(err, io.EOF) {
 				return done, err
 			}
 			copy(buf[pos-start:], p[done:done+n])

@@ -1,6 +1,7 @@
 package nbd
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"runtime/debug"
@@ -173,7 +174,7 @@ func readFull(b Backend, p []byte, off int64) error {
 	if n == len(p) {
 		return nil // io.ReaderAt may return io.EOF with a full read
 	}
-	if err == nil || err == io.EOF {
+	if err == nil || errors.Is(err, io.EOF) {
 		err = io.ErrUnexpectedEOF
 	}
 	return err

@@ -167,6 +167,22 @@
 // errno and the operation, the log gets the full error. Strings sent to
 // clients are cut to 4096 bytes.
 //
+// # Raw I/O and the race detector
+//
+// Requests are read with read(2) and replies written with writev(2) as
+// raw system calls (rawio.go), which skip the annotations syscall.Read
+// and syscall.Write give the race detector. In race builds rawio.go puts
+// them back (race_on.go, through runtime.RaceWriteRange and
+// RaceReadRange): the detector sees the kernel write the bytes a read
+// returned and read the bytes a writev took, at the point the call
+// returns, in the goroutine that made it. It cannot see the rest: the
+// request and reply buffers come from hugemem, outside the Go heap,
+// which the detector ignores, so a use of one after it went back to its
+// pool goes unseen by -race; make test builds with the hugemempoison tag,
+// under which such a use faults (see blockstore/hugemem). Nor does it
+// order a writer and a reader through the socket, as syscall's I/O
+// annotations do; nothing here relies on that.
+//
 // # Known hazards
 //
 // A Backend call that never returns holds its worker and, at Shutdown,

@@ -57,6 +57,9 @@ func rawWritev(rc syscall.RawConn, bufs *net.Buffers, nc net.Conn, stall time.Du
 			n, _, errno := unix.RawSyscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&v[0])), uintptr(len(v)))
 			switch errno {
 			case 0:
+				if raceEnabled {
+					raceReadBuffers(*bufs, int(n))
+				}
 				consume(bufs, int(n))
 				moved = true
 			case unix.EINTR:
@@ -113,6 +116,18 @@ func (w *stallWriter) Write(p []byte) (int, error) {
 	return n, nil
 }
 
+// raceReadBuffers tells the race detector that the first n bytes of bufs
+// were read (by a writev).
+func raceReadBuffers(bufs net.Buffers, n int) {
+	for _, b := range bufs {
+		if n <= 0 {
+			return
+		}
+		raceRead(b[:min(n, len(b))])
+		n -= len(b)
+	}
+}
+
 // consume drops the first n bytes of bufs, and the buffers left empty.
 func consume(bufs *net.Buffers, n int) {
 	for n > 0 && len(*bufs) > 0 {
@@ -164,6 +179,7 @@ func (r rawReader) Read(p []byte) (int, error) {
 				if n = int(m); n == 0 {
 					rerr = io.EOF
 				}
+				raceWritten(p[:n])
 				return true
 			case unix.EINTR:
 			case unix.EAGAIN:

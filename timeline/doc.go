@@ -74,6 +74,14 @@
 // goroutine of its own, at most one per view (readahead.go); Store.Close
 // waits for it.
 //
+// A volume name is claimed under Store.mu before the first version is
+// written (reserve.go): CreateVolume, Clone and an Import that creates
+// share that one reservation, so of several creators of one name exactly
+// one succeeds and the others get ErrExists; a creator that fails gives
+// the name back. RemoveVolume checks for clones, finished or still being
+// created, under the same lock and bars new clones of the volume until it
+// is done.
+//
 // # Errors
 //
 // ErrReadOnly, ErrOutOfRange, ErrNoSpace and ErrNotFound also match the

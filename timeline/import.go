@@ -2,6 +2,7 @@ package timeline
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"runtime"
@@ -130,7 +131,11 @@ func (s *Store) beginImport(o ImportOptions) (*Volume, bool, func(), error) {
 			return nil, false, nil, err
 		}
 		vs.writeMu.Lock()
-		m, _ = s.VolumeByID(m.ID) // the newest, now that we hold the lock
+		m, err = s.VolumeByID(m.ID) // the newest, now that we hold the lock
+		if err != nil {             // removed while we waited
+			vs.writeMu.Unlock()
+			return nil, false, nil, fmt.Errorf("%w: %s was removed", ErrNotFound, o.Name)
+		}
 		return m.clone(), false, vs.writeMu.Unlock, nil
 	}
 	bs := o.BlockSize
@@ -140,28 +145,20 @@ func (s *Store) beginImport(o ImportOptions) (*Volume, bool, func(), error) {
 	if err := checkGeometry(512, bs); err != nil {
 		return nil, false, nil, err
 	}
+	m := &Volume{Name: o.Name, Kind: KindImported, BlockSize: bs}
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, busy := s.mu.byName[o.Name]; busy {
-		return nil, false, nil, fmt.Errorf("%w: %s is being created", ErrExists, o.Name)
+	vs, err := s.reserveLocked(m)
+	s.mu.Unlock()
+	if err != nil {
+		return nil, false, nil, err
 	}
-	id := s.allocIDLocked()
-	m := &Volume{ID: id, Name: o.Name, Kind: KindImported, BlockSize: bs}
-	// Reserve the name until the import ends; readers see no version.
-	vs := &volState{meta: m}
+	// Readers see no version until the import commits.
 	vs.writeMu.Lock()
-	s.mu.vols[id] = vs
-	s.mu.byName[o.Name] = id
 	unlock := func() {
 		vs.writeMu.Unlock()
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if vs.meta.Versions == 0 { // never committed
-			delete(s.mu.vols, id)
-			delete(s.mu.byName, o.Name)
-		}
+		s.release(vs)
 	}
-	return m.clone(), true, unlock, nil
+	return m, true, unlock, nil
 }
 
 func (s *Store) runImport(ctx context.Context, o ImportOptions, base *Volume, created bool, w *versionWriter) error {
@@ -250,7 +247,7 @@ func (s *Store) importSegment(o ImportOptions, w *versionWriter, seg *segment, b
 	if seg.hole {
 		clear(buf)
 	} else if m, err := o.Source.ReadAt(buf, off); m < len(buf) {
-		if err == nil || err == io.EOF {
+		if err == nil || errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
 		r.err = fmt.Errorf("read source at %d: %w", off+int64(m), err)

@@ -2,6 +2,7 @@ package timeline
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -57,6 +58,9 @@ type Store struct {
 type volState struct {
 	writeMu sync.Mutex // serialises writers of this volume
 	meta    *Volume    // replaced (never mutated) under Store.mu
+	// removing is set, under Store.mu, while RemoveVolume deletes the
+	// volume: no clone of it may be reserved meanwhile.
+	removing bool
 }
 
 // Open loads the timeline and undoes versions that a crash left half
@@ -92,7 +96,7 @@ func Open(o Options) (*Store, error) {
 
 func (s *Store) checkFormat() error {
 	v, closer, err := s.db.Get(globalKey("format"))
-	if err == pebble.ErrNotFound {
+	if errors.Is(err, pebble.ErrNotFound) {
 		b := s.db.NewBatch()
 		defer b.Close()
 		b.Set(globalKey("format"), []byte(FormatVersion), nil)
@@ -112,7 +116,7 @@ func (s *Store) load() error {
 	if v, closer, err := s.db.Get(globalKey("clock")); err == nil {
 		s.mu.last = int64(binary.BigEndian.Uint64(v))
 		closer.Close()
-	} else if err != pebble.ErrNotFound {
+	} else if !errors.Is(err, pebble.ErrNotFound) {
 		return err
 	}
 	lo, hi := []byte{tagMeta}, []byte{tagMeta + 1}
@@ -178,6 +182,10 @@ func clockValue(t int64) []byte { return binary.BigEndian.AppendUint64(nil, uint
 func (s *Store) Volume(name string) (*Volume, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.volumeLocked(name)
+}
+
+func (s *Store) volumeLocked(name string) (*Volume, error) {
 	id, ok := s.mu.byName[name]
 	if !ok || s.mu.vols[id].meta.Versions == 0 { // unknown, or still being created
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, name)
@@ -279,23 +287,26 @@ func (s *Store) syncPacks() error {
 }
 
 // RemoveVolume deletes a volume and its whole history. It refuses while
-// clones depend on it.
+// clones depend on it, including clones still being created, and no
+// clone of it can be started until it is done.
 func (s *Store) RemoveVolume(name string) error {
-	v, err := s.Volume(name)
+	vs, err := s.beginRemove(name)
 	if err != nil {
 		return err
 	}
-	for _, o := range s.Volumes() {
-		if o.Parent == v.ID {
-			return fmt.Errorf("%w: clone %s depends on %s", ErrInUse, o.Name, name)
+	done := false
+	defer func() {
+		if !done {
+			s.mu.Lock()
+			vs.removing = false
+			s.mu.Unlock()
 		}
-	}
-	vs, err := s.state(v.ID)
-	if err != nil {
-		return err
-	}
+	}()
 	vs.writeMu.Lock()
 	defer vs.writeMu.Unlock()
+	s.mu.Lock()
+	v := vs.meta
+	s.mu.Unlock()
 	b := s.db.NewBatch()
 	defer b.Close()
 	for _, tag := range []byte{tagVersion, tagTime, tagPending} {
@@ -313,5 +324,28 @@ func (s *Store) RemoveVolume(name string) error {
 	delete(s.mu.vols, v.ID)
 	delete(s.mu.byName, v.Name)
 	s.mu.Unlock()
+	done = true
 	return nil
+}
+
+// beginRemove marks the named volume as being removed, after checking
+// under s.mu that no clone, finished or reserved, depends on it.
+func (s *Store) beginRemove(name string) (*volState, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, err := s.volumeLocked(name)
+	if err != nil {
+		return nil, err
+	}
+	vs := s.mu.vols[v.ID]
+	if vs.removing {
+		return nil, fmt.Errorf("%w: %s is being removed", ErrInUse, name)
+	}
+	for _, o := range s.mu.vols {
+		if o.meta.Parent == v.ID {
+			return nil, fmt.Errorf("%w: clone %s depends on %s", ErrInUse, o.meta.Name, name)
+		}
+	}
+	vs.removing = true
+	return vs, nil
 }

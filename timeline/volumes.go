@@ -10,14 +10,16 @@ func (s *Store) CreateVolume(name string, size, blockSize int64, kind Kind) (*Vo
 	if err := checkGeometry(size, blockSize); err != nil {
 		return nil, err
 	}
-	if _, err := s.Volume(name); err == nil {
-		return nil, fmt.Errorf("%w: %s", ErrExists, name)
-	}
+	m := &Volume{Name: name, Kind: kind, Size: size, BlockSize: blockSize}
 	s.mu.Lock()
-	id := s.allocIDLocked()
+	vs, err := s.reserveLocked(m)
+	if err != nil {
+		s.mu.Unlock()
+		return nil, err
+	}
 	t := s.nextTimeLocked(0)
 	s.mu.Unlock()
-	m := &Volume{ID: id, Name: name, Kind: kind, Size: size, BlockSize: blockSize}
+	defer s.release(vs)
 	w := s.newVersionWriter(m, t, VersionCreate)
 	if err := w.commit(true); err != nil {
 		return nil, err
@@ -28,23 +30,31 @@ func (s *Store) CreateVolume(name string, size, blockSize int64, kind Kind) (*Vo
 // Clone makes a writable volume that starts as parent as of t. Nothing
 // written to it touches the parent.
 func (s *Store) Clone(parent string, t int64, name string) (*Volume, error) {
-	p, err := s.Volume(parent)
+	s.mu.Lock()
+	p, err := s.volumeLocked(parent)
 	if err != nil {
+		s.mu.Unlock()
 		return nil, err
 	}
+	if s.mu.vols[p.ID].removing {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("%w: %s is being removed", ErrNotFound, p.Name)
+	}
 	if t < p.First {
+		s.mu.Unlock()
 		return nil, fmt.Errorf("%w: %s has no data before %s", ErrBeforeFirst, p.Name, FormatTime(p.First))
 	}
-	if _, err := s.Volume(name); err == nil {
-		return nil, fmt.Errorf("%w: %s", ErrExists, name)
-	}
 	fork := min(t, p.Last)
-	s.mu.Lock()
-	id := s.allocIDLocked()
+	m := &Volume{Name: name, Kind: KindClone, Size: p.SizeAt(fork), BlockSize: p.BlockSize,
+		Parent: p.ID, ForkTime: fork}
+	vs, err := s.reserveLocked(m)
+	if err != nil {
+		s.mu.Unlock()
+		return nil, err
+	}
 	now := s.nextTimeLocked(0)
 	s.mu.Unlock()
-	m := &Volume{ID: id, Name: name, Kind: KindClone, Size: p.SizeAt(fork), BlockSize: p.BlockSize,
-		Parent: p.ID, ForkTime: fork}
+	defer s.release(vs)
 	w := s.newVersionWriter(m, now, VersionClone)
 	if err := w.commit(true); err != nil {
 		return nil, err

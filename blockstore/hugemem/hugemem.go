@@ -20,6 +20,14 @@
 // use is bounded by the peak of what was held at once. Without
 // transparent huge pages (or mmap) it works the same, in small pages (or
 // on the Go heap).
+//
+// The race detector sees only the Go heap, so it cannot see a buffer used
+// after it was given back, which would serve another request's bytes.
+// Built with the hugemempoison tag (make test does), a buffer given back
+// is made inaccessible (PROT_NONE) until it is handed out again, and
+// pools hand out the one given back first: any use after release faults
+// and kills the test (see Poisoned). The ordinary build compiles the
+// poisoning away.
 package hugemem
 
 import (
@@ -90,6 +98,7 @@ func mapRegion(n int) []byte {
 	// Advice only: without transparent huge pages the memory works the
 	// same, in small pages.
 	_ = unix.Madvise(b, unix.MADV_HUGEPAGE)
+	noteRegion(b)
 	return b
 }
 
@@ -127,10 +136,17 @@ func (p *Pool) Size() int { return p.size }
 func (p *Pool) Get() *[]byte {
 	p.mu.Lock()
 	var bp *[]byte
-	if k := len(p.hot); k > 0 {
+	switch {
+	case Poisoned && len(p.hot) > 0: // the one given back first: poisoned longest
+		bp, p.hot = p.hot[0], p.hot[1:]
+	case Poisoned && len(p.cold) > 0:
+		bp, p.cold = p.cold[0], p.cold[1:]
+	case len(p.hot) > 0:
+		k := len(p.hot)
 		bp = p.hot[k-1] // the one given back last: likely in the CPU's cache
 		p.hot = p.hot[:k-1]
-	} else if k := len(p.cold); k > 0 {
+	case len(p.cold) > 0:
+		k := len(p.cold)
 		bp = p.cold[k-1]
 		p.cold = p.cold[:k-1]
 	}
@@ -139,6 +155,7 @@ func (p *Pool) Get() *[]byte {
 		b := Alloc(p.size)
 		return &b
 	}
+	unpoison(*bp)
 	*bp = (*bp)[:p.size]
 	return bp
 }
@@ -149,6 +166,7 @@ func (p *Pool) Put(bp *[]byte) {
 	if bp == nil || cap(*bp) != p.size {
 		return
 	}
+	poison(*bp) // before another Get can have it
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if len(p.hot) < p.limit {
