@@ -25,9 +25,14 @@ func TestImportAtFutureIsRefused(t *testing.T) {
 	if err := os.WriteFile(img, []byte(strings.Repeat("rewind", 100000)), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	src, err := OpenSource(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
 	ctx := context.Background()
 	for _, at := range []string{"2200-01-01T00:00:00Z", "2999-01-01T00:00:00Z", "2026-11-25T15:01:00.000000001Z", "-0s"} {
-		_, err := s.Import(ctx, ImportRequest{Volume: "db01", Source: img, At: at}, nil)
+		_, err := s.Import(ctx, ImportRequest{Volume: "db01", Source: img, File: src, At: at}, nil)
 		if at == "-0s" {
 			if err != nil {
 				t.Fatalf("--at now: %v", err)
@@ -40,11 +45,11 @@ func TestImportAtFutureIsRefused(t *testing.T) {
 	}
 	// A minute ahead is allowed, for clocks a little apart.
 	now = now.Add(time.Second)
-	if _, err := s.Import(ctx, ImportRequest{Volume: "db01", Source: img, At: "2026-11-25T15:01:01Z"}, nil); err != nil {
+	if _, err := s.Import(ctx, ImportRequest{Volume: "db01", Source: img, File: src, At: "2026-11-25T15:01:01Z"}, nil); err != nil {
 		t.Fatalf("--at a minute ahead: %v", err)
 	}
 	now = now.Add(2 * time.Minute)
-	res, err := s.Import(ctx, ImportRequest{Volume: "db01", Source: img}, nil)
+	res, err := s.Import(ctx, ImportRequest{Volume: "db01", Source: img, File: src}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
