@@ -405,6 +405,18 @@ type server struct {
 	NBDAddr  string // host:port
 	HTTPAddr string // host:port, when asked for
 	Mount    string // the --mount directory, when asked for
+	Data     string // the data directory
+}
+
+// APIToken returns the bearer token of the HTTP API, which the daemon
+// made in DATA/api-token at its first start.
+func (s *server) APIToken(t testing.TB) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(s.Data, "api-token"))
+	if err != nil {
+		t.Fatalf("the API token: %v", err)
+	}
+	return strings.TrimSpace(string(b))
 }
 
 // Serve starts `rewind --data DATA serve --nbd 127.0.0.1:PORT ...` and
@@ -413,7 +425,7 @@ type server struct {
 // FUSE mount when asked for. It is stopped (SIGTERM) when the test ends.
 func (r *rewind) Serve(opts serveOptions) *server {
 	r.t.Helper()
-	s := &server{NBDAddr: fmt.Sprintf("127.0.0.1:%d", freePort(r.t)), Mount: opts.Mount}
+	s := &server{NBDAddr: fmt.Sprintf("127.0.0.1:%d", freePort(r.t)), Mount: opts.Mount, Data: r.Data}
 	args := []string{"serve", "--nbd", s.NBDAddr}
 	spec := daemonSpec{ReadyTCP: []string{s.NBDAddr}, ReadyUnix: []string{r.Socket()}}
 	if opts.HTTP {

@@ -24,7 +24,13 @@ import (
 func createVolume(t *testing.T, srv *server, name string, size int64) {
 	t.Helper()
 	body := fmt.Sprintf(`{"volume":%q,"size":%d}`, name, size)
-	resp, err := http.Post("http://"+srv.HTTPAddr+"/v1/create", "application/json", strings.NewReader(body))
+	req, err := http.NewRequest(http.MethodPost, "http://"+srv.HTTPAddr+"/v1/create", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+srv.APIToken(t))
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatalf("create %s: %v", name, err)
 	}
