@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -98,18 +99,59 @@ func openError(dir string, err error) error {
 // openIndex opens the Pebble database on guard. A disk too full for
 // Pebble to start its log opens it read-only (the store is then
 // unwritable), so that what it holds can still be read.
+//
+// Pebble's Open flushes the log it replays and waits for that flush,
+// retrying it for as long as it fails: on a disk without room for it,
+// Open would never return. So a store that starts unwritable (no room for
+// the reserve), or whose log needs more room to flush than the disk has,
+// opens read-only at once.
 func openIndex(dir string, guard *timeline.Guard, log *slog.Logger) (*pebble.DB, error) {
-	db, err := pebble.Open(dir, timeline.PebbleOptions(guard, log))
-	if err == nil || !isNoSpace(err) {
-		return db, err
+	if guard.Err() == nil {
+		if need, free, ok := replayRoom(guard.Unwrap(), dir); ok && free < need {
+			guard.Fail(fmt.Errorf("the index log needs about %d MiB to be replayed, and %s has %d MiB free: %w",
+				need>>20, dir, free>>20, unix.ENOSPC))
+		}
 	}
-	guard.Fail(err)
+	if guard.Err() == nil {
+		db, err := pebble.Open(dir, timeline.PebbleOptions(guard, log))
+		if err == nil || !isNoSpace(err) {
+			return db, err
+		}
+		guard.Fail(err)
+	}
 	o := timeline.PebbleOptions(guard, log)
 	o.ReadOnly = true
-	if db, rerr := pebble.Open(dir, o); rerr == nil {
-		return db, nil
+	db, err := pebble.Open(dir, o)
+	if err != nil {
+		return nil, errors.Join(guard.Err(), err)
 	}
-	return nil, err
+	log.Warn("the data directory is too full to take writes: serving what it holds read-only; free some space and restart", "err", guard.Err())
+	return db, nil
+}
+
+// replayRoom returns how many bytes replaying the index's log may need
+// (its size, plus a margin for the tables and manifest it writes) and how
+// many are free; ok is false when either is unknown.
+func replayRoom(fs vfs.FS, dir string) (need, free int64, ok bool) {
+	names, err := fs.List(dir)
+	if err != nil {
+		return 0, 0, false // a new index
+	}
+	for _, n := range names {
+		if strings.HasSuffix(n, ".log") {
+			if fi, err := fs.Stat(fs.PathJoin(dir, n)); err == nil {
+				need += fi.Size()
+			}
+		}
+	}
+	if need == 0 {
+		return 0, 0, false
+	}
+	du, err := fs.GetDiskUsage(dir)
+	if err != nil {
+		return 0, 0, false
+	}
+	return need + timeline.DefaultReserveBytes, int64(du.AvailBytes), true
 }
 
 // Writable returns nil while the store takes writes, else why not.
