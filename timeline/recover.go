@@ -54,33 +54,17 @@ func (s *Store) recoverPending() error {
 // garbage, but for chunks that other writers stored and indexed.
 func (s *Store) reclaim(vol uint64, t int64, start blockstore.Position) error {
 	ids := map[blockstore.ID]bool{}
-	lo, hi := timeKey(vol, t, 0), timeKey(vol, t, summaryPart)
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
-	if err != nil {
-		return err
-	}
-	var key []byte
-	for it.First(); it.Valid(); it.Next() {
-		rs, err := unmarshalRuns(it.Value())
+	err := s.eachPendingBlock(vol, t, nil, func(key []byte) {
+		v, closer, err := s.db.Get(key)
 		if err != nil {
-			it.Close()
-			return err
+			return
 		}
-		for _, r := range rs {
-			for blk := r.start; blk < r.start+r.n; blk++ {
-				key = versionKey(key, vol, blk, t)
-				v, closer, err := s.db.Get(key)
-				if err != nil {
-					continue
-				}
-				if ref, err := decodeValue(v); err == nil && ref.kind == refChunk {
-					ids[ref.id] = true
-				}
-				closer.Close()
-			}
+		if ref, err := decodeValue(v); err == nil && ref.kind == refChunk {
+			ids[ref.id] = true
 		}
-	}
-	if err := it.Close(); err != nil {
+		closer.Close()
+	})
+	if err != nil {
 		return err
 	}
 	freed, err := s.chunks.Reclaim(start, ids)
@@ -90,16 +74,15 @@ func (s *Store) reclaim(vol uint64, t int64, start blockstore.Position) error {
 	return err
 }
 
-// undoPending deletes the block versions that the parts of version (vol,
-// t) wrote, their time-index parts and the pending marker, in one batch.
-func (s *Store) undoPending(vol uint64, t int64) error {
+// eachPendingBlock calls onPart (if not nil) with the key of every
+// time-index part of version (vol, t), and onBlock with the version key of
+// every block that the part wrote; keys are valid only during the call.
+func (s *Store) eachPendingBlock(vol uint64, t int64, onPart, onBlock func(key []byte)) error {
 	lo, hi := timeKey(vol, t, 0), timeKey(vol, t, summaryPart)
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
 	if err != nil {
 		return err
 	}
-	b := s.db.NewBatch()
-	defer b.Close()
 	var key []byte
 	for it.First(); it.Valid(); it.Next() {
 		rs, err := unmarshalRuns(it.Value())
@@ -110,12 +93,24 @@ func (s *Store) undoPending(vol uint64, t int64) error {
 		for _, r := range rs {
 			for blk := r.start; blk < r.start+r.n; blk++ {
 				key = versionKey(key, vol, blk, t)
-				b.Delete(key, nil)
+				onBlock(key)
 			}
 		}
-		b.Delete(append([]byte(nil), it.Key()...), nil)
+		if onPart != nil {
+			onPart(it.Key())
+		}
 	}
-	if err := it.Close(); err != nil {
+	return it.Close()
+}
+
+// undoPending deletes the block versions that the parts of version (vol,
+// t) wrote, their time-index parts and the pending marker, in one batch.
+func (s *Store) undoPending(vol uint64, t int64) error {
+	b := s.db.NewBatch()
+	defer b.Close()
+	del := func(key []byte) { b.Delete(key, nil) } // the batch copies key
+	err := s.eachPendingBlock(vol, t, del, del)
+	if err != nil {
 		return err
 	}
 	b.Delete(pendingKey(vol, t), nil)
