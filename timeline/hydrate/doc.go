@@ -1,0 +1,62 @@
+// Package hydrate copies a live writable clone into a target (a file, a
+// block device, later an NBD server) while a workload uses the clone,
+// and hands the workload over to the target once the two are equal. It
+// is modelled on QEMU's mirror job (block/mirror.c).
+//
+// # Model
+//
+// The source is cut into granules (Options.Granularity, 64 KiB by
+// default); a dirty bitmap holds one bit per granule, all set at the
+// start. Workers (Options.Workers, 16 by default) take runs of dirty
+// granules that are not in flight (at most Options.MaxRequest), clear
+// their dirty bits and set their in-flight bits before reading, copy
+// them, and on error set the dirty bits again and fail the copy. Holes
+// of the source (Source.Extents) are skipped on granules known to read
+// as zeroes on the target (a new sparse file, or a granule the copier
+// zeroed) and written with Target.WriteZeroes otherwise. Ranges passed
+// to Prioritize are taken before the cursor's next run. Data copies take
+// tokens from a Limiter (bytes/s, SetRate at any time, 0 = unlimited).
+//
+// Writes through the export: after a write lands in the clone the export
+// calls WriteThrough (or MarkDirty for trims and zeroes). In background
+// mode that marks the granules dirty. In write-blocking mode it waits
+// for copies in flight over the range, so that no older data lands
+// last, clears the dirty bits of the granules it covers whole, and
+// writes to the target before returning. The copier switches to
+// write-blocking mode when the dirty count fails to shrink over
+// Options.StallPasses passes of its cursor; SetMode forces either mode.
+//
+// Converged means nothing dirty, nothing in flight, the target flushed.
+// The copier keeps running after it converges; Cutover waits for it,
+// pauses the export's I/O through the caller's callback, checks again,
+// flushes, and stops the copier, leaving I/O paused for the caller to
+// switch the export to the target.
+//
+// # Persisted progress
+//
+// Checkpoint (every Options.SaveInterval while Run runs, and when it
+// returns) snapshots the dirty bitmap with in-flight granules marked
+// dirty, plus the known-zero bitmap and a generation number, flushes the
+// target, then saves through a Store (FileStore: write, fsync, rename,
+// fsync the directory). The layout is in format.go. New resumes from
+// it. Writes that land in the clone after a snapshot are not in it, so
+// Options.Watermark (for a clone, its newest version time) is read under
+// the same lock as the snapshot and saved with it; after a restart the
+// caller marks dirty every range the clone wrote at or after it
+// (Resumed). A write that straddles the snapshot is covered by
+// BeginWrite: the export brackets each write with BeginWrite and its end
+// (calling WriteThrough or MarkDirty before end), and a snapshot saves
+// ranges between the two as dirty.
+//
+// # Concurrency
+//
+// Every method of Copier and Limiter is safe for concurrent use. The
+// Copier's state lives in one mutex (c.mu); no I/O happens while it is
+// held: workers, WriteThrough, Cutover and Checkpoint drop it around
+// reads, writes and flushes, and mark their ranges in flight instead.
+// Waiters (idle workers, WriteThrough waiting on in-flight copies,
+// WaitConverged) wait on a channel that every change closes and
+// replaces, together with their context. Checkpoint holds a second mutex
+// (saveMu) across its flush and save so saves are ordered. Source and
+// Target must be safe for concurrent calls on disjoint ranges.
+package hydrate
