@@ -9,8 +9,9 @@ import (
 // Tests pass a fake one.
 type Clock interface {
 	Now() time.Time
-	// Sleep waits d or until ctx is done, and returns ctx.Err() then.
-	Sleep(ctx context.Context, d time.Duration) error
+	// SleepUntil waits until t or until ctx is done, and returns
+	// ctx.Err() then.
+	SleepUntil(ctx context.Context, t time.Time) error
 }
 
 // realClock is the wall clock.
@@ -18,14 +19,15 @@ type realClock struct{}
 
 func (realClock) Now() time.Time { return time.Now() }
 
-func (realClock) Sleep(ctx context.Context, d time.Duration) error {
+func (realClock) SleepUntil(ctx context.Context, t time.Time) error {
+	d := time.Until(t)
 	if d <= 0 {
 		return ctx.Err()
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
+	tm := time.NewTimer(d)
+	defer tm.Stop()
 	select {
-	case <-t.C:
+	case <-tm.C:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()

@@ -45,7 +45,7 @@ type Copier struct {
 		writing               map[uint64]span    // export writes between BeginWrite and end
 		nextWrite             uint64
 	}
-	onWait func() // test hook: WriteThrough is about to wait for a copy in flight
+	onWait func() // test hook: BeginWrite is about to wait for a range in flight
 }
 
 // span is a range of granules [lo, hi).

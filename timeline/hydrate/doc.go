@@ -17,14 +17,17 @@
 // to Prioritize are taken before the cursor's next run. Data copies take
 // tokens from a Limiter (bytes/s, SetRate at any time, 0 = unlimited).
 //
-// Writes through the export: after a write lands in the clone the export
-// calls WriteThrough (or MarkDirty for trims and zeroes). In background
-// mode that marks the granules dirty. In write-blocking mode it waits
-// for copies in flight over the range, so that no older data lands
-// last, clears the dirty bits of the granules it covers whole, and
-// writes to the target before returning. The copier switches to
-// write-blocking mode when the dirty count fails to shrink over
-// Options.StallPasses passes of its cursor; SetMode forces either mode.
+// Writes through the export: the export brackets each write to the
+// clone with BeginWrite and Write.Finish (FinishZeroes for trims and
+// zeroes, Abort if the clone write failed). In background mode Finish
+// marks the granules dirty. In write-blocking mode BeginWrite waits for
+// copies and writes in flight over the range and holds it (so neither a
+// copy's older data nor an overlapping write lands on the target last),
+// clears the dirty bits of the granules it covers whole, and Finish
+// writes to the target before the export acknowledges. The copier
+// switches to write-blocking mode when the dirty count fails to shrink
+// over Options.StallPasses passes of its cursor; SetMode forces either
+// mode. MarkDirty marks ranges that changed outside BeginWrite.
 //
 // Converged means nothing dirty, nothing in flight, the target flushed.
 // The copier keeps running after it converges; Cutover waits for it,
@@ -43,18 +46,17 @@
 // Options.Watermark (for a clone, its newest version time) is read under
 // the same lock as the snapshot and saved with it; after a restart the
 // caller marks dirty every range the clone wrote at or after it
-// (Resumed). A write that straddles the snapshot is covered by
-// BeginWrite: the export brackets each write with BeginWrite and its end
-// (calling WriteThrough or MarkDirty before end), and a snapshot saves
-// ranges between the two as dirty.
+// (Resumed). A write between BeginWrite and
+// Finish is saved as dirty, so a write straddling the snapshot is
+// covered too.
 //
 // # Concurrency
 //
 // Every method of Copier and Limiter is safe for concurrent use. The
 // Copier's state lives in one mutex (c.mu); no I/O happens while it is
-// held: workers, WriteThrough, Cutover and Checkpoint drop it around
+// held: workers, Write.Finish, Cutover and Checkpoint drop it around
 // reads, writes and flushes, and mark their ranges in flight instead.
-// Waiters (idle workers, WriteThrough waiting on in-flight copies,
+// Waiters (idle workers, BeginWrite waiting on ranges in flight,
 // WaitConverged) wait on a channel that every change closes and
 // replaces, together with their context. Checkpoint holds a second mutex
 // (saveMu) across its flush and save so saves are ordered. Source and

@@ -2,6 +2,7 @@ package hydrate
 
 import (
 	"context"
+	"math"
 	"sync"
 	"time"
 )
@@ -78,12 +79,13 @@ func (l *Limiter) Wait(ctx context.Context, n int64) error {
 		l.mu.Unlock()
 		return ctx.Err()
 	}
-	l.refillLocked(l.clock.Now())
+	now := l.clock.Now()
+	l.refillLocked(now)
 	l.mu.tokens -= float64(n)
-	var d time.Duration
+	wake := now
 	if l.mu.tokens < 0 {
-		d = time.Duration(-l.mu.tokens / float64(l.mu.rate) * float64(time.Second))
+		wake = now.Add(time.Duration(math.Ceil(-l.mu.tokens / float64(l.mu.rate) * float64(time.Second))))
 	}
 	l.mu.Unlock()
-	return l.clock.Sleep(ctx, d)
+	return l.clock.SleepUntil(ctx, wake)
 }

@@ -33,6 +33,7 @@ type Options struct {
 	SaveInterval time.Duration
 	// Watermark, if set, is read each time progress is saved, under the
 	// same lock as the bitmap, and saved with it (see Copier.Resumed).
+	// It must be cheap: it runs with the copier locked.
 	Watermark func() int64
 	// Clock is the time source (default the wall clock).
 	Clock Clock

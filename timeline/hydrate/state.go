@@ -47,7 +47,7 @@ const (
 	// ModeBackground: writes only mark their range dirty.
 	ModeBackground Mode = iota
 	// ModeWriteBlocking: writes go to the target before they are
-	// acknowledged (WriteThrough).
+	// acknowledged (BeginWrite, Write.Finish).
 	ModeWriteBlocking
 )
 
