@@ -48,12 +48,13 @@ func (c *Copier) nextLocked() (span, bool) {
 	if c.mu.state != StateCopying && c.mu.state != StateConverged {
 		return span{}, false
 	}
-	i := -1
+	i, prio := -1, false
 	for len(c.mu.prio) > 0 && i < 0 {
 		p := c.mu.prio[0]
 		if i = c.mu.dirty.nextAndNot(&c.mu.inflight, p.lo, p.hi); i < 0 {
 			c.mu.prio = c.mu.prio[1:]
 		}
+		prio = i >= 0
 	}
 	if i < 0 {
 		i = c.mu.dirty.nextAndNot(&c.mu.inflight, c.mu.cursor, c.n)
@@ -73,7 +74,9 @@ func (c *Copier) nextLocked() (span, bool) {
 	}
 	c.mu.dirty.clearRange(i, j)
 	c.mu.inflight.setRange(i, j)
-	c.mu.cursor = j
+	if !prio { // a prioritised pick leaves the pass where it was
+		c.mu.cursor = j
+	}
 	if c.mu.state == StateConverged {
 		c.mu.state = StateCopying
 	}
