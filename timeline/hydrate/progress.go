@@ -59,6 +59,8 @@ func (c *Copier) Checkpoint() error {
 	}
 	c.mu.Lock()
 	c.mu.flushed = max(c.mu.flushed, writes)
+	c.convergedLocked()
+	c.notifyLocked()
 	c.mu.Unlock()
 	return c.opt.Store.Save(s.encode())
 }
