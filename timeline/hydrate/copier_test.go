@@ -159,3 +159,38 @@ func TestWritesDuringCopyReachTarget(t *testing.T) {
 		})
 	}
 }
+
+// A granule the copier filled on a zeroed target is no longer known to
+// be zero: a trim of it afterwards must reach the target.
+func TestTrimAfterCopyReachesZeroedTarget(t *testing.T) {
+	const gran = 16 * kib
+	src := allData(8, gran)
+	dst := newMemTarget(src.Size())
+	c, err := New(src, dst, Options{Granularity: gran, TargetZeroed: true, Workers: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait := run(context.Background(), c)
+	if err := c.WaitConverged(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	w, err := c.BeginWrite(context.Background(), 2*gran, 3*gran)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src.trim(2*gran, 3*gran)
+	if err := w.FinishZeroes(); err != nil {
+		t.Fatal(err)
+	}
+	resume, err := c.Cutover(context.Background(), noPause)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resume()
+	if err := wait(); err != nil {
+		t.Fatal(err)
+	}
+	if dst.sum() != src.sum() {
+		t.Fatal("the trim did not reach the target")
+	}
+}

@@ -42,6 +42,16 @@ func (s *memSource) write(p []byte, off int64) {
 	}
 }
 
+// trim makes whole blocks [off, off+n) holes.
+func (s *memSource) trim(off, n int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	clear(s.mu.data[off : off+n])
+	for b := off / s.bs; b*s.bs < off+n; b++ {
+		s.mu.hole[b] = true
+	}
+}
+
 func (s *memSource) Size() int64 {
 	s.mu.RLock()
 	defer s.mu.RUnlock()

@@ -207,7 +207,12 @@ func TestWriteBlockingWaitsForCopyInFlight(t *testing.T) {
 		src.write(p, 0)
 		done <- w.Finish(p)
 	}()
-	<-waiting // BeginWrite found the copy in flight
+	select {
+	case <-waiting: // BeginWrite found the copy in flight
+	case err := <-done:
+		close(release)
+		t.Fatalf("the write finished (%v) while a copy over its range was in flight", err)
+	}
 	close(release)
 	if err := <-done; err != nil {
 		t.Fatal(err)
