@@ -61,4 +61,15 @@
 // replaces, together with their context. Checkpoint holds a second mutex
 // (saveMu) across its flush and save so saves are ordered. Source and
 // Target must be safe for concurrent calls on disjoint ranges.
+//
+// # Known limits
+//
+//   - A copy already sleeping on the Limiter when SetRate is called
+//     finishes the sleep it was given (at most MaxRequest at the old rate).
+//   - Writes in write-blocking mode are not rate limited, and the copier
+//     never switches back to background mode by itself.
+//   - At most 64 prioritised ranges are queued; older ones drop.
+//   - Any error fails the copy; there is no retry policy yet.
+//   - FileTarget.WriteZeroes punches holes, or zeroes in place, and last
+//     writes zeroes; on a block device that may be slow.
 package hydrate
