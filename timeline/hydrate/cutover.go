@@ -30,7 +30,9 @@ func (c *Copier) WaitConverged(ctx context.Context) error {
 }
 
 // Cutover waits until the copy converges, calls pause to stop the
-// export's I/O, checks again that nothing is dirty or in flight, flushes
+// export's I/O (pause should let writes in progress finish: Cutover
+// cannot go on while one is between BeginWrite and Finish), checks
+// again that nothing is dirty or in flight, flushes
 // the target and stops the copier. It returns pause's resume function
 // with I/O still paused: the caller switches the export to the target,
 // then resumes. If the check fails, Cutover resumes I/O itself and
@@ -42,7 +44,7 @@ func (c *Copier) Cutover(ctx context.Context, pause func() (resume func())) (fun
 		}
 		resume := pause()
 		c.mu.Lock()
-		clean := c.mu.dirty.count == 0 && c.mu.inflight.count == 0 && !c.mu.flushing &&
+		clean := c.mu.dirty.count == 0 && c.mu.inflight.count == 0 && len(c.mu.writing) == 0 && !c.mu.flushing &&
 			(c.mu.state == StateConverged || c.mu.state == StateCopying)
 		c.mu.Unlock()
 		if !clean {

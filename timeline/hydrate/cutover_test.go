@@ -81,3 +81,44 @@ func TestCancelStopsRun(t *testing.T) {
 		t.Fatalf("Cutover after Cancel = %v", err)
 	}
 }
+
+// A write between BeginWrite and Finish keeps the copy from counting as
+// converged, so Cutover cannot switch while it is landing.
+func TestWriteInProgressIsNotConverged(t *testing.T) {
+	const gran = 16 * kib
+	src := allData(8, gran)
+	dst := newMemTarget(src.Size())
+	c, err := New(src, dst, Options{Granularity: gran, Workers: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait := run(context.Background(), c)
+	if err := c.WaitConverged(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	w, err := c.BeginWrite(context.Background(), gran, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := c.WaitConverged(done); !errors.Is(err, context.Canceled) {
+		t.Fatalf("WaitConverged with a write in progress = %v, want it to wait", err)
+	}
+	p := []byte("0123456789")
+	src.write(p, gran)
+	if err := w.Finish(p); err != nil {
+		t.Fatal(err)
+	}
+	resume, err := c.Cutover(context.Background(), noPause)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resume()
+	if err := wait(); err != nil {
+		t.Fatal(err)
+	}
+	if dst.sum() != src.sum() {
+		t.Fatal("target differs from source")
+	}
+}

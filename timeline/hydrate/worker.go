@@ -124,9 +124,10 @@ func (c *Copier) flushLocked() {
 	c.notifyLocked()
 }
 
-// isConvergedLocked: nothing dirty, nothing in flight, target flushed.
+// isConvergedLocked: nothing dirty, nothing in flight, no write of the
+// export between BeginWrite and Finish, target flushed.
 func (c *Copier) isConvergedLocked() bool {
-	return c.mu.dirty.count == 0 && c.mu.inflight.count == 0 &&
+	return c.mu.dirty.count == 0 && c.mu.inflight.count == 0 && len(c.mu.writing) == 0 &&
 		c.mu.writes == c.mu.flushed && !c.mu.flushing
 }
 

@@ -41,6 +41,9 @@ func (c *Copier) BeginWrite(ctx context.Context, off, n int64) (*Write, error) {
 	w.id = c.mu.nextWrite
 	c.mu.nextWrite++
 	c.mu.writing[w.id] = w.r
+	if c.mu.state == StateConverged { // not converged until it finishes
+		c.mu.state = StateCopying
+	}
 	if c.mu.mode == ModeWriteBlocking && c.activeLocked() {
 		w.blocking = true
 		// Granules the write covers whole will be clean once it lands on
