@@ -1,0 +1,15 @@
+package hydrate
+
+import "github.com/rewind-dev/rewind/timeline"
+
+// Source is what the copier reads: the live writable clone. Its methods
+// must be safe for concurrent use. *timeline.View satisfies it.
+type Source interface {
+	ReadAt(p []byte, off int64) (int, error)
+	Size() int64
+	// Extents reports data and holes in [off, off+n); it may cover less
+	// than asked, but at least one byte.
+	Extents(off, n int64) ([]timeline.Extent, error)
+}
+
+var _ Source = (*timeline.View)(nil)
