@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -22,9 +23,18 @@ import (
 // (qemu-nbd --fork, nbdkit without -f) and kills it when the test ends.
 func daemon(t *testing.T, pidFile string, name string, args ...string) {
 	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
+	// Output goes to a file: the daemon inherits it, and a pipe would
+	// stay open until the daemon's stderr closes.
+	out, err := os.CreateTemp(t.TempDir(), "out")
 	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+		t.Fatal(err)
+	}
+	defer out.Close()
+	cmd := exec.Command(name, args...)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Run(); err != nil {
+		b, _ := os.ReadFile(out.Name())
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, b)
 	}
 	b, err := os.ReadFile(pidFile)
 	if err != nil {
@@ -35,18 +45,33 @@ func daemon(t *testing.T, pidFile string, name string, args ...string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		// SIGKILL: qemu-nbd takes over a second to exit on SIGTERM, and
+		// nothing of it is needed any more.
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 			t.Errorf("kill %s (%d): %v", name, pid, err)
 			return
 		}
 		// Let it go before its files are removed.
-		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-			if syscall.Kill(pid, 0) != nil {
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			if !alive(pid) {
 				return
 			}
 		}
-		syscall.Kill(pid, syscall.SIGKILL)
+		t.Errorf("%s (%d) outlived SIGKILL", name, pid)
 	})
+}
+
+// alive reports whether pid runs: it exists and is not a zombie waiting
+// for init to reap it.
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// pid (comm) state ...; comm may hold spaces and parentheses.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
 }
 
 // qemuNBD serves file as the export "disk" on a unix socket; extra
@@ -207,4 +232,55 @@ func activated(t *testing.T, sock string, name string, args ...string) {
 		cmd.Process.Kill()
 		cmd.Wait()
 	})
+}
+
+// nbdkit advertising block size constraints, and failing requests that
+// break them (blocksize-policy), without WRITE_ZEROES (nozero).
+func TestNBDKitBlockSizes(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "k.sock")
+	activated(t, sock, "nbdkit", "-f", "--filter=blocksize-policy", "--filter=nozero", "memory", "16M",
+		"blocksize-minimum=512", "blocksize-maximum=65536", "blocksize-error-policy=error")
+	c := dial(t, "nbd+unix:///?socket="+sock, client.Options{Writable: true})
+	info := c.Info()
+	if s := info.BlockSizes(); s.Min != 512 || s.MaxPayload != 65536 || info.MaxPayload() != 65536 || info.CanWriteZeroes() {
+		t.Fatalf("sizes %+v, flags %#x", s, info.Flags())
+	}
+	data := pattern(9, 1<<20+512)
+	if _, err := c.WriteAt(data, 512); err != nil {
+		t.Fatalf("a write split at the maximum payload: %v", err)
+	}
+	if err := c.WriteZeroes(4096, 256<<10, false); err != nil {
+		t.Fatalf("zeroes written as data: %v", err)
+	}
+	clear(data[4096-512 : 4096-512+256<<10])
+	got := make([]byte, len(data))
+	if _, err := c.ReadAt(got, 512); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read back differs (%v)", err)
+	}
+	for _, r := range []struct{ off, n int64 }{{0, 100}, {1, 512}} {
+		if _, err := c.ReadAt(make([]byte, r.n), r.off); !errors.Is(err, client.ErrUnaligned) {
+			t.Errorf("read of %d at %d: %v, want ErrUnaligned", r.n, r.off, err)
+		}
+	}
+}
+
+// nbdkit's error filter: errors the server sends arrive as errnos.
+func TestNBDKitErrors(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "k.sock")
+	activated(t, sock, "nbdkit", "-f", "--filter=error", "memory", "1M",
+		"error-pwrite=ENOSPC", "error-pwrite-rate=100%", "error-pread=EIO", "error-pread-rate=100%",
+		"error-trim=EPERM", "error-trim-rate=100%")
+	c := dial(t, "nbd+unix:///?socket="+sock, client.Options{Writable: true})
+	if _, err := c.WriteAt(make([]byte, 4096), 0); !errors.Is(err, syscall.ENOSPC) {
+		t.Errorf("write: %v, want ENOSPC", err)
+	}
+	if _, err := c.ReadAt(make([]byte, 4096), 0); !errors.Is(err, syscall.EIO) {
+		t.Errorf("read: %v, want EIO", err)
+	}
+	if err := c.Trim(0, 4096); !errors.Is(err, syscall.EPERM) {
+		t.Errorf("trim: %v, want EPERM", err)
+	}
+	if err := c.Flush(); err != nil {
+		t.Errorf("flush after errors: %v", err)
+	}
 }
