@@ -90,34 +90,35 @@ func TestRoundTripConcurrent(t *testing.T) {
 
 // A request over the maximum payload is split, and pieces never exceed it.
 func TestLargeRequestsSplit(t *testing.T) {
-	s := startServer(t, nil)
-	c := dial(t, s.uri("disk"), client.Options{})
+	big := &counting{Memory: nbdtest.NewMemory(48<<20, testBlock)}
+	s := startServer(t, nil, &nbd.Export{Name: "big", Backend: big})
+	c := dial(t, s.uri("big"), client.Options{})
 	if c.Info().MaxPayload() != nbd.MaxPayload {
 		t.Fatalf("max payload %d, want %d", c.Info().MaxPayload(), nbd.MaxPayload)
 	}
-	big := pattern(3, 40<<20+512)
-	if n, err := c.WriteAt(big, 4096); err != nil || n != len(big) {
+	data := pattern(3, 40<<20+512)
+	if n, err := c.WriteAt(data, 4096); err != nil || n != len(data) {
 		t.Fatalf("WriteAt = %d, %v", n, err)
 	}
-	got := make([]byte, len(big))
+	got := make([]byte, len(data))
 	if n, err := c.ReadAt(got, 4096); err != nil || n != len(got) {
 		t.Fatalf("ReadAt = %d, %v", n, err)
 	}
-	if !bytes.Equal(got, big) {
+	if !bytes.Equal(got, data) {
 		t.Fatal("a split read returned other bytes than a split write wrote")
 	}
-	if w, r := s.mem.maxWrite.Load(), s.mem.maxRead.Load(); w != nbd.MaxPayload || r != nbd.MaxPayload {
+	if w, r := big.maxWrite.Load(), big.maxRead.Load(); w != nbd.MaxPayload || r != nbd.MaxPayload {
 		t.Fatalf("largest write %d, read %d reached the backend; want %d", w, r, nbd.MaxPayload)
 	}
-	if w := s.mem.writes.Load(); w != 2 {
+	if w := big.writes.Load(); w != 2 {
 		t.Fatalf("%d writes for 40 MiB, want 2", w)
 	}
 	// Past the end: ReaderAt reads what there is, WriterAt refuses all.
 	tail := make([]byte, 8192)
-	if n, err := c.ReadAt(tail, testSize-4096); n != 4096 || err != io.EOF {
+	if n, err := c.ReadAt(tail, big.Size()-4096); n != 4096 || err != io.EOF {
 		t.Fatalf("read over the end = %d, %v; want 4096, EOF", n, err)
 	}
-	if _, err := c.WriteAt(tail, testSize-4096); !errors.Is(err, client.ErrOutOfRange) {
+	if _, err := c.WriteAt(tail, big.Size()-4096); !errors.Is(err, client.ErrOutOfRange) {
 		t.Fatalf("write over the end: %v", err)
 	}
 }

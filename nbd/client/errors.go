@@ -55,8 +55,8 @@ func (e *RequestError) Error() string {
 func (e *RequestError) Unwrap() []error { return []error{e.Errno, Syscall(e.Errno)} }
 
 // Syscall maps an NBD error value to the errno of the same meaning. The
-// protocol's values are Linux's; an unknown value is EINVAL, as the
-// protocol asks clients to treat it.
+// protocol's values are Linux's; a value the protocol does not define is
+// EINVAL, as libnbd treats it.
 func Syscall(e nbd.Errno) syscall.Errno {
 	switch e {
 	case nbd.EPERM, nbd.EIO, nbd.ENOMEM, nbd.EINVAL, nbd.ENOSPC, nbd.EOVERFLOW, nbd.ENOTSUP, nbd.ESHUTDOWN:

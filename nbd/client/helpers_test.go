@@ -16,7 +16,7 @@ import (
 )
 
 const (
-	testSize  = 48 << 20
+	testSize  = 16 << 20
 	testBlock = 4096
 )
 
