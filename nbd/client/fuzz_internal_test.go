@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -65,20 +66,34 @@ var fuzzRequests = []struct {
 	{nbd.CmdRead, fuzzSize - 65536, 65536},
 }
 
-// pipeServer plays a server on a pipe: it writes script, reads the first
-// expect bytes the client sends, writes after and hangs up.
+// pipeServer plays a server on a pipe: it writes script, waits for the
+// first expect bytes the client sends, writes after and hangs up. What
+// the client sends is read all along, so neither side blocks the other.
 func pipeServer(t testing.TB, script []byte, expect int, after []byte) net.Conn {
 	cs, ss := net.Pipe()
+	got := make(chan struct{})
+	go func() {
+		var once sync.Once
+		defer once.Do(func() { close(got) })
+		b := make([]byte, 4096)
+		for n := 0; ; {
+			if n >= expect {
+				once.Do(func() { close(got) })
+			}
+			m, err := ss.Read(b)
+			if err != nil {
+				return
+			}
+			n += m
+		}
+	}()
 	go func() {
 		defer ss.Close()
 		ss.SetDeadline(time.Now().Add(10 * time.Second))
 		if _, err := ss.Write(script); err != nil {
 			return
 		}
-		if _, err := io.ReadFull(ss, make([]byte, expect)); err != nil {
-			return
-		}
-		go io.Copy(io.Discard, ss) // NBD_CMD_DISC and the like
+		<-got
 		ss.Write(after)
 	}()
 	return cs
@@ -105,7 +120,7 @@ func FuzzReplies(f *testing.F) {
 			}
 		}
 		nc := pipeServer(t, append(greeting(), goReplies()...), hs+reqs, data)
-		c, err := Handshake(context.Background(), nc, Target{Network: "unix", Address: "fuzz", Export: "disk"}, Options{})
+		c, err := Handshake(context.Background(), nc, fuzzTarget, Options{})
 		if err != nil {
 			t.Fatalf("handshake: %v", err)
 		}
@@ -148,7 +163,7 @@ func FuzzHandshake(f *testing.F) {
 			ss.Close()
 		}()
 		go io.Copy(io.Discard, ss)
-		c, err := Handshake(context.Background(), cs, Target{Network: "unix", Address: "fuzz", Export: "disk"}, Options{})
+		c, err := Handshake(context.Background(), cs, fuzzTarget, Options{})
 		if err != nil {
 			cs.Close()
 			return
