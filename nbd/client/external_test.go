@@ -21,7 +21,7 @@ import (
 
 // daemon runs a server that forks into the background once it listens
 // (qemu-nbd --fork, nbdkit without -f) and kills it when the test ends.
-func daemon(t *testing.T, pidFile string, name string, args ...string) {
+func daemon(t testing.TB, pidFile string, name string, args ...string) {
 	t.Helper()
 	// Output goes to a file: the daemon inherits it, and a pipe would
 	// stay open until the daemon's stderr closes.
@@ -76,7 +76,7 @@ func alive(pid int) bool {
 
 // qemuNBD serves file as the export "disk" on a unix socket; extra
 // arguments (-r) are passed on. It returns the socket path.
-func qemuNBD(t *testing.T, file string, extra ...string) string {
+func qemuNBD(t testing.TB, file string, extra ...string) string {
 	dir := t.TempDir()
 	sock, pid := filepath.Join(dir, "q.sock"), filepath.Join(dir, "q.pid")
 	args := append([]string{"--fork", "--persistent", "--pid-file=" + pid, "-k", sock, "-x", "disk", "-f", "raw"}, extra...)
