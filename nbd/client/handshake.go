@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"net"
+	"os"
 	"strings"
 	"time"
 
@@ -43,8 +44,14 @@ func Handshake(ctx context.Context, nc net.Conn, t Target, opts Options) (*Conn,
 	h := &handshake{nc: nc, br: bufio.NewReader(nc), t: t}
 	info, err := h.run(ctx, opts)
 	if err != nil {
-		if ctx.Err() != nil {
-			err = fmt.Errorf("nbd client: handshake with %s: %w (%v)", t, context.Cause(ctx), err)
+		// The socket's deadlines come from ctx only, and may fire a moment
+		// before ctx reports its own.
+		if ctx.Err() != nil || errors.Is(err, os.ErrDeadlineExceeded) {
+			cause := context.Cause(ctx)
+			if cause == nil {
+				cause = context.DeadlineExceeded
+			}
+			err = fmt.Errorf("nbd client: the handshake with %s did not finish: %w; check that it is an NBD server", t, cause)
 		}
 		return nil, err
 	}
