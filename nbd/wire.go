@@ -367,3 +367,20 @@ func DecodeSimpleReply(b *[SimpleReplyLen]byte) (SimpleReply, bool) {
 	}
 	return SimpleReply{Errno: Errno(be.Uint32(b[4:])), Cookie: be.Uint64(b[8:])}, true
 }
+
+// ChunkHeader is a decoded structured reply chunk header; Length bytes of
+// payload follow it.
+type ChunkHeader struct {
+	Flags, Type uint16
+	Cookie      uint64
+	Length      uint32
+}
+
+// DecodeChunkHeader parses a structured reply chunk header. It reports
+// false if the magic is not NBD_STRUCTURED_REPLY_MAGIC.
+func DecodeChunkHeader(b *[ChunkHeaderLen]byte) (ChunkHeader, bool) {
+	if be.Uint32(b[0:]) != MagicStructured {
+		return ChunkHeader{}, false
+	}
+	return ChunkHeader{Flags: be.Uint16(b[4:]), Type: be.Uint16(b[6:]), Cookie: be.Uint64(b[8:]), Length: be.Uint32(b[16:])}, true
+}

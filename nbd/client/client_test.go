@@ -20,8 +20,8 @@ import (
 func TestRoundTripConcurrent(t *testing.T) {
 	s := startServer(t, nil)
 	c := dial(t, s.uri("disk"), client.Options{Writable: true})
-	if c.Size() != testSize {
-		t.Fatalf("size %d, want %d", c.Size(), testSize)
+	if c.Size() != testSize || !c.StructuredReplies() {
+		t.Fatalf("size %d, want %d; structured replies %v", c.Size(), testSize, c.StructuredReplies())
 	}
 	info := c.Info()
 	if !info.CanFlush() || !info.CanFUA() || !info.CanTrim() || !info.CanWriteZeroes() || !info.CanFastZero() || !info.CanMultiConn() || info.ReadOnly() {
@@ -92,8 +92,9 @@ func TestRoundTripConcurrent(t *testing.T) {
 func TestLargeRequestsSplit(t *testing.T) {
 	big := &counting{Memory: nbdtest.NewMemory(48<<20, testBlock)}
 	s := startServer(t, nil, &nbd.Export{Name: "big", Backend: big})
-	c := dial(t, s.uri("big"), client.Options{})
-	if c.Info().MaxPayload() != nbd.MaxPayload {
+	// Simple replies here; TestRoundTripConcurrent has structured ones.
+	c := dial(t, s.uri("big"), client.Options{SimpleReplies: true})
+	if c.Info().MaxPayload() != nbd.MaxPayload || c.StructuredReplies() {
 		t.Fatalf("max payload %d, want %d", c.Info().MaxPayload(), nbd.MaxPayload)
 	}
 	data := pattern(3, 40<<20+512)
@@ -143,24 +144,29 @@ func (f failing) ReadAt(p []byte, off int64) (int, error) {
 	return f.counting.ReadAt(p, off)
 }
 
-// Server errors come back as errnos, and the connection stays usable.
+// Server errors come back as errnos, with simple and structured replies,
+// and the connection stays usable.
 func TestErrorsMapped(t *testing.T) {
-	s := startServer(t, nil, &nbd.Export{Name: "failing", Backend: failing{&counting{Memory: nbdtest.NewMemory(4<<20, testBlock)}}})
-	c := dial(t, s.uri("failing"), client.Options{Writable: true})
-	_, err := c.WriteAt(make([]byte, 512), badOff)
-	var re *client.RequestError
-	if !errors.Is(err, syscall.ENOSPC) || !errors.Is(err, nbd.ENOSPC) || !errors.As(err, &re) || re.Op != "write" || re.Offset != badOff {
-		t.Fatalf("write error %v, want ENOSPC at %d", err, badOff)
-	}
-	if _, err := c.ReadAt(make([]byte, 512), badOff); !errors.Is(err, syscall.EIO) {
-		t.Fatalf("read error %v, want EIO", err)
-	}
-	// Ranges past the end are refused before they are sent.
-	if err := c.WriteZeroes(4<<20, 512, false); !errors.Is(err, client.ErrOutOfRange) {
-		t.Fatalf("zeroes past the end: %v", err)
-	}
-	if _, err := c.WriteAt([]byte("ok"), 0); err != nil {
-		t.Fatalf("connection unusable after errors: %v", err)
+	fail := failing{&counting{Memory: nbdtest.NewMemory(4<<20, testBlock)}}
+	fail.Fill(make([]byte, 4096), badOff) // data, not a hole the server answers itself
+	s := startServer(t, nil, &nbd.Export{Name: "failing", Backend: fail})
+	for _, simple := range []bool{false, true} {
+		c := dial(t, s.uri("failing"), client.Options{Writable: true, SimpleReplies: simple})
+		_, err := c.WriteAt(make([]byte, 512), badOff)
+		var re *client.RequestError
+		if !errors.Is(err, syscall.ENOSPC) || !errors.Is(err, nbd.ENOSPC) || !errors.As(err, &re) || re.Op != "write" || re.Offset != badOff {
+			t.Fatalf("simple=%v: write error %v, want ENOSPC at %d", simple, err, badOff)
+		}
+		if _, err := c.ReadAt(make([]byte, 512), badOff); !errors.Is(err, syscall.EIO) {
+			t.Fatalf("simple=%v: read error %v, want EIO", simple, err)
+		}
+		// Ranges past the end are refused before they are sent.
+		if err := c.WriteZeroes(4<<20, 512, false); !errors.Is(err, client.ErrOutOfRange) {
+			t.Fatalf("zeroes past the end: %v", err)
+		}
+		if _, err := c.WriteAt([]byte("ok"), 0); err != nil {
+			t.Fatalf("simple=%v: connection unusable after errors: %v", simple, err)
+		}
 	}
 
 	// A read-only export: the client refuses writes without sending them.

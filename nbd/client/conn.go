@@ -2,10 +2,7 @@ package client
 
 import (
 	"bufio"
-	"encoding/binary"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"sync"
 	"time"
@@ -18,9 +15,10 @@ import (
 // writer lock, and one reader goroutine matches replies to requests by
 // cookie, so many requests are in flight at once.
 type Conn struct {
-	nc     net.Conn
-	info   Info
-	target Target
+	nc         net.Conn
+	info       Info
+	target     Target
+	structured bool // structured replies negotiated
 
 	wmu sync.Mutex // held while a request (header and payload) is written
 
@@ -43,10 +41,13 @@ type call struct {
 	errno  nbd.Errno
 	err    error
 	done   chan struct{}
+	// covered counts the READ bytes structured chunks delivered; only
+	// the reader goroutine touches it.
+	covered int64
 }
 
-func newConn(nc net.Conn, br *bufio.Reader, info Info, t Target) *Conn {
-	c := &Conn{nc: nc, info: info, target: t, readerDone: make(chan struct{})}
+func newConn(nc net.Conn, br *bufio.Reader, info Info, t Target, structured bool) *Conn {
+	c := &Conn{nc: nc, info: info, target: t, structured: structured, readerDone: make(chan struct{})}
 	c.mu.pending = make(map[uint64]*call)
 	go c.readLoop(br)
 	return c
@@ -54,6 +55,10 @@ func newConn(nc net.Conn, br *bufio.Reader, info Info, t Target) *Conn {
 
 // Info describes the export.
 func (c *Conn) Info() Info { return c.info }
+
+// StructuredReplies reports whether the server agreed to structured
+// replies.
+func (c *Conn) StructuredReplies() bool { return c.structured }
 
 // Size is the export's size in bytes.
 func (c *Conn) Size() int64 { return c.info.Size() }
@@ -110,47 +115,19 @@ func (c *Conn) do(op string, typ, flags uint16, off, length int64, payload, buf 
 // readLoop reads replies until the connection fails or closes.
 func (c *Conn) readLoop(br *bufio.Reader) {
 	defer close(c.readerDone)
-	c.fail(readReplies(br, c.take))
+	rr := replyReader{r: br, find: c.find, structured: c.structured}
+	c.fail(rr.run())
 }
 
-// take removes and returns the call waiting for cookie.
-func (c *Conn) take(cookie uint64) *call {
+// find returns the call waiting for cookie, removing it when last.
+func (c *Conn) find(cookie uint64, last bool) *call {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	cl := c.mu.pending[cookie]
-	delete(c.mu.pending, cookie)
-	return cl
-}
-
-// readReplies reads simple replies from r, completing the call each
-// names, until an error; it never returns nil.
-func readReplies(r io.Reader, take func(cookie uint64) *call) error {
-	var h [nbd.SimpleReplyLen]byte
-	for {
-		if _, err := io.ReadFull(r, h[:]); err != nil {
-			if errors.Is(err, io.EOF) {
-				return fmt.Errorf("%w: the server closed the connection", ErrClosed)
-			}
-			return fmt.Errorf("%w: %v", ErrClosed, err)
-		}
-		rep, ok := nbd.DecodeSimpleReply(&h)
-		if !ok {
-			return fmt.Errorf("%w: bad reply magic %#x", ErrProtocol, binary.BigEndian.Uint32(h[:]))
-		}
-		cl := take(rep.Cookie)
-		if cl == nil {
-			return fmt.Errorf("%w: reply to unknown request %d", ErrProtocol, rep.Cookie)
-		}
-		if rep.Errno == 0 && cl.typ == nbd.CmdRead {
-			if _, err := io.ReadFull(r, cl.buf); err != nil {
-				cl.err = fmt.Errorf("%w: read reply data: %v", ErrClosed, err)
-				close(cl.done)
-				return cl.err
-			}
-		}
-		cl.errno = rep.Errno
-		close(cl.done)
+	if last {
+		delete(c.mu.pending, cookie)
 	}
+	return cl
 }
 
 // fail ends the connection: every request in flight and every later one

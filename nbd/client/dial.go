@@ -23,6 +23,9 @@ type Options struct {
 	// CAFile is a PEM file of certificate authorities to trust for nbds://
 	// when TLSConfig is nil.
 	CAFile string
+	// SimpleReplies skips NBD_OPT_STRUCTURED_REPLY: every reply is then a
+	// simple reply, and a failed READ may cost the connection.
+	SimpleReplies bool
 	// Timeout bounds connecting and the handshake when ctx has no earlier
 	// deadline; zero means 30 seconds.
 	Timeout time.Duration

@@ -154,6 +154,7 @@ func TestTLS(t *testing.T) {
 // Close fails a request the server has not answered, at once.
 func TestCloseFailsPending(t *testing.T) {
 	blk := &blocking{counting: &counting{Memory: nbdtest.NewMemory(1<<20, testBlock)}, entered: make(chan struct{}, 1), release: make(chan struct{})}
+	blk.Fill(make([]byte, 4096), 0) // data: a hole is answered without ReadAt
 	s := startServer(t, nil, &nbd.Export{Name: "slow", Backend: blk})
 	c, err := client.Dial(context.Background(), s.uri("slow"), client.Options{})
 	if err != nil {

@@ -133,7 +133,7 @@ func TestQemuNBD(t *testing.T) {
 		t.Fatal(err)
 	}
 	info := c.Info()
-	if c.Size() != 8<<20 || !info.CanFlush() || !info.CanWriteZeroes() || !info.CanTrim() {
+	if c.Size() != 8<<20 || !info.CanFlush() || !info.CanWriteZeroes() || !info.CanTrim() || !c.StructuredReplies() {
 		t.Fatalf("qemu-nbd export: size %d flags %#x", c.Size(), info.Flags())
 	}
 	want := writeMix(t, c, bytes.Repeat([]byte{0xee}, 8<<20))
@@ -184,7 +184,7 @@ func TestNBDKit(t *testing.T) {
 	activated(t, sock, "nbdkit", "-f", "memory", "16M")
 	uri := "nbd+unix:///?socket=" + sock
 	c := dial(t, uri, client.Options{Writable: true})
-	if c.Size() != 16<<20 || !c.Info().CanMultiConn() {
+	if c.Size() != 16<<20 || !c.Info().CanMultiConn() || !c.StructuredReplies() {
 		t.Fatalf("nbdkit memory: size %d flags %#x", c.Size(), c.Info().Flags())
 	}
 	want := writeMix(t, c, make([]byte, 16<<20))

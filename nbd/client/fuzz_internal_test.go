@@ -32,6 +32,14 @@ func optReply(opt, typ uint32, data []byte) []byte {
 	return append(b, data...)
 }
 
+// srReply answers NBD_OPT_STRUCTURED_REPLY.
+func srReply(ok bool) []byte {
+	if ok {
+		return optReply(nbd.OptStructuredReply, nbd.RepAck, nil)
+	}
+	return optReply(nbd.OptStructuredReply, nbd.RepErrUnsup, nil)
+}
+
 // goReplies answers NBD_OPT_GO for an export of fuzzSize bytes.
 func goReplies() []byte {
 	exp := be.AppendUint16(nil, nbd.InfoExport)
@@ -44,6 +52,20 @@ func goReplies() []byte {
 	b := optReply(nbd.OptGo, nbd.RepInfo, exp)
 	b = append(b, optReply(nbd.OptGo, nbd.RepInfo, sizes)...)
 	return append(b, optReply(nbd.OptGo, nbd.RepAck, nil)...)
+}
+
+// chunk is a structured reply chunk with the payload parts concatenated.
+func chunk(flags, typ uint16, cookie uint64, parts ...[]byte) []byte {
+	var p []byte
+	for _, x := range parts {
+		p = append(p, x...)
+	}
+	b := be.AppendUint32(nil, nbd.MagicStructured)
+	b = be.AppendUint16(b, flags)
+	b = be.AppendUint16(b, typ)
+	b = be.AppendUint64(b, cookie)
+	b = be.AppendUint32(b, uint32(len(p)))
+	return append(b, p...)
 }
 
 func simple(errno uint32, cookie uint64, data []byte) []byte {
@@ -103,15 +125,23 @@ func pipeServer(t testing.TB, script []byte, expect int, after []byte) net.Conn 
 // handshake, to six requests in flight. Every request must end, with a
 // result or an error, and Close must return.
 func FuzzReplies(f *testing.F) {
-	f.Add(simple(0, 1, make([]byte, 512)))
-	f.Add(append(append(simple(0, 2, nil), simple(0, 1, make([]byte, 512))...), simple(28, 5, nil)...))
-	f.Add(append(simple(5, 6, nil), simple(0, 3, make([]byte, 100))...))
-	f.Add(simple(0, 6, make([]byte, 1000)))
-	f.Add(simple(0, 99, nil))
-	f.Add(append(be.AppendUint32(nil, nbd.MagicStructured), make([]byte, 16)...))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		// What the client sends after the greeting: flags, GO, requests.
-		hs := 4 + 16 + len(nbd.AppendInfoRequest(nil, "disk", nbd.InfoBlockSize))
+	f.Add(false, simple(0, 1, make([]byte, 512)))
+	f.Add(false, append(append(simple(0, 2, nil), simple(0, 1, make([]byte, 512))...), simple(28, 5, nil)...))
+	f.Add(false, append(simple(5, 6, nil), simple(0, 3, make([]byte, 100))...))
+	f.Add(false, simple(0, 6, make([]byte, 1000)))
+	f.Add(false, simple(0, 99, nil))
+	f.Add(false, append(be.AppendUint32(nil, nbd.MagicStructured), make([]byte, 16)...))
+	read1 := append(chunk(0, nbd.ReplyTypeOffsetData, 1, be.AppendUint64(nil, 256), make([]byte, 256)),
+		chunk(nbd.ReplyFlagDone, nbd.ReplyTypeOffsetHole, 1, be.AppendUint64(nil, 0), be.AppendUint32(nil, 256))...)
+	f.Add(true, append(read1, simple(0, 2, nil)...))
+	f.Add(true, append(chunk(nbd.ReplyFlagDone, nbd.ReplyTypeError, 3, be.AppendUint32(nil, 5), be.AppendUint16(nil, 3), []byte("bad")),
+		chunk(nbd.ReplyFlagDone, nbd.ReplyTypeNone, 4)...))
+	f.Add(true, chunk(nbd.ReplyFlagDone, nbd.ReplyTypeOffsetData, 6, be.AppendUint64(nil, fuzzSize-65536), make([]byte, 65536)))
+	f.Add(true, chunk(nbd.ReplyFlagDone, nbd.ReplyTypeOffsetHole, 1, be.AppendUint64(nil, 0), be.AppendUint32(nil, 1<<31)))
+	f.Fuzz(func(t *testing.T, structured bool, data []byte) {
+		// What the client sends after the greeting: flags, STRUCTURED_REPLY,
+		// GO, requests.
+		hs := 4 + 16 + 16 + len(nbd.AppendInfoRequest(nil, "disk", nbd.InfoBlockSize))
 		reqs := 0
 		for _, r := range fuzzRequests {
 			reqs += nbd.RequestLen
@@ -119,7 +149,8 @@ func FuzzReplies(f *testing.F) {
 				reqs += int(r.len)
 			}
 		}
-		nc := pipeServer(t, append(greeting(), goReplies()...), hs+reqs, data)
+		script := append(append(greeting(), srReply(structured)...), goReplies()...)
+		nc := pipeServer(t, script, hs+reqs, data)
 		c, err := Handshake(context.Background(), nc, fuzzTarget, Options{})
 		if err != nil {
 			t.Fatalf("handshake: %v", err)
@@ -150,11 +181,11 @@ func FuzzReplies(f *testing.F) {
 // Dial must end with a Conn or an error, never hang or panic, and a Conn
 // it returns must respect what the server advertised.
 func FuzzHandshake(f *testing.F) {
-	f.Add(append(greeting(), goReplies()...))
-	f.Add(append(greeting(), optReply(nbd.OptGo, nbd.RepErrUnknown, []byte("no such export"))...))
+	f.Add(append(append(greeting(), srReply(true)...), goReplies()...))
+	f.Add(append(append(greeting(), srReply(false)...), optReply(nbd.OptGo, nbd.RepErrUnknown, []byte("no such export"))...))
 	noFixed := append(be.AppendUint64(be.AppendUint64(nil, nbd.MagicNBD), nbd.MagicIHaveOpt), 0, 0)
 	f.Add(append(noFixed, append(be.AppendUint16(be.AppendUint64(nil, fuzzSize), 3), make([]byte, 124)...)...))
-	unsup := append(greeting(), optReply(nbd.OptGo, nbd.RepErrUnsup, nil)...)
+	unsup := append(append(greeting(), srReply(false)...), optReply(nbd.OptGo, nbd.RepErrUnsup, nil)...)
 	f.Add(append(unsup, be.AppendUint16(be.AppendUint64(nil, 4096), 1)...))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cs, ss := net.Pipe()

@@ -21,10 +21,11 @@ const maxOptionReply = 64 << 10
 
 // handshake is the state of one negotiation.
 type handshake struct {
-	nc      net.Conn
-	br      *bufio.Reader
-	t       Target
-	noZeros bool
+	nc         net.Conn
+	br         *bufio.Reader
+	t          Target
+	noZeros    bool
+	structured bool
 }
 
 // Handshake negotiates the export t.Export over nc (fixed newstyle,
@@ -59,7 +60,7 @@ func Handshake(ctx context.Context, nc net.Conn, t Target, opts Options) (*Conn,
 		return nil, fmt.Errorf("nbd client: handshake with %s: %w", t, context.Cause(ctx))
 	}
 	h.nc.SetDeadline(time.Time{})
-	c := newConn(h.nc, h.br, info, t)
+	c := newConn(h.nc, h.br, info, t, h.structured)
 	if opts.Writable && info.ReadOnly() {
 		c.Close()
 		return nil, fmt.Errorf("%w: %s; writes need a writable export (qemu-nbd without -r, an export not marked read-only)", ErrReadOnly, t)
@@ -98,6 +99,11 @@ func (h *handshake) run(ctx context.Context, opts Options) (Info, error) {
 	}
 	if !fixed {
 		return h.exportName()
+	}
+	if !opts.SimpleReplies {
+		if err := h.structuredReplies(); err != nil {
+			return Info{}, err
+		}
 	}
 	info, err := h.optGo()
 	if errors.Is(err, errGoUnsupported) {
@@ -216,6 +222,23 @@ func (h *handshake) startTLS(ctx context.Context, opts Options) error {
 // abort ends the negotiation softly (NBD_OPT_ABORT), without waiting.
 func (h *handshake) abort() {
 	h.nc.Write(nbd.AppendOption(nil, nbd.OptAbort, nil))
+}
+
+// structuredReplies asks for structured replies; a server may say no.
+func (h *handshake) structuredReplies() error {
+	err := h.option(nbd.OptStructuredReply, nil, func(uint32, []byte) error {
+		return fmt.Errorf("%w: %s answered NBD_OPT_STRUCTURED_REPLY with data", ErrProtocol, h.t)
+	})
+	var oe *optionError
+	switch {
+	case err == nil:
+		h.structured = true
+	case errors.As(err, &oe):
+		// Simple replies, then.
+	default:
+		return err
+	}
+	return nil
 }
 
 var errGoUnsupported = errors.New("NBD_OPT_GO unsupported")

@@ -27,13 +27,13 @@ func TestExportNameFallback(t *testing.T) {
 	nameLen := 16 + len("disk")
 	flags := nbd.FlagHasFlags | nbd.FlagSendFlush | nbd.FlagReadOnly
 
-	script := append(greeting(), optReply(nbd.OptGo, nbd.RepErrUnsup, nil)...)
+	script := append(append(greeting(), srReply(true)...), optReply(nbd.OptGo, nbd.RepErrUnsup, nil)...)
 	script = append(script, exportNameReply(1<<30, flags, false)...)
-	c, err := Handshake(context.Background(), pipeServer(t, script, 4+goLen+nameLen, nil), fuzzTarget, Options{})
+	c, err := Handshake(context.Background(), pipeServer(t, script, 4+16+goLen+nameLen, nil), fuzzTarget, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Size() != 1<<30 || c.Info().Flags() != flags || c.Info().MaxPayload() != nbd.MaxPayload {
+	if c.Size() != 1<<30 || c.Info().Flags() != flags || c.Info().MaxPayload() != nbd.MaxPayload || !c.structured {
 		t.Fatalf("size %d flags %#x max %d", c.Size(), c.Info().Flags(), c.Info().MaxPayload())
 	}
 	c.Close()
@@ -63,7 +63,7 @@ func TestExportNameFallback(t *testing.T) {
 
 // Any other error reply to GO names the server's message.
 func TestGoRefused(t *testing.T) {
-	script := append(greeting(), optReply(nbd.OptGo, nbd.RepErrPolicy, []byte("not\nfor you"))...)
+	script := append(append(greeting(), srReply(false)...), optReply(nbd.OptGo, nbd.RepErrPolicy, []byte("not\nfor you"))...)
 	_, err := Handshake(context.Background(), pipeServer(t, script, 0, nil), fuzzTarget, Options{})
 	if !errors.Is(err, ErrRefused) || err.Error() != "nbd client: the server refused the export: nbd+unix:///disk?socket=test: not for you" {
 		t.Fatalf("GO refused by policy: %v", err)
