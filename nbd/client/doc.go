@@ -16,19 +16,27 @@
 //   - the reply parser is Go, so it is fuzzed (FuzzHandshake, FuzzReplies)
 //     and run under the race detector with the rest;
 //   - a target needs only a small part of libnbd: the fixed newstyle
-//     handshake, READ, WRITE, WRITE_ZEROES, TRIM and FLUSH.
+//     handshake, structured replies, READ, WRITE, WRITE_ZEROES, TRIM and
+//     FLUSH.
 //
 // # Protocol
 //
 // Fixed newstyle handshake; NBD_OPT_STARTTLS first for nbds:// (the
-// connection fails rather than continue in the clear); NBD_OPT_GO asking
-// for NBD_INFO_BLOCK_SIZE, and NBD_OPT_EXPORT_NAME when the server answers
-// NBD_REP_ERR_UNSUP to GO (or is not fixed newstyle), as the spec tells
-// clients to fall back. An error reply to GO ends the negotiation with
-// NBD_OPT_ABORT. Structured replies are not negotiated: every reply is a
-// simple reply, which is all a target needs (reads get their data whole,
-// holes included). Extended headers, BLOCK_STATUS and CACHE are not
-// implemented.
+// connection fails rather than continue in the clear);
+// NBD_OPT_STRUCTURED_REPLY (unless Options.SimpleReplies; a server may
+// decline); NBD_OPT_GO asking for NBD_INFO_BLOCK_SIZE, and
+// NBD_OPT_EXPORT_NAME when the server answers NBD_REP_ERR_UNSUP to GO (or
+// is not fixed newstyle), as the spec tells clients to fall back. An
+// error reply to GO ends the negotiation with NBD_OPT_ABORT.
+//
+// With structured replies, READ data arrives in OFFSET_DATA and
+// OFFSET_HOLE chunks (holes are cleared in the caller's buffer, not sent)
+// and a failed READ is an error chunk; every chunk must lie within its
+// READ, and a READ that ends without error must have been covered whole,
+// or the connection ends with ErrProtocol (overlapping chunks are not
+// detected). With simple replies a failed READ carries no data, and a
+// server that fails after sending the header hangs up. Extended headers,
+// DF, BLOCK_STATUS and CACHE are not implemented.
 //
 // Requests respect the server's block size constraints: READ and WRITE
 // are split at the maximum payload (the server's, at most 32 MiB, or 32
