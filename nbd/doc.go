@@ -20,6 +20,9 @@
 // Size constraints advertised: minimum block 1, preferred Export.BlockSize
 // (a power of two, at least 512), maximum payload MaxPayload (32 MiB).
 //
+// The client side (hydration targets, pull imports) is nbd/client, built
+// on the same wire.go.
+//
 // # TLS
 //
 // With Server.TLSConfig set, TLS is mandatory (FORCEDTLS): every option

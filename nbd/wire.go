@@ -238,3 +238,149 @@ const (
 	ENOTSUP   Errno = 95  // NBD_ENOTSUP
 	ESHUTDOWN Errno = 108 // NBD_ESHUTDOWN
 )
+
+// The rest of this file is the client's side of the wire (nbd/client uses
+// it): the same constants and layouts, encoded and decoded the other way.
+
+// Sizes of the fixed structures a client reads and writes.
+const (
+	GreetingLen         = greetingLen
+	OptionReplyLen      = optionReplyLen
+	RequestLen          = requestLen
+	SimpleReplyLen      = simpleReplyLen
+	ChunkHeaderLen      = chunkHeaderLen
+	ExportNameZeroesLen = exportNameZeroesLen
+	// ExportNameReplyLen is the reply to NBD_OPT_EXPORT_NAME before its
+	// zeroes: u64 size, u16 transmission flags.
+	ExportNameReplyLen = 10
+	// MaxString is the protocol's limit for names and messages.
+	MaxString = maxString
+)
+
+// DecodeGreeting parses the fixed newstyle greeting and returns the
+// handshake flags. It reports false unless both magics are right.
+func DecodeGreeting(b *[GreetingLen]byte) (flags uint16, ok bool) {
+	if be.Uint64(b[0:]) != MagicNBD || be.Uint64(b[8:]) != MagicIHaveOpt {
+		return 0, false
+	}
+	return be.Uint16(b[16:]), true
+}
+
+// AppendOption appends an option request (IHAVEOPT, option, length, data).
+func AppendOption(b []byte, opt uint32, data []byte) []byte {
+	b = be.AppendUint64(b, MagicIHaveOpt)
+	b = be.AppendUint32(b, opt)
+	b = be.AppendUint32(b, uint32(len(data)))
+	return append(b, data...)
+}
+
+// AppendInfoRequest appends the data of NBD_OPT_INFO or NBD_OPT_GO: the
+// export name and the information types asked for.
+func AppendInfoRequest(b []byte, name string, infos ...uint16) []byte {
+	b = be.AppendUint32(b, uint32(len(name)))
+	b = append(b, name...)
+	b = be.AppendUint16(b, uint16(len(infos)))
+	for _, i := range infos {
+		b = be.AppendUint16(b, i)
+	}
+	return b
+}
+
+// OptionReply is the header of an option reply; Length bytes of data
+// follow it.
+type OptionReply struct {
+	Option, Type, Length uint32
+}
+
+// DecodeOptionReply parses an option reply header. It reports false if
+// the magic is wrong.
+func DecodeOptionReply(b *[OptionReplyLen]byte) (OptionReply, bool) {
+	if be.Uint64(b[0:]) != MagicOptReply {
+		return OptionReply{}, false
+	}
+	return OptionReply{Option: be.Uint32(b[8:]), Type: be.Uint32(b[12:]), Length: be.Uint32(b[16:])}, true
+}
+
+// ExportInfoData is the payload of NBD_INFO_EXPORT (also the reply to
+// NBD_OPT_EXPORT_NAME).
+type ExportInfoData struct {
+	Size  uint64
+	Flags uint16 // transmission flags
+}
+
+// InfoBlockSizes is the payload of NBD_INFO_BLOCK_SIZE.
+type InfoBlockSizes struct {
+	Min, Preferred, MaxPayload uint32
+}
+
+// DecodeInfo parses the data of an NBD_REP_INFO reply: its type, and the
+// export or block size information when it is one of those and well
+// formed. ok is false when the data is too short for its type or the
+// length is wrong; unknown types are ok and carry nothing.
+func DecodeInfo(data []byte) (typ uint16, exp ExportInfoData, sizes InfoBlockSizes, ok bool) {
+	if len(data) < 2 {
+		return 0, exp, sizes, false
+	}
+	typ = be.Uint16(data)
+	switch typ {
+	case InfoExport:
+		if len(data) != 12 {
+			return typ, exp, sizes, false
+		}
+		exp = ExportInfoData{Size: be.Uint64(data[2:]), Flags: be.Uint16(data[10:])}
+	case InfoBlockSize:
+		if len(data) != 14 {
+			return typ, exp, sizes, false
+		}
+		sizes = InfoBlockSizes{Min: be.Uint32(data[2:]), Preferred: be.Uint32(data[6:]), MaxPayload: be.Uint32(data[10:])}
+	}
+	return typ, exp, sizes, true
+}
+
+// DecodeExportNameReply parses the reply to NBD_OPT_EXPORT_NAME (without
+// the zeroes that may follow it).
+func DecodeExportNameReply(b *[ExportNameReplyLen]byte) ExportInfoData {
+	return ExportInfoData{Size: be.Uint64(b[0:]), Flags: be.Uint16(b[8:])}
+}
+
+// AppendRequest appends a request header; a WRITE's payload follows it.
+func AppendRequest(b []byte, flags, typ uint16, cookie, off uint64, length uint32) []byte {
+	b = be.AppendUint32(b, MagicRequest)
+	b = be.AppendUint16(b, flags)
+	b = be.AppendUint16(b, typ)
+	b = be.AppendUint64(b, cookie)
+	b = be.AppendUint64(b, off)
+	return be.AppendUint32(b, length)
+}
+
+// SimpleReply is a decoded simple reply header.
+type SimpleReply struct {
+	Errno  Errno
+	Cookie uint64
+}
+
+// DecodeSimpleReply parses a simple reply header. It reports false if the
+// magic is not NBD_SIMPLE_REPLY_MAGIC.
+func DecodeSimpleReply(b *[SimpleReplyLen]byte) (SimpleReply, bool) {
+	if be.Uint32(b[0:]) != MagicSimple {
+		return SimpleReply{}, false
+	}
+	return SimpleReply{Errno: Errno(be.Uint32(b[4:])), Cookie: be.Uint64(b[8:])}, true
+}
+
+// ChunkHeader is a decoded structured reply chunk header; Length bytes of
+// payload follow it.
+type ChunkHeader struct {
+	Flags, Type uint16
+	Cookie      uint64
+	Length      uint32
+}
+
+// DecodeChunkHeader parses a structured reply chunk header. It reports
+// false if the magic is not NBD_STRUCTURED_REPLY_MAGIC.
+func DecodeChunkHeader(b *[ChunkHeaderLen]byte) (ChunkHeader, bool) {
+	if be.Uint32(b[0:]) != MagicStructured {
+		return ChunkHeader{}, false
+	}
+	return ChunkHeader{Flags: be.Uint16(b[4:]), Type: be.Uint16(b[6:]), Cookie: be.Uint64(b[8:]), Length: be.Uint32(b[16:])}, true
+}
