@@ -145,17 +145,7 @@ func TestWritesDuringCopyReachTarget(t *testing.T) {
 				})
 			}
 			wg.Wait()
-			resume, err := c.Cutover(context.Background(), noPause)
-			if err != nil {
-				t.Fatal(err)
-			}
-			resume()
-			if err := wait(); err != nil {
-				t.Fatal(err)
-			}
-			if dst.sum() != src.sum() {
-				t.Fatal("target differs from source after writes during the copy")
-			}
+			cutoverMatches(t, c, wait, src, dst, "target differs from source after writes during the copy")
 		})
 	}
 }
@@ -182,15 +172,5 @@ func TestTrimAfterCopyReachesZeroedTarget(t *testing.T) {
 	if err := w.FinishZeroes(); err != nil {
 		t.Fatal(err)
 	}
-	resume, err := c.Cutover(context.Background(), noPause)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resume()
-	if err := wait(); err != nil {
-		t.Fatal(err)
-	}
-	if dst.sum() != src.sum() {
-		t.Fatal("the trim did not reach the target")
-	}
+	cutoverMatches(t, c, wait, src, dst, "the trim did not reach the target")
 }

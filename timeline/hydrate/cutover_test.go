@@ -110,15 +110,5 @@ func TestWriteInProgressIsNotConverged(t *testing.T) {
 	if err := w.Finish(p); err != nil {
 		t.Fatal(err)
 	}
-	resume, err := c.Cutover(context.Background(), noPause)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resume()
-	if err := wait(); err != nil {
-		t.Fatal(err)
-	}
-	if dst.sum() != src.sum() {
-		t.Fatal("target differs from source")
-	}
+	cutoverMatches(t, c, wait, src, dst, "target differs from source")
 }

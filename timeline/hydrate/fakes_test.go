@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"sync"
+	"testing"
 	"time"
 
 	"github.com/rewind-dev/rewind/timeline"
@@ -227,3 +228,20 @@ func run(ctx context.Context, c *Copier) func() error {
 
 // noPause is a pause callback for tests that need none.
 func noPause() func() { return func() {} }
+
+// cutoverMatches cuts over, waits for the copier to end, and fails with
+// msg unless the target then holds exactly what the source does.
+func cutoverMatches(t *testing.T, c *Copier, wait func() error, src *memSource, dst *memTarget, msg string) {
+	t.Helper()
+	resume, err := c.Cutover(context.Background(), noPause)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resume()
+	if err := wait(); err != nil {
+		t.Fatal(err)
+	}
+	if dst.sum() != src.sum() {
+		t.Fatal(msg)
+	}
+}

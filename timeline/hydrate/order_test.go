@@ -217,17 +217,7 @@ func TestWriteBlockingWaitsForCopyInFlight(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	resume, err := c.Cutover(context.Background(), noPause)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resume()
-	if err := wait(); err != nil {
-		t.Fatal(err)
-	}
-	if dst.sum() != src.sum() {
-		t.Fatal("the copy's older data landed after the write")
-	}
+	cutoverMatches(t, c, wait, src, dst, "the copy's older data landed after the write")
 }
 
 func TestSwitchesToWriteBlockingWhenNotConverging(t *testing.T) {
