@@ -84,6 +84,14 @@ func (b *bitmap) or(o *bitmap) bitmap {
 	return c
 }
 
+// andNot clears in b every bit set in o.
+func (b *bitmap) andNot(o *bitmap) {
+	for i := range b.w {
+		b.w[i] &^= o.w[i]
+	}
+	b.recount()
+}
+
 func (b *bitmap) clone() bitmap {
 	c := bitmap{w: append([]uint64(nil), b.w...), n: b.n, count: b.count}
 	return c

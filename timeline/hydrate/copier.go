@@ -85,6 +85,9 @@ func New(src Source, dst Target, opt Options) (*Copier, error) {
 			}
 			c.resumed = s
 			c.mu.dirty, c.mu.zero, c.mu.gen = s.dirty.clone(), s.zero.clone(), s.gen
+			// A granule saved dirty (or in flight) may have been written
+			// on the target after the save, zero bit or not.
+			c.mu.zero.andNot(&c.mu.dirty)
 		}
 	}
 	if c.resumed == nil {

@@ -48,7 +48,12 @@
 // caller marks dirty every range the clone wrote at or after it
 // (Resumed). A write between BeginWrite and
 // Finish is saved as dirty, so a write straddling the snapshot is
-// covered too.
+// covered too. Options.FlushSource runs after the snapshot and before
+// the save: a clone write the bitmap calls copied is then durable in the
+// clone, so a crash cannot leave the target newer than the clone. A
+// resumed copier trusts no zero bit of a granule saved dirty, and
+// MarkDirty drops them too: the target may hold data there written after
+// the save.
 //
 // # Concurrency
 //

@@ -48,6 +48,22 @@ func OpenFile(path string) (*FileTarget, error) {
 	return &FileTarget{f: f, size: size}, nil
 }
 
+// NewFileTarget uses f, opened for reading and writing by the caller (a
+// file or a block device); the target owns it from then on.
+func NewFileTarget(f *os.File) (*FileTarget, error) {
+	size, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return nil, fmt.Errorf("hydrate: size of target %s: %w", f.Name(), err)
+	}
+	return &FileTarget{f: f, size: size}, nil
+}
+
+// File returns the open file.
+func (t *FileTarget) File() *os.File { return t.f }
+
+// ReadAt reads at off (for serving the target once it is cut over).
+func (t *FileTarget) ReadAt(p []byte, off int64) (int, error) { return t.f.ReadAt(p, off) }
+
 // WriteAt writes p at off.
 func (t *FileTarget) WriteAt(p []byte, off int64) (int, error) { return t.f.WriteAt(p, off) }
 

@@ -35,6 +35,12 @@ type Options struct {
 	// same lock as the bitmap, and saved with it (see Copier.Resumed).
 	// It must be cheap: it runs with the copier locked.
 	Watermark func() int64
+	// FlushSource, if set, makes the source's completed writes durable.
+	// Checkpoint calls it after taking its snapshot and before saving it,
+	// so that nothing the saved bitmap calls copied can be lost from the
+	// source by a crash (a clone write acknowledged but not yet flushed
+	// may already be on the target).
+	FlushSource func() error
 	// Clock is the time source (default the wall clock).
 	Clock Clock
 	// Logger (default slog.Default()).

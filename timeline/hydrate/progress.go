@@ -1,5 +1,7 @@
 package hydrate
 
+import "fmt"
+
 // Progress returns a snapshot of the copy.
 func (c *Copier) Progress() Progress {
 	now := c.opt.Clock.Now()
@@ -54,6 +56,11 @@ func (c *Copier) Checkpoint() error {
 	}
 	writes := c.mu.writes
 	c.mu.Unlock()
+	if c.opt.FlushSource != nil {
+		if err := c.opt.FlushSource(); err != nil {
+			return fmt.Errorf("flush source: %w", err)
+		}
+	}
 	if err := c.dst.Flush(); err != nil {
 		return err
 	}

@@ -139,3 +139,83 @@ func TestSavedProgressRejectsMismatch(t *testing.T) {
 		t.Fatalf("New over corrupt progress = %v", err)
 	}
 }
+
+// A zeroed target: the copier writes data into a hole granule, the
+// workload trims it back to a hole, and the daemon dies before saving
+// again. The saved bitmap still calls the granule zero. The resumed copier
+// must not trust that: it zeroes the granule instead of skipping it.
+func TestResumeDoesNotTrustZeroBitsOfDirtyGranules(t *testing.T) {
+	const gran = 16 * kib
+	src := newMemSource(8*gran, gran)
+	dst := newMemTarget(src.Size())
+	store := &memStore{}
+	c, err := New(src, dst, Options{Granularity: gran, Workers: 1, TargetZeroed: true, Store: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Checkpoint(); err != nil { // all dirty, all zero
+		t.Fatal(err)
+	}
+	store.freeze()
+	src.write(bytes.Repeat([]byte{7}, int(gran)), 3*gran)
+	c.MarkDirty(3*gran, gran)
+	ctx, cancel := context.WithCancel(context.Background())
+	wait := run(ctx, c)
+	if err := c.WaitConverged(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	wait()
+	src.trim(3*gran, gran) // not copied again before the crash
+	if dst.sum() == src.sum() {
+		t.Fatal("test setup: the target should hold the stale granule")
+	}
+
+	c2, err := New(src, dst, Options{Granularity: gran, Workers: 2, Store: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	copyAll(t, c2)
+	if dst.sum() != src.sum() {
+		t.Fatal("the resumed copy skipped a granule the saved bitmap called zero but the target held data in")
+	}
+}
+
+// Checkpoint flushes the source before it saves: a clone write the
+// copier already copied must not be lost from the clone by a crash while
+// the saved bitmap calls it copied.
+func TestCheckpointFlushesSourceBeforeSaving(t *testing.T) {
+	src := allData(4, 16*kib)
+	dst := newMemTarget(src.Size())
+	store := &memStore{}
+	flushed := 0
+	c, err := New(src, dst, Options{Granularity: 16 * kib, Store: store,
+		FlushSource: func() error {
+			if p, _ := store.Load(); p != nil && flushed == 0 {
+				t.Error("progress was saved before the source was flushed")
+			}
+			flushed++
+			return nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	if flushed != 1 {
+		t.Fatalf("FlushSource called %d times, want 1", flushed)
+	}
+	c2, err := New(src, dst, Options{Granularity: 16 * kib, Store: store,
+		FlushSource: func() error { return errBoom }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, _ := store.Load()
+	if err := c2.Checkpoint(); !errors.Is(err, errBoom) {
+		t.Fatalf("Checkpoint = %v, want the source's flush error", err)
+	}
+	if after, _ := store.Load(); !bytes.Equal(before, after) {
+		t.Fatal("progress was saved although the source could not be flushed")
+	}
+}

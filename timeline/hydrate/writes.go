@@ -13,7 +13,9 @@ func (c *Copier) spanOf(off, n int64) (span, bool) {
 // MarkDirty records that [off, off+n) of the source changed without
 // going through BeginWrite (Write.Finish marks its own range): for
 // example when a restarted daemon re-dirties what the clone wrote since
-// the saved watermark.
+// the saved watermark. What the target holds there is taken as unknown:
+// a hole of the source is written as zeroes even on a target that was
+// zeroed.
 func (c *Copier) MarkDirty(off, n int64) {
 	r, ok := c.spanOf(off, n)
 	if !ok {
@@ -22,6 +24,7 @@ func (c *Copier) MarkDirty(off, n int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.markDirtyLocked(r)
+	c.mu.zero.clearRange(r.lo, r.hi)
 	c.notifyLocked()
 }
 
