@@ -51,3 +51,8 @@ func (e *classed) Unwrap() error { return e.class }
 func errorf(class error, format string, args ...any) error {
 	return &classed{class: class, msg: fmt.Sprintf(format, args...)}
 }
+
+// Errorf makes an error of class (ErrInvalid, ErrConflict, ...) whose
+// message is the formatted text alone, for the packages around the
+// catalog.
+func Errorf(class error, format string, args ...any) error { return errorf(class, format, args...) }

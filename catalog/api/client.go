@@ -120,6 +120,21 @@ func (c *Client) Call(ctx context.Context, method string, req, out any) error {
 	return json.NewDecoder(resp.Body).Decode(out)
 }
 
+// CallWithFile is Call on a connection of its own that passes f to the
+// daemon first (see PassedFile).
+func (c *Client) CallWithFile(ctx context.Context, method string, req any, f *os.File, out any) error {
+	resp, err := c.post(ctx, method, req, f)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if out == nil {
+		io.Copy(io.Discard, resp.Body)
+		return nil
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
 // stream reads a streamed answer, reporting progress, into out.
 func (c *Client) stream(ctx context.Context, method string, req, out any, f *os.File, p catalog.ProgressFunc) error {
 	resp, err := c.post(ctx, method, req, f)

@@ -200,6 +200,11 @@ func PeerUID(ctx context.Context) (uint32, bool) {
 	return sc.uid, true
 }
 
+// PassedFile takes the descriptor the caller passed on the request's
+// connection (Client.CallWithFile), or returns nil; the handler owns it
+// from then on. Calls of the daemon's own (Handler's extra) use it.
+func PassedFile(ctx context.Context) *os.File { return passedFile(ctx) }
+
 // passedFile takes the descriptor the caller passed on the request's
 // connection, or returns nil. The caller closes it.
 func passedFile(ctx context.Context) *os.File {

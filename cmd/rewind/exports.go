@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/rewind-dev/rewind/catalog"
+	"github.com/rewind-dev/rewind/catalog/recovery"
 	"github.com/rewind-dev/rewind/nbd"
 	"github.com/rewind-dev/rewind/timeline"
 )
@@ -16,6 +17,7 @@ import (
 // being served, so that rewind volume rm can refuse.
 type exports struct {
 	svc *catalog.Service
+	rec *recovery.Manager // recovered volumes are served through their Disk
 	mu  struct {
 		sync.Mutex
 		served map[string]int // volume -> open exports
@@ -32,8 +34,17 @@ func newExports(svc *catalog.Service) *exports {
 
 func (x *exports) inUse(volume string) bool {
 	x.mu.Lock()
-	defer x.mu.Unlock()
-	return x.mu.served[volume] > 0
+	served := x.mu.served[volume] > 0
+	x.mu.Unlock()
+	return served || (x.rec != nil && x.rec.Busy(volume))
+}
+
+// recovering returns the Disk of a recovered volume named bare, or nil.
+func (x *exports) recovering(name string) *recovery.Disk {
+	if x.rec == nil {
+		return nil
+	}
+	return x.rec.Disk(name)
 }
 
 func (x *exports) hold(volume string, delta int) {
@@ -45,6 +56,18 @@ func (x *exports) hold(volume string, delta int) {
 // Open serves VOLUME@WHEN read-only, VOLUME as a clone's writable head or
 // the newest version of any other volume.
 func (x *exports) Open(_ context.Context, name string) (*nbd.Export, error) {
+	if d := x.recovering(name); d != nil {
+		x.hold(name, 1)
+		return &nbd.Export{
+			Name:        name,
+			Description: fmt.Sprintf("%s (instant recovery)", name),
+			Backend:     d,
+			BlockSize:   uint32(d.BlockSize()),
+			MultiConn:   true, // one Disk behind every connection
+			MetricsName: name,
+			Release:     func() { x.hold(name, -1) },
+		}, nil
+	}
 	view, err := x.svc.OpenView(name)
 	if err != nil {
 		if errors.Is(err, catalog.ErrNotFound) || errors.Is(err, catalog.ErrBadName) || errors.Is(err, catalog.ErrBadWhen) {

@@ -38,6 +38,8 @@ type cli struct {
 	Serve  serveCmd  `cmd:"" help:"The daemon: NBD exports, the FUSE tree, metrics, and the socket other commands use."`
 	Mount  mountCmd  `cmd:"" help:"Mount one view as DIR/disk.img, or its files with --files (carried out by the daemon)."`
 	Umount umountCmd `cmd:"" help:"Unmount what rewind mount mounted."`
+
+	Recover recoverCmd `cmd:"" help:"Instant recovery: serve VOLUME@WHEN now, copy it to production in the background, cut over (carried out by the daemon)."`
 }
 
 // env is what every command's Run receives.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/rewind-dev/rewind/catalog"
 	"github.com/rewind-dev/rewind/catalog/api"
+	"github.com/rewind-dev/rewind/catalog/recovery"
 	"github.com/rewind-dev/rewind/mount"
 	"github.com/rewind-dev/rewind/timeline"
 )
@@ -66,6 +67,10 @@ func (f *fuseSource) Points(ctx context.Context, volume string) ([]string, error
 }
 
 func (f *fuseSource) Open(_ context.Context, name string) (mount.Image, bool, error) {
+	if d := f.x.recovering(name); d != nil {
+		f.x.hold(name, 1)
+		return &recovery.Image{Disk: d, Release: func() { f.x.hold(name, -1) }}, true, nil
+	}
 	view, err := f.svc.OpenView(name)
 	if err != nil {
 		return nil, false, notExist(err)
@@ -106,7 +111,7 @@ type mounts struct {
 
 type activeMount struct {
 	m   *mount.Mount
-	img *servedImage
+	img mount.Image
 }
 
 // MountRequest is rewind mount, sent to the daemon.
@@ -182,20 +187,17 @@ func (d *daemon) mount(ctx context.Context, body json.RawMessage) (any, error) {
 		}
 		spec, res.Clone = name, name
 	}
-	view, err := d.svc.OpenView(spec)
+	img, writable, err := d.openImage(spec)
 	if err != nil {
 		return nil, err
 	}
-	vol, _, _ := strings.Cut(spec, "@")
-	d.exports.hold(vol, 1)
-	img := &servedImage{View: view, release: func() { d.exports.hold(vol, -1) }}
 	opts := d.mountOptions()
-	opts.Live = !strings.Contains(spec, "@") && !view.Writable()
+	opts.Live = !strings.Contains(spec, "@") && !writable
 	var m *mount.Mount
 	if r.Files {
 		m, err = mount.MountFiles(r.Dir, img, opts)
 	} else {
-		m, err = mount.MountImage(r.Dir, img, view.Writable(), opts)
+		m, err = mount.MountImage(r.Dir, img, writable, opts)
 	}
 	if err != nil {
 		img.Close()
@@ -209,6 +211,22 @@ func (d *daemon) mount(ctx context.Context, body json.RawMessage) (any, error) {
 	d.mounts.mu.Unlock()
 	d.log.Info("mounted", "spec", spec, "dir", r.Dir, "files", r.Files)
 	return res, nil
+}
+
+// openImage opens spec for rewind mount: a recovered volume's Disk, or a
+// view; either counts as served until closed.
+func (d *daemon) openImage(spec string) (mount.Image, bool, error) {
+	if disk := d.exports.recovering(spec); disk != nil {
+		d.exports.hold(spec, 1)
+		return &recovery.Image{Disk: disk, Release: func() { d.exports.hold(spec, -1) }}, true, nil
+	}
+	view, err := d.svc.OpenView(spec)
+	if err != nil {
+		return nil, false, err
+	}
+	vol, _, _ := strings.Cut(spec, "@")
+	d.exports.hold(vol, 1)
+	return &servedImage{View: view, release: func() { d.exports.hold(vol, -1) }}, view.Writable(), nil
 }
 
 // checkMountOwner lets a caller of the local socket mount onto dir only

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rewind-dev/rewind/catalog"
 	"github.com/rewind-dev/rewind/catalog/api"
+	"github.com/rewind-dev/rewind/catalog/recovery"
 	"github.com/rewind-dev/rewind/mount"
 	"github.com/rewind-dev/rewind/nbd"
 )
@@ -71,6 +72,15 @@ func (c *serveCmd) Run(e *env) error {
 	svc.WarmIndex()
 	d := &daemon{log: log, svc: svc, exports: newExports(svc)}
 	svc.SetInUse(d.exports.inUse)
+	rec, err := recovery.Open(svc, recovery.Options{Dir: filepath.Join(e.dataDir, "recoveries"), Logger: log})
+	if err != nil {
+		svc.Close()
+		return err
+	}
+	d.exports.rec = rec
+	// Stopped last of all, once no export or mount uses a Disk: the
+	// copies save their progress and resume at the next start.
+	d.stops = append(d.stops, func(context.Context) error { return rec.Close() })
 	err = d.start(e.ctx, c, tlsConf, filepath.Join(e.dataDir, "rewind.sock"))
 	if err == nil {
 		log.Info("rewind is serving", "data", e.dataDir, "nbd", c.NBD, "http", c.HTTP, "mount", c.Mount)
@@ -98,12 +108,18 @@ func (d *daemon) start(ctx context.Context, c *serveCmd, tlsConf *tls.Config, so
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	registerStoreMetrics(reg, d.svc)
+	reg.MustRegister(recoveryCollector{d.exports.rec})
 	if err := mount.CleanupStale(filepath.Join(d.svc.Dir(), "run"), d.log); err != nil {
 		d.log.Warn("cleaning up the mounts of a previous daemon", "err", err)
 	}
 	handler := api.Handler(d.svc, map[string]func(context.Context, json.RawMessage) (any, error){
-		"mount":  d.mount,
-		"umount": d.umount,
+		"mount":           d.mount,
+		"umount":          d.umount,
+		"recover":         d.recover,
+		"recover-status":  d.recoverStatus,
+		"recover-cutover": d.recoverCutover,
+		"recover-cancel":  d.recoverCancel,
+		"recover-limit":   d.recoverLimit,
 	})
 
 	sock, err := api.ListenSocket(sockPath, handler)

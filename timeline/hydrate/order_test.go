@@ -244,3 +244,34 @@ func TestSwitchesToWriteBlockingWhenNotConverging(t *testing.T) {
 		t.Fatal("target differs from source")
 	}
 }
+
+// A workload that writes now and then, each time after the copier caught
+// up, never makes it give up on the background mode.
+func TestSporadicWritesAfterConvergingStayInBackground(t *testing.T) {
+	const gran = 4 * kib
+	src := allData(8, gran)
+	dst := newMemTarget(src.Size())
+	c, err := New(src, dst, Options{Granularity: gran, MaxRequest: gran, Workers: 1, StallPasses: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	wait := run(ctx, c)
+	for i := range 10 {
+		if err := c.WaitConverged(ctx); err != nil {
+			t.Fatal(err)
+		}
+		// Behind the cursor, so that copying it wraps a pass.
+		w, err := c.BeginWrite(ctx, 0, 16)
+		if err != nil {
+			t.Fatal(err)
+		}
+		src.write(bytes.Repeat([]byte{byte(i + 1)}, 16), 0)
+		w.Finish(nil)
+	}
+	if p := c.Progress(); p.Mode != ModeBackground {
+		t.Fatalf("progress %+v: switched to write-blocking although every write found the copy caught up", p)
+	}
+	cutoverMatches(t, c, wait, src, dst, "target differs from source")
+}

@@ -15,6 +15,11 @@ func (c *Copier) worker(ctx context.Context) error {
 	for ctx.Err() == nil {
 		r, ok := c.nextLocked()
 		if !ok {
+			// Caught up: passes that end with a few new writes after an
+			// idle moment are not a failure to converge.
+			if c.mu.dirty.count == 0 {
+				c.mu.stalls, c.mu.passDirty = 0, 0
+			}
 			if c.flushDueLocked() {
 				c.flushLocked()
 				continue

@@ -1,0 +1,559 @@
+package recovery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rewind-dev/rewind/catalog"
+	"github.com/rewind-dev/rewind/timeline"
+	"github.com/rewind-dev/rewind/timeline/hydrate"
+)
+
+// Options configure a Manager.
+type Options struct {
+	// Dir keeps the records and saved progress (DATA/recoveries).
+	Dir    string
+	Logger *slog.Logger
+	// SaveInterval is how often a copy saves its progress (default 5 s).
+	SaveInterval time.Duration
+	// Copier options for tests; zero values take the copier's defaults.
+	Granularity int64
+	Workers     int
+}
+
+// Manager runs the recoveries of one data directory.
+type Manager struct {
+	svc *catalog.Service
+	dir string
+	log *slog.Logger
+	opt Options
+	ctx context.Context // ends when the daemon stops
+	end context.CancelFunc
+	wg  sync.WaitGroup
+	mu  struct {
+		sync.Mutex
+		jobs map[string]*job // by recovered volume name
+	}
+}
+
+// job is one recovery.
+type job struct {
+	m      *Manager
+	view   *timeline.View
+	disk   *Disk
+	cp     *hydrate.Copier
+	target *opened
+	done   chan struct{} // closed when the copier's Run returns
+	meter  rateMeter
+	mu     struct {
+		sync.Mutex
+		rec *record
+	}
+}
+
+// Request is `rewind recover VOLUME@WHEN --to TARGET`.
+type Request struct {
+	Spec   string `json:"spec"`
+	Target string `json:"target"` // a path (for messages) or an NBD URI
+	As     string `json:"as,omitempty"`
+	Limit  int64  `json:"bwlimit,omitempty"` // bytes/s, 0 = unlimited
+	// File is the target file or device, opened by the caller; nil for
+	// an NBD URI. Created says the caller has just created it, empty:
+	// it is sized to the volume and read as zeroes.
+	File    *os.File `json:"-"`
+	Created bool     `json:"created,omitempty"`
+}
+
+// Open loads the recoveries of dir and resumes those still copying.
+func Open(svc *catalog.Service, o Options) (*Manager, error) {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.SaveInterval <= 0 {
+		o.SaveInterval = 5 * time.Second
+	}
+	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("recoveries: %w", err)
+	}
+	ctx, end := context.WithCancel(context.Background())
+	m := &Manager{svc: svc, dir: o.Dir, log: o.Logger, opt: o, ctx: ctx, end: end}
+	m.mu.jobs = map[string]*job{}
+	recs, err := m.load()
+	if err != nil {
+		end()
+		return nil, err
+	}
+	for _, r := range recs {
+		m.resume(r)
+	}
+	return m, nil
+}
+
+// resume brings back a recovery after a restart. A recovery that cannot
+// go on is marked failed with the reason, and its volume is served as
+// the plain clone it is.
+func (m *Manager) resume(r *record) {
+	if r.State == StateCancelled || r.State == StateFailed {
+		m.mu.jobs[r.Name] = &job{m: m, done: closed()}
+		m.mu.jobs[r.Name].mu.rec = r
+		return
+	}
+	var o *opened
+	var err error
+	if r.Kind == KindNBD {
+		ctx, cancel := context.WithTimeout(m.ctx, 30*time.Second)
+		o, err = dialTarget(ctx, r.Target)
+		cancel()
+	} else {
+		o, err = reopen(r)
+	}
+	if err == nil && r.State != StateCutOver {
+		err = m.startJob(r, o, true)
+	} else if err == nil {
+		err = m.startCutOver(r, o)
+	}
+	if err != nil {
+		o.close()
+		m.log.Error("recovery cannot resume; its volume is served as a plain clone", "volume", r.Name, "err", err)
+		r.State, r.Reason = StateFailed, "after a restart: "+err.Error()
+		if serr := m.save(r); serr != nil {
+			m.log.Error("saving recovery", "err", serr)
+		}
+		j := &job{m: m, done: closed()}
+		j.mu.rec = r
+		m.mu.jobs[r.Name] = j
+	}
+}
+
+func closed() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}
+
+// Start begins a recovery. Nothing is left behind when it fails: no
+// clone, no record, no copy.
+func (m *Manager) Start(ctx context.Context, req Request) (*Status, error) {
+	o, err := m.openTarget(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	st, err := m.start(ctx, req, o)
+	if err != nil {
+		o.close()
+		return nil, err
+	}
+	return st, nil
+}
+
+func (m *Manager) openTarget(ctx context.Context, req Request) (*opened, error) {
+	if req.Target == "" {
+		return nil, catalog.Errorf(catalog.ErrInvalid, "no target: give --to FILE, DEVICE or nbd://HOST:PORT/EXPORT")
+	}
+	if req.File == nil {
+		if !isURI(req.Target) {
+			return nil, catalog.Errorf(catalog.ErrInvalid, "target %s was not passed open; over the network a target must be an nbd:// URI", req.Target)
+		}
+		// Checked before dialling: an NBD server that takes one client
+		// at a time would keep a second one waiting.
+		key, err := nbdKey(req.Target)
+		if err != nil {
+			return nil, err
+		}
+		if err := m.checkFree(key, req.Target); err != nil {
+			return nil, err
+		}
+		return dialTarget(ctx, req.Target)
+	}
+	return fromFile(req.File, req.Target)
+}
+
+func (m *Manager) start(ctx context.Context, req Request, o *opened) (*Status, error) {
+	src, at, sp, err := m.svc.Resolve(req.Spec)
+	if err != nil {
+		return nil, err
+	}
+	if sp.Bare {
+		return nil, catalog.Errorf(catalog.ErrBadWhen, "recover needs an instant: VOLUME@WHEN (for example %s@latest or %s@-10m)", sp.Volume, sp.Volume)
+	}
+	name := req.As
+	if name == "" {
+		name = fmt.Sprintf("%s-recovered-%s", sp.Volume, strings.ToLower(catalog.Time(m.svc.Timeline().Now().UnixNano()).Compact()))
+		name = strings.ReplaceAll(name, ".", "")
+	}
+	if err := catalog.CheckVolumeName(name); err != nil {
+		return nil, err
+	}
+	size := src.SizeAt(at)
+	if req.Created && o.kind == KindFile && o.t.Size() == 0 {
+		f := o.t.(*hydrate.FileTarget).File()
+		if err := f.Truncate(size); err != nil {
+			return nil, fmt.Errorf("size target %s to %d bytes: %w", req.Target, size, err)
+		}
+		if o.t, err = hydrate.NewFileTarget(f); err != nil {
+			return nil, err
+		}
+	}
+	if ts := o.t.Size(); ts < size {
+		return nil, catalog.Errorf(catalog.ErrInvalid, "target %s has %d bytes and %s needs %d; give a target of at least %d bytes (or a new file)",
+			req.Target, ts, req.Spec, size, size)
+	}
+
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.checkFreeLocked(o.key, req.Target); err != nil {
+		return nil, err
+	}
+	if _, ok := m.mu.jobs[name]; ok {
+		return nil, catalog.Errorf(catalog.ErrExists, "a recovery named %s exists; choose another name with --as", name)
+	}
+	// The instant resolved above, not the spec again: a relative WHEN
+	// moves.
+	if _, err := m.svc.Clone(ctx, fmt.Sprintf("%s@%s", src.Name, catalog.Time(at)), name); err != nil {
+		return nil, err
+	}
+	r := &record{Name: name, Source: req.Spec, From: src.Name, At: catalog.Time(at), Target: req.Target,
+		Kind: o.kind, Dev: o.dev, Ino: o.ino, Rdev: o.rdev, Zeroed: req.Created && o.kind == KindFile,
+		Limit: req.Limit, State: StateCopying, Created: catalog.Time(time.Now().UnixNano())}
+	os.Remove(m.progressPath(name))
+	if err := m.save(r); err != nil {
+		m.svc.RemoveVolume(ctx, name, true)
+		return nil, err
+	}
+	if err := m.startJobLocked(r, o, false); err != nil {
+		m.forget(name)
+		m.svc.RemoveVolume(ctx, name, true)
+		return nil, err
+	}
+	m.log.Info("recovery started", "volume", name, "from", req.Spec, "target", req.Target, "bwlimit", req.Limit)
+	st := m.mu.jobs[name].status()
+	return &st, nil
+}
+
+// checkFree fails when a running recovery copies into or serves key.
+func (m *Manager) checkFree(key, target string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.checkFreeLocked(key, target)
+}
+
+func (m *Manager) checkFreeLocked(key, target string) error {
+	for _, j := range m.mu.jobs {
+		if j.target != nil && j.target.key == key && j.active() {
+			return catalog.Errorf(catalog.ErrConflict, "target %s is in use by the recovery %s; choose another target or cancel that recovery",
+				target, j.record().Name)
+		}
+	}
+	return nil
+}
+
+func (m *Manager) startJob(r *record, o *opened, resumed bool) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.startJobLocked(r, o, resumed)
+}
+
+// startJobLocked opens the clone's head, makes the copier (resuming its
+// saved progress), and starts it.
+func (m *Manager) startJobLocked(r *record, o *opened, resumed bool) error {
+	view, err := m.svc.OpenView(r.Name)
+	if err != nil {
+		return err
+	}
+	vol, err := view.Volume()
+	if err != nil {
+		view.Close()
+		return err
+	}
+	cp, err := hydrate.New(view, o.t, hydrate.Options{
+		Granularity:  m.opt.Granularity,
+		Workers:      m.opt.Workers,
+		Rate:         r.Limit,
+		TargetZeroed: r.Zeroed,
+		Store:        hydrate.FileStore{Path: m.progressPath(r.Name)},
+		SaveInterval: m.opt.SaveInterval,
+		Watermark:    func() int64 { return view.Time() },
+		FlushSource:  view.Flush,
+		Logger:       m.log.With("recovery", r.Name),
+	})
+	if err != nil {
+		view.Close()
+		return err
+	}
+	if wm, ok := cp.Resumed(); ok && resumed {
+		// Writes the clone took after the saved progress may not be in
+		// its bitmap.
+		last := view.Time()
+		if last > wm {
+			changed, err := m.svc.Timeline().Diff(vol.ID, wm, last)
+			if err != nil {
+				view.Close()
+				return fmt.Errorf("blocks written since the saved progress: %w", err)
+			}
+			for _, c := range changed {
+				cp.MarkDirty(c.Offset, c.Length)
+			}
+			m.log.Info("recovery resumes", "volume", r.Name, "redirtied_ranges", len(changed))
+		}
+	}
+	if err := cp.Checkpoint(); err != nil { // the zero bitmap is saved before the first copy
+		view.Close()
+		return err
+	}
+	j := &job{m: m, view: view, cp: cp, target: o, disk: &Disk{view: view, cp: cp}, done: make(chan struct{})}
+	j.mu.rec = r
+	m.mu.jobs[r.Name] = j
+	m.wg.Add(1)
+	go j.run()
+	return nil
+}
+
+// startCutOver serves a recovery that was cut over before a restart.
+func (m *Manager) startCutOver(r *record, o *opened) error {
+	view, err := m.svc.OpenView(r.Name)
+	if err != nil {
+		return err
+	}
+	d := &Disk{view: view}
+	d.mu.target = o.t
+	j := &job{m: m, view: view, target: o, disk: d, done: closed()}
+	j.mu.rec = r
+	m.mu.Lock()
+	m.mu.jobs[r.Name] = j
+	m.mu.Unlock()
+	return nil
+}
+
+// run runs the copier and records how it ended.
+func (j *job) run() {
+	defer j.m.wg.Done()
+	defer close(j.done)
+	err := j.cp.Run(j.m.ctx)
+	switch {
+	case err == nil, errors.Is(err, hydrate.ErrCancelled):
+		return // Cutover or Cancel records the state
+	case j.m.ctx.Err() != nil:
+		return // the daemon stops: the copy resumes at the next start
+	}
+	j.m.log.Error("recovery copy failed; the volume is still served from the clone", "volume", j.record().Name, "err", err)
+	j.setState(StateFailed, err.Error())
+	j.target.close()
+}
+
+func (j *job) record() record {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return *j.mu.rec
+}
+
+func (j *job) setState(state, reason string) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.mu.rec.State, j.mu.rec.Reason = state, reason
+	if state == StateCutOver {
+		t := catalog.Time(time.Now().UnixNano())
+		j.mu.rec.CutOver = &t
+	}
+	return j.m.save(j.mu.rec)
+}
+
+// active reports whether the job still copies into its target or serves it.
+func (j *job) active() bool {
+	s := j.record().State
+	return s == StateCopying || s == StateCutOver
+}
+
+// get returns the job of a recovered volume.
+func (m *Manager) get(name string) (*job, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	j, ok := m.mu.jobs[name]
+	if !ok {
+		return nil, catalog.Errorf(catalog.ErrNotFound, "no recovery of a volume named %s (rewind recover status lists them)", name)
+	}
+	return j, nil
+}
+
+// Cutover waits until the target holds what the export holds, then
+// makes the export serve the target.
+func (m *Manager) Cutover(ctx context.Context, name string) (*Status, error) {
+	j, err := m.get(name)
+	if err != nil {
+		return nil, err
+	}
+	switch r := j.record(); r.State {
+	case StateCutOver:
+		st := j.status()
+		return &st, nil
+	case StateCopying:
+	default:
+		return nil, catalog.Errorf(catalog.ErrConflict, "the recovery of %s is %s%s; there is nothing to cut over", name, r.State, reasonSuffix(r.Reason))
+	}
+	resume, err := j.cp.Cutover(ctx, func() func() {
+		resume := j.disk.pause()
+		return resume
+	})
+	if err != nil {
+		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			return nil, fmt.Errorf("cutover of %s interrupted before it happened; the copy goes on: %w", name, err)
+		}
+		return nil, fmt.Errorf("cutover of %s: %w", name, err)
+	}
+	// I/O is paused, the target is flushed and equal to the clone. The
+	// clone's history is made durable and the cutover recorded before
+	// the export switches.
+	if err := errors.Join(j.view.Flush(), j.setState(StateCutOver, "")); err != nil {
+		resume()
+		j.setState(StateFailed, "cutover could not be recorded: "+err.Error())
+		return nil, fmt.Errorf("cutover of %s could not be recorded, so the export stays on the clone: %w", name, err)
+	}
+	j.disk.switchTo(j.target.t)
+	resume()
+	m.log.Info("recovery cut over: the export now reads and writes the target", "volume", name, "target", j.record().Target)
+	<-j.done
+	os.Remove(m.progressPath(name))
+	st := j.status()
+	return &st, nil
+}
+
+func reasonSuffix(reason string) string {
+	if reason == "" {
+		return ""
+	}
+	return " (" + reason + ")"
+}
+
+// Cancel stops a copy. The export keeps serving the clone.
+func (m *Manager) Cancel(name string) (*Status, error) {
+	j, err := m.get(name)
+	if err != nil {
+		return nil, err
+	}
+	switch r := j.record(); r.State {
+	case StateCutOver:
+		return nil, catalog.Errorf(catalog.ErrConflict, "%s was cut over to %s; the workload runs on the target, there is no copy to cancel", name, r.Target)
+	case StateCancelled:
+		st := j.status()
+		return &st, nil
+	}
+	if j.cp != nil {
+		j.cp.Cancel()
+		<-j.done
+	}
+	if err := j.setState(StateCancelled, ""); err != nil {
+		return nil, err
+	}
+	j.target.close() // unlocks a file target for another recovery
+	os.Remove(m.progressPath(name))
+	m.log.Info("recovery cancelled; the volume is served from its clone", "volume", name)
+	st := j.status()
+	return &st, nil
+}
+
+// SetLimit changes a copy's bandwidth limit while it runs.
+func (m *Manager) SetLimit(name string, rate int64) (*Status, error) {
+	if rate < 0 {
+		return nil, catalog.Errorf(catalog.ErrInvalid, "a negative rate")
+	}
+	j, err := m.get(name)
+	if err != nil {
+		return nil, err
+	}
+	if j.cp == nil || j.record().State != StateCopying {
+		return nil, catalog.Errorf(catalog.ErrConflict, "the recovery of %s is not copying", name)
+	}
+	j.cp.SetRate(rate)
+	j.mu.Lock()
+	j.mu.rec.Limit = rate
+	err = m.save(j.mu.rec)
+	j.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	st := j.status()
+	return &st, nil
+}
+
+// Disk returns what serves the export name, when it names a recovered
+// volume being copied or cut over; nil otherwise.
+func (m *Manager) Disk(name string) *Disk {
+	if strings.Contains(name, "@") {
+		return nil
+	}
+	m.mu.Lock()
+	j := m.mu.jobs[name]
+	m.mu.Unlock()
+	if j == nil || j.disk == nil {
+		return nil
+	}
+	if s := j.record().State; s == StateCancelled || s == StateFailed {
+		if j.cp == nil {
+			return nil // after a restart: a plain clone
+		}
+	}
+	return j.disk
+}
+
+// Busy reports whether volume is a recovery that is copying or cut over
+// (it cannot be removed then).
+func (m *Manager) Busy(volume string) bool {
+	m.mu.Lock()
+	j := m.mu.jobs[volume]
+	m.mu.Unlock()
+	return j != nil && j.active()
+}
+
+// Forget drops the record of a recovery whose volume was removed.
+func (m *Manager) Forget(volume string) {
+	m.mu.Lock()
+	j := m.mu.jobs[volume]
+	delete(m.mu.jobs, volume)
+	m.mu.Unlock()
+	if j != nil {
+		m.forget(volume)
+	}
+}
+
+// Close stops every copy, saving its progress, and closes the targets.
+// Exports must be closed first.
+func (m *Manager) Close() error {
+	m.end()
+	m.wg.Wait()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var errs []error
+	for _, j := range m.mu.jobs {
+		errs = append(errs, j.target.close())
+		if j.view != nil {
+			errs = append(errs, j.view.Close())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// List returns the status of every recovery, by name.
+func (m *Manager) List() []Status {
+	m.mu.Lock()
+	jobs := make([]*job, 0, len(m.mu.jobs))
+	for _, j := range m.mu.jobs {
+		jobs = append(jobs, j)
+	}
+	m.mu.Unlock()
+	out := make([]Status, 0, len(jobs))
+	for _, j := range jobs {
+		out = append(out, j.status())
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].Name < out[b].Name })
+	return out
+}
+
+// Dir is where the records are kept.
+func (m *Manager) Dir() string { return filepath.Clean(m.dir) }

@@ -1,0 +1,253 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/rewind-dev/rewind/catalog/recovery"
+)
+
+type recoverCmd struct {
+	Start   recoverStartCmd   `cmd:"" default:"withargs" help:"Clone VOLUME@WHEN, serve it now as the writable export NEWVOLUME, and copy it into TARGET in the background."`
+	Status  recoverStatusCmd  `cmd:"" help:"Progress of every recovery: bytes done, rate, ETA, state."`
+	Cutover recoverCutoverCmd `cmd:"" help:"Wait until TARGET holds what the export holds, then serve TARGET directly."`
+	Cancel  recoverCancelCmd  `cmd:"" help:"Stop a copy; the export keeps serving the clone, nothing is lost."`
+	Limit   recoverLimitCmd   `cmd:"" name:"bwlimit" help:"Change a running copy's bandwidth limit."`
+}
+
+type recoverStartCmd struct {
+	Spec    string `arg:"" help:"VOLUME@WHEN to recover."`
+	To      string `help:"Where to copy it: a file (created if missing), a block device, or nbd://HOST:PORT/EXPORT." required:"" placeholder:"TARGET"`
+	As      string `help:"Name of the recovered volume and its export (default VOLUME-recovered-TIME)." placeholder:"NEWVOLUME"`
+	BWLimit Rate   `help:"Most bytes per second the copy takes, like 100MiB (default: no limit)." name:"bwlimit" placeholder:"RATE"`
+}
+
+func (c *recoverStartCmd) Run(e *env) error {
+	cl, err := e.daemonClient("rewind recover")
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	req := RecoverRequest{Spec: c.Spec, Target: c.To, As: c.As, Limit: int64(c.BWLimit)}
+	var f *os.File
+	if !strings.Contains(c.To, "://") {
+		req.Target = absPath(c.To)
+		if f, req.Created, err = openTarget(req.Target); err != nil {
+			return err
+		}
+		defer f.Close()
+	}
+	var st recovery.Status
+	if err := cl.CallWithFile(e.ctx, "recover", req, f, &st); err != nil {
+		if req.Created {
+			os.Remove(req.Target) // nothing is left behind
+		}
+		return err
+	}
+	return e.print(st, func() {
+		fmt.Printf("recovering %s as %s into %s\n", c.Spec, st.Name, st.Target)
+		fmt.Printf("serving now: nbd export %s (writable), and %s/disk.img in the FUSE tree\n", st.Name, st.Name)
+		fmt.Printf("follow with: rewind recover status --watch; then: rewind recover cutover %s\n", st.Name)
+	})
+}
+
+// openTarget opens a recovery's file or block device with the caller's
+// rights: a missing file is created (created=true, empty), a block
+// device is opened exclusively (it must not be mounted or in use).
+func openTarget(path string) (f *os.File, created bool, err error) {
+	f, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err == nil {
+		return f, true, nil
+	}
+	if !errors.Is(err, os.ErrExist) {
+		return nil, false, fmt.Errorf("create target %s: %w", path, err)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, false, fmt.Errorf("target %s: %w", path, err)
+	}
+	flags := os.O_RDWR
+	switch {
+	case st.Mode()&os.ModeDevice != 0 && st.Mode()&os.ModeCharDevice == 0:
+		flags |= os.O_EXCL // a block device: refused while mounted or held
+	case st.Mode().IsRegular():
+	default:
+		return nil, false, fmt.Errorf("target %s is neither a file nor a block device; give a file, a block device or nbd://HOST:PORT/EXPORT", path)
+	}
+	f, err = os.OpenFile(path, flags, 0)
+	if err != nil {
+		if errors.Is(err, os.ErrExist) || strings.Contains(err.Error(), "device or resource busy") {
+			return nil, false, fmt.Errorf("target %s is in use (mounted or held open); unmount it or choose another", path)
+		}
+		return nil, false, fmt.Errorf("open target %s: %w", path, err)
+	}
+	return f, false, nil
+}
+
+type recoverStatusCmd struct {
+	Name  string `arg:"" optional:"" help:"One recovered volume (default: all)."`
+	Watch bool   `help:"Redraw every second until every copy has converged, cut over, failed or been cancelled."`
+}
+
+func (c *recoverStatusCmd) Run(e *env) error {
+	cl, err := e.daemonClient("rewind recover status")
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	for {
+		var all []recovery.Status
+		if err := cl.Call(e.ctx, "recover-status", RecoverRequest{Name: c.Name}, &all); err != nil {
+			return err
+		}
+		if e.globals.JSON {
+			if err := printJSONLine(all, c.Watch); err != nil {
+				return err
+			}
+		} else {
+			printRecoveries(all, c.Watch && isTerminal(os.Stdout))
+		}
+		if !c.Watch || settled(all) {
+			return nil
+		}
+		select {
+		case <-e.ctx.Done():
+			return e.ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// settled: no copy is still moving towards convergence.
+func settled(all []recovery.Status) bool {
+	for _, s := range all {
+		if s.State == recovery.StateCopying {
+			return false
+		}
+	}
+	return true
+}
+
+// printJSONLine prints one indented document, or with --watch one
+// compact document a line.
+func printJSONLine(v any, stream bool) error {
+	enc := json.NewEncoder(os.Stdout)
+	if !stream {
+		enc.SetIndent("", "  ")
+	}
+	return enc.Encode(v)
+}
+
+// printRecoveries prints one block per recovery; redraw moves the cursor
+// back over the previous drawing first.
+func printRecoveries(all []recovery.Status, redraw bool) {
+	var b strings.Builder
+	if len(all) == 0 {
+		b.WriteString("no recoveries\n")
+	}
+	for _, s := range all {
+		fmt.Fprintf(&b, "%s  %s -> %s  %s%s\n", s.Name, s.Source, s.Target, s.State, reasonText(s.Reason))
+		frac := 0.0
+		if s.Total > 0 {
+			frac = float64(s.Done) / float64(s.Total)
+		}
+		const width = 30
+		fill := int(frac * width)
+		eta := "-"
+		if s.ETA >= 0 {
+			eta = (time.Duration(s.ETA) * time.Second).String()
+		}
+		limit := ""
+		if s.Limit > 0 {
+			limit = fmt.Sprintf(" (limit %s/s)", human(s.Limit))
+		}
+		mode := ""
+		if s.Mode != "" && s.State != recovery.StateCutOver {
+			mode = ", " + s.Mode
+		}
+		fmt.Fprintf(&b, "  [%s%s] %3.0f%% %s/%s  %s/s%s  ETA %s%s\n", strings.Repeat("=", fill), strings.Repeat(" ", width-fill),
+			frac*100, human(s.Done), human(s.Total), human(int64(s.Rate)), limit, eta, mode)
+	}
+	out := b.String()
+	if redraw {
+		out = "\033[H\033[2J" + out
+	}
+	fmt.Print(out)
+}
+
+func reasonText(r string) string {
+	if r == "" {
+		return ""
+	}
+	return ": " + r
+}
+
+type recoverCutoverCmd struct {
+	Name string `arg:"" help:"The recovered volume (NEWVOLUME)."`
+}
+
+func (c *recoverCutoverCmd) Run(e *env) error {
+	cl, err := e.daemonClient("rewind recover cutover")
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	if !e.globals.JSON {
+		fmt.Fprintf(os.Stderr, "waiting until the target holds everything %s holds...\n", c.Name)
+	}
+	var st recovery.Status
+	if err := cl.Call(e.ctx, "recover-cutover", RecoverRequest{Name: c.Name}, &st); err != nil {
+		return err
+	}
+	return e.print(st, func() {
+		fmt.Printf("cut over: the export %s now reads and writes %s directly\n", st.Name, st.Target)
+		fmt.Printf("its history up to now stays readable as %s@WHEN; %s is unchanged\n", st.Name, st.Source)
+	})
+}
+
+type recoverCancelCmd struct {
+	Name string `arg:"" help:"The recovered volume (NEWVOLUME)."`
+}
+
+func (c *recoverCancelCmd) Run(e *env) error {
+	cl, err := e.daemonClient("rewind recover cancel")
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	var st recovery.Status
+	if err := cl.Call(e.ctx, "recover-cancel", RecoverRequest{Name: c.Name}, &st); err != nil {
+		return err
+	}
+	return e.print(st, func() {
+		fmt.Printf("cancelled the copy of %s into %s; the export %s keeps serving the clone, nothing is lost\n", st.Name, st.Target, st.Name)
+	})
+}
+
+type recoverLimitCmd struct {
+	Name string `arg:"" help:"The recovered volume (NEWVOLUME)."`
+	Rate Rate   `arg:"" help:"Bytes per second, like 100MiB; 0 for no limit."`
+}
+
+func (c *recoverLimitCmd) Run(e *env) error {
+	cl, err := e.daemonClient("rewind recover bwlimit")
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	var st recovery.Status
+	if err := cl.Call(e.ctx, "recover-limit", RecoverRequest{Name: c.Name, Limit: int64(c.Rate)}, &st); err != nil {
+		return err
+	}
+	return e.print(st, func() {
+		if st.Limit == 0 {
+			fmt.Printf("the copy of %s has no bandwidth limit now\n", st.Name)
+			return
+		}
+		fmt.Printf("the copy of %s takes at most %s/s now\n", st.Name, human(st.Limit))
+	})
+}
