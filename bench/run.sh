@@ -2,7 +2,7 @@
 # rewind's benchmarks, side by side with its peers on the same bytes, in
 # one run (`make bench`):
 #
-#   bench/run.sh [ingest] [nbd] [fuse]     (no argument: all three)
+#   bench/run.sh [ingest] [nbd] [fuse] [recover]     (no argument: all)
 #
 #   ingest  rewind import vs restic backup vs borg create of a 1 GiB mixed
 #           ext4 image and of its second version (5% of file data
@@ -10,6 +10,8 @@
 #   nbd     rewind serve vs nbdkit (file plugin) vs qemu-nbd: nbdcopy, fio
 #           4 KiB random reads at QD32, qemu-img bench at depth 1, 2, 4
 #   fuse    reading the image through rewind serve --mount vs restic mount
+#   recover rewind recover: hydration vs nbdcopy of the same export,
+#           read latency during the copy vs idle, time to first byte
 #
 # Each section can run alone; it makes what it needs (images, an untimed
 # import) when an earlier section did not. A section whose rewind command
@@ -35,11 +37,12 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/ingest.sh"
 . "$here/nbd.sh"
 . "$here/fuse.sh"
+. "$here/recover.sh"
 
 sections=("$@")
-((${#sections[@]})) || sections=(ingest nbd fuse)
+((${#sections[@]})) || sections=(ingest nbd fuse recover)
 for s in "${sections[@]}"; do
-	[[ $s == ingest || $s == nbd || $s == fuse ]] || die "unknown section $s: want ingest, nbd or fuse"
+	[[ $s == ingest || $s == nbd || $s == fuse || $s == recover ]] || die "unknown section $s: want ingest, nbd, fuse or recover"
 done
 
 for tool in restic borg nbdkit qemu-nbd qemu-img nbdcopy fio fusermount3 python3 mkfs.ext4 debugfs mountpoint; do
