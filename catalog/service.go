@@ -38,6 +38,8 @@ type Service struct {
 	now    func() time.Time
 	log    *slog.Logger
 	inUse  InUse
+	// removeCheck, when set, can refuse RemoveVolume even with force.
+	removeCheck func(volume string) error
 }
 
 // Open opens (creating if needed) the data directory.

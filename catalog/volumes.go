@@ -47,6 +47,11 @@ type InUse func(volume string) bool
 // SetInUse installs the daemon's check of served volumes.
 func (s *Service) SetInUse(f InUse) { s.inUse = f }
 
+// SetRemoveCheck installs a check that RemoveVolume runs even with force,
+// for the volume and for each clone force would remove: an error says why
+// the volume cannot go (a recovery copying from it).
+func (s *Service) SetRemoveCheck(f func(volume string) error) { s.removeCheck = f }
+
 // RemoveVolume deletes a volume, its history and its recovery points. It
 // refuses while clones depend on it or it is served, unless force; with
 // force, clones are removed first.
@@ -54,6 +59,11 @@ func (s *Service) RemoveVolume(ctx context.Context, name string, force bool) err
 	v, err := s.volume(name)
 	if err != nil {
 		return err
+	}
+	if s.removeCheck != nil {
+		if err := s.removeCheck(name); err != nil {
+			return err
+		}
 	}
 	if s.inUse != nil && s.inUse(name) && !force {
 		return errorf(ErrConflict, "%s is being served; stop serving it or use --force", name)

@@ -502,8 +502,8 @@ func (m *Manager) Disk(name string) *Disk {
 	return j.disk
 }
 
-// Busy reports whether volume is a recovery that is copying or cut over
-// (it cannot be removed then).
+// Busy reports whether volume is a recovery that is copying or cut over:
+// it is served (a volume rm without --force is refused).
 func (m *Manager) Busy(volume string) bool {
 	m.mu.Lock()
 	j := m.mu.jobs[volume]
@@ -511,15 +511,40 @@ func (m *Manager) Busy(volume string) bool {
 	return j != nil && j.active()
 }
 
-// Forget drops the record of a recovery whose volume was removed.
-func (m *Manager) Forget(volume string) {
+// RemoveCheck refuses the removal of a volume whose recovery is copying
+// (for catalog.Service.SetRemoveCheck). Removing a recovered volume that
+// was cut over, cancelled or failed ends its recovery: the target is
+// closed and left as it is, and the record goes.
+func (m *Manager) RemoveCheck(volume string) error {
+	m.mu.Lock()
+	j := m.mu.jobs[volume]
+	m.mu.Unlock()
+	if j == nil {
+		return nil
+	}
+	if r := j.record(); r.State == StateCopying {
+		return catalog.Errorf(catalog.ErrConflict, "%s is being recovered into %s; cancel the copy first (rewind recover cancel %s)",
+			volume, r.Target, volume)
+	}
+	m.forgetJob(volume)
+	return nil
+}
+
+// forgetJob ends a recovery that no longer copies and drops its record.
+func (m *Manager) forgetJob(volume string) {
 	m.mu.Lock()
 	j := m.mu.jobs[volume]
 	delete(m.mu.jobs, volume)
 	m.mu.Unlock()
-	if j != nil {
-		m.forget(volume)
+	if j == nil {
+		return
 	}
+	j.target.close()
+	if j.view != nil {
+		j.view.Close()
+		j.view = nil
+	}
+	m.forget(volume)
 }
 
 // Close stops every copy, saving its progress, and closes the targets.

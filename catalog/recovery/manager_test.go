@@ -69,6 +69,7 @@ func (f *fixture) open() {
 		svc.Close()
 		f.t.Fatal(err)
 	}
+	svc.SetRemoveCheck(m.RemoveCheck)
 	f.svc, f.m = svc, m
 }
 
@@ -322,5 +323,31 @@ func TestRecoverRefusesBadInput(t *testing.T) {
 	if _, err := f.m.Start(context.Background(), Request{Spec: "db@latest", Target: busy, As: "again", File: file}); err != nil {
 		file.Close()
 		t.Fatalf("a cancelled recovery's target stays locked: %v", err)
+	}
+}
+
+// A volume whose copy runs cannot be removed, even with force; once the
+// copy is cancelled, removing it ends the recovery.
+func TestRecoverRemoveVolume(t *testing.T) {
+	f := newFixture(t)
+	f.start("rec", 1)
+	ctx := context.Background()
+	if err := f.svc.RemoveVolume(ctx, "rec", true); !errors.Is(err, catalog.ErrConflict) {
+		t.Fatalf("remove a volume being recovered: %v, want a conflict", err)
+	}
+	if err := f.svc.RemoveVolume(ctx, "db", true); !errors.Is(err, catalog.ErrConflict) {
+		t.Fatalf("remove (with force) the parent of a volume being recovered: %v, want a conflict", err)
+	}
+	if _, err := f.m.Cancel("rec"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.svc.RemoveVolume(ctx, "rec", true); err != nil {
+		t.Fatal(err)
+	}
+	if all := f.m.List(); len(all) != 0 {
+		t.Fatalf("recoveries after removing the volume: %+v", all)
+	}
+	if _, err := os.Stat(f.m.recordPath("rec")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the record of a removed recovery stays: %v", err)
 	}
 }

@@ -78,6 +78,7 @@ func (c *serveCmd) Run(e *env) error {
 		return err
 	}
 	d.exports.rec = rec
+	svc.SetRemoveCheck(rec.RemoveCheck)
 	// Stopped last of all, once no export or mount uses a Disk: the
 	// copies save their progress and resume at the next start.
 	d.stops = append(d.stops, func(context.Context) error { return rec.Close() })
