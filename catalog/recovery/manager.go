@@ -397,6 +397,10 @@ func (m *Manager) Cutover(ctx context.Context, name string) (*Status, error) {
 	default:
 		return nil, catalog.Errorf(catalog.ErrConflict, "the recovery of %s is %s%s; there is nothing to cut over", name, r.State, reasonSuffix(r.Reason))
 	}
+	// From now on each write reaches the target before it is
+	// acknowledged, so what is dirty only shrinks, however busy the
+	// workload.
+	j.cp.SetMode(hydrate.ModeWriteBlocking)
 	resume, err := j.cp.Cutover(ctx, func() func() {
 		resume := j.disk.pause()
 		return resume

@@ -199,8 +199,32 @@ func (c *recoverCutoverCmd) Run(e *env) error {
 	if !e.globals.JSON {
 		fmt.Fprintf(os.Stderr, "waiting until the target holds everything %s holds...\n", c.Name)
 	}
+	bar, update := newProgress("copying "+c.Name, !e.globals.JSON)
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	if update == nil {
+		close(stopped)
+	} else {
+		go func() { // the copy's progress while the cutover waits for it
+			defer close(stopped)
+			for {
+				var all []recovery.Status
+				if cl.Call(e.ctx, "recover-status", RecoverRequest{Name: c.Name}, &all) == nil && len(all) == 1 {
+					update(all[0].Done, all[0].Total)
+				}
+				select {
+				case <-stop:
+					return
+				case <-time.After(time.Second):
+				}
+			}
+		}()
+	}
 	var st recovery.Status
-	if err := cl.Call(e.ctx, "recover-cutover", RecoverRequest{Name: c.Name}, &st); err != nil {
+	err = cl.Call(e.ctx, "recover-cutover", RecoverRequest{Name: c.Name}, &st)
+	close(stop)
+	<-stopped
+	bar.done()
+	if err != nil {
 		return err
 	}
 	return e.print(st, func() {
