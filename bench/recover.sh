@@ -1,8 +1,9 @@
 # Section "recover" of bench/run.sh (sourced): instant recovery of v2
 # (bench@T2) into a new file on the same filesystem as the data.
 #
-#   hydration   rewind recover --to FILE, from the command until status
-#               says converged, against nbdcopy of the same export
+#   hydration   rewind recover --to FILE, from the command until
+#               `recover cutover` returns (converged, target flushed,
+#               export switched), against nbdcopy of the same export
 #               (bench@T2) into a new file: MiB/s of the image, both cold
 #               (fresh server, page cache dropped); nbdcopy --flush, as
 #               converged means flushed. Best of REC_REPEAT.
@@ -48,7 +49,7 @@ rec_wait() {
 	local deadline=$((SECONDS + $2)) s
 	while s=$(rec_state "$1") && [[ $s == copying ]]; do
 		((SECONDS < deadline)) || return 1
-		sleep 0.05
+		sleep 0.2
 	done
 	[[ $s == converged ]]
 }
@@ -60,8 +61,11 @@ rec_hydrate() {
 	drop_caches
 	rec_serve || return 1
 	t0=$(date +%s.%N)
+	# cutover returns once the copy converged (target flushed) and the
+	# export switched: one waiting process, no polling.
 	"$REWIND" --data "$W/rewind" recover "$VOL@$T2" --to "$W/rec/target.img" --as rec-h >/dev/null &&
-		rec_wait rec-h "$STEP_TIMEOUT" || { WHY="recover: $(rec_state rec-h 2>&1)"; rec_stop; return 1; }
+		timeout "$STEP_TIMEOUT" "$REWIND" --data "$W/rewind" recover cutover rec-h >/dev/null 2>&1 ||
+		{ WHY="recover: $(rec_state rec-h 2>&1)"; rec_stop; return 1; }
 	t1=$(date +%s.%N)
 	REC_HYD+=" $(mbps "$(image_bytes)" "$(calc "$t1 - $t0" 3)")"
 	rec_stop

@@ -13,3 +13,12 @@ type Source interface {
 }
 
 var _ Source = (*timeline.View)(nil)
+
+// ScanReader is an optional Source extension the copier reads through
+// when it is there: a read that adds nothing to the source's cache, so
+// a copy of the whole disk does not evict what the workload reads again.
+type ScanReader interface {
+	ReadAtScan(p []byte, off int64) (int, error)
+}
+
+var _ ScanReader = (*timeline.View)(nil)

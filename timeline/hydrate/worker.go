@@ -212,7 +212,13 @@ func (c *Copier) copyData(ctx context.Context, lo, hi int64, buf []byte) error {
 		if err := c.lim.Wait(ctx, int64(len(p))); err != nil {
 			return err
 		}
-		n, err := c.src.ReadAt(p, lo)
+		var n int
+		var err error
+		if sr, ok := c.src.(ScanReader); ok {
+			n, err = sr.ReadAtScan(p, lo)
+		} else {
+			n, err = c.src.ReadAt(p, lo)
+		}
 		if err != nil && !(errors.Is(err, io.EOF) && n == len(p)) {
 			return fmt.Errorf("read source at %d+%d: %w", lo, len(p), err)
 		}
