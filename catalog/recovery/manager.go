@@ -560,6 +560,11 @@ func (m *Manager) Close() error {
 	defer m.mu.Unlock()
 	var errs []error
 	for _, j := range m.mu.jobs {
+		if j.target != nil && j.record().State == StateCutOver {
+			// The export wrote the target directly: what it
+			// acknowledged is made durable before the daemon goes.
+			errs = append(errs, j.target.t.Flush())
+		}
 		errs = append(errs, j.target.close())
 		if j.view != nil {
 			errs = append(errs, j.view.Close())
