@@ -1,0 +1,561 @@
+package integration
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Instant recovery (`rewind recover`): a workload runs from an instant
+// served at once while a copier hydrates the target, then cuts over.
+
+// recoveryStatus is one row of `rewind --json recover status`.
+type recoveryStatus struct {
+	Name   string `json:"name"`
+	Source string `json:"source"`
+	Target string `json:"target"`
+	State  string `json:"state"`
+	Reason string `json:"reason"`
+	Total  int64  `json:"total_bytes"`
+	Done   int64  `json:"done_bytes"`
+	Copied int64  `json:"copied_bytes"`
+	Limit  int64  `json:"bwlimit"`
+}
+
+// recoveries lists every recovery of the daemon on rw's data directory.
+func recoveries(t *testing.T, rw *rewind) []recoveryStatus {
+	t.Helper()
+	var all []recoveryStatus
+	mustJSON(t, rw.MustRun("--json", "recover", "status"), &all)
+	return all
+}
+
+// recoveryOf returns the status of the recovery of volume name.
+func recoveryOf(t *testing.T, rw *rewind, name string) recoveryStatus {
+	t.Helper()
+	var all []recoveryStatus
+	mustJSON(t, rw.MustRun("--json", "recover", "status", name), &all)
+	if len(all) != 1 || all[0].Name != name {
+		t.Fatalf("recover status %s: %+v", name, all)
+	}
+	return all[0]
+}
+
+// cutOver lifts the bandwidth limit of a recovery, cuts it over, and
+// fails the test unless it is cut over then.
+func cutOver(t *testing.T, rw *rewind, name string) recoveryStatus {
+	t.Helper()
+	rw.MustRun("recover", "bwlimit", name, "0")
+	rw.MustRun("recover", "cutover", name)
+	st := recoveryOf(t, rw, name)
+	if st.State != "cut over" || st.Done != st.Total {
+		t.Fatalf("after cutover: %+v", st)
+	}
+	return st
+}
+
+// exportSHA returns the sha256 of an NBD export, read with nbdcopy.
+func exportSHA(t *testing.T, uri string) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "export.img")
+	mustRunCmd(t, requireTool(t, "nbdcopy", "libnbd-bin"), uri, out)
+	return sha256File(t, out)
+}
+
+// sha256Prefix returns the sha256 of the first n bytes of a file, failing
+// the test when it is shorter.
+func sha256Prefix(t *testing.T, path string, n int64) string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if got, err := io.CopyN(h, f, n); err != nil {
+		t.Fatalf("sha256 of the first %d bytes of %s: %d read: %v", n, path, got, err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// requireFilled fails the test unless path holds n bytes of b at off.
+func requireFilled(t *testing.T, path string, off, n int64, b byte) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	got := make([]byte, n)
+	if _, err := f.ReadAt(got, off); err != nil {
+		t.Fatalf("read %s at %d: %v", path, off, err)
+	}
+	if !bytes.Equal(got, bytes.Repeat([]byte{b}, int(n))) {
+		t.Errorf("%s at %d+%d does not hold 0x%02x (first bytes % x)", path, off, n, b, got[:16])
+	}
+}
+
+// qemuIO runs qemu-io commands on an NBD export and fails the test on
+// any failure, a failed pattern check included.
+func qemuIO(t *testing.T, uri string, cmds ...string) {
+	t.Helper()
+	args := []string{"-f", "raw"}
+	for _, c := range cmds {
+		args = append(args, "-c", c)
+	}
+	res := runCmd(t, nil, nil, requireTool(t, "qemu-io", "qemu-utils"), append(args, uri)...)
+	if res.Code != 0 || strings.Contains(res.Stdout, "Pattern verification failed") || strings.Contains(res.Stdout+res.Stderr, "failed") {
+		t.Fatalf("qemu-io %v on %s: %s", cmds, uri, res)
+	}
+}
+
+// TestRecoverVMDuringHydration boots a VM from a recovering export while
+// a bandwidth-limited copy runs, cuts over, and finds on the target
+// exactly what the export holds, the guest's writes and a write after
+// cutover included; the source's history is unchanged.
+func TestRecoverVMDuringHydration(t *testing.T) {
+	fx := buildVMFixture(t)
+	rw := newRewind(t)
+	root := fx.CopyRoot(t)
+	const at = "2026-11-25T12:00:00Z"
+	rw.MustRun("import", "vm", root, "--at", at)
+	srv := rw.Serve(serveOptions{})
+	target := filepath.Join(t.TempDir(), "prod.img")
+	// The image holds about 2.6 MiB of data: at 16 KiB/s the copy lasts
+	// minutes, longer than any boot that vmBootTimeout lets pass.
+	rw.MustRun("recover", "vm@"+at, "--to", target, "--as", "vm-rec", "--bwlimit", "16KiB")
+
+	boot := bootVM(t, fx, vmDrive(srv.URI("vm-rec")))
+	if boot.Boot != 1 {
+		t.Fatalf("first boot printed boot=%d", boot.Boot)
+	}
+	st := recoveryOf(t, rw, "vm-rec")
+	if st.State != "copying" || st.Done >= st.Total {
+		t.Fatalf("the copy did not overlap the boot (%v): %+v", boot.Duration, st)
+	}
+	t.Logf("booted in %v while the copy was at %d of %d bytes", boot.Duration, st.Done, st.Total)
+
+	st = cutOver(t, rw, "vm-rec")
+	if fi, err := os.Stat(target); err != nil || fi.Size() != st.Total {
+		t.Fatalf("target: %v, %v; want %d bytes", fi, err, st.Total)
+	}
+	if got, want := sha256Prefix(t, target, st.Total), exportSHA(t, srv.URI("vm-rec")); got != want {
+		t.Fatalf("target sha256 %s, export %s", got[:12], want[:12])
+	}
+	if got := string(debugfsCat(t, target, "/written-by-guest")); got != vmWritten(1) {
+		t.Fatalf("the target holds %q, want the guest's write %q", got, vmWritten(1))
+	}
+	fsckClean(t, target)
+
+	// After cutover the export writes the target directly.
+	qemuIO(t, srv.URI("vm-rec"), "write -P 0x5a 63M 64k", "flush")
+	requireFilled(t, target, 63<<20, 64<<10, 0x5a)
+
+	// The source's history never changed.
+	for _, spec := range []string{"vm@" + at, "vm@latest"} {
+		if exportSHA(t, srv.URI(spec)) != sha256File(t, root) {
+			t.Errorf("%s differs from the imported image", spec)
+		}
+	}
+}
+
+// postgres runs Debian's PostgreSQL as the postgres user on a data
+// directory, listening on a Unix socket only.
+type postgres struct {
+	t       *testing.T
+	bin     string // /usr/lib/postgresql/N/bin
+	data    string
+	sock    string // socket directory, postgres's own
+	port    int
+	running bool
+}
+
+// newPostgres finds PostgreSQL's programs; base must be traversable by
+// the postgres user.
+func newPostgres(t *testing.T, base, data string) *postgres {
+	t.Helper()
+	bins, _ := filepath.Glob("/usr/lib/postgresql/*/bin/pg_ctl")
+	if len(bins) == 0 {
+		t.Fatalf("PostgreSQL is not installed: install the Debian package postgresql (make deps installs it)")
+	}
+	sort.Strings(bins)
+	sock := filepath.Join(base, "pgsock")
+	if err := os.MkdirAll(sock, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	mustRunCmd(t, "chown", "postgres:postgres", sock)
+	p := &postgres{t: t, bin: filepath.Dir(bins[len(bins)-1]), data: data, sock: sock, port: freePort(t)}
+	t.Cleanup(func() {
+		if p.running {
+			p.as("pg_ctl", "-D", p.data, "-m", "immediate", "stop")
+		}
+	})
+	return p
+}
+
+// as runs one of PostgreSQL's programs as the postgres user.
+func (p *postgres) as(prog string, args ...string) cmdResult {
+	p.t.Helper()
+	setpriv := requireTool(p.t, "setpriv", "util-linux")
+	ids := []string{"--reuid=postgres", "--regid=postgres", "--init-groups", filepath.Join(p.bin, prog)}
+	return runCmd(p.t, nil, []string{"HOME=" + p.sock}, setpriv, append(ids, args...)...)
+}
+
+func (p *postgres) must(prog string, args ...string) string {
+	p.t.Helper()
+	res := p.as(prog, args...)
+	if res.Code != 0 {
+		p.t.Fatalf("%s %s: %s\nserver log:\n%s", prog, strings.Join(args, " "), res, p.log())
+	}
+	return res.Stdout
+}
+
+func (p *postgres) log() string {
+	b, _ := os.ReadFile(filepath.Join(p.sock, "pg.log"))
+	return tail(string(b), 3000)
+}
+
+func (p *postgres) initdb() {
+	p.t.Helper()
+	p.must("initdb", "-A", "trust", "-U", "postgres", "-D", p.data)
+}
+
+func (p *postgres) start() {
+	p.t.Helper()
+	p.must("pg_ctl", "-D", p.data, "-l", filepath.Join(p.sock, "pg.log"), "-w",
+		"-o", fmt.Sprintf("-k %s -p %d -c listen_addresses=", p.sock, p.port), "start")
+	p.running = true
+}
+
+func (p *postgres) stop() {
+	p.t.Helper()
+	p.must("pg_ctl", "-D", p.data, "-m", "fast", "-w", "stop")
+	p.running = false
+}
+
+// sql runs one statement and returns its rows, unaligned.
+func (p *postgres) sql(q string) string {
+	p.t.Helper()
+	return strings.TrimSpace(p.must("psql", "-X", "-h", p.sock, "-p", fmt.Sprint(p.port), "-U", "postgres", "-d", "postgres",
+		"-At", "-v", "ON_ERROR_STOP=1", "-c", q))
+}
+
+// attachment is a disk mounted through a loop device: an NBD export
+// attached with nbdfuse, or a file.
+type attachment struct {
+	t        *testing.T
+	mnt      string
+	loop     string
+	fuseDir  string
+	fuse     *daemon
+	detached bool
+}
+
+// attachExport mounts the ext4 of a writable NBD export on mnt.
+func attachExport(t *testing.T, uri, mnt string) *attachment {
+	t.Helper()
+	nbdfuse := requireTool(t, "nbdfuse", "libnbd-bin")
+	requireTool(t, "fusermount3", "fuse3")
+	fuseDir := filepath.Join(t.TempDir(), "fuse")
+	if err := os.Mkdir(fuseDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, daemonSpec{Path: nbdfuse, Args: []string{fuseDir, uri}, ReadyMount: []string{fuseDir}})
+	a := attachFile(t, filepath.Join(fuseDir, "nbd"), mnt)
+	a.fuseDir, a.fuse = fuseDir, d
+	return a
+}
+
+// attachFile mounts the ext4 of a file on mnt through a loop device.
+func attachFile(t *testing.T, file, mnt string) *attachment {
+	t.Helper()
+	losetup := requireTool(t, "losetup", "mount")
+	if err := os.MkdirAll(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	a := &attachment{t: t, mnt: mnt}
+	t.Cleanup(func() {
+		if !a.detached {
+			run := func(name string, args ...string) { runCmd(t, nil, nil, name, args...) }
+			run("umount", "-l", a.mnt)
+			if a.loop != "" {
+				run(losetup, "-d", a.loop)
+			}
+			if a.fuseDir != "" {
+				run("fusermount3", "-u", "-z", a.fuseDir)
+			}
+		}
+	})
+	a.loop = strings.TrimSpace(mustRunCmd(t, losetup, "-f", "--show", file))
+	mustRunCmd(t, "mount", "-t", "ext4", a.loop, mnt)
+	return a
+}
+
+// detach unmounts, frees the loop device and detaches nbdfuse.
+func (a *attachment) detach() {
+	a.t.Helper()
+	mustRunCmd(a.t, "umount", a.mnt)
+	mustRunCmd(a.t, requireTool(a.t, "losetup", "mount"), "-d", a.loop)
+	if a.fuse != nil {
+		mustRunCmd(a.t, "fusermount3", "-u", a.fuseDir)
+		<-a.fuse.exited
+	}
+	a.detached = true
+}
+
+// TestRecoverPostgres: PostgreSQL starts from a recovering export of an
+// instant taken while it ran, has every row committed before it, takes
+// a new row; after cutover the target alone starts PostgreSQL with the
+// new row too.
+func TestRecoverPostgres(t *testing.T) {
+	base := t.TempDir()
+	for _, d := range []string{filepath.Dir(base), base} {
+		if err := os.Chmod(d, 0o755); err != nil { // postgres walks into it
+			t.Fatal(err)
+		}
+	}
+	rw := newRewind(t)
+	img := makeExt4(t, 256<<20, map[string][]byte{"README": []byte("a disk for PostgreSQL\n")})
+	rw.MustRun("import", "db", img)
+	rw.MustRun("clone", "db@latest", "db-live")
+	srv := rw.Serve(serveOptions{})
+
+	// PostgreSQL runs on the clone; the instant is taken after a commit,
+	// while it runs.
+	mnt := filepath.Join(base, "live")
+	live := attachExport(t, srv.URI("db-live"), mnt)
+	mustRunCmd(t, "install", "-d", "-o", "postgres", "-g", "postgres", "-m", "0700", filepath.Join(mnt, "pg"))
+	pg := newPostgres(t, base, filepath.Join(mnt, "pg", "data"))
+	pg.initdb()
+	pg.start()
+	pg.sql("CREATE TABLE t (id int PRIMARY KEY, note text NOT NULL)")
+	pg.sql("INSERT INTO t SELECT g, 'committed' FROM generate_series(1, 1000) g")
+	instant := time.Now().UTC().Format(time.RFC3339Nano)
+	pg.sql("INSERT INTO t VALUES (1001, 'after the instant')")
+	pg.stop()
+	live.detach()
+
+	target := filepath.Join(base, "prod.img")
+	// PostgreSQL's files are tens of MiB: at 1 MiB/s the copy runs while
+	// PostgreSQL starts from the export.
+	rw.MustRun("recover", "db-live@"+instant, "--to", target, "--as", "db-rec", "--bwlimit", "1MiB")
+	mnt = filepath.Join(base, "rec")
+	rec := attachExport(t, srv.URI("db-rec"), mnt)
+	pg = newPostgres(t, base, filepath.Join(mnt, "pg", "data"))
+	pg.start()
+	if got := pg.sql("SELECT count(*), count(*) FILTER (WHERE note = 'committed'), max(id) FROM t"); got != "1000|1000|1000" {
+		t.Fatalf("from the recovering export: count, committed, max id = %s, want 1000|1000|1000", got)
+	}
+	if st := recoveryOf(t, rw, "db-rec"); st.State != "copying" {
+		t.Fatalf("the copy was over before PostgreSQL ran from the export: %+v", st)
+	}
+	pg.sql("INSERT INTO t VALUES (2000, 'written during the recovery')")
+	pg.stop()
+	rec.detach()
+
+	cutOver(t, rw, "db-rec")
+	fsckClean(t, target)
+	mnt = filepath.Join(base, "prod")
+	prod := attachFile(t, target, mnt)
+	pg = newPostgres(t, base, filepath.Join(mnt, "pg", "data"))
+	pg.start()
+	if got := pg.sql("SELECT count(*), count(*) FILTER (WHERE note = 'committed'), string_agg(id::text, ',') FILTER (WHERE id > 1000) FROM t"); got != "1001|1000|2000" {
+		t.Fatalf("from the target alone: count, committed, ids above 1000 = %s, want 1001|1000|2000", got)
+	}
+	pg.stop()
+	prod.detach()
+}
+
+// TestRecoverResumesAfterKill: a daemon killed with SIGKILL in the
+// middle of a copy resumes it from its saved progress after a restart;
+// a write flushed before the kill reaches the target.
+func TestRecoverResumesAfterKill(t *testing.T) {
+	rw := newRewind(t)
+	const size = 32 << 20
+	img := filepath.Join(t.TempDir(), "disk.img")
+	if err := os.WriteFile(img, randomBytes(7, size), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rw.MustRun("import", "v", img)
+	srv := rw.Serve(serveOptions{})
+	target := filepath.Join(t.TempDir(), "prod.img")
+	rw.MustRun("recover", "v@latest", "--to", target, "--as", "rec", "--bwlimit", "1MiB")
+
+	// Once 4 MiB are on the target, wait for the next save of progress.
+	waitUntil(t, time.Minute, "4 MiB copied", func() error {
+		if st := recoveryOf(t, rw, "rec"); st.Done < 4<<20 {
+			return fmt.Errorf("%d bytes done", st.Done)
+		}
+		return nil
+	})
+	progress := filepath.Join(rw.Data, "recoveries", "rec.progress")
+	saved, err := os.ReadFile(progress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, time.Minute, "a save of progress", func() error {
+		if now, err := os.ReadFile(progress); err != nil || bytes.Equal(now, saved) {
+			return fmt.Errorf("unchanged (%v)", err)
+		}
+		return nil
+	})
+	// A write over copied blocks and one ahead of the copy, flushed,
+	// then SIGKILL.
+	qemuIO(t, srv.URI("rec"), "write -P 0xcd 0 64k", "write -P 0xce 30M 64k", "flush")
+	srv.cmd.Process.Kill()
+	<-srv.exited
+
+	srv = rw.Serve(serveOptions{})
+	st := recoveryOf(t, rw, "rec")
+	if st.State != "copying" || st.Done == 0 || st.Done >= st.Total || st.Limit != 1<<20 {
+		t.Fatalf("after the restart, want the copy resumed from its saved progress at 1 MiB/s: %+v", st)
+	}
+	t.Logf("after the restart: %d of %d bytes done", st.Done, st.Total)
+	qemuIO(t, srv.URI("rec"), "read -P 0xcd 0 64k", "read -P 0xce 30M 64k")
+	st = cutOver(t, rw, "rec")
+	t.Logf("the restarted daemon copied %d bytes", st.Copied)
+	if st.Copied >= st.Total {
+		t.Errorf("the restarted daemon copied %d bytes of %d: it started over", st.Copied, st.Total)
+	}
+	if got, want := sha256Prefix(t, target, size), exportSHA(t, srv.URI("rec")); got != want {
+		t.Fatalf("target sha256 %s, export %s", got[:12], want[:12])
+	}
+	requireFilled(t, target, 0, 64<<10, 0xcd)
+	requireFilled(t, target, 30<<20, 64<<10, 0xce)
+}
+
+// TestRecoverToNBDTarget hydrates a file that qemu-nbd serves, full of
+// 0xff: the volume's holes must be written as zeroes there.
+func TestRecoverToNBDTarget(t *testing.T) {
+	qemuNBD := requireTool(t, "qemu-nbd", "qemu-utils")
+	rw := newRewind(t)
+	const size = 16 << 20
+	img := filepath.Join(t.TempDir(), "disk.img")
+	data := make([]byte, size) // data in the first and third quarters, holes elsewhere
+	copy(data, randomBytes(8, size/4))
+	copy(data[size/2:], randomBytes(9, size/4))
+	if err := os.WriteFile(img, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rw.MustRun("import", "v", img)
+	srv := rw.Serve(serveOptions{})
+
+	file := filepath.Join(t.TempDir(), "prod.img")
+	if err := os.WriteFile(file, bytes.Repeat([]byte{0xff}, size), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	port := freePort(t)
+	startDaemon(t, daemonSpec{Path: qemuNBD, Args: []string{"-f", "raw", "-t", "-b", "127.0.0.1", "-p", fmt.Sprint(port), "-x", "prod", file},
+		ReadyTCP: []string{fmt.Sprintf("127.0.0.1:%d", port)}})
+	rw.MustRun("recover", "v@latest", "--to", fmt.Sprintf("nbd://127.0.0.1:%d/prod", port), "--as", "rec")
+	qemuIO(t, srv.URI("rec"), "write -P 0x11 12M 64k", "flush") // in a hole, during the copy
+	cutOver(t, rw, "rec")
+	qemuIO(t, srv.URI("rec"), "write -P 0x22 13M 64k", "flush") // after cutover, on the target
+
+	if got, want := sha256File(t, file), exportSHA(t, srv.URI("rec")); got != want {
+		t.Fatalf("target sha256 %s, export %s", got[:12], want[:12])
+	}
+	requireFilled(t, file, 4<<20, 64<<10, 0) // a hole of the volume
+	requireFilled(t, file, 12<<20, 64<<10, 0x11)
+	requireFilled(t, file, 13<<20, 64<<10, 0x22)
+	if exportSHA(t, srv.URI("v@latest")) != sha256File(t, img) {
+		t.Error("the source changed")
+	}
+}
+
+// TestRecoverBadInput: each refused recovery exits 1 with one line,
+// starts nothing, makes no clone and leaves no file; over --http a path
+// target is refused and nothing works without the token; another user
+// cannot use the socket.
+func TestRecoverBadInput(t *testing.T) {
+	requireTool(t, "curl", "curl")
+	rw, base := accessRewind(t)
+	img := filepath.Join(base, "disk.img")
+	if err := os.WriteFile(img, randomBytes(10, 4<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rw.MustRun("import", "v", img)
+	srv := rw.Serve(serveOptions{HTTP: true})
+	busy := filepath.Join(base, "busy.img")
+	rw.MustRun("recover", "v@latest", "--to", busy, "--as", "running", "--bwlimit", "1KiB")
+
+	small := filepath.Join(base, "small.img")
+	if err := os.WriteFile(small, randomBytes(11, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	smallSHA := sha256File(t, small)
+	fresh := filepath.Join(base, "fresh.img")
+	unreachable := fmt.Sprintf("nbd://127.0.0.1:%d/x", freePort(t))
+	for _, c := range []struct {
+		what string
+		args []string
+		want string
+	}{
+		{"a target smaller than the volume", []string{"v@latest", "--to", small}, "needs 4194304"},
+		{"the target of a running recovery", []string{"v@latest", "--to", busy}, "in use"},
+		{"an unreachable nbd:// target", []string{"v@latest", "--to", unreachable}, "127.0.0.1"},
+		{"a volume without @WHEN", []string{"v", "--to", fresh}, "v@latest"},
+		{"a missing volume", []string{"nosuch@latest", "--to", fresh}, "nosuch"},
+	} {
+		res := rw.Run(append([]string{"recover"}, append(c.args, "--as", "bad")...)...)
+		oneLineError(t, c.what, res, c.want)
+		t.Logf("%s: %s", c.what, strings.TrimSpace(res.Stderr))
+		if res.Code != 1 {
+			t.Errorf("%s: exit status %d, want 1", c.what, res.Code)
+		}
+	}
+	if _, err := os.Lstat(fresh); !os.IsNotExist(err) {
+		t.Errorf("a refused recovery left %s (%v)", fresh, err)
+	}
+	if sha256File(t, small) != smallSHA {
+		t.Error("a refused recovery changed the small target")
+	}
+	if fi, err := os.Stat(busy); err != nil || fi.Size() != 4<<20 {
+		t.Errorf("the running recovery's target: %v, %v", fi, err)
+	}
+
+	// Over --http: with the token, a path is refused (the daemon opens no
+	// path for a caller); without it, every recovery call is 401.
+	bearer := "Authorization: Bearer " + srv.APIToken(t)
+	remote := filepath.Join(base, "remote.img")
+	api := "http://" + srv.HTTPAddr + "/v1/"
+	body := fmt.Sprintf(`{"spec":"v@latest","target":%q,"as":"bad"}`, remote)
+	code, answer := curlStatus(t, nil, "-X", "POST", "-H", "Content-Type: application/json", "-H", bearer, "-d", body, api+"recover")
+	if code != "400" || !strings.Contains(answer, "nbd://") {
+		t.Errorf("recover of a path over --http: %s %s", code, answer)
+	}
+	if _, err := os.Lstat(remote); !os.IsNotExist(err) {
+		t.Errorf("the daemon made %s for a caller (%v)", remote, err)
+	}
+	for _, call := range []string{"recover", "recover-status", "recover-cutover", "recover-cancel", "recover-limit"} {
+		code, answer := curlStatus(t, nil, "-X", "POST", "-H", "Content-Type: application/json", "-d", `{"name":"running"}`, api+call)
+		if code != "401" {
+			t.Errorf("POST /v1/%s without the token: %s %s", call, code, answer)
+		}
+	}
+
+	// Another user cannot use the socket.
+	oneLineError(t, "recover as another user", rw.runAsNobody("recover", "v@latest", "--to", filepath.Join(base, "nobody.img"), "--as", "bad"),
+		"serves root and the owner")
+	oneLineError(t, "recover cancel as another user", rw.runAsNobody("recover", "cancel", "running"), "serves root and the owner")
+
+	// Nothing new runs: one recovery, still copying; one clone.
+	all := recoveries(t, rw)
+	if len(all) != 1 || all[0].Name != "running" || all[0].State != "copying" {
+		t.Errorf("recoveries after the refusals: %+v", all)
+	}
+	if names := volumeNames(t, rw); strings.Join(names, ",") != "running,v" && strings.Join(names, ",") != "v,running" {
+		t.Errorf("volumes after the refusals: %v, want v and running", names)
+	}
+	data, _ := json.Marshal(all)
+	t.Logf("status: %s", data)
+}
