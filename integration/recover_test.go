@@ -50,17 +50,24 @@ func recoveryOf(t *testing.T, rw *rewind, name string) recoveryStatus {
 	return all[0]
 }
 
-// cutOver lifts the bandwidth limit of a recovery, cuts it over, and
-// fails the test unless it is cut over then.
-func cutOver(t *testing.T, rw *rewind, name string) recoveryStatus {
+// cutOver reads a recovery's export while no workload writes it,
+// lifts the bandwidth limit and cuts over. It returns the status and the
+// sha256 of what the export held: the target must hold exactly that
+// (after cutover the export reads the target itself, so it proves
+// nothing). The clone's history must still read it as NAME@latest.
+func cutOver(t *testing.T, rw *rewind, srv *server, name string) (recoveryStatus, string) {
 	t.Helper()
+	want := exportSHA(t, srv.URI(name))
 	rw.MustRun("recover", "bwlimit", name, "0")
 	rw.MustRun("recover", "cutover", name)
 	st := recoveryOf(t, rw, name)
 	if st.State != "cut over" || st.Done != st.Total {
 		t.Fatalf("after cutover: %+v", st)
 	}
-	return st
+	if got := exportSHA(t, srv.URI(name+"@latest")); got != want {
+		t.Errorf("after cutover %s@latest reads sha256 %s, want the clone as it was, %s", name, got[:12], want[:12])
+	}
+	return st, want
 }
 
 // exportSHA returns the sha256 of an NBD export, read with nbdcopy.
@@ -144,11 +151,11 @@ func TestRecoverVMDuringHydration(t *testing.T) {
 	}
 	t.Logf("booted in %v while the copy was at %d of %d bytes", boot.Duration, st.Done, st.Total)
 
-	st = cutOver(t, rw, "vm-rec")
+	st, want := cutOver(t, rw, srv, "vm-rec")
 	if fi, err := os.Stat(target); err != nil || fi.Size() != st.Total {
 		t.Fatalf("target: %v, %v; want %d bytes", fi, err, st.Total)
 	}
-	if got, want := sha256Prefix(t, target, st.Total), exportSHA(t, srv.URI("vm-rec")); got != want {
+	if got := sha256Prefix(t, target, st.Total); got != want {
 		t.Fatalf("target sha256 %s, export %s", got[:12], want[:12])
 	}
 	if got := string(debugfsCat(t, target, "/written-by-guest")); got != vmWritten(1) {
@@ -177,6 +184,7 @@ type postgres struct {
 	sock    string // socket directory, postgres's own
 	port    int
 	running bool
+	pid     string // the postmaster's, while it runs
 }
 
 // newPostgres finds PostgreSQL's programs; base must be traversable by
@@ -234,12 +242,26 @@ func (p *postgres) start() {
 	p.must("pg_ctl", "-D", p.data, "-l", filepath.Join(p.sock, "pg.log"), "-w",
 		"-o", fmt.Sprintf("-k %s -p %d -c listen_addresses=", p.sock, p.port), "start")
 	p.running = true
+	lock, err := os.ReadFile(filepath.Join(p.data, "postmaster.pid"))
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	p.pid, _, _ = strings.Cut(string(lock), "\n")
 }
 
+// stop stops PostgreSQL and waits until its postmaster is gone: a copy
+// of the data directory taken while it ran names it in postmaster.pid,
+// and a PostgreSQL started there refuses to while that process exists.
 func (p *postgres) stop() {
 	p.t.Helper()
 	p.must("pg_ctl", "-D", p.data, "-m", "fast", "-w", "stop")
 	p.running = false
+	waitUntil(p.t, stopTimeout, "the end of postmaster "+p.pid, func() error {
+		if _, err := os.Stat("/proc/" + p.pid); err == nil {
+			return fmt.Errorf("/proc/%s is still there", p.pid)
+		}
+		return nil
+	})
 }
 
 // sql runs one statement and returns its rows, unaligned.
@@ -362,7 +384,9 @@ func TestRecoverPostgres(t *testing.T) {
 	pg.stop()
 	rec.detach()
 
-	cutOver(t, rw, "db-rec")
+	if _, want := cutOver(t, rw, srv, "db-rec"); sha256File(t, target) != want {
+		t.Fatal("the target differs from the export")
+	}
 	fsckClean(t, target)
 	mnt = filepath.Join(base, "prod")
 	prod := attachFile(t, target, mnt)
@@ -390,13 +414,18 @@ func TestRecoverResumesAfterKill(t *testing.T) {
 	target := filepath.Join(t.TempDir(), "prod.img")
 	rw.MustRun("recover", "v@latest", "--to", target, "--as", "rec", "--bwlimit", "1MiB")
 
-	// Once 4 MiB are on the target, wait for the next save of progress.
+	// Some way into the copy:
 	waitUntil(t, time.Minute, "4 MiB copied", func() error {
 		if st := recoveryOf(t, rw, "rec"); st.Done < 4<<20 {
 			return fmt.Errorf("%d bytes done", st.Done)
 		}
 		return nil
 	})
+	// A write over copied blocks, flushed: the next save of progress
+	// must keep it dirty. The write after it moves the saved watermark
+	// past it, so that a restart does not find it again in the clone's
+	// history: only the saved bitmap can tell.
+	qemuIO(t, srv.URI("rec"), "write -P 0xcd 0 64k", "flush", "write -P 0xcc 2M 64k", "flush")
 	progress := filepath.Join(rw.Data, "recoveries", "rec.progress")
 	saved, err := os.ReadFile(progress)
 	if err != nil {
@@ -408,9 +437,9 @@ func TestRecoverResumesAfterKill(t *testing.T) {
 		}
 		return nil
 	})
-	// A write over copied blocks and one ahead of the copy, flushed,
-	// then SIGKILL.
-	qemuIO(t, srv.URI("rec"), "write -P 0xcd 0 64k", "write -P 0xce 30M 64k", "flush")
+	// Writes after that save, over copied blocks and ahead of the copy,
+	// flushed; then SIGKILL.
+	qemuIO(t, srv.URI("rec"), "write -P 0xce 1M 64k", "write -P 0xcf 30M 64k", "flush")
 	srv.cmd.Process.Kill()
 	<-srv.exited
 
@@ -420,17 +449,19 @@ func TestRecoverResumesAfterKill(t *testing.T) {
 		t.Fatalf("after the restart, want the copy resumed from its saved progress at 1 MiB/s: %+v", st)
 	}
 	t.Logf("after the restart: %d of %d bytes done", st.Done, st.Total)
-	qemuIO(t, srv.URI("rec"), "read -P 0xcd 0 64k", "read -P 0xce 30M 64k")
-	st = cutOver(t, rw, "rec")
+	qemuIO(t, srv.URI("rec"), "read -P 0xcd 0 64k", "read -P 0xce 1M 64k", "read -P 0xcc 2M 64k", "read -P 0xcf 30M 64k")
+	st, want := cutOver(t, rw, srv, "rec")
 	t.Logf("the restarted daemon copied %d bytes", st.Copied)
 	if st.Copied >= st.Total {
 		t.Errorf("the restarted daemon copied %d bytes of %d: it started over", st.Copied, st.Total)
 	}
-	if got, want := sha256Prefix(t, target, size), exportSHA(t, srv.URI("rec")); got != want {
+	if got := sha256Prefix(t, target, size); got != want {
 		t.Fatalf("target sha256 %s, export %s", got[:12], want[:12])
 	}
 	requireFilled(t, target, 0, 64<<10, 0xcd)
-	requireFilled(t, target, 30<<20, 64<<10, 0xce)
+	requireFilled(t, target, 1<<20, 64<<10, 0xce)
+	requireFilled(t, target, 2<<20, 64<<10, 0xcc)
+	requireFilled(t, target, 30<<20, 64<<10, 0xcf)
 }
 
 // TestRecoverToNBDTarget hydrates a file that qemu-nbd serves, full of
@@ -458,13 +489,12 @@ func TestRecoverToNBDTarget(t *testing.T) {
 		ReadyTCP: []string{fmt.Sprintf("127.0.0.1:%d", port)}})
 	rw.MustRun("recover", "v@latest", "--to", fmt.Sprintf("nbd://127.0.0.1:%d/prod", port), "--as", "rec")
 	qemuIO(t, srv.URI("rec"), "write -P 0x11 12M 64k", "flush") // in a hole, during the copy
-	cutOver(t, rw, "rec")
-	qemuIO(t, srv.URI("rec"), "write -P 0x22 13M 64k", "flush") // after cutover, on the target
-
-	if got, want := sha256File(t, file), exportSHA(t, srv.URI("rec")); got != want {
-		t.Fatalf("target sha256 %s, export %s", got[:12], want[:12])
+	_, want := cutOver(t, rw, srv, "rec")
+	if got := sha256File(t, file); got != want {
+		t.Fatalf("target sha256 %s, export before cutover %s", got[:12], want[:12])
 	}
-	requireFilled(t, file, 4<<20, 64<<10, 0) // a hole of the volume
+	qemuIO(t, srv.URI("rec"), "write -P 0x22 13M 64k", "flush") // after cutover, on the target
+	requireFilled(t, file, 4<<20, 64<<10, 0)                    // a hole of the volume
 	requireFilled(t, file, 12<<20, 64<<10, 0x11)
 	requireFilled(t, file, 13<<20, 64<<10, 0x22)
 	if exportSHA(t, srv.URI("v@latest")) != sha256File(t, img) {
