@@ -546,6 +546,9 @@ func TestRecoverBadInput(t *testing.T) {
 	if _, err := os.Lstat(fresh); !os.IsNotExist(err) {
 		t.Errorf("a refused recovery left %s (%v)", fresh, err)
 	}
+	for _, sub := range []string{"cutover", "cancel"} {
+		oneLineError(t, sub+" of no recovery", rw.Run("recover", sub, "nosuch"), "no recovery of a volume named nosuch")
+	}
 	if sha256File(t, small) != smallSHA {
 		t.Error("a refused recovery changed the small target")
 	}
