@@ -478,7 +478,7 @@ func TestRecoverToNBDTarget(t *testing.T) {
 		t.Fatal(err)
 	}
 	rw.MustRun("import", "v", img)
-	srv := rw.Serve(serveOptions{})
+	srv := rw.Serve(serveOptions{HTTP: true})
 
 	file := filepath.Join(t.TempDir(), "prod.img")
 	if err := os.WriteFile(file, bytes.Repeat([]byte{0xff}, size), 0o644); err != nil {
@@ -489,7 +489,20 @@ func TestRecoverToNBDTarget(t *testing.T) {
 		ReadyTCP: []string{fmt.Sprintf("127.0.0.1:%d", port)}})
 	rw.MustRun("recover", "v@latest", "--to", fmt.Sprintf("nbd://127.0.0.1:%d/prod", port), "--as", "rec")
 	qemuIO(t, srv.URI("rec"), "write -P 0x11 12M 64k", "flush") // in a hole, during the copy
+	if v := metricValue(metrics(t, srv), `rewind_recovery_size_bytes{volume="rec"}`); v != size {
+		t.Errorf("rewind_recovery_size_bytes of rec: %v, want %d", v, size)
+	}
 	_, want := cutOver(t, rw, srv, "rec")
+	page := metrics(t, srv)
+	for series, want := range map[string]float64{
+		`rewind_recovery_state{state="cut over",volume="rec"}`: 1,
+		`rewind_recovery_state{state="copying",volume="rec"}`:  0,
+		`rewind_recovery_done_bytes{volume="rec"}`:             size,
+	} {
+		if v := metricValue(page, series); v != want {
+			t.Errorf("%s = %v, want %v", series, v, want)
+		}
+	}
 	if got := sha256File(t, file); got != want {
 		t.Fatalf("target sha256 %s, export before cutover %s", got[:12], want[:12])
 	}
@@ -524,6 +537,10 @@ func TestRecoverBadInput(t *testing.T) {
 	}
 	smallSHA := sha256File(t, small)
 	fresh := filepath.Join(base, "fresh.img")
+	busyLink := filepath.Join(base, "busy-link.img") // the same file by another name
+	if err := os.Link(busy, busyLink); err != nil {
+		t.Fatal(err)
+	}
 	unreachable := fmt.Sprintf("nbd://127.0.0.1:%d/x", freePort(t))
 	for _, c := range []struct {
 		what string
@@ -532,6 +549,7 @@ func TestRecoverBadInput(t *testing.T) {
 	}{
 		{"a target smaller than the volume", []string{"v@latest", "--to", small}, "needs 4194304"},
 		{"the target of a running recovery", []string{"v@latest", "--to", busy}, "in use"},
+		{"the target of a running recovery by another name", []string{"v@latest", "--to", busyLink}, "in use"},
 		{"an unreachable nbd:// target", []string{"v@latest", "--to", unreachable}, "127.0.0.1"},
 		{"a volume without @WHEN", []string{"v", "--to", fresh}, "v@latest"},
 		{"a missing volume", []string{"nosuch@latest", "--to", fresh}, "nosuch"},
@@ -569,6 +587,12 @@ func TestRecoverBadInput(t *testing.T) {
 	if _, err := os.Lstat(remote); !os.IsNotExist(err) {
 		t.Errorf("the daemon made %s for a caller (%v)", remote, err)
 	}
+	// Nor does it connect to a Unix socket a caller names.
+	body = fmt.Sprintf(`{"spec":"v@latest","target":"nbd+unix:///x?socket=%s","as":"bad"}`, rw.Socket())
+	code, answer = curlStatus(t, nil, "-X", "POST", "-H", "Content-Type: application/json", "-H", bearer, "-d", body, api+"recover")
+	if code != "400" || !strings.Contains(answer, "unix") {
+		t.Errorf("recover into a Unix socket over --http: %s %s", code, answer)
+	}
 	for _, call := range []string{"recover", "recover-status", "recover-cutover", "recover-cancel", "recover-limit"} {
 		code, answer := curlStatus(t, nil, "-X", "POST", "-H", "Content-Type: application/json", "-d", `{"name":"running"}`, api+call)
 		if code != "401" {
@@ -591,4 +615,45 @@ func TestRecoverBadInput(t *testing.T) {
 	}
 	data, _ := json.Marshal(all)
 	t.Logf("status: %s", data)
+}
+
+// TestRecoverRestartChecksTarget: a restarted daemon reopens a file
+// target by its path only if it is still the file the caller passed; a
+// file put in its place is not written, and the export keeps serving the
+// clone.
+func TestRecoverRestartChecksTarget(t *testing.T) {
+	rw := newRewind(t)
+	img := filepath.Join(t.TempDir(), "disk.img")
+	if err := os.WriteFile(img, randomBytes(12, 4<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rw.MustRun("import", "v", img)
+	srv := rw.Serve(serveOptions{})
+	dir := t.TempDir()
+	target := filepath.Join(dir, "prod.img")
+	rw.MustRun("recover", "v@latest", "--to", target, "--as", "rec", "--bwlimit", "1KiB")
+	qemuIO(t, srv.URI("rec"), "write -P 0x3c 1M 64k", "flush")
+	if code := srv.Stop(); code != 0 {
+		t.Fatalf("rewind serve exited %d after SIGTERM", code)
+	}
+	other := filepath.Join(dir, "other.img")
+	otherData := randomBytes(13, 4<<20)
+	if err := os.WriteFile(other, otherData, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(other, target); err != nil {
+		t.Fatal(err)
+	}
+
+	srv = rw.Serve(serveOptions{})
+	st := recoveryOf(t, rw, "rec")
+	if st.State != "failed" || !strings.Contains(st.Reason, "no longer") {
+		t.Fatalf("after the target was replaced: %+v, want failed because it is no longer the same file", st)
+	}
+	if got, _ := os.ReadFile(target); !bytes.Equal(got, otherData) {
+		t.Error("the daemon wrote the file put in the target's place")
+	}
+	qemuIO(t, srv.URI("rec"), "read -P 0x3c 1M 64k") // served from the clone
+	res := rw.Run("recover", "cutover", "rec")
+	oneLineError(t, "cutover of a failed recovery", res, "failed")
 }
