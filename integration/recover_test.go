@@ -462,6 +462,17 @@ func TestRecoverResumesAfterKill(t *testing.T) {
 	requireFilled(t, target, 1<<20, 64<<10, 0xce)
 	requireFilled(t, target, 2<<20, 64<<10, 0xcc)
 	requireFilled(t, target, 30<<20, 64<<10, 0xcf)
+
+	// A daemon restarted after the cutover serves the target again.
+	if code := srv.Stop(); code != 0 {
+		t.Fatalf("rewind serve exited %d after SIGTERM", code)
+	}
+	srv = rw.Serve(serveOptions{})
+	if st := recoveryOf(t, rw, "rec"); st.State != "cut over" {
+		t.Fatalf("after a restart: %+v, want cut over", st)
+	}
+	qemuIO(t, srv.URI("rec"), "read -P 0xcf 30M 64k", "write -P 0x77 31M 64k", "flush")
+	requireFilled(t, target, 31<<20, 64<<10, 0x77)
 }
 
 // TestRecoverToNBDTarget hydrates a file that qemu-nbd serves, full of
@@ -574,6 +585,13 @@ func TestRecoverBadInput(t *testing.T) {
 		t.Errorf("the running recovery's target: %v, %v", fi, err)
 	}
 
+	// Once cancelled, a recovery frees its target for another.
+	rw.MustRun("recover", "cancel", "running")
+	if st := recoveryOf(t, rw, "running"); st.State != "cancelled" {
+		t.Fatalf("after cancel: %+v", st)
+	}
+	rw.MustRun("recover", "v@latest", "--to", busyLink, "--as", "again", "--bwlimit", "1KiB")
+
 	// Over --http: with the token, a path is refused (the daemon opens no
 	// path for a caller); without it, every recovery call is 401.
 	bearer := "Authorization: Bearer " + srv.APIToken(t)
@@ -605,13 +623,16 @@ func TestRecoverBadInput(t *testing.T) {
 		"serves root and the owner")
 	oneLineError(t, "recover cancel as another user", rw.runAsNobody("recover", "cancel", "running"), "serves root and the owner")
 
-	// Nothing new runs: one recovery, still copying; one clone.
+	// Nothing else runs: the cancelled recovery and the one copying; no
+	// other clone.
 	all := recoveries(t, rw)
-	if len(all) != 1 || all[0].Name != "running" || all[0].State != "copying" {
+	if len(all) != 2 || all[0].Name != "again" || all[0].State != "copying" || all[1].Name != "running" || all[1].State != "cancelled" {
 		t.Errorf("recoveries after the refusals: %+v", all)
 	}
-	if names := volumeNames(t, rw); strings.Join(names, ",") != "running,v" && strings.Join(names, ",") != "v,running" {
-		t.Errorf("volumes after the refusals: %v, want v and running", names)
+	names := volumeNames(t, rw)
+	sort.Strings(names)
+	if strings.Join(names, ",") != "again,running,v" {
+		t.Errorf("volumes after the refusals: %v, want again, running and v", names)
 	}
 	data, _ := json.Marshal(all)
 	t.Logf("status: %s", data)
