@@ -18,6 +18,10 @@ import (
 // Instant recovery (`rewind recover`): a workload runs from an instant
 // served at once while a copier hydrates the target, then cuts over.
 
+// cutoverTimeout bounds a cutover once the bandwidth limit is lifted, in
+// seconds: what is left to copy is a few MiB.
+const cutoverTimeout = "120"
+
 // recoveryStatus is one row of `rewind --json recover status`.
 type recoveryStatus struct {
 	Name   string `json:"name"`
@@ -59,7 +63,13 @@ func cutOver(t *testing.T, rw *rewind, srv *server, name string) (recoveryStatus
 	t.Helper()
 	want := exportSHA(t, srv.URI(name))
 	rw.MustRun("recover", "bwlimit", name, "0")
-	rw.MustRun("recover", "cutover", name)
+	// A cutover that never comes (a write never finished) fails here
+	// rather than at the test binary's deadline.
+	cut := runCmd(t, nil, rw.Env, requireTool(t, "timeout", "coreutils"),
+		append([]string{cutoverTimeout, rw.Bin}, rw.args([]string{"recover", "cutover", name})...)...)
+	if cut.Code != 0 {
+		t.Fatalf("rewind recover cutover %s (at most %s s): %s", name, cutoverTimeout, cut)
+	}
 	st := recoveryOf(t, rw, name)
 	if st.State != "cut over" || st.Done != st.Total {
 		t.Fatalf("after cutover: %+v", st)
