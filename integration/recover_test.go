@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -389,6 +390,8 @@ func TestRecoverPostgres(t *testing.T) {
 	}
 	if st := recoveryOf(t, rw, "db-rec"); st.State != "copying" {
 		t.Fatalf("the copy was over before PostgreSQL ran from the export: %+v", st)
+	} else {
+		t.Logf("PostgreSQL ran from the export while the copy was at %d of %d bytes", st.Done, st.Total)
 	}
 	pg.sql("INSERT INTO t VALUES (2000, 'written during the recovery')")
 	pg.stop()
@@ -499,7 +502,9 @@ func TestRecoverToNBDTarget(t *testing.T) {
 		t.Fatal(err)
 	}
 	rw.MustRun("import", "v", img)
-	srv := rw.Serve(serveOptions{HTTP: true})
+	requireTool(t, "fusermount3", "fuse3")
+	tree := filepath.Join(t.TempDir(), "tree")
+	srv := rw.Serve(serveOptions{HTTP: true, Mount: tree})
 
 	file := filepath.Join(t.TempDir(), "prod.img")
 	if err := os.WriteFile(file, bytes.Repeat([]byte{0xff}, size), 0o644); err != nil {
@@ -510,6 +515,18 @@ func TestRecoverToNBDTarget(t *testing.T) {
 		ReadyTCP: []string{fmt.Sprintf("127.0.0.1:%d", port)}})
 	rw.MustRun("recover", "v@latest", "--to", fmt.Sprintf("nbd://127.0.0.1:%d/prod", port), "--as", "rec")
 	qemuIO(t, srv.URI("rec"), "write -P 0x11 12M 64k", "flush") // in a hole, during the copy
+	// The FUSE tree serves the recovering volume too, writable.
+	image := filepath.Join(tree, "rec", "disk.img")
+	f, err := os.OpenFile(image, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(bytes.Repeat([]byte{0x44}, 64<<10), 14<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := errors.Join(f.Sync(), f.Close()); err != nil {
+		t.Fatal(err)
+	}
 	if v := metricValue(metrics(t, srv), `rewind_recovery_size_bytes{volume="rec"}`); v != size {
 		t.Errorf("rewind_recovery_size_bytes of rec: %v, want %d", v, size)
 	}
@@ -531,6 +548,14 @@ func TestRecoverToNBDTarget(t *testing.T) {
 	requireFilled(t, file, 4<<20, 64<<10, 0)                    // a hole of the volume
 	requireFilled(t, file, 12<<20, 64<<10, 0x11)
 	requireFilled(t, file, 13<<20, 64<<10, 0x22)
+	requireFilled(t, file, 14<<20, 64<<10, 0x44)
+	if sha256File(t, image) != sha256File(t, file) {
+		t.Error("after cutover the FUSE image differs from the target")
+	}
+	// Every copy has settled: --watch prints one line and ends.
+	if out := rw.MustRun("--json", "recover", "status", "--watch"); strings.Count(out, "\n") != 1 || !strings.Contains(out, `"cut over"`) {
+		t.Errorf("recover status --watch after cutover:\n%s", out)
+	}
 	if exportSHA(t, srv.URI("v@latest")) != sha256File(t, img) {
 		t.Error("the source changed")
 	}
