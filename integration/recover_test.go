@@ -64,13 +64,7 @@ func cutOver(t *testing.T, rw *rewind, srv *server, name string) (recoveryStatus
 	t.Helper()
 	want := exportSHA(t, srv.URI(name))
 	rw.MustRun("recover", "bwlimit", name, "0")
-	// A cutover that never comes (a write never finished) fails here
-	// rather than at the test binary's deadline.
-	cut := runCmd(t, nil, rw.Env, requireTool(t, "timeout", "coreutils"),
-		append([]string{cutoverTimeout, rw.Bin}, rw.args([]string{"recover", "cutover", name})...)...)
-	if cut.Code != 0 {
-		t.Fatalf("rewind recover cutover %s (at most %s s): %s", name, cutoverTimeout, cut)
-	}
+	runCutover(t, rw, name)
 	st := recoveryOf(t, rw, name)
 	if st.State != "cut over" || st.Done != st.Total {
 		t.Fatalf("after cutover: %+v", st)
@@ -79,6 +73,18 @@ func cutOver(t *testing.T, rw *rewind, srv *server, name string) (recoveryStatus
 		t.Errorf("after cutover %s@latest reads sha256 %s, want the clone as it was, %s", name, got[:12], want[:12])
 	}
 	return st, want
+}
+
+// runCutover runs `rewind recover cutover NAME`. A cutover that never
+// comes (a write never finished) fails here rather than at the test
+// binary's deadline.
+func runCutover(t *testing.T, rw *rewind, name string) {
+	t.Helper()
+	res := runCmd(t, nil, rw.Env, requireTool(t, "timeout", "coreutils"),
+		append([]string{cutoverTimeout, rw.Bin}, rw.args([]string{"recover", "cutover", name})...)...)
+	if res.Code != 0 {
+		t.Fatalf("rewind recover cutover %s (at most %s s): %s", name, cutoverTimeout, res)
+	}
 }
 
 // exportSHA returns the sha256 of an NBD export, read with nbdcopy.
@@ -148,7 +154,7 @@ func TestRecoverVMDuringHydration(t *testing.T) {
 	rw.MustRun("import", "vm", root, "--at", at)
 	srv := rw.Serve(serveOptions{})
 	target := filepath.Join(t.TempDir(), "prod.img")
-	// The image holds about 2.6 MiB of data: at 16 KiB/s the copy lasts
+	// The image holds several MiB of data: at 16 KiB/s the copy lasts
 	// minutes, longer than any boot that vmBootTimeout lets pass.
 	rw.MustRun("recover", "vm@"+at, "--to", target, "--as", "vm-rec", "--bwlimit", "16KiB")
 
@@ -712,4 +718,48 @@ func TestRecoverRestartChecksTarget(t *testing.T) {
 	qemuIO(t, srv.URI("rec"), "read -P 0x3c 1M 64k") // served from the clone
 	res := rw.Run("recover", "cutover", "rec")
 	oneLineError(t, "cutover of a failed recovery", res, "failed")
+}
+
+// TestRecoverCutoverUnderWrites cuts over while fio writes through the
+// export; fio's verify pass, which reads every block back from the
+// target after the cutover, finds each write.
+func TestRecoverCutoverUnderWrites(t *testing.T) {
+	fio := requireTool(t, "fio", "fio")
+	rw := newRewind(t)
+	img := filepath.Join(t.TempDir(), "disk.img")
+	if err := os.WriteFile(img, randomBytes(14, 32<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rw.MustRun("import", "v", img)
+	srv := rw.Serve(serveOptions{HTTP: true})
+	target := filepath.Join(t.TempDir(), "prod.img")
+	rw.MustRun("recover", "v@latest", "--to", target, "--as", "rec", "--bwlimit", "4MiB")
+
+	// 16 MiB of 4 KiB random writes at 2 MiB/s: about 8 s of writing,
+	// then a verify pass over all of it.
+	w := startDaemon(t, daemonSpec{Path: fio, Args: []string{"--name=w", "--ioengine=nbd", "--uri=" + srv.URI("rec"),
+		"--rw=randwrite", "--bs=4k", "--size=16M", "--iodepth=8", "--rate=2m", "--verify=crc32c", "--verify_fatal=1", "--verify_state_save=0"}})
+	waitUntil(t, time.Minute, "fio's first writes", func() error {
+		if v := metricValue(metrics(t, srv), `rewind_nbd_requests_total{cmd="write",export="rec",result="ok"}`); v <= 0 {
+			return fmt.Errorf("%v writes", v)
+		}
+		return nil
+	})
+	if !w.Running() {
+		t.Fatalf("fio ended before the cutover: %s", w.Logs())
+	}
+	rw.MustRun("recover", "bwlimit", "rec", "0")
+	runCutover(t, rw, "rec")
+	t.Logf("cut over; fio still writing: %v", w.Running())
+	select {
+	case <-w.exited:
+	case <-time.After(cmdTimeout):
+		t.Fatal("fio still runs")
+	}
+	if w.code != 0 {
+		t.Fatalf("fio exited %d: a write was lost across the cutover\n%s", w.code, w.Logs())
+	}
+	if st := recoveryOf(t, rw, "rec"); st.State != "cut over" {
+		t.Fatalf("after cutover: %+v", st)
+	}
 }
