@@ -599,14 +599,15 @@ func TestRecoverBadInput(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"a target smaller than the volume", []string{"v@latest", "--to", small}, "needs 4194304"},
-		{"the target of a running recovery", []string{"v@latest", "--to", busy}, "in use"},
-		{"the target of a running recovery by another name", []string{"v@latest", "--to", busyLink}, "in use"},
-		{"an unreachable nbd:// target", []string{"v@latest", "--to", unreachable}, "127.0.0.1"},
-		{"a volume without @WHEN", []string{"v", "--to", fresh}, "v@latest"},
-		{"a missing volume", []string{"nosuch@latest", "--to", fresh}, "nosuch"},
+		{"a target smaller than the volume", []string{"v@latest", "--to", small, "--as", "bad"}, "needs 4194304"},
+		{"the target of a running recovery", []string{"v@latest", "--to", busy, "--as", "bad"}, "in use"},
+		{"the target of a running recovery by another name", []string{"v@latest", "--to", busyLink, "--as", "bad"}, "in use"},
+		{"an unreachable nbd:// target", []string{"v@latest", "--to", unreachable, "--as", "bad"}, "127.0.0.1"},
+		{"a volume without @WHEN", []string{"v", "--to", fresh, "--as", "bad"}, "v@latest"},
+		{"a missing volume", []string{"nosuch@latest", "--to", fresh, "--as", "bad"}, "nosuch"},
+		{"a name that is taken", []string{"v@latest", "--to", fresh, "--as", "v"}, `volume "v" exists`},
 	} {
-		res := rw.Run(append([]string{"recover"}, append(c.args, "--as", "bad")...)...)
+		res := rw.Run(append([]string{"recover"}, c.args...)...)
 		oneLineError(t, c.what, res, c.want)
 		t.Logf("%s: %s", c.what, strings.TrimSpace(res.Stderr))
 		if res.Code != 1 {
