@@ -5,12 +5,15 @@
 //
 // harness_test.go finds the binary, runs commands, and starts and stops
 // `rewind serve`; harness_image_test.go makes and edits ext4 images;
-// harness_vm_test.go boots the test VM. The tests are history_test.go
-// (import, export, every WHEN form, crash safety), nbd_test.go (the real
-// NBD clients, a VM booting from a clone), fuse_test.go (the tree,
-// rewind mount --files and --rw, clean-up) and access_test.go (who the
-// local socket serves, as root and as uid 65534 through setpriv; its
-// TestMain also lets the test binary act as a raw socket client). Helpers fail
-// the test when something they need is missing; no test is ever skipped
-// for want of a tool.
+// harness_vm_test.go boots the test VM; harness_pg_test.go runs PostgreSQL
+// on an export or a file through a loop device. The tests are
+// history_test.go (import, export, every WHEN form, crash safety),
+// nbd_test.go (the real NBD clients, a VM booting from a clone),
+// fuse_test.go (the tree, rewind mount --files and --rw, clean-up),
+// access_test.go (who the local socket serves, as root and as uid 65534
+// through setpriv; its TestMain also lets the test binary act as a raw
+// socket client) and recover_test.go (rewind recover: a VM and PostgreSQL
+// running during hydration, SIGKILL and resume, an NBD target, a cutover
+// under writes, bad input). Helpers fail the test when something they need
+// is missing; no test is ever skipped for want of a tool.
 package integration

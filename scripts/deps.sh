@@ -35,6 +35,7 @@ packages=(
 	openssl           # TLS certificates
 	curl              # the HTTP API's tests
 	util-linux        # setpriv: tests run commands as an unprivileged user
+	postgresql        # rewind recover's test runs PostgreSQL from a recovering export
 	python3           # the benchmark parses JSON with it
 )
 

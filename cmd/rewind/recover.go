@@ -197,7 +197,15 @@ func (c *recoverCutoverCmd) Run(e *env) error {
 	}
 	defer cl.Close()
 	if !e.globals.JSON {
-		fmt.Fprintf(os.Stderr, "waiting until the target holds everything %s holds...\n", c.Name)
+		// Said only of a copy that may make the caller wait: a refused
+		// cutover stays one line of error.
+		var all []recovery.Status
+		if err := cl.Call(e.ctx, "recover-status", RecoverRequest{Name: c.Name}, &all); err != nil {
+			return err
+		}
+		if len(all) == 1 && all[0].State == recovery.StateCopying {
+			fmt.Fprintf(os.Stderr, "waiting until the target holds everything %s holds...\n", c.Name)
+		}
 	}
 	bar, update := newProgress("copying "+c.Name, !e.globals.JSON)
 	stop, stopped := make(chan struct{}), make(chan struct{})

@@ -15,7 +15,8 @@
 // as zeroes on the target (a new sparse file, or a granule the copier
 // zeroed) and written with Target.WriteZeroes otherwise. Ranges passed
 // to Prioritize are taken before the cursor's next run. Data copies take
-// tokens from a Limiter (bytes/s, SetRate at any time, 0 = unlimited).
+// tokens from a Limiter (bytes/s, SetRate at any time, 0 = unlimited;
+// copies already waiting follow the new rate).
 //
 // Writes through the export: the export brackets each write to the
 // clone with BeginWrite and Write.Finish (FinishZeroes for trims and
@@ -69,8 +70,6 @@
 //
 // # Known limits
 //
-//   - A copy already sleeping on the Limiter when SetRate is called
-//     finishes the sleep it was given (at most MaxRequest at the old rate).
 //   - Writes in write-blocking mode are not rate limited, and the copier
 //     never switches back to background mode by itself.
 //   - At most 64 prioritised ranges are queued; older ones drop.

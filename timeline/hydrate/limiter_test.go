@@ -47,3 +47,27 @@ func TestLimiterRates(t *testing.T) {
 		t.Fatal("Wait on a cancelled context succeeded")
 	}
 }
+
+// TestLimiterSleepersFollowSetRate: a caller that sleeps off a long wait
+// wakes when the limit is lifted or raised, instead of finishing the wait
+// it was given at the old rate (`rewind recover bwlimit NAME 0` must
+// speed up a copy at once).
+func TestLimiterSleepersFollowSetRate(t *testing.T) {
+	for _, next := range []int64{0, 1 << 40} {
+		l := NewLimiter(1, nil) // a byte a second: the wait below is weeks
+		done := make(chan error, 1)
+		go func() { done <- l.Wait(context.Background(), 10*mib) }()
+		for l.Taken() == 0 { // it has taken its tokens and sleeps
+			time.Sleep(time.Millisecond)
+		}
+		l.SetRate(next)
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("SetRate(%d): Wait: %v", next, err)
+			}
+		case <-time.After(time.Minute):
+			t.Fatalf("SetRate(%d): the sleeper still sleeps its wait at the old rate", next)
+		}
+	}
+}
