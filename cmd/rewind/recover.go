@@ -196,18 +196,19 @@ func (c *recoverCutoverCmd) Run(e *env) error {
 		return err
 	}
 	defer cl.Close()
+	copying := false
 	if !e.globals.JSON {
-		// Said only of a copy that may make the caller wait: a refused
-		// cutover stays one line of error.
+		// Said, and a bar drawn, only for a copy that may make the caller
+		// wait: a refused cutover stays one line of error.
 		var all []recovery.Status
 		if err := cl.Call(e.ctx, "recover-status", RecoverRequest{Name: c.Name}, &all); err != nil {
 			return err
 		}
-		if len(all) == 1 && all[0].State == recovery.StateCopying {
+		if copying = len(all) == 1 && all[0].State == recovery.StateCopying; copying {
 			fmt.Fprintf(os.Stderr, "waiting until the target holds everything %s holds...\n", c.Name)
 		}
 	}
-	bar, update := newProgress("copying "+c.Name, !e.globals.JSON)
+	bar, update := newProgress("copying "+c.Name, copying)
 	stop, stopped := make(chan struct{}), make(chan struct{})
 	if update == nil {
 		close(stopped)
