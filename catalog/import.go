@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -50,7 +49,18 @@ func (s *Service) Import(ctx context.Context, r ImportRequest, progress Progress
 		return nil, errorf(ErrConflict, "%s already has a version at %s; --at must be later", r.Volume, Time(v.Last))
 	}
 	o := timeline.ImportOptions{Name: r.Volume, At: at, BlockSize: r.BlockSize, Progress: progress}
+	var read *countingReader
 	switch {
+	case r.File == nil && r.Stream == nil && IsNBDURI(r.Source):
+		conn, err := s.openNBDSource(ctx, r, &o)
+		if err != nil {
+			return nil, err
+		}
+		defer conn.Close()
+		read = &countingReader{r: conn}
+		o.Source = read
+	case r.DirtyBitmap != "":
+		return nil, errorf(ErrInvalid, "--dirty-bitmap reads from an nbd:// source, not from %s", r.Source)
 	case r.File != nil:
 		size, err := sourceSize(r.File, r.Source)
 		if err != nil {
@@ -77,16 +87,22 @@ func (s *Service) Import(ctx context.Context, r ImportRequest, progress Progress
 	case err != nil:
 		return nil, fmt.Errorf("import %s into %s: %w", r.Source, r.Volume, err)
 	}
-	return &ImportResult{Volume: r.Volume, Time: Time(res.Time), Created: res.Created, Size: size,
-		Blocks: res.Blocks, Bytes: res.Bytes, Stored: res.Stored, Duration: time.Since(start)}, nil
+	out := &ImportResult{Volume: r.Volume, Time: Time(res.Time), Created: res.Created, Size: size,
+		Blocks: res.Blocks, Bytes: res.Bytes, Stored: res.Stored, Duration: time.Since(start), Read: size}
+	if read != nil {
+		out.Read = read.n.Load()
+	} else if o.Data != nil {
+		out.Read = dataBytes(o.Data, size)
+	}
+	return out, nil
 }
 
 // OpenSource opens a raw image file or a block device for reading, with
 // the rights of the calling process. The CLI opens the source itself and
 // hands the file to Import, in-process or over the daemon's socket.
 func OpenSource(path string) (*os.File, error) {
-	if strings.HasPrefix(path, "nbd://") || strings.HasPrefix(path, "nbds://") {
-		return nil, errorf(ErrInvalid, "importing from an NBD URI is not supported yet; copy it first with: nbdcopy %s image.raw", path)
+	if IsNBDURI(path) {
+		return nil, errorf(ErrInvalid, "%s is an NBD URI: the import dials it, there is no file to open", path)
 	}
 	f, err := os.Open(path)
 	if err != nil {

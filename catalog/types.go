@@ -43,6 +43,10 @@ type ImportRequest struct {
 	// skipped.
 	Stream io.Reader `json:"-"`
 	Size   int64     `json:"-"`
+	// DirtyBitmap, for an nbd:// Source, reads only the blocks that
+	// QEMU's qemu:dirty-bitmap:NAME context marks; the rest is kept from
+	// the volume's newest version.
+	DirtyBitmap string `json:"dirty_bitmap,omitempty"`
 }
 
 // ImportResult says what an import recorded.
@@ -55,6 +59,9 @@ type ImportResult struct {
 	Bytes    int64         `json:"bytes"`
 	Stored   int64         `json:"stored"`
 	Duration time.Duration `json:"duration_ns"`
+	// Read is the bytes read from the source (holes and, with a dirty
+	// bitmap, clean blocks are not read).
+	Read int64 `json:"read"`
 }
 
 // VolumeInfo is one row of `rewind volume list`.

@@ -26,6 +26,11 @@ type ImportOptions struct {
 	// sorted (from SEEK_DATA on a sparse file): the rest reads as zeroes
 	// and is not read at all.
 	Data []Range
+	// Changed, if not nil, lists the sorted ranges that may have changed
+	// since the volume's newest version (a dirty bitmap): only blocks
+	// meeting them are read, and every other block keeps its version. It
+	// needs an existing volume of the same size.
+	Changed []Range
 	// Progress, if set, is called with the bytes read so far.
 	Progress func(done, total int64)
 	Workers  int // default GOMAXPROCS
@@ -48,6 +53,7 @@ const defaultPartBlocks = 8192
 type segment struct {
 	first uint64
 	hole  bool       // the source holds no data in this segment
+	keep  bool       // nothing in this segment changed (ImportOptions.Changed)
 	prev  []blockRef // what the blocks held at the volume's newest version
 	out   chan segmentResult
 }
@@ -83,6 +89,9 @@ func (s *Store) Import(ctx context.Context, o ImportOptions) (*ImportResult, err
 		return nil, err
 	}
 	defer unlock()
+	if o.Changed != nil && (created || meta.Size != o.Size) {
+		return nil, fmt.Errorf("%w: an import of changed blocks only needs %s to exist, at the size of the source (%d bytes)", ErrNotFound, o.Name, o.Size)
+	}
 	s.mu.Lock()
 	var t int64
 	if o.At != 0 {
@@ -174,6 +183,7 @@ func (s *Store) runImport(ctx context.Context, o ImportOptions, base *Volume, cr
 		for first := uint64(0); first < nblocks; first += segBlocks {
 			seg := &segment{first: first, prev: make([]blockRef, min(segBlocks, nblocks-first)), out: make(chan segmentResult, 1)}
 			seg.hole = o.Data != nil && !overlaps(o.Data, int64(first)*bs, int64(len(seg.prev))*bs)
+			seg.keep = o.Changed != nil && !overlaps(o.Changed, int64(first)*bs, int64(len(seg.prev))*bs)
 			if !created {
 				if err := s.resolve(base, base.Last, first, seg.prev); err != nil {
 					return err
@@ -244,19 +254,28 @@ func (s *Store) importSegment(o ImportOptions, w *versionWriter, seg *segment, b
 	off := int64(seg.first) * bs
 	n := min(int64(len(seg.prev))*bs, o.Size-off)
 	buf := (*bp)[:n]
-	if seg.hole {
-		clear(buf)
-	} else if m, err := o.Source.ReadAt(buf, off); m < len(buf) {
-		if err == nil || errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF
-		}
-		r.err = fmt.Errorf("read source at %d: %w", off+int64(m), err)
+	var changed []bool // with o.Changed: which blocks may have changed
+	switch {
+	case seg.keep:
 		return r
+	case o.Changed != nil: // before hole: unchanged blocks keep their data
+		if changed, r.err = readChanged(o, buf, off, bs); r.err != nil {
+			return r
+		}
+	case seg.hole:
+		clear(buf)
+	default:
+		if r.err = readFull(o.Source, buf, off); r.err != nil {
+			return r
+		}
 	}
 	var ids []blockstore.ID
 	var datas [][]byte
 	var blocks []uint64
 	for i, prev := range seg.prev {
+		if changed != nil && !changed[i] {
+			continue // keeps its version
+		}
 		data := buf[int64(i)*bs : min(int64(i+1)*bs, n)]
 		block := seg.first + uint64(i)
 		if isZero(data) {
@@ -285,6 +304,50 @@ func (s *Store) importSegment(o ImportOptions, w *versionWriter, seg *segment, b
 	}
 	sort.Slice(r.sets, func(a, b int) bool { return r.sets[a].block < r.sets[b].block })
 	return r
+}
+
+// readFull reads len(buf) bytes at off.
+func readFull(src io.ReaderAt, buf []byte, off int64) error {
+	if m, err := src.ReadAt(buf, off); m < len(buf) {
+		if err == nil || errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return fmt.Errorf("read source at %d: %w", off+int64(m), err)
+	}
+	return nil
+}
+
+// readChanged fills the blocks of buf (at off) that meet o.Changed,
+// reading only those that may hold data (o.Data), in runs of adjacent
+// blocks; it reports which blocks it filled.
+func readChanged(o ImportOptions, buf []byte, off, bs int64) ([]bool, error) {
+	n := (int64(len(buf)) + bs - 1) / bs
+	changed := make([]bool, n)
+	read := make([]bool, n)
+	for i := range n {
+		lo, hi := i*bs, min((i+1)*bs, int64(len(buf)))
+		changed[i] = overlaps(o.Changed, off+lo, hi-lo)
+		read[i] = changed[i] && (o.Data == nil || overlaps(o.Data, off+lo, hi-lo))
+		if changed[i] && !read[i] {
+			clear(buf[lo:hi])
+		}
+	}
+	for i := int64(0); i < n; {
+		if !read[i] {
+			i++
+			continue
+		}
+		j := i
+		for j < n && read[j] {
+			j++
+		}
+		lo, hi := i*bs, min(j*bs, int64(len(buf)))
+		if err := readFull(o.Source, buf[lo:hi], off+lo); err != nil {
+			return nil, err
+		}
+		i = j
+	}
+	return changed, nil
 }
 
 // overlaps reports whether [off, off+n) meets any of the sorted ranges.

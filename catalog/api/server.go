@@ -149,11 +149,15 @@ func serveImport(api catalog.API, w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, fmt.Errorf("%w: bad request: %v", catalog.ErrInvalid, err))
 		return
 	}
-	if req.File = passedFile(r.Context()); req.File == nil {
+	// An nbd:// source is a network address the daemon dials; any other
+	// source comes open from the caller.
+	if req.File = passedFile(r.Context()); req.File == nil && !catalog.IsNBDURI(req.Source) {
 		writeError(w, http.StatusBadRequest, errNoFile("import", req.Source))
 		return
 	}
-	defer req.File.Close()
+	if req.File != nil {
+		defer req.File.Close()
+	}
 	s := newStreamer(w)
 	res, err := api.Import(r.Context(), req, s.progress)
 	s.finish(res, err)

@@ -44,6 +44,10 @@ type call struct {
 	// covered counts the READ bytes structured chunks delivered; only
 	// the reader goroutine touches it.
 	covered int64
+	// metaID is the context a BLOCK_STATUS asks about; extents, what the
+	// reader goroutine received for it.
+	metaID  uint32
+	extents []Extent
 }
 
 func newConn(nc net.Conn, br *bufio.Reader, info Info, t Target, structured bool) *Conn {
@@ -66,7 +70,12 @@ func (c *Conn) Size() int64 { return c.info.Size() }
 // start registers a request and sends it. The reply completes the call;
 // wait for it with c.wait.
 func (c *Conn) start(op string, typ, flags uint16, off, length int64, payload, buf []byte) *call {
-	cl := &call{op: op, typ: typ, off: off, length: length, buf: buf, done: make(chan struct{})}
+	return c.send(&call{op: op, typ: typ, off: off, length: length, buf: buf, done: make(chan struct{})}, flags, payload)
+}
+
+// send registers cl, complete but for its reply, and sends its request.
+func (c *Conn) send(cl *call, flags uint16, payload []byte) *call {
+	typ, off, length := cl.typ, cl.off, cl.length
 	c.mu.Lock()
 	if c.mu.err != nil {
 		err := c.mu.err

@@ -26,6 +26,11 @@ type Options struct {
 	// SimpleReplies skips NBD_OPT_STRUCTURED_REPLY: every reply is then a
 	// simple reply, and a failed READ may cost the connection.
 	SimpleReplies bool
+	// MetaContexts are the metadata contexts to select for BLOCK_STATUS
+	// (for example "base:allocation", "qemu:dirty-bitmap:NAME"). It needs
+	// structured replies. A context the server does not offer is not an
+	// error: Info.MetaContext reports which were selected.
+	MetaContexts []string
 	// Timeout bounds connecting and the handshake when ctx has no earlier
 	// deadline; zero means 30 seconds.
 	Timeout time.Duration

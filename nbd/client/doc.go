@@ -36,7 +36,15 @@
 // or the connection ends with ErrProtocol (overlapping chunks are not
 // detected). With simple replies a failed READ carries no data, and a
 // server that fails after sending the header hangs up. Extended headers,
-// DF, BLOCK_STATUS and CACHE are not implemented.
+// DF and CACHE are not implemented.
+//
+// BLOCK_STATUS: Options.MetaContexts are selected with
+// NBD_OPT_SET_META_CONTEXT before GO (base:allocation, or QEMU's
+// qemu:dirty-bitmap:NAME for incremental pulls); Info.MetaContext says
+// which the server took. Conn.BlockStatus asks about one context and
+// returns its extents from the requested offset, clipped to the request;
+// descriptors for other contexts are dropped. A chunk is at most 1 MiB
+// of descriptors.
 //
 // Requests respect the server's block size constraints: READ and WRITE
 // are split at the maximum payload (the server's, at most 32 MiB, or 32

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -105,11 +106,51 @@ func (h *handshake) run(ctx context.Context, opts Options) (Info, error) {
 			return Info{}, err
 		}
 	}
+	var meta map[string]uint32
+	if len(opts.MetaContexts) > 0 {
+		if !h.structured {
+			return Info{}, fmt.Errorf("%w: %s: block status needs structured replies, which the server did not agree to", ErrProtocol, h.t)
+		}
+		var err error
+		if meta, err = h.setMetaContexts(opts.MetaContexts); err != nil {
+			return Info{}, err
+		}
+	}
 	info, err := h.optGo()
 	if errors.Is(err, errGoUnsupported) {
 		return h.exportName()
 	}
+	info.meta = meta
 	return info, err
+}
+
+// setMetaContexts selects the metadata contexts named, and returns the
+// ids of those the server selected.
+func (h *handshake) setMetaContexts(names []string) (map[string]uint32, error) {
+	data := binary.BigEndian.AppendUint32(nil, uint32(len(h.t.Export)))
+	data = append(data, h.t.Export...)
+	data = binary.BigEndian.AppendUint32(data, uint32(len(names)))
+	for _, n := range names {
+		data = binary.BigEndian.AppendUint32(data, uint32(len(n)))
+		data = append(data, n...)
+	}
+	meta := map[string]uint32{}
+	err := h.option(nbd.OptSetMetaContext, data, func(typ uint32, d []byte) error {
+		if typ != nbd.RepMetaContext || len(d) < 4 {
+			return fmt.Errorf("%w: %s answered NBD_OPT_SET_META_CONTEXT with reply type %d", ErrProtocol, h.t, typ)
+		}
+		meta[string(d[4:])] = binary.BigEndian.Uint32(d)
+		return nil
+	})
+	var oe *optionError
+	if errors.As(err, &oe) {
+		if oe.typ == nbd.RepErrUnknown {
+			h.abort()
+			return nil, fmt.Errorf("%w: %s has no export %q (%v); check the export name", ErrUnknownExport, h.t.hostString(), h.t.Export, oe)
+		}
+		return map[string]uint32{}, nil // no contexts: BLOCK_STATUS is unavailable
+	}
+	return meta, err
 }
 
 func be32(v uint32) []byte { return []byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)} }

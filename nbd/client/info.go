@@ -8,6 +8,14 @@ type Info struct {
 	flags      uint16
 	sizes      nbd.InfoBlockSizes
 	maxPayload uint32
+	meta       map[string]uint32 // selected metadata contexts, by name
+}
+
+// MetaContext reports whether the server selected the metadata context
+// name for BLOCK_STATUS.
+func (i Info) MetaContext(name string) bool {
+	_, ok := i.meta[name]
+	return ok
 }
 
 // Size is the export's size in bytes.

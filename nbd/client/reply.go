@@ -9,6 +9,10 @@ import (
 	"github.com/rewind-dev/rewind/nbd"
 )
 
+// maxStatusChunk caps a block status chunk: a context id and 128 Ki
+// descriptors.
+const maxStatusChunk = 4 + 8<<17
+
 // maxErrorChunk caps an error chunk's payload: a 4096-byte message and
 // its fixed fields.
 const maxErrorChunk = 4096 + 14
@@ -118,6 +122,22 @@ func (rr *replyReader) chunk() error {
 		}
 		if err := rr.content(cl, h); err != nil {
 			return end(err)
+		}
+	case h.Type == nbd.ReplyTypeBlockStatus:
+		if cl.typ != nbd.CmdBlockStatus {
+			return fail("block status chunk for a request other than BLOCK_STATUS")
+		}
+		if h.Length < 12 || (h.Length-4)%8 != 0 || h.Length > maxStatusChunk {
+			return fail("block status chunk of %d bytes", h.Length)
+		}
+		p := make([]byte, h.Length)
+		if err := rr.read(p); err != nil {
+			return end(err)
+		}
+		if binary.BigEndian.Uint32(p) == cl.metaID {
+			for d := p[4:]; len(d) >= 8; d = d[8:] {
+				cl.extents = append(cl.extents, Extent{Length: int64(binary.BigEndian.Uint32(d)), Flags: binary.BigEndian.Uint32(d[4:])})
+			}
 		}
 	case h.Type&(1<<15) != 0:
 		if h.Length < 6 || h.Length > maxErrorChunk {

@@ -1,0 +1,86 @@
+package timeline
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"sync"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// recordingReader records the ranges read from it.
+type recordingReader struct {
+	*bytes.Reader
+	mu    sync.Mutex
+	reads []Range
+}
+
+func (r *recordingReader) ReadAt(p []byte, off int64) (int, error) {
+	r.mu.Lock()
+	r.reads = append(r.reads, Range{Offset: off, Length: int64(len(p))})
+	r.mu.Unlock()
+	return r.Reader.ReadAt(p, off)
+}
+
+func (r *recordingReader) bytes() int64 {
+	var n int64
+	for _, x := range r.reads {
+		n += x.Length
+	}
+	return n
+}
+
+// An import of changed blocks (a dirty bitmap) reads only those blocks,
+// and every other block keeps its version even where the new source
+// differs or is a hole.
+func TestImportChangedReadsOnlyChangedBlocks(t *testing.T) {
+	e := &scriptEnv{t: t, fs: vfs.NewCrashableMem()}
+	e.open()
+	defer e.close()
+	const size = 2048 * testBS // 8 MiB: two segments
+	v1 := pattern(1, size)
+	ctx := context.Background()
+	if _, err := e.s.Import(ctx, ImportOptions{Name: "a", Source: bytes.NewReader(v1), Size: size, At: 100, BlockSize: testBS}); err != nil {
+		t.Fatal(err)
+	}
+	// The source now differs everywhere, but only two runs are marked
+	// changed: one of data, one that became a hole (and Data says so).
+	v2 := pattern(2, size)
+	clear(v2[1500*testBS : 1504*testBS])
+	changed := []Range{{Offset: 10 * testBS, Length: 3 * testBS}, {Offset: 1500 * testBS, Length: 4 * testBS}}
+	data := []Range{{Offset: 0, Length: 1500 * testBS}, {Offset: 1504 * testBS, Length: size - 1504*testBS}}
+	src := &recordingReader{Reader: bytes.NewReader(v2)}
+	res, err := e.s.Import(ctx, ImportOptions{Name: "a", Source: src, Size: size, At: 200, Changed: changed, Data: data})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := src.bytes(); got != 3*testBS {
+		t.Fatalf("read %d bytes (%v), want only the 3 changed data blocks", got, src.reads)
+	}
+	if res.Blocks != 7 {
+		t.Fatalf("%d blocks got a new version, want 7", res.Blocks)
+	}
+	want := bytes.Clone(v1)
+	copy(want[10*testBS:13*testBS], v2[10*testBS:13*testBS])
+	clear(want[1500*testBS : 1504*testBS])
+	view, err := e.s.ViewAt(res.Volume.ID, 200)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer view.Close()
+	got := make([]byte, size)
+	if _, err := view.ReadAt(got, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("the version holds other than the old blocks with the changed ones replaced")
+	}
+
+	// Changed blocks need a volume to keep the others from.
+	_, err = e.s.Import(ctx, ImportOptions{Name: "new", Source: bytes.NewReader(v2), Size: size, At: 300, Changed: changed})
+	if !errors.Is(err, ErrNotFound) {
+		t.Fatalf("changed-only import of a new volume: %v, want ErrNotFound", err)
+	}
+}
