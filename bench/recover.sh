@@ -9,8 +9,9 @@
 #               converged means flushed. Best of REC_REPEAT.
 #   latency     fio 4 KiB random reads at QD1 on the recovering export
 #               for REC_FIO_RUNTIME s while the copy runs (at
-#               REC_BWLIMIT, so it runs all along), against the same
-#               export idle (copy converged): p50 and p99 in µs.
+#               REC_BWLIMIT, so it runs all along), against a recovering
+#               export idle (copy converged): p50 and p99 in µs, each on
+#               a fresh daemon with the page cache dropped.
 #   first byte  from `rewind recover` to the first 4 KiB read answered
 #               on the new export (qemu-io), for a volume of 1 GiB of
 #               data and an empty 64 GiB one.
@@ -90,8 +91,20 @@ print("%.0f %.0f" % (p["50.000000"] / 1000, p["99.000000"] / 1000))' "$W/fio-rec
 	fi
 }
 
-# rec_latency: fio on the recovering export while it copies, then idle.
+# rec_latency: fio on the recovering export idle (its copy converged,
+# then the daemon restarted), then on a new recovery while it copies.
+# Each run starts with a fresh daemon and an empty page cache, so both
+# read cold.
 rec_latency() {
+	mkdir -p "$W/rec"
+	rec_serve || return 1
+	"$REWIND" --data "$W/rewind" recover "$VOL@$T2" --to "$W/rec/idle.img" --as rec-i >/dev/null &&
+		rec_wait rec-i "$STEP_TIMEOUT" || { WHY="the copy did not converge"; rec_stop; return 1; }
+	stop "$REC_PID"
+	drop_caches
+	rec_serve || return 1
+	REC_IDLE=$(rec_fio "nbd://127.0.0.1:$REC_PORT/rec-i")
+	rec_stop
 	mkdir -p "$W/rec"
 	drop_caches
 	rec_serve || return 1
@@ -99,10 +112,6 @@ rec_latency() {
 		{ WHY="recover failed"; rec_stop; return 1; }
 	REC_BUSY=$(rec_fio "nbd://127.0.0.1:$REC_PORT/rec-l")
 	REC_BUSY_STATE=$(rec_state rec-l)
-	"$REWIND" --data "$W/rewind" recover bwlimit rec-l 0 >/dev/null
-	rec_wait rec-l "$STEP_TIMEOUT" || { WHY="the copy did not converge"; rec_stop; return 1; }
-	drop_caches
-	REC_IDLE=$(rec_fio "nbd://127.0.0.1:$REC_PORT/rec-l")
 	rec_stop
 }
 

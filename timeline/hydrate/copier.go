@@ -131,9 +131,20 @@ func (c *Copier) Run(ctx context.Context) error {
 	c.mu.Unlock()
 
 	g, gctx := errgroup.WithContext(ctx)
-	for range c.opt.Workers {
-		g.Go(func() error { return c.worker(gctx) })
-	}
+	g.Go(func() error {
+		if err := c.sweepHoles(gctx); err != nil {
+			c.mu.Lock()
+			if gctx.Err() == nil {
+				c.failLocked(err)
+			}
+			c.mu.Unlock()
+			return nil
+		}
+		for range c.opt.Workers {
+			g.Go(func() error { return c.worker(gctx) })
+		}
+		return nil
+	})
 	g.Go(func() error { return c.saver(gctx) })
 	werr := g.Wait()
 	saveErr := c.Checkpoint()

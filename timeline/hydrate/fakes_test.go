@@ -20,7 +20,8 @@ type memSource struct {
 		data []byte
 		hole []bool // per block
 	}
-	onRead func(p []byte, off int64) // called after the read, without locks
+	onRead    func(p []byte, off int64) // called after the read, without locks
+	onExtents func(off int64)           // called before Extents, without locks
 }
 
 func newMemSource(size, bs int64) *memSource {
@@ -74,6 +75,9 @@ func (s *memSource) ReadAt(p []byte, off int64) (int, error) {
 
 // Extents reports at most 3 blocks' worth, to exercise callers' loops.
 func (s *memSource) Extents(off, n int64) ([]timeline.Extent, error) {
+	if s.onExtents != nil {
+		s.onExtents(off)
+	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	end := min(off+n, off/s.bs*s.bs+3*s.bs, int64(len(s.mu.data)))
