@@ -258,12 +258,15 @@ func (s *Store) importSegment(o ImportOptions, w *versionWriter, seg *segment, b
 	switch {
 	case seg.keep:
 		return r
-	case o.Changed != nil: // before hole: unchanged blocks keep their data
-		if changed, r.err = readChanged(o, buf, off, bs); r.err != nil {
+	case seg.hole && o.Changed == nil:
+		clear(buf)
+	case o.Changed != nil || o.Data != nil:
+		// Only blocks that changed and may hold data are read (an NBD
+		// source's base:allocation can be fine-grained); unchanged
+		// blocks keep their version.
+		if changed, r.err = readSelected(o, buf, off, bs); r.err != nil {
 			return r
 		}
-	case seg.hole:
-		clear(buf)
 	default:
 		if r.err = readFull(o.Source, buf, off); r.err != nil {
 			return r
@@ -317,16 +320,17 @@ func readFull(src io.ReaderAt, buf []byte, off int64) error {
 	return nil
 }
 
-// readChanged fills the blocks of buf (at off) that meet o.Changed,
-// reading only those that may hold data (o.Data), in runs of adjacent
-// blocks; it reports which blocks it filled.
-func readChanged(o ImportOptions, buf []byte, off, bs int64) ([]bool, error) {
+// readSelected fills the blocks of buf (at off) that meet o.Changed (all,
+// when it is nil), reading only those that may hold data (o.Data), in
+// runs of adjacent blocks. With o.Changed, it reports which blocks it
+// filled; without, it returns nil: all of them.
+func readSelected(o ImportOptions, buf []byte, off, bs int64) ([]bool, error) {
 	n := (int64(len(buf)) + bs - 1) / bs
 	changed := make([]bool, n)
 	read := make([]bool, n)
 	for i := range n {
 		lo, hi := i*bs, min((i+1)*bs, int64(len(buf)))
-		changed[i] = overlaps(o.Changed, off+lo, hi-lo)
+		changed[i] = o.Changed == nil || overlaps(o.Changed, off+lo, hi-lo)
 		read[i] = changed[i] && (o.Data == nil || overlaps(o.Data, off+lo, hi-lo))
 		if changed[i] && !read[i] {
 			clear(buf[lo:hi])
@@ -346,6 +350,9 @@ func readChanged(o ImportOptions, buf []byte, off, bs int64) ([]bool, error) {
 			return nil, err
 		}
 		i = j
+	}
+	if o.Changed == nil {
+		return nil, nil
 	}
 	return changed, nil
 }
