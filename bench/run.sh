@@ -2,7 +2,7 @@
 # rewind's benchmarks, side by side with its peers on the same bytes, in
 # one run (`make bench`):
 #
-#   bench/run.sh [ingest] [nbd] [fuse]     (no argument: all three)
+#   bench/run.sh [ingest] [nbd] [fuse] [writes]   (no argument: all four)
 #
 #   ingest  rewind import vs restic backup vs borg create of a 1 GiB mixed
 #           ext4 image and of its second version (5% of file data
@@ -10,6 +10,8 @@
 #   nbd     rewind serve vs nbdkit (file plugin) vs qemu-nbd: nbdcopy, fio
 #           4 KiB random reads at QD32, qemu-img bench at depth 1, 2, 4
 #   fuse    reading the image through rewind serve --mount vs restic mount
+#   writes  fio 4 KiB random writes at QD1 and QD32 to a writable clone
+#           (rewind serve) vs qemu-nbd serving a copy of the image
 #
 # Each section can run alone; it makes what it needs (images, an untimed
 # import) when an earlier section did not. A section whose rewind command
@@ -24,7 +26,7 @@
 # Environment: BENCH_WORK (default tmp/bench, about 6 GiB), BENCH_SIZE
 # (1G), BENCH_SEED (1), BENCH_CHANGE_PCT (5), BENCH_FIO_RUNTIME (10 s),
 # BENCH_REPEAT (runs of each whole-image read, median reported: 5 over
-# NBD, 3 mounts for FUSE),
+# NBD, 3 mounts for FUSE; BENCH_WRITE_REPEAT, 1, for writes),
 # BENCH_STEP_TIMEOUT (1200 s per measured command), BENCH_QB_TIMEOUT (60 s
 # per qemu-img bench), BENCH_REWIND (bin/rewind).
 set -euo pipefail
@@ -35,11 +37,12 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/ingest.sh"
 . "$here/nbd.sh"
 . "$here/fuse.sh"
+. "$here/writes.sh"
 
 sections=("$@")
-((${#sections[@]})) || sections=(ingest nbd fuse)
+((${#sections[@]})) || sections=(ingest nbd fuse writes)
 for s in "${sections[@]}"; do
-	[[ $s == ingest || $s == nbd || $s == fuse ]] || die "unknown section $s: want ingest, nbd or fuse"
+	[[ $s == ingest || $s == nbd || $s == fuse || $s == writes ]] || die "unknown section $s: want ingest, nbd, fuse or writes"
 done
 
 for tool in restic borg nbdkit qemu-nbd qemu-img nbdcopy fio fusermount3 python3 mkfs.ext4 debugfs mountpoint; do
