@@ -28,7 +28,10 @@
 // import leaves no version. A durable commit (import, clone, Flush) syncs
 // the packs before it syncs the batch that points at them; clone writes
 // commit without sync, and Flush (NBD FLUSH and FUA, FUSE fsync) makes
-// everything acknowledged so far durable.
+// everything acknowledged so far durable. A clone write that changes part
+// of a block reads the block first and stores the new chunk as a delta of
+// the old one (blockstore.Txn.PutDelta); the new chunk goes into the
+// decoded-chunk cache, for the next write of a hot block.
 //
 // # Durability
 //
