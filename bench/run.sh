@@ -2,7 +2,7 @@
 # rewind's benchmarks, side by side with its peers on the same bytes, in
 # one run (`make bench`):
 #
-#   bench/run.sh [ingest] [nbd] [fuse] [recover]     (no argument: all)
+#   bench/run.sh [ingest] [nbd] [fuse] [writes] [recover]   (no argument: all)
 #
 #   ingest  rewind import vs restic backup vs borg create of a 1 GiB mixed
 #           ext4 image and of its second version (5% of file data
@@ -10,6 +10,8 @@
 #   nbd     rewind serve vs nbdkit (file plugin) vs qemu-nbd: nbdcopy, fio
 #           4 KiB random reads at QD32, qemu-img bench at depth 1, 2, 4
 #   fuse    reading the image through rewind serve --mount vs restic mount
+#   writes  fio 4 KiB random writes at QD1 and QD32 to a writable clone
+#           (rewind serve) vs qemu-nbd serving a copy of the image
 #   recover rewind recover: hydration vs nbdcopy of the same export,
 #           read latency during the copy vs idle, time to first byte
 #
@@ -26,7 +28,7 @@
 # Environment: BENCH_WORK (default tmp/bench, about 6 GiB), BENCH_SIZE
 # (1G), BENCH_SEED (1), BENCH_CHANGE_PCT (5), BENCH_FIO_RUNTIME (10 s),
 # BENCH_REPEAT (runs of each whole-image read, median reported: 5 over
-# NBD, 3 mounts for FUSE),
+# NBD, 3 mounts for FUSE; BENCH_WRITE_REPEAT, 1, for writes),
 # BENCH_STEP_TIMEOUT (1200 s per measured command), BENCH_QB_TIMEOUT (60 s
 # per qemu-img bench), BENCH_REWIND (bin/rewind).
 set -euo pipefail
@@ -37,12 +39,13 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/ingest.sh"
 . "$here/nbd.sh"
 . "$here/fuse.sh"
+. "$here/writes.sh"
 . "$here/recover.sh"
 
 sections=("$@")
-((${#sections[@]})) || sections=(ingest nbd fuse recover)
+((${#sections[@]})) || sections=(ingest nbd fuse writes recover)
 for s in "${sections[@]}"; do
-	[[ $s == ingest || $s == nbd || $s == fuse || $s == recover ]] || die "unknown section $s: want ingest, nbd, fuse or recover"
+	[[ $s == ingest || $s == nbd || $s == fuse || $s == writes || $s == recover ]] || die "unknown section $s: want ingest, nbd, fuse, writes or recover"
 done
 
 for tool in restic borg nbdkit qemu-nbd qemu-img nbdcopy fio fusermount3 python3 mkfs.ext4 debugfs mountpoint; do

@@ -223,6 +223,12 @@ func (c *Cache) cached(id ID) ([]byte, bool) {
 	return data, true
 }
 
+// Add keeps a copy of data, the bytes of chunk id: a writer adds the
+// chunk it just stored, which the next write or read of its block comes
+// back to (a clone's hot blocks), so that it need not be read and
+// decoded, or rebuilt from its sources, again.
+func (c *Cache) Add(id ID, data []byte) { c.addRead(id, data, false) }
+
 // add keeps data, which the caller gives up.
 func (c *Cache) add(id ID, data []byte) { c.addRead(id, data, true) }
 

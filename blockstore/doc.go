@@ -23,6 +23,16 @@
 // A collector of unreferenced chunks must count the chunks a slices
 // record references as referenced.
 //
+// A small write into a block of a writable clone is stored by PutDelta
+// (delta.go): the caller holds the block's old chunk and its bytes, so
+// the new chunk becomes a slices record of the old chunk's runs (or, when
+// the old chunk is a slices record, of its runs) around the changed
+// bytes, found by comparison, with no fingerprint lookups, no second read
+// of the old chunk and no compression of the whole block; its literal
+// bytes are compressed with s2 when the store's codec is zstd. Such a
+// record references only chunks stored whole, as every slices record
+// does.
+//
 // Chunks that compress and are stored by one PutMany (the new blocks of
 // an import segment) are compressed together, up to sixteen to a bundle
 // record (see bundle.go); each keeps its own index entry, which names

@@ -220,6 +220,10 @@ var (
 	runPool = hugemem.NewPool(runBufferBytes, 64<<20)
 )
 
+// minWriteback is the smallest run whose writeback is started at once
+// (see startWriteback).
+const minWriteback = 256 << 10
+
 // runBufferBytes holds the encoded records of a PutMany of 4 MiB of
 // blocks (an import's segment) with room to spare.
 const runBufferBytes = 4<<20 + 64<<10
@@ -365,8 +369,14 @@ func pwritevFull(fd int, bufs [][]byte, off int64) error {
 // startWriteback asks the kernel to begin writing [off, off+n) of a pack
 // to the device now, without waiting, so that the fdatasync before the
 // next index commit finds little left to do instead of stalling an
-// import for the whole run of dirty pages.
+// import for the whole run of dirty pages. Runs under minWriteback (a
+// clone write's few kilobytes) are left to that sync: a system call and
+// a device request for each would cost a small write more than the
+// write itself.
 func startWriteback(f vfs.File, off, n int64) {
+	if n < minWriteback {
+		return
+	}
 	if fd := f.Fd(); fd != vfs.InvalidFd {
 		_ = unix.SyncFileRange(int(fd), off, n, unix.SYNC_FILE_RANGE_WRITE) // a hint; SyncPacks makes it durable
 	}

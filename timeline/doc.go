@@ -28,7 +28,10 @@
 // import leaves no version. A durable commit (import, clone, Flush) syncs
 // the packs before it syncs the batch that points at them; clone writes
 // commit without sync, and Flush (NBD FLUSH and FUA, FUSE fsync) makes
-// everything acknowledged so far durable.
+// everything acknowledged so far durable. A clone write that changes part
+// of a block reads the block first and stores the new chunk as a delta of
+// the old one (blockstore.Txn.PutDelta); the new chunk goes into the
+// decoded-chunk cache, for the next write of a hot block.
 //
 // # Durability
 //
@@ -62,11 +65,17 @@
 //
 // # Concurrency
 //
-// Store and View are safe for concurrent use. Writers of one volume are
-// serialised by its volState.writeMu (a partial-block write reads the
-// block first); readers take no lock but the short one guarding the
-// metadata map, and see either the old or the new metadata, each
-// complete. Decoded chunks are cached by ID (blockstore.Cache, in
+// Store and View are safe for concurrent use. An import or a removal
+// holds its volume's volState.writeMu alone. Clone writes (View.write)
+// hold it shared and run side by side: each holds the locks of the blocks
+// it covers (blocklock.go: striped, taken in order) while it reads the
+// rest of a partial block, fills it and stores its chunks, so two writes
+// of one block take turns and the second reads what the first committed;
+// only stamping the version's time and committing its batch are
+// serialised, by volState.commitMu, so versions become visible in the
+// order of their times and Volume.Last only grows. Readers take no lock
+// but the short one guarding the metadata map, and see either the old or
+// the new metadata, each complete. Decoded chunks are cached by ID (blockstore.Cache, in
 // huge-page slabs); a chunk is immutable, so the cache never needs
 // invalidating. Raw chunks read whole into the caller's buffer bypass it:
 // the kernel's page cache already holds their records. Small reads that

@@ -56,8 +56,14 @@ type Store struct {
 
 // volState is the in-memory state of one volume.
 type volState struct {
-	writeMu sync.Mutex // serialises writers of this volume
-	meta    *Volume    // replaced (never mutated) under Store.mu
+	// writeMu is held shared by clone writes (View.write) and alone by
+	// imports and RemoveVolume.
+	writeMu sync.RWMutex
+	// blocks serialises clone writes of the same blocks; commitMu stamps
+	// and commits their versions one at a time, in time order.
+	blocks   blockLocks
+	commitMu sync.Mutex
+	meta     *Volume // replaced (never mutated) under Store.mu
 	// removing is set, under Store.mu, while RemoveVolume deletes the
 	// volume: no clone of it may be reserved meanwhile.
 	removing bool

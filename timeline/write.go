@@ -1,7 +1,10 @@
 package timeline
 
 import (
+	"bytes"
 	"fmt"
+
+	"github.com/rewind-dev/rewind/blockstore"
 )
 
 // Block sizes a volume may have.
@@ -58,6 +61,13 @@ func (v *View) zero(off, n int64, kind VersionKind) error {
 
 // write makes one version of [off, off+n); fill puts the new bytes of the
 // block range starting at absolute offset at into buf.
+//
+// Writes of one volume run side by side: each holds its volume's writeMu
+// shared (an import or a removal holds it alone) and the locks of the
+// blocks it covers (see blockLocks) while it reads the rest of a partial
+// block, fills and stores its chunks, and takes commitMu only to stamp its
+// version and commit it. Writes to a block therefore read what the one
+// before committed, and versions commit in the order of their times.
 func (v *View) write(off, n int64, kind VersionKind, fill func(buf []byte, at int64)) error {
 	if !v.head {
 		return ErrReadOnly
@@ -72,8 +82,8 @@ func (v *View) write(off, n int64, kind VersionKind, fill func(buf []byte, at in
 	if err != nil {
 		return err
 	}
-	vs.writeMu.Lock()
-	defer vs.writeMu.Unlock()
+	vs.writeMu.RLock()
+	defer vs.writeMu.RUnlock()
 	m, _, err := v.state()
 	if err != nil {
 		return err
@@ -84,31 +94,80 @@ func (v *View) write(off, n int64, kind VersionKind, fill func(buf []byte, at in
 	if n == 0 {
 		return nil
 	}
-	v.s.mu.Lock()
-	t := v.s.nextTimeLocked(0)
-	v.s.mu.Unlock()
-	w := v.s.newVersionWriter(m.clone(), t, kind)
 	bs := m.BlockSize
+	b0, b1 := off/bs, (off+n-1)/bs+1
+	defer vs.blocks.lock(uint64(b0), uint64(b1))()
+	// The newest metadata, now that no other writer of these blocks is
+	// between its read and its commit.
+	if m, _, err = v.state(); err != nil {
+		return err
+	}
+	w := v.s.newVersionWriter(nil, 0, kind)
+	staged := make([]stagedBlock, 0, b1-b0)
 	buf := make([]byte, bs)
-	for b := off / bs; b*bs < off+n; b++ {
+	for b := b0; b < b1; b++ {
 		start := b * bs
 		blen := min(bs, m.Size-start)
 		blk := buf[:blen]
 		lo, hi := max(start, off), min(start+blen, off+n)
+		var base blockstore.ID
+		var old []byte
 		if lo > start || hi < start+blen {
 			// Partial block: read, modify, write.
-			if err := v.s.readAt(m, m.Last, blk, start, nil, true); err != nil {
+			if base, old, err = v.s.readBlock(m, b, blk); err != nil {
 				w.abort()
 				return fmt.Errorf("read before write: %w", err)
 			}
 		}
 		fill(blk[lo-start:hi-start], lo)
-		if err := w.put(uint64(b), blk); err != nil {
+		sb, err := w.store(uint64(b), blk, base, old)
+		if err != nil {
+			w.abort()
+			return err
+		}
+		staged = append(staged, sb)
+	}
+	vs.commitMu.Lock()
+	defer vs.commitMu.Unlock()
+	if m, _, err = v.state(); err != nil {
+		w.abort()
+		return err
+	}
+	v.s.mu.Lock()
+	w.t = v.s.nextTimeLocked(0)
+	v.s.mu.Unlock()
+	w.meta = m.clone()
+	for _, sb := range staged {
+		if err := w.set(sb.block, sb.ref, sb.logical, sb.stored); err != nil {
 			w.abort()
 			return err
 		}
 	}
 	return w.commit(false)
+}
+
+// readBlock reads block b of m as of its newest version into blk, and
+// returns the chunk it held and a copy of its bytes (nil for a hole): the
+// new chunk is mostly the old one (see blockstore.Txn.PutDelta).
+func (s *Store) readBlock(m *Volume, b int64, blk []byte) (blockstore.ID, []byte, error) {
+	var ref [1]blockRef
+	if err := s.resolve(m, m.Last, uint64(b), ref[:]); err != nil {
+		return blockstore.ID{}, nil, err
+	}
+	if ref[0].kind != refChunk {
+		clear(blk)
+		return blockstore.ID{}, nil, nil
+	}
+	id := ref[0].id
+	var old []byte
+	err := s.cache.ReadMany([]blockstore.ID{id}, nil, func(_ int, data []byte) {
+		clear(blk[copy(blk, data):])
+		old = bytes.Clone(data)
+	})
+	if err != nil {
+		return blockstore.ID{}, nil, fmt.Errorf("read %s block %d: %w", m.Name, b, err)
+	}
+	return id, old, nil
 }
 
 // Flush makes every write acknowledged so far durable.

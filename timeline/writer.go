@@ -37,16 +37,34 @@ func (s *Store) newVersionWriter(meta *Volume, t int64, kind VersionKind) *versi
 	return &versionWriter{s: s, meta: meta, t: t, kind: kind, txn: s.chunks.NewTxn(), batch: b}
 }
 
-// put stores data as block's new version (a hole when it is all zero).
-func (w *versionWriter) put(block uint64, data []byte) error {
+// stagedBlock is a block's new version whose chunk is stored and whose
+// key is not written yet: a clone write stores its chunks before it takes
+// its time (see View.write).
+type stagedBlock struct {
+	block           uint64
+	ref             blockRef
+	logical, stored int64
+}
+
+// store stores data as block's new version (a hole when it is all zero)
+// and returns what set must record. When old is not nil, data is chunk
+// base, whose bytes old holds, with a run of bytes changed.
+func (w *versionWriter) store(block uint64, data []byte, base blockstore.ID, old []byte) (stagedBlock, error) {
 	if isZero(data) {
-		return w.set(block, blockRef{kind: refZero}, int64(len(data)), 0)
+		return stagedBlock{block: block, ref: blockRef{kind: refZero}, logical: int64(len(data))}, nil
 	}
-	res, err := w.txn.Put(data)
+	var res blockstore.PutResult
+	var err error
+	if old != nil {
+		res, err = w.txn.PutDelta(data, base, old)
+	} else {
+		res, err = w.txn.Put(data)
+	}
 	if err != nil {
-		return err
+		return stagedBlock{}, err
 	}
-	return w.set(block, blockRef{kind: refChunk, id: res.ID}, int64(len(data)), res.Stored)
+	w.s.cache.Add(res.ID, data)
+	return stagedBlock{block: block, ref: blockRef{kind: refChunk, id: res.ID}, logical: int64(len(data)), stored: res.Stored}, nil
 }
 
 // set records ref as block's new version.
