@@ -102,10 +102,23 @@ func (v *View) write(off, n int64, kind VersionKind, fill func(buf []byte, at in
 	if m, _, err = v.state(); err != nil {
 		return err
 	}
+	// Zeroing a block that is a hole already changes nothing: it is not
+	// recorded, and a trim of nothing but holes records no version (a
+	// guest running fstrim in a loop would grow the index without end).
+	var holes []blockRef
+	if kind == VersionZero || kind == VersionTrim {
+		holes = make([]blockRef, b1-b0)
+		if err := v.s.resolve(m, m.Last, uint64(b0), holes); err != nil {
+			return err
+		}
+	}
 	w := v.s.newVersionWriter(nil, 0, kind)
 	staged := make([]stagedBlock, 0, b1-b0)
 	buf := make([]byte, bs)
 	for b := b0; b < b1; b++ {
+		if holes != nil && holes[b-b0].kind != refChunk {
+			continue
+		}
 		start := b * bs
 		blen := min(bs, m.Size-start)
 		blk := buf[:blen]
@@ -126,6 +139,10 @@ func (v *View) write(off, n int64, kind VersionKind, fill func(buf []byte, at in
 			return err
 		}
 		staged = append(staged, sb)
+	}
+	if len(staged) == 0 {
+		w.abort()
+		return nil
 	}
 	vs.commitMu.Lock()
 	defer vs.commitMu.Unlock()

@@ -221,3 +221,59 @@ func TestFlushedSmallWritesSurviveCrash(t *testing.T) {
 		e.close()
 	}
 }
+
+// Zeroing or trimming blocks that are holes records nothing: a guest's
+// fstrim of free space, run again and again, adds no version. Zeroing a
+// range that holds data records a version of the data blocks only.
+func TestTrimOfHolesRecordsNothing(t *testing.T) {
+	const bs = 64 << 10
+	const size = 64 * bs
+	e := &scriptEnv{t: t, fs: vfs.NewCrashableMem(), clock: 1000}
+	e.open()
+	defer e.close()
+	base := make([]byte, size)
+	copy(base[3*bs:], pattern(1, 2*bs)) // blocks 3 and 4 hold data
+	if _, err := e.s.Import(context.Background(), ImportOptions{Name: "a", Source: bytes.NewReader(base), Size: size, At: 100, BlockSize: bs}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.s.Clone("a", 100, "c"); err != nil {
+		t.Fatal(err)
+	}
+	v := cloneView(t, e)
+	defer v.Close()
+	m, _ := v.Volume()
+	versions := func() int {
+		t.Helper()
+		log, err := e.s.Log(m.ID, 0, 1<<62)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(log)
+	}
+	before := versions()
+	for range 3 {
+		if err := v.Trim(10*bs, 40*bs); err != nil {
+			t.Fatal(err)
+		}
+		if err := v.WriteZeroes(20*bs+100, 5000); err != nil { // inside a hole block
+			t.Fatal(err)
+		}
+	}
+	if got := versions(); got != before {
+		t.Fatalf("trims of holes recorded %d versions", got-before)
+	}
+	if err := v.Trim(0, 8*bs); err != nil {
+		t.Fatal(err)
+	}
+	log, err := e.s.Log(m.ID, 0, 1<<62)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(log) != before+1 || log[len(log)-1].Blocks != 2 {
+		t.Fatalf("trim over two data blocks: versions %+v, want one more, of 2 blocks", log)
+	}
+	got := make([]byte, size)
+	if _, err := v.ReadAt(got, 0); err != nil || !bytes.Equal(got, make([]byte, size)) {
+		t.Fatalf("after the trims the clone does not read as zeroes (%v)", err)
+	}
+}
