@@ -29,8 +29,10 @@
 // the daemon stopped cleanly. The CLI opens PATH with the caller's
 // rights and passes the descriptor (the daemon opens no path for a
 // caller); a restarted daemon reopens it by path, only if it is still
-// the same file or device, and serves it again. PATH is locked (flock)
-// while protected; a PATH that another program locks (QEMU locks its
+// the same file or device, and serves it again. `rewind import` into a
+// protected volume is refused (catalog.Import), even after unprotect: its
+// versions come from its primary only. PATH is locked (flock) while
+// protected; a PATH that another program locks (QEMU locks its
 // images) is refused as in use.
 //
 // After a crash, writes acknowledged since the last flush may be in the
@@ -47,8 +49,10 @@
 // # Concurrency
 //
 // Manager's methods are safe for concurrent use; its map of jobs is under
-// Manager.mu, and Protect holds it throughout, so that two protections of
-// one name or PATH never both start. A Disk's I/O holds Disk.mu shared;
+// Manager.mu. Protect reserves the name under it (Manager.mu.starting)
+// and makes the volume without it, so that exports keep opening while a
+// large primary is read; the flock on PATH keeps a second protection of
+// the same PATH out. A Disk's I/O holds Disk.mu shared;
 // closing it (unprotect, daemon stop) holds it exclusively, and later I/O
 // fails with ErrEnded.
 //
@@ -57,7 +61,5 @@
 //   - The comparison after an unclean stop reads all of PATH (an import);
 //     large disks take time to come back after a crash.
 //   - Unprotect while clients are connected ends their I/O with errors.
-//   - `rewind import` into a protected volume is not refused; it would
-//     add a version that PATH does not hold.
 //   - Block status of a device primary reports all data.
 package protect

@@ -30,7 +30,8 @@ type Manager struct {
 	log *slog.Logger
 	mu  struct {
 		sync.Mutex
-		jobs map[string]*job // by volume name
+		jobs     map[string]*job     // by volume name
+		starting map[string]struct{} // names Protect is making
 	}
 }
 
@@ -79,6 +80,7 @@ func Open(ctx context.Context, svc *catalog.Service, o Options) (*Manager, error
 	}
 	m := &Manager{svc: svc, tl: svc.Timeline(), dir: o.Dir, log: o.Logger}
 	m.mu.jobs = map[string]*job{}
+	m.mu.starting = map[string]struct{}{}
 	recs, err := m.load()
 	if err != nil {
 		return nil, err
@@ -194,11 +196,24 @@ func (m *Manager) protect(ctx context.Context, req Request) (*Status, error) {
 	if req.Size < 0 {
 		return nil, catalog.Errorf(catalog.ErrInvalid, "--size %d is negative", req.Size)
 	}
+	// The name is reserved, not the lock held, while the volume is made:
+	// an import of a large disk takes a while, and exports look up their
+	// Disk under the lock.
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	if _, ok := m.mu.jobs[req.Volume]; ok {
+	_, running := m.mu.jobs[req.Volume]
+	_, starting := m.mu.starting[req.Volume]
+	if !running && !starting {
+		m.mu.starting[req.Volume] = struct{}{}
+	}
+	m.mu.Unlock()
+	if running || starting {
 		return nil, catalog.Errorf(catalog.ErrExists, "%s is protected already; choose another name (rewind unprotect %s ends it)", req.Volume, req.Volume)
 	}
+	defer func() {
+		m.mu.Lock()
+		delete(m.mu.starting, req.Volume)
+		m.mu.Unlock()
+	}()
 	if _, err := m.tl.Volume(req.Volume); err == nil {
 		return nil, catalog.Errorf(catalog.ErrExists, "volume %q exists; choose another name for the protected volume", req.Volume)
 	}
@@ -246,6 +261,8 @@ func (m *Manager) protect(ctx context.Context, req Request) (*Status, error) {
 	if p.kind == KindFile && grown {
 		p.size = size
 	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	err = m.save(r)
 	if err == nil {
 		if err = m.startLocked(r, p); err != nil {

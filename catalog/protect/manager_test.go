@@ -371,6 +371,14 @@ func TestProtectBadInput(t *testing.T) {
 	if _, err := f.m.Protect(context.Background(), Request{Volume: "b", Primary: other}); !errors.Is(err, catalog.ErrInvalid) {
 		t.Errorf("a primary not passed open: %v", err)
 	}
+	src, err := catalog.OpenSource(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	if _, err := f.svc.Import(context.Background(), catalog.ImportRequest{Volume: "prod", Source: other, File: src}, nil); !errors.Is(err, catalog.ErrConflict) {
+		t.Errorf("an import into the protected volume: %v", err)
+	}
 	if _, err := f.m.Unprotect("nosuch"); !errors.Is(err, catalog.ErrNotFound) {
 		t.Errorf("unprotect of nothing: %v", err)
 	}
