@@ -170,6 +170,11 @@ func TestProtectBadInput(t *testing.T) {
 		t.Logf("%s: %s", c.what, strings.TrimSpace(res.Stderr))
 	}
 	oneLineError(t, "unprotect of nothing", rw.Run("unprotect", "nosuch"), "nosuch is not protected")
+	// QEMU does not open a protected primary behind the daemon's back.
+	res := runCmd(t, nil, nil, requireTool(t, "qemu-io", "qemu-utils"), "-f", "raw", "-c", "write -P 0x66 0 4k", primary)
+	if res.Code == 0 || !strings.Contains(res.Stderr, "lock") {
+		t.Errorf("qemu-io opened the protected primary: %s", res)
+	}
 	if sha256File(t, other) != otherSHA {
 		t.Error("a refused protection changed its primary")
 	}

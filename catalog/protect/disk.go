@@ -33,8 +33,11 @@ type Disk struct {
 	// primary and could not be undone: the next start compares them.
 	diverged atomic.Bool
 	stats    counters
-	mu       sync.RWMutex // I/O holds it shared; close exclusively
-	closed   bool
+	// afterRecord, when set (by tests), runs between recording a request
+	// in the timeline and writing the primary.
+	afterRecord func()
+	mu          sync.RWMutex // I/O holds it shared; close exclusively
+	closed      bool
 }
 
 // counters are what the Disk did since the daemon started serving it.
@@ -113,6 +116,9 @@ func (d *Disk) WriteAt(p []byte, off int64) (int, error) {
 		d.stats.errors.Add(1)
 		return 0, fmt.Errorf("record the write in the timeline: %w", err)
 	}
+	if d.afterRecord != nil {
+		d.afterRecord()
+	}
 	if _, err := d.p.f.WriteAt(p, off); err != nil {
 		d.primaryFailed(off, n)
 		return 0, fmt.Errorf("write primary %s: %w", d.p.path, err)
@@ -142,6 +148,9 @@ func (d *Disk) zero(off, n int64, record func(off, n int64) error) error {
 	if err := record(off, n); err != nil {
 		d.stats.errors.Add(1)
 		return fmt.Errorf("record the zeroing in the timeline: %w", err)
+	}
+	if d.afterRecord != nil {
+		d.afterRecord()
 	}
 	if err := d.p.zero(off, n); err != nil {
 		d.primaryFailed(off, n)

@@ -29,7 +29,7 @@ type primary struct {
 // lockPrimary takes the file or device the caller opened (read-write),
 // checks what it is, and locks it (flock) so that no second protection,
 // in this or another daemon, writes it. A file that another program
-// holds a POSIX or OFD lock on (QEMU locks its images so) is in use too.
+// holds an OFD lock on (QEMU locks its images so) is in use too.
 func lockPrimary(f *os.File, path string) (*primary, error) {
 	var st unix.Stat_t
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
@@ -56,10 +56,16 @@ func lockPrimary(f *os.File, path string) (*primary, error) {
 		}
 		return nil, fmt.Errorf("lock primary %s: %w", path, err)
 	}
+	// An OFD write lock over the whole file as well: QEMU, which takes
+	// OFD locks on the images it opens, refuses to open it while it is
+	// protected, and one that holds it already makes it in use here.
 	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: io.SeekStart}
-	if err := unix.FcntlFlock(f.Fd(), unix.F_OFD_GETLK, &lk); err == nil && lk.Type != unix.F_UNLCK {
+	if err := unix.FcntlFlock(f.Fd(), unix.F_OFD_SETLK, &lk); err != nil {
 		unix.Flock(int(f.Fd()), unix.LOCK_UN)
-		return nil, inUse
+		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EACCES) {
+			return nil, inUse
+		}
+		return nil, fmt.Errorf("lock primary %s: %w", path, err)
 	}
 	return p, nil
 }
