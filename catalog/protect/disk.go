@@ -187,17 +187,25 @@ func (d *Disk) Flush() error {
 	return d.flush()
 }
 
+// flush syncs the timeline and the primary at the same time: both must
+// be done before the reply, and neither needs the other first (a crash
+// during a flush leaves writes that were not flushed, which the next
+// start reconciles).
 func (d *Disk) flush() error {
 	d.stats.flushes.Add(1)
+	primary := make(chan error, 1)
+	go func() { primary <- d.p.f.Sync() }()
+	var errs []error
 	if err := d.view.Flush(); err != nil {
-		d.stats.errors.Add(1)
-		return fmt.Errorf("flush the timeline: %w", err)
+		errs = append(errs, fmt.Errorf("flush the timeline: %w", err))
 	}
-	if err := d.p.f.Sync(); err != nil {
-		d.stats.errors.Add(1)
-		return fmt.Errorf("flush primary %s: %w", d.p.path, err)
+	if err := <-primary; err != nil {
+		errs = append(errs, fmt.Errorf("flush primary %s: %w", d.p.path, err))
 	}
-	return nil
+	if len(errs) > 0 {
+		d.stats.errors.Add(1)
+	}
+	return errors.Join(errs...)
 }
 
 // Extents reports the primary's holes for a file (SEEK_HOLE), all data
