@@ -15,6 +15,7 @@
 // socket client), recover_test.go (rewind recover: a VM and PostgreSQL
 // running during hydration, SIGKILL and resume, an NBD target, a cutover
 // under writes, bad input) and protect_test.go (rewind protect: history at
-// instants 0.3 s apart, SIGKILL after a flushed write, bad input). Helpers fail the test when something they need
+// instants 0.3 s apart, SIGKILL after a flushed write, a file deleted on a
+// live filesystem found again, bad input). Helpers fail the test when something they need
 // is missing; no test is ever skipped for want of a tool.
 package integration

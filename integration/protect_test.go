@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -207,4 +208,49 @@ func TestProtectBadInput(t *testing.T) {
 	qemuIO(t, srv.URI("running"), "write -P 0x5a 0 64k", "flush")
 	requireFilled(t, primary, 0, 64<<10, 0x5a)
 	oneLineError(t, "volume rm of a protected volume", rw.Run("volume", "rm", "running", "--force"), "unprotect")
+}
+
+// TestProtectLiveFilesystem mounts the ext4 of a protected export
+// (nbdfuse and a loop device), deletes a file on the live filesystem,
+// and finds it again with `rewind mount VOLUME@<one second before>
+// --files`, and gone at latest.
+func TestProtectLiveFilesystem(t *testing.T) {
+	rw := newRewind(t)
+	primary := makeExt4(t, 64<<20, map[string][]byte{"keep.txt": []byte("kept\n")})
+	srv := rw.Serve(serveOptions{})
+	rw.MustRun("protect", "fsvol", "--primary", primary)
+	dir := t.TempDir()
+	live := attachExport(t, srv.URI("fsvol"), filepath.Join(dir, "live"))
+	report := bytes.Repeat([]byte("quarterly report, written on the live filesystem\n"), 2000)
+	path := filepath.Join(live.mnt, "report.txt")
+	if err := os.WriteFile(path, report, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mustRunCmd(t, "sync", "-f", path)
+	time.Sleep(1500 * time.Millisecond) // the second before the deletion holds the file
+	deleted := time.Now()
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	mustRunCmd(t, "sync", "-f", live.mnt)
+	live.detach()
+
+	files := filepath.Join(dir, "files")
+	if err := os.Mkdir(files, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	rw.MustRun("mount", "fsvol@"+whenOf(deleted.Add(-time.Second)), files, "--files")
+	got, err := os.ReadFile(filepath.Join(files, "report.txt"))
+	if err != nil || !bytes.Equal(got, report) {
+		t.Errorf("report.txt one second before its deletion: %d bytes, %v", len(got), err)
+	}
+	rw.MustRun("umount", files)
+	rw.MustRun("mount", "fsvol@latest", files, "--files")
+	if _, err := os.Stat(filepath.Join(files, "report.txt")); !os.IsNotExist(err) {
+		t.Errorf("report.txt at latest: %v, want deleted", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(files, "keep.txt")); err != nil || string(b) != "kept\n" {
+		t.Errorf("keep.txt at latest: %q, %v", b, err)
+	}
+	rw.MustRun("umount", files)
 }
