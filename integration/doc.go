@@ -16,6 +16,6 @@
 // running during hydration, SIGKILL and resume, an NBD target, a cutover
 // under writes, bad input) and protect_test.go (rewind protect: history at
 // instants 0.3 s apart, SIGKILL after a flushed write, a file deleted on a
-// live filesystem found again, bad input). Helpers fail the test when something they need
+// live filesystem found again, a full disk, bad input). Helpers fail the test when something they need
 // is missing; no test is ever skipped for want of a tool.
 package integration

@@ -6,7 +6,9 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -253,4 +255,73 @@ func TestProtectLiveFilesystem(t *testing.T) {
 		t.Errorf("keep.txt at latest: %q, %v", b, err)
 	}
 	rw.MustRun("umount", files)
+}
+
+// TestProtectFullDisk: when the timeline's disk fills, writes through the
+// protected export fail with ENOSPC rather than go unrecorded, reads go
+// on, and once space is back the restarted daemon serves the protection
+// with the timeline's newest version equal to the primary, every flushed
+// write in both.
+func TestProtectFullDisk(t *testing.T) {
+	requireTool(t, "nbdsh", "python3-libnbd")
+	mnt := loopFS(t, 128<<20)
+	rw := newRewind(t)
+	rw.Data = filepath.Join(mnt, "data")
+	rw.MustRun("volume", "list") // makes the data directory
+	primary := filepath.Join(t.TempDir(), "prod.img")
+	if err := os.WriteFile(primary, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	srv := rw.Serve(serveOptions{})
+	rw.MustRun("protect", "vol", "--primary", primary, "--size", "96MiB")
+
+	// Leave about 24 MiB free, less than the writes take.
+	filler := filepath.Join(mnt, "filler")
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Fallocate(int(f.Fd()), 0, 0, availBytes(t, mnt)-24<<20); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	expected := filepath.Join(t.TempDir(), "expected")
+	script := filepath.Join(repoRoot(t), "integration", "testdata", "fill.py")
+	res := runCmd(t, nil, []string{"PATH=/usr/bin:/bin:/usr/sbin:/sbin", "NBD_ADDR=" + srv.NBDAddr, "EXPORT=vol", "EXPECTED=" + expected},
+		"/usr/bin/python3", script)
+	if res.Code != 0 {
+		t.Fatalf("fill.py: %s", res)
+	}
+	var flushed int64
+	for _, line := range strings.Split(res.Stdout, "\n") {
+		if v, ok := strings.CutPrefix(line, "FLUSHED "); ok {
+			flushed, _ = strconv.ParseInt(v, 10, 64)
+		}
+	}
+	if !strings.Contains(res.Stdout, "ERRNO ENOSPC") || flushed == 0 || !strings.Contains(res.Stdout, "READ OK") {
+		t.Fatalf("filling the timeline's disk through a protected export: want ENOSPC after some flushed writes, and reads after it:\n%s", res)
+	}
+	t.Logf("%d MiB flushed before the disk filled", flushed>>20)
+	srv.Stop()
+	if strings.Contains(srv.Logs(), "panic") {
+		t.Fatalf("the daemon panicked on a full disk:\n%s", srv.Logs())
+	}
+
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	srv = rw.Serve(serveOptions{})
+	want, err := os.ReadFile(expected)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if int64(len(want)) != flushed || sha256Prefix(t, primary, flushed) != sha256Bytes(want) {
+		t.Errorf("the primary does not hold the %d MiB flushed before the disk filled", flushed>>20)
+	}
+	if got := exportSHA(t, srv.URI("vol@latest")); got != sha256File(t, primary) {
+		t.Errorf("after the restart vol@latest reads sha256 %s, the primary %s", got[:12], sha256File(t, primary)[:12])
+	}
+	qemuIO(t, srv.URI("vol"), "write -P 0x5a 0 1M", "flush", "read -P 0x5a 0 1M")
+	qemuIOReadOnly(t, srv.URI("vol@latest"), "read -P 0x5a 0 1M")
 }
