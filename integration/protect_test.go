@@ -197,6 +197,11 @@ func TestProtectBadInput(t *testing.T) {
 			t.Errorf("POST /v1/%s without the token: %s %s", call, code, answer)
 		}
 	}
+	// Prometheus sees the protection.
+	code, metrics := curlStatus(t, nil, "http://"+srv.HTTPAddr+"/metrics")
+	if code != "200" || !strings.Contains(metrics, `rewind_protect_up{volume="running"} 1`) {
+		t.Errorf("/metrics: %s, want rewind_protect_up of running", code)
+	}
 	// Another user cannot use the socket.
 	oneLineError(t, "protect as another user", rw.runAsNobody("protect", "bad", "--primary", other), "serves root and the owner")
 	oneLineError(t, "unprotect as another user", rw.runAsNobody("unprotect", "running"), "serves root and the owner")
@@ -324,4 +329,47 @@ func TestProtectFullDisk(t *testing.T) {
 	}
 	qemuIO(t, srv.URI("vol"), "write -P 0x5a 0 1M", "flush", "read -P 0x5a 0 1M")
 	qemuIOReadOnly(t, srv.URI("vol@latest"), "read -P 0x5a 0 1M")
+}
+
+// TestProtectBlockDevice protects a loop device: writes, WRITE_ZEROES and
+// TRIM reach the device and the timeline alike, a restarted daemon
+// reopens the device, and a device held open exclusively is in use.
+func TestProtectBlockDevice(t *testing.T) {
+	losetup := requireTool(t, "losetup", "mount")
+	backing := filepath.Join(t.TempDir(), "backing.img")
+	if err := os.WriteFile(backing, randomBytes(31, 16<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dev := strings.TrimSpace(mustRunCmd(t, losetup, "-f", "--show", backing))
+	t.Cleanup(func() { runCmd(t, nil, nil, losetup, "-d", dev) })
+	rw := newRewind(t)
+	srv := rw.Serve(serveOptions{})
+	rw.MustRun("protect", "dev", "--primary", dev)
+	qemuIO(t, srv.URI("dev"), "write -P 0x61 0 64k", "write -z 1M 128k", "discard 2M 64k", "write -P 0x62 3M 4k", "flush")
+	// What the device holds, read past the page cache.
+	devSHA := func() string {
+		out := filepath.Join(t.TempDir(), "dev.img")
+		mustRunCmd(t, "dd", "if="+dev, "of="+out, "bs=1M", "iflag=direct", "status=none")
+		return sha256File(t, out)
+	}
+	if got, want := exportSHA(t, srv.URI("dev@latest")), devSHA(); got != want {
+		t.Errorf("dev@latest reads sha256 %s, the device %s", got[:12], want[:12])
+	}
+	qemuIOReadOnly(t, srv.URI("dev@latest"), "read -P 0x61 0 64k", "read -P 0 1M 128k", "read -P 0 2M 64k", "read -P 0x62 3M 4k")
+	if code := srv.Stop(); code != 0 {
+		t.Fatalf("rewind serve exited %d after SIGTERM", code)
+	}
+	srv = rw.Serve(serveOptions{})
+	qemuIO(t, srv.URI("dev"), "read -P 0x62 3M 4k", "write -P 0x63 4M 4k", "flush")
+	if got, want := exportSHA(t, srv.URI("dev@latest")), devSHA(); got != want {
+		t.Errorf("after a restart dev@latest reads sha256 %s, the device %s", got[:12], want[:12])
+	}
+	rw.MustRun("unprotect", "dev")
+	// A device mounted or held exclusively is in use.
+	held, err := os.OpenFile(dev, os.O_RDONLY|syscall.O_EXCL, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	oneLineError(t, "a device held exclusively", rw.Run("protect", "dev2", "--primary", dev), "in use")
 }

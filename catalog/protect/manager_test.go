@@ -449,3 +449,46 @@ func TestProtectConcurrentWritesAgree(t *testing.T) {
 		t.Error("after concurrent writes the timeline's newest version differs from the primary")
 	}
 }
+
+// TestProtectRestartChecksPrimary: a restarted daemon reopens the primary
+// by its path only if it is still the file protection started with; a
+// file put in its place is not served nor written, and the protection
+// shows as failed until unprotect.
+func TestProtectRestartChecksPrimary(t *testing.T) {
+	f := newFixture(t)
+	if _, err := f.protect("prod", f.primary, 0); err != nil {
+		t.Fatal(err)
+	}
+	f.close()
+	other := filepath.Join(f.dir, "other.img")
+	otherData := fill(0x77, size)
+	if err := os.WriteFile(other, otherData, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(other, f.primary); err != nil {
+		t.Fatal(err)
+	}
+	f.open()
+	if f.m.Disk("prod") != nil {
+		t.Fatal("a file put in the primary's place is served")
+	}
+	s := f.m.List()
+	if len(s) != 1 || s[0].State != StateFailed || !bytes.Contains([]byte(s[0].Reason), []byte("no longer")) {
+		t.Fatalf("status: %+v, want failed because the primary is no longer the same file", s)
+	}
+	if !bytes.Equal(f.primaryBytes(), otherData) {
+		t.Error("the file put in the primary's place was written")
+	}
+	if !bytes.Equal(f.at("prod", f.newest("prod")), f.data) {
+		t.Error("the volume's history changed")
+	}
+	if err := f.svc.RemoveVolume(context.Background(), "prod", true); !errors.Is(err, catalog.ErrConflict) {
+		t.Errorf("volume rm of a failed protection's volume: %v", err)
+	}
+	if _, err := f.m.Unprotect("prod"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.svc.RemoveVolume(context.Background(), "prod", false); err != nil {
+		t.Errorf("volume rm after unprotect: %v", err)
+	}
+}
