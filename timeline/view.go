@@ -52,7 +52,7 @@ func (s *Store) Head(vol uint64) (*View, error) {
 		return nil, err
 	}
 	if !v.IsClone() && v.Kind != KindProtected {
-		return nil, fmt.Errorf("%w: %s is neither a clone nor protected", ErrReadOnly, v.Name)
+		return nil, fmt.Errorf("%w: %s is not a clone", ErrReadOnly, v.Name)
 	}
 	return &View{s: s, vol: vol, head: true}, nil
 }
