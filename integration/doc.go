@@ -12,8 +12,10 @@
 // fuse_test.go (the tree, rewind mount --files and --rw, clean-up),
 // access_test.go (who the local socket serves, as root and as uid 65534
 // through setpriv; its TestMain also lets the test binary act as a raw
-// socket client) and recover_test.go (rewind recover: a VM and PostgreSQL
+// socket client), recover_test.go (rewind recover: a VM and PostgreSQL
 // running during hydration, SIGKILL and resume, an NBD target, a cutover
-// under writes, bad input). Helpers fail the test when something they need
+// under writes, bad input) and protect_test.go (rewind protect: history at
+// instants 0.3 s apart, SIGKILL after a flushed write, a file deleted on a
+// live filesystem found again, a full disk, bad input). Helpers fail the test when something they need
 // is missing; no test is ever skipped for want of a tool.
 package integration

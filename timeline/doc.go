@@ -10,7 +10,9 @@
 // no version reads as zeroes, or, in a clone, as the parent as of the
 // fork time. A volume's metadata (volume.go) says which versions are
 // visible: versions stamped after Volume.Last are being written and no
-// reader sees them.
+// reader sees them. Only the head of a clone or of a protected volume
+// (Store.Head) takes writes, each a version of its own; what this
+// package says of clone writes holds for both.
 //
 // Keys and values are listed in keys.go and record.go; they, the Comparer
 // name and FormatVersion are on-disk format. Version keys are

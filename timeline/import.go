@@ -22,6 +22,10 @@ type ImportOptions struct {
 	// the volume's newest version.
 	At        int64
 	BlockSize int64 // for a new volume; default DefaultBlockSize
+	// Kind, when set, makes the import create a volume of that kind: it
+	// fails with ErrExists if the name is taken. Empty: KindImported,
+	// and an existing volume takes a new version.
+	Kind Kind
 	// Data, if not nil, lists the ranges of Source that may hold data,
 	// sorted (from SEEK_DATA on a sparse file): the rest reads as zeroes
 	// and is not read at all.
@@ -135,6 +139,9 @@ func (s *Store) Import(ctx context.Context, o ImportOptions) (*ImportResult, err
 // beginImport finds or reserves the volume and locks it for writing.
 func (s *Store) beginImport(o ImportOptions) (*Volume, bool, func(), error) {
 	if m, err := s.Volume(o.Name); err == nil {
+		if o.Kind != "" {
+			return nil, false, nil, fmt.Errorf("%w: %s", ErrExists, o.Name)
+		}
 		vs, err := s.state(m.ID)
 		if err != nil {
 			return nil, false, nil, err
@@ -154,7 +161,11 @@ func (s *Store) beginImport(o ImportOptions) (*Volume, bool, func(), error) {
 	if err := checkGeometry(512, bs); err != nil {
 		return nil, false, nil, err
 	}
-	m := &Volume{Name: o.Name, Kind: KindImported, BlockSize: bs}
+	kind := o.Kind
+	if kind == "" {
+		kind = KindImported
+	}
+	m := &Volume{Name: o.Name, Kind: kind, BlockSize: bs}
 	s.mu.Lock()
 	vs, err := s.reserveLocked(m)
 	s.mu.Unlock()

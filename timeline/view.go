@@ -15,14 +15,15 @@ type Extent struct {
 }
 
 // View is a volume as of an instant (read-only, never changes), or the
-// head of a clone (reads the newest data; writes add versions). Every
+// head of a clone or a protected volume (reads the newest data; writes
+// add versions). Every
 // reader and writer of disk contents goes through a View. Its methods are
 // safe for concurrent use.
 type View struct {
 	s      *Store
 	vol    uint64
 	at     int64     // the instant, for fixed views
-	head   bool      // a writable clone head
+	head   bool      // a writable head (clone or protected volume)
 	refs   *refCache // for fixed views
 	closed atomic.Bool
 	ra     readAhead
@@ -42,13 +43,15 @@ func (s *Store) ViewAt(vol uint64, t int64) (*View, error) {
 	return &View{s: s, vol: vol, at: min(t, v.Last), refs: newRefCache()}, nil
 }
 
-// Head opens the writable head of a clone.
+// Head opens the writable head of a clone or of a protected volume (the
+// protection, which writes the primary too, is its only writer). Every
+// other volume is history only.
 func (s *Store) Head(vol uint64) (*View, error) {
 	v, err := s.VolumeByID(vol)
 	if err != nil {
 		return nil, err
 	}
-	if !v.IsClone() {
+	if !v.IsClone() && v.Kind != KindProtected {
 		return nil, fmt.Errorf("%w: %s is not a clone", ErrReadOnly, v.Name)
 	}
 	return &View{s: s, vol: vol, head: true}, nil

@@ -3,6 +3,7 @@ package timeline
 import (
 	"bytes"
 	"context"
+	"errors"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -152,4 +153,49 @@ func dataBlocks(data []byte, from, to int) []int {
 		}
 	}
 	return out
+}
+
+// TestProtectedHead: an import of kind protected makes a new volume (not
+// an existing name) whose head takes writes while its instants stay
+// read-only; an imported volume has no head.
+func TestProtectedHead(t *testing.T) {
+	e := &scriptEnv{t: t, fs: vfs.NewCrashableMem()}
+	e.open()
+	defer e.close()
+	const size = 8 * testBS
+	imported, err := e.s.Import(context.Background(), ImportOptions{Name: "a", Source: bytes.NewReader(pattern(1, size)), Size: size, BlockSize: testBS})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.s.Head(imported.Volume.ID); !errors.Is(err, ErrReadOnly) {
+		t.Fatalf("the head of an imported volume: %v", err)
+	}
+	if _, err := e.s.Import(context.Background(), ImportOptions{Name: "a", Source: bytes.NewReader(pattern(2, size)), Size: size, Kind: KindProtected}); !errors.Is(err, ErrExists) {
+		t.Fatalf("a protected import over an existing name: %v", err)
+	}
+	p, err := e.s.Import(context.Background(), ImportOptions{Name: "p", Source: bytes.NewReader(pattern(2, size)), Size: size, BlockSize: testBS, Kind: KindProtected})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Volume.Kind != KindProtected || !p.Created {
+		t.Fatalf("protected import: %+v", p.Volume)
+	}
+	head, err := e.s.Head(p.Volume.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := head.WriteAt(bytes.Repeat([]byte{7}, 100), 10); err != nil {
+		t.Fatal(err)
+	}
+	at, err := e.s.ViewAt(p.Volume.ID, p.Time)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := at.WriteAt([]byte{1}, 0); !errors.Is(err, ErrReadOnly) {
+		t.Fatalf("a write to an instant of a protected volume: %v", err)
+	}
+	got := make([]byte, size)
+	if _, err := at.ReadAt(got, 0); err != nil || !bytes.Equal(got, pattern(2, size)) {
+		t.Fatalf("the instant of the import changed: %v", err)
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/rewind-dev/rewind/catalog"
+	"github.com/rewind-dev/rewind/catalog/protect"
 	"github.com/rewind-dev/rewind/catalog/recovery"
 	"github.com/rewind-dev/rewind/nbd"
 	"github.com/rewind-dev/rewind/timeline"
@@ -16,9 +17,10 @@ import (
 // exports resolves NBD export names to timeline views and counts what is
 // being served, so that rewind volume rm can refuse.
 type exports struct {
-	svc *catalog.Service
-	rec *recovery.Manager // recovered volumes are served through their Disk
-	mu  struct {
+	svc  *catalog.Service
+	rec  *recovery.Manager // recovered volumes are served through their Disk
+	prot *protect.Manager  // and protected ones through theirs
+	mu   struct {
 		sync.Mutex
 		served map[string]int // volume -> open exports
 	}
@@ -36,7 +38,15 @@ func (x *exports) inUse(volume string) bool {
 	x.mu.Lock()
 	served := x.mu.served[volume] > 0
 	x.mu.Unlock()
-	return served || (x.rec != nil && x.rec.Busy(volume))
+	return served || (x.rec != nil && x.rec.Busy(volume)) || (x.prot != nil && x.prot.Busy(volume))
+}
+
+// protecting returns the Disk of a protected volume named bare, or nil.
+func (x *exports) protecting(name string) *protect.Disk {
+	if x.prot == nil {
+		return nil
+	}
+	return x.prot.Disk(name)
 }
 
 // recovering returns the Disk of a recovered volume named bare, or nil.
@@ -61,6 +71,18 @@ func (x *exports) Open(_ context.Context, name string) (*nbd.Export, error) {
 		return &nbd.Export{
 			Name:        name,
 			Description: fmt.Sprintf("%s (instant recovery)", name),
+			Backend:     d,
+			BlockSize:   uint32(d.BlockSize()),
+			MultiConn:   true, // one Disk behind every connection
+			MetricsName: name,
+			Release:     func() { x.hold(name, -1) },
+		}, nil
+	}
+	if d := x.protecting(name); d != nil {
+		x.hold(name, 1)
+		return &nbd.Export{
+			Name:        name,
+			Description: fmt.Sprintf("%s (protected: every write recorded)", name),
 			Backend:     d,
 			BlockSize:   uint32(d.BlockSize()),
 			MultiConn:   true, // one Disk behind every connection

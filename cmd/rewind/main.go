@@ -40,6 +40,9 @@ type cli struct {
 	Umount umountCmd `cmd:"" help:"Unmount what rewind mount mounted."`
 
 	Recover recoverCmd `cmd:"" help:"Instant recovery: serve VOLUME@WHEN now, copy it to production in the background, cut over (carried out by the daemon)."`
+
+	Protect   protectCmd   `cmd:"" help:"Serve a production disk as the writable export VOLUME and record every write with its own time (carried out by the daemon)."`
+	Unprotect unprotectCmd `cmd:"" help:"End a protection: the disk is no longer served; the volume keeps its history."`
 }
 
 // env is what every command's Run receives.

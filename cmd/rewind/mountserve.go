@@ -13,6 +13,7 @@ import (
 
 	"github.com/rewind-dev/rewind/catalog"
 	"github.com/rewind-dev/rewind/catalog/api"
+	"github.com/rewind-dev/rewind/catalog/protect"
 	"github.com/rewind-dev/rewind/catalog/recovery"
 	"github.com/rewind-dev/rewind/mount"
 	"github.com/rewind-dev/rewind/timeline"
@@ -70,6 +71,10 @@ func (f *fuseSource) Open(_ context.Context, name string) (mount.Image, bool, er
 	if d := f.x.recovering(name); d != nil {
 		f.x.hold(name, 1)
 		return &recovery.Image{Disk: d, Release: func() { f.x.hold(name, -1) }}, true, nil
+	}
+	if d := f.x.protecting(name); d != nil {
+		f.x.hold(name, 1)
+		return &protect.Image{Disk: d, Release: func() { f.x.hold(name, -1) }}, true, nil
 	}
 	view, err := f.svc.OpenView(name)
 	if err != nil {
@@ -219,6 +224,10 @@ func (d *daemon) openImage(spec string) (mount.Image, bool, error) {
 	if disk := d.exports.recovering(spec); disk != nil {
 		d.exports.hold(spec, 1)
 		return &recovery.Image{Disk: disk, Release: func() { d.exports.hold(spec, -1) }}, true, nil
+	}
+	if disk := d.exports.protecting(spec); disk != nil {
+		d.exports.hold(spec, 1)
+		return &protect.Image{Disk: disk, Release: func() { d.exports.hold(spec, -1) }}, true, nil
 	}
 	view, err := d.svc.OpenView(spec)
 	if err != nil {

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rewind-dev/rewind/catalog"
 	"github.com/rewind-dev/rewind/catalog/api"
+	"github.com/rewind-dev/rewind/catalog/protect"
 	"github.com/rewind-dev/rewind/catalog/recovery"
 	"github.com/rewind-dev/rewind/mount"
 	"github.com/rewind-dev/rewind/nbd"
@@ -78,10 +79,24 @@ func (c *serveCmd) Run(e *env) error {
 		return err
 	}
 	d.exports.rec = rec
-	svc.SetRemoveCheck(rec.RemoveCheck)
 	// Stopped last of all, once no export or mount uses a Disk: the
 	// copies save their progress and resume at the next start.
 	d.stops = append(d.stops, func(context.Context) error { return rec.Close() })
+	prot, err := protect.Open(e.ctx, svc, protect.Options{Dir: filepath.Join(e.dataDir, "protected"), Logger: log})
+	if err != nil {
+		rec.Close()
+		svc.Close()
+		return err
+	}
+	d.exports.prot = prot
+	svc.SetRemoveCheck(func(volume string) error {
+		if err := prot.RemoveCheck(volume); err != nil {
+			return err
+		}
+		return rec.RemoveCheck(volume)
+	})
+	// Likewise: each protection flushes both sides and is recorded clean.
+	d.stops = append(d.stops, func(context.Context) error { return prot.Close() })
 	err = d.start(e.ctx, c, tlsConf, filepath.Join(e.dataDir, "rewind.sock"))
 	if err == nil {
 		log.Info("rewind is serving", "data", e.dataDir, "nbd", c.NBD, "http", c.HTTP, "mount", c.Mount)
@@ -110,6 +125,7 @@ func (d *daemon) start(ctx context.Context, c *serveCmd, tlsConf *tls.Config, so
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	registerStoreMetrics(reg, d.svc)
 	reg.MustRegister(recoveryCollector{d.exports.rec})
+	reg.MustRegister(protectCollector{d.exports.prot})
 	if err := mount.CleanupStale(filepath.Join(d.svc.Dir(), "run"), d.log); err != nil {
 		d.log.Warn("cleaning up the mounts of a previous daemon", "err", err)
 	}
@@ -121,6 +137,9 @@ func (d *daemon) start(ctx context.Context, c *serveCmd, tlsConf *tls.Config, so
 		"recover-cutover": d.recoverCutover,
 		"recover-cancel":  d.recoverCancel,
 		"recover-limit":   d.recoverLimit,
+		"protect":         d.protect,
+		"unprotect":       d.unprotect,
+		"protect-status":  d.protectStatus,
 	})
 
 	sock, err := api.ListenSocket(sockPath, handler)

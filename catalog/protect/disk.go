@@ -1,0 +1,317 @@
+package protect
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/rewind-dev/rewind/nbd"
+	"github.com/rewind-dev/rewind/timeline"
+)
+
+// ErrEnded is what I/O on a Disk returns once its protection ended
+// (unprotect, or the daemon stops). It matches syscall.ESHUTDOWN.
+var ErrEnded = fmt.Errorf("protection ended: %w", syscall.ESHUTDOWN)
+
+// Disk is what a protection's export and FUSE image serve: reads from
+// the primary; each write recorded in the volume's timeline first, then
+// written to the primary, both before it is acknowledged. One Disk is
+// shared by every connection and image of the volume. Its methods are
+// safe for concurrent use.
+type Disk struct {
+	view *timeline.View // the protected volume's writable head
+	p    *primary
+	size int64
+	bs   int64
+	// ranges orders writes that touch the same blocks: the timeline and
+	// the primary see them in the same order.
+	ranges rangeLock
+	// diverged is set when a write reached the timeline but not the
+	// primary and could not be undone: the next start compares them.
+	diverged atomic.Bool
+	stats    counters
+	// afterRecord, when set (by tests), runs between recording a request
+	// in the timeline and writing the primary.
+	afterRecord func()
+	mu          sync.RWMutex // I/O holds it shared; close exclusively
+	closed      bool
+}
+
+// counters are what the Disk did since the daemon started serving it.
+type counters struct {
+	writes, written, flushes, errors atomic.Int64
+}
+
+var (
+	_ nbd.Backend    = (*Disk)(nil)
+	_ nbd.FastZeroer = (*Disk)(nil)
+)
+
+// Size is the volume's size.
+func (d *Disk) Size() int64 { return d.size }
+
+// BlockSize is the volume's block size.
+func (d *Disk) BlockSize() int64 { return d.bs }
+
+// begin takes the Disk for one request; end is deferred.
+func (d *Disk) begin() error {
+	d.mu.RLock()
+	if d.closed {
+		d.mu.RUnlock()
+		return ErrEnded
+	}
+	return nil
+}
+
+func (d *Disk) end() { d.mu.RUnlock() }
+
+func (d *Disk) check(off, n int64) error {
+	if off < 0 || n < 0 || off > d.size || n > d.size-off {
+		return timeline.ErrNoSpace
+	}
+	return nil
+}
+
+// ReadAt reads the primary.
+func (d *Disk) ReadAt(p []byte, off int64) (int, error) {
+	if err := d.begin(); err != nil {
+		return 0, err
+	}
+	defer d.end()
+	if off < 0 || off > d.size {
+		return 0, timeline.ErrOutOfRange
+	}
+	var tail error
+	if int64(len(p)) > d.size-off {
+		p, tail = p[:d.size-off], io.EOF
+	}
+	n, err := d.p.f.ReadAt(p, off)
+	if errors.Is(err, io.EOF) && n == len(p) {
+		err = nil
+	}
+	if err != nil {
+		return n, err
+	}
+	return n, tail
+}
+
+// WriteAt records p in the timeline, then writes it to the primary. A
+// write the timeline refuses (a full disk, a failed store) never reaches
+// the primary: it is an error to the client, never a gap in history.
+func (d *Disk) WriteAt(p []byte, off int64) (int, error) {
+	if err := d.begin(); err != nil {
+		return 0, err
+	}
+	defer d.end()
+	n := int64(len(p))
+	if err := d.check(off, n); err != nil {
+		return 0, err
+	}
+	unlock := d.ranges.lock(d.blocks(off, n))
+	defer unlock()
+	if _, err := d.view.WriteAt(p, off); err != nil {
+		d.stats.errors.Add(1)
+		return 0, fmt.Errorf("record the write in the timeline: %w", err)
+	}
+	if d.afterRecord != nil {
+		d.afterRecord()
+	}
+	if _, err := d.p.f.WriteAt(p, off); err != nil {
+		d.primaryFailed(off, n)
+		return 0, fmt.Errorf("write primary %s: %w", d.p.path, err)
+	}
+	d.stats.writes.Add(1)
+	d.stats.written.Add(n)
+	return len(p), nil
+}
+
+// WriteZeroes and Trim record holes in the timeline, then zero the
+// primary (a punched hole where it can): both read as zeroes after.
+func (d *Disk) WriteZeroes(off, n int64) error { return d.zero(off, n, d.view.WriteZeroes) }
+
+// Trim: the timeline keeps a hole, so the primary must read as zeroes too.
+func (d *Disk) Trim(off, n int64) error { return d.zero(off, n, d.view.Trim) }
+
+func (d *Disk) zero(off, n int64, record func(off, n int64) error) error {
+	if err := d.begin(); err != nil {
+		return err
+	}
+	defer d.end()
+	if err := d.check(off, n); err != nil {
+		return err
+	}
+	unlock := d.ranges.lock(d.blocks(off, n))
+	defer unlock()
+	if err := record(off, n); err != nil {
+		d.stats.errors.Add(1)
+		return fmt.Errorf("record the zeroing in the timeline: %w", err)
+	}
+	if d.afterRecord != nil {
+		d.afterRecord()
+	}
+	if err := d.p.zero(off, n); err != nil {
+		d.primaryFailed(off, n)
+		return err
+	}
+	d.stats.writes.Add(1)
+	d.stats.written.Add(n)
+	return nil
+}
+
+// primaryFailed handles a write the timeline recorded but the primary
+// refused: the timeline records again what the primary holds there, so
+// that its newest version still equals the primary; if even that fails,
+// the next start compares the two.
+func (d *Disk) primaryFailed(off, n int64) {
+	d.stats.errors.Add(1)
+	buf := make([]byte, n)
+	if _, err := d.p.f.ReadAt(buf, off); err != nil && !errors.Is(err, io.EOF) {
+		d.diverged.Store(true)
+		return
+	}
+	if _, err := d.view.WriteAt(buf, off); err != nil {
+		d.diverged.Store(true)
+	}
+}
+
+// Flush makes every acknowledged write durable in the timeline and on
+// the primary.
+func (d *Disk) Flush() error {
+	if err := d.begin(); err != nil {
+		return err
+	}
+	defer d.end()
+	return d.flush()
+}
+
+// flush syncs the timeline and the primary at the same time: both must
+// be done before the reply, and neither needs the other first (a crash
+// during a flush leaves writes that were not flushed, which the next
+// start reconciles).
+func (d *Disk) flush() error {
+	d.stats.flushes.Add(1)
+	primary := make(chan error, 1)
+	go func() { primary <- d.p.f.Sync() }()
+	var errs []error
+	if err := d.view.Flush(); err != nil {
+		errs = append(errs, fmt.Errorf("flush the timeline: %w", err))
+	}
+	if err := <-primary; err != nil {
+		errs = append(errs, fmt.Errorf("flush primary %s: %w", d.p.path, err))
+	}
+	if len(errs) > 0 {
+		d.stats.errors.Add(1)
+	}
+	return errors.Join(errs...)
+}
+
+// Extents reports the primary's holes for a file (SEEK_HOLE), all data
+// for a device.
+func (d *Disk) Extents(off, n int64) ([]nbd.Extent, error) {
+	if err := d.begin(); err != nil {
+		return nil, err
+	}
+	defer d.end()
+	if err := d.check(off, n); err != nil {
+		return nil, err
+	}
+	data, ok := d.p.dataRanges(off, n)
+	if !ok {
+		return []nbd.Extent{{Offset: off, Length: n}}, nil
+	}
+	var out []nbd.Extent
+	at := off
+	for _, r := range data {
+		if r[0] > at {
+			out = append(out, nbd.Extent{Offset: at, Length: r[0] - at, Hole: true})
+		}
+		out = append(out, nbd.Extent{Offset: r[0], Length: r[1] - r[0]})
+		at = r[1]
+	}
+	if at < off+n {
+		out = append(out, nbd.Extent{Offset: at, Length: off + n - at, Hole: true})
+	}
+	return out, nil
+}
+
+// FastZero: whole blocks are holes in the timeline and punched holes in
+// a file primary.
+func (d *Disk) FastZero(off, n int64) bool {
+	return d.p.kind == KindFile && off%d.bs == 0 && n%d.bs == 0
+}
+
+// blocks returns the block range [b0, b1) that [off, off+n) touches.
+func (d *Disk) blocks(off, n int64) (int64, int64) {
+	return off / d.bs, (off + max(n, 1) + d.bs - 1) / d.bs
+}
+
+// close ends I/O once requests in progress finish, makes what was
+// acknowledged durable, and closes the view (the primary is the
+// Manager's).
+func (d *Disk) close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil
+	}
+	d.closed = true
+	err := d.flush()
+	return errors.Join(err, d.view.Close())
+}
+
+// Image is the Disk as a FUSE image; closing it leaves the Disk served.
+type Image struct {
+	*Disk
+	Release func()
+	once    sync.Once
+}
+
+func (i *Image) Close() error {
+	if i.Release != nil {
+		i.once.Do(i.Release)
+	}
+	return nil
+}
+
+// rangeLock serialises requests whose block ranges overlap.
+type rangeLock struct {
+	mu   sync.Mutex
+	cond *sync.Cond
+	held [][2]int64
+}
+
+func (l *rangeLock) lock(b0, b1 int64) func() {
+	l.mu.Lock()
+	if l.cond == nil {
+		l.cond = sync.NewCond(&l.mu)
+	}
+	for l.overlaps(b0, b1) {
+		l.cond.Wait()
+	}
+	r := [2]int64{b0, b1}
+	l.held = append(l.held, r)
+	l.mu.Unlock()
+	return func() {
+		l.mu.Lock()
+		for i, h := range l.held {
+			if h == r {
+				l.held = append(l.held[:i], l.held[i+1:]...)
+				break
+			}
+		}
+		l.cond.Broadcast()
+		l.mu.Unlock()
+	}
+}
+
+func (l *rangeLock) overlaps(b0, b1 int64) bool {
+	for _, h := range l.held {
+		if b0 < h[1] && h[0] < b1 {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,69 @@
+// Package protect runs continuous protection: `rewind protect VOLUME
+// --primary PATH`. The daemon serves PATH, the production disk (a file
+// or block device), as the writable export VOLUME through a Disk, and
+// records every write in VOLUME's timeline (a volume of kind protected)
+// with its own arrival time. Reads come from PATH. Any instant of the
+// volume can then be exported, mounted, cloned or recovered as
+// VOLUME@WHEN, which is read-only history.
+//
+// # Writes
+//
+// The volume is made at protect time by importing PATH's content (only
+// its data; holes stay holes). From then on a write is recorded in the
+// timeline first, then written to PATH, both before it is acknowledged;
+// a write the timeline cannot record (a full disk, a failed store) is an
+// error to the client and never reaches PATH, so history has no gap.
+// WRITE_ZEROES and TRIM record holes and punch holes in PATH (zeroes are
+// written where it cannot punch): both read as zeroes after. FLUSH (and
+// FUA, which the NBD server turns into one) syncs the timeline and PATH
+// at the same time and replies when both are done. Requests that touch the same blocks are ordered by a range lock,
+// so the timeline and PATH see overlapping writes in the same order. A
+// write that the timeline took and PATH refused is an error; the
+// timeline then records again what PATH holds there, so its newest
+// version still equals PATH.
+//
+// # Persistence and crashes
+//
+// Each protection keeps DATA/protected/NAME.json: the path, what it
+// names (device and inode, or the device number), the size, and whether
+// the daemon stopped cleanly. The CLI opens PATH with the caller's
+// rights and passes the descriptor (the daemon opens no path for a
+// caller); a restarted daemon reopens it by path, only if it is still
+// the same file or device, and serves it again. `rewind import` into a
+// protected volume is refused (catalog.Import), even after unprotect: its
+// versions come from its primary only. PATH is locked (flock) while
+// protected; a PATH that another program locks (QEMU locks its
+// images) is refused as in use.
+//
+// After a crash, writes acknowledged since the last flush may be in the
+// timeline and not in PATH, or the other way round; flushed writes are
+// in both. The start after an unclean stop therefore compares them: PATH
+// wins, and the blocks where it differs from the timeline's newest
+// version are recorded as a new version, stamped at that start (it shows
+// in `rewind log` as an import, of 0 blocks when they agreed). So the
+// two agree on every flushed write and, from then on, on everything;
+// an unflushed write that only PATH kept is in history, with the time
+// of the restart rather than its own. A clean stop (Manager.Close, after
+// the exports closed) flushes both and records so, and the next start
+// skips the comparison.
+//
+// # Concurrency
+//
+// Manager's methods are safe for concurrent use; its map of jobs is under
+// Manager.mu. Protect reserves the name under it (Manager.mu.starting)
+// and makes the volume without it, so that exports keep opening while a
+// large primary is read; the flock on PATH keeps a second protection of
+// the same PATH out. A Disk's I/O holds Disk.mu shared; closing it
+// (unprotect, daemon stop) holds it exclusively, and later I/O fails with
+// ErrEnded. Writes to the timeline are serialised per volume by the
+// timeline itself; the range lock only orders overlapping requests.
+//
+// # Known limits
+//
+//   - The comparison after an unclean stop reads all of PATH (an import);
+//     large disks take time to come back after a crash.
+//   - Unprotect while clients are connected ends their I/O with errors.
+//   - Block status of a device primary reports all data.
+//   - A 4 KiB write records a whole block (64 KiB by default) in the
+//     timeline, as a clone's write does; the timeline sets the IOPS.
+package protect

@@ -1,0 +1,494 @@
+package protect
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rewind-dev/rewind/catalog"
+	"github.com/rewind-dev/rewind/timeline"
+)
+
+const (
+	kib  = 1 << 10
+	mib  = 1 << 20
+	size = 4 * mib
+)
+
+// fixture is a data directory with a protection manager, and a primary
+// file holding data with holes.
+type fixture struct {
+	t       *testing.T
+	dir     string
+	primary string
+	data    []byte // what the primary held at first
+	svc     *catalog.Service
+	m       *Manager
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	f := &fixture{t: t, dir: t.TempDir()}
+	f.data = make([]byte, size)
+	rng := rand.New(rand.NewPCG(3, 4))
+	for off := 0; off < size; off += 256 * kib {
+		if off/(256*kib)%3 != 2 { // every third 256 KiB stays a hole
+			for i := off; i < off+256*kib; i++ {
+				f.data[i] = byte(rng.Uint32())
+			}
+		}
+	}
+	f.primary = filepath.Join(f.dir, "prod.img")
+	if err := os.WriteFile(f.primary, f.data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f.open()
+	t.Cleanup(f.close)
+	return f
+}
+
+// open opens the data directory and the manager, as a daemon starts.
+func (f *fixture) open() {
+	f.t.Helper()
+	svc, err := catalog.Open(catalog.Options{Dir: filepath.Join(f.dir, "data")})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	m, err := Open(context.Background(), svc, Options{Dir: filepath.Join(f.dir, "data", "protected")})
+	if err != nil {
+		svc.Close()
+		f.t.Fatal(err)
+	}
+	svc.SetRemoveCheck(m.RemoveCheck)
+	f.svc, f.m = svc, m
+}
+
+// close stops the manager and the data directory, as a daemon stops.
+func (f *fixture) close() {
+	if f.m == nil {
+		return
+	}
+	if err := errors.Join(f.m.Close(), f.svc.Close()); err != nil {
+		f.t.Error(err)
+	}
+	f.m, f.svc = nil, nil
+}
+
+// protect protects path as name, opened as the CLI opens it.
+func (f *fixture) protect(name, path string, size int64) (*Status, error) {
+	file, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return f.m.Protect(context.Background(), Request{Volume: name, Primary: path, File: file, Size: size})
+}
+
+// at reads the whole volume as of t.
+func (f *fixture) at(name string, t int64) []byte {
+	f.t.Helper()
+	v, err := f.svc.Timeline().Volume(name)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	view, err := f.svc.Timeline().ViewAt(v.ID, t)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer view.Close()
+	buf := make([]byte, view.Size())
+	if _, err := view.ReadAt(buf, 0); err != nil {
+		f.t.Fatal(err)
+	}
+	return buf
+}
+
+// newest is the time of the volume's newest version.
+func (f *fixture) newest(name string) int64 {
+	f.t.Helper()
+	v, err := f.svc.Timeline().Volume(name)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return v.Last
+}
+
+func (f *fixture) primaryBytes() []byte {
+	f.t.Helper()
+	b, err := os.ReadFile(f.primary)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return b
+}
+
+func fill(b byte, n int) []byte { return bytes.Repeat([]byte{b}, n) }
+
+// TestProtectRecordsEveryWrite writes through the Disk at two instants:
+// the primary holds the newest, each instant reads back as it was, and a
+// zeroing reads as zeroes in both.
+func TestProtectRecordsEveryWrite(t *testing.T) {
+	f := newFixture(t)
+	st, err := f.protect("prod", f.primary, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Size != size || st.State != StateProtected || st.Kind != KindFile {
+		t.Fatalf("status %+v", st)
+	}
+	v, _ := f.svc.Timeline().Volume("prod")
+	if v.Kind != timeline.KindProtected {
+		t.Fatalf("volume kind %s", v.Kind)
+	}
+	t0 := f.newest("prod")
+	d := f.m.Disk("prod")
+	if d == nil || f.m.Disk("prod@latest") != nil {
+		t.Fatal("the bare name is not served by a Disk, or an instant is")
+	}
+
+	want := bytes.Clone(f.data)
+	// A, aligned and not: a partial block, across two blocks.
+	write := func(p []byte, off int64) {
+		t.Helper()
+		if _, err := d.WriteAt(p, off); err != nil {
+			t.Fatal(err)
+		}
+		copy(want[off:], p)
+	}
+	write(fill(0xaa, 64*kib), 0)
+	write(fill(0xab, 5000), 64*kib-1000)
+	if err := d.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	tA, wantA := f.newest("prod"), bytes.Clone(want)
+
+	write(fill(0xbb, 4*kib), 8*kib)
+	write(fill(0xbc, 100), 2*mib+7)
+	if err := d.WriteZeroes(1*mib, 128*kib); err != nil {
+		t.Fatal(err)
+	}
+	clear(want[1*mib : 1*mib+128*kib])
+	if err := d.Trim(3*mib+512, 1000); err != nil {
+		t.Fatal(err)
+	}
+	clear(want[3*mib+512 : 3*mib+1512])
+	if err := d.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	tB := f.newest("prod")
+
+	if got := f.primaryBytes(); !bytes.Equal(got, want) {
+		t.Error("the primary does not hold the newest writes")
+	}
+	got := make([]byte, size)
+	if _, err := d.ReadAt(got, 0); err != nil || !bytes.Equal(got, want) {
+		t.Errorf("reading through the Disk: %v", err)
+	}
+	if !bytes.Equal(f.at("prod", tB), want) {
+		t.Error("prod@latest differs from the primary")
+	}
+	if !bytes.Equal(f.at("prod", tA), wantA) {
+		t.Error("prod as of the first flush does not read the first writes")
+	}
+	if !bytes.Equal(f.at("prod", t0), f.data) {
+		t.Error("prod as of protect does not read the primary as it was")
+	}
+	if s := f.m.List(); len(s) != 1 || s[0].Writes != 6 || s[0].Flushes != 2 || s[0].Errors != 0 {
+		t.Errorf("counters: %+v", s)
+	}
+	// The volume cannot be removed while protected.
+	if err := f.svc.RemoveVolume(context.Background(), "prod", true); !errors.Is(err, catalog.ErrConflict) {
+		t.Errorf("volume rm of a protected volume: %v", err)
+	}
+	// History is read-only.
+	view, err := f.svc.OpenView("prod@latest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := view.WriteAt([]byte{1}, 0); !errors.Is(err, timeline.ErrReadOnly) {
+		t.Errorf("a write to prod@latest: %v", err)
+	}
+	view.Close()
+}
+
+// TestProtectUnrecordedWriteFails: a write the timeline refuses is an
+// error and never reaches the primary.
+func TestProtectUnrecordedWriteFails(t *testing.T) {
+	f := newFixture(t)
+	if _, err := f.protect("prod", f.primary, 0); err != nil {
+		t.Fatal(err)
+	}
+	d := f.m.Disk("prod")
+	d.view.Close() // the store refuses every write now
+	if _, err := d.WriteAt(fill(0xee, 4*kib), 0); err == nil {
+		t.Fatal("a write the timeline could not record was acknowledged")
+	}
+	if err := d.WriteZeroes(0, 64*kib); err == nil {
+		t.Fatal("a zeroing the timeline could not record was acknowledged")
+	}
+	if !bytes.Equal(f.primaryBytes(), f.data) {
+		t.Error("the unrecorded write reached the primary")
+	}
+	v, _ := f.svc.Timeline().Volume("prod")
+	head, err := f.svc.Timeline().Head(v.ID) // for the clean stop
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.view = head
+}
+
+// TestProtectResumes: a restarted daemon serves the protection again; a
+// clean stop needs no comparison, an unclean one records what the
+// primary holds and the timeline does not.
+func TestProtectResumes(t *testing.T) {
+	f := newFixture(t)
+	if _, err := f.protect("prod", f.primary, 0); err != nil {
+		t.Fatal(err)
+	}
+	d := f.m.Disk("prod")
+	if _, err := d.WriteAt(fill(0x11, 64*kib), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	f.close()
+	f.open()
+	versions := func() int64 {
+		v, _ := f.svc.Timeline().Volume("prod")
+		return v.Versions
+	}
+	before := versions()
+	d = f.m.Disk("prod")
+	if d == nil {
+		t.Fatal("the protection is not served after a restart")
+	}
+	got := make([]byte, 64*kib)
+	if _, err := d.ReadAt(got, 0); err != nil || !bytes.Equal(got, fill(0x11, 64*kib)) {
+		t.Fatalf("after a restart: %v", err)
+	}
+	if _, err := d.WriteAt(fill(0x22, 4*kib), 128*kib); err != nil {
+		t.Fatal(err)
+	}
+	f.close()
+
+	// As after a crash: the record says unclean, and the primary took a
+	// write the timeline never saw.
+	rec := filepath.Join(f.dir, "data", "protected", "prod.json")
+	b, err := os.ReadFile(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(b, []byte(`"clean": true`)) {
+		t.Fatalf("a clean stop was not recorded: %s", b)
+	}
+	if err := os.WriteFile(rec, bytes.Replace(b, []byte(`"clean": true`), []byte(`"clean": false`), 1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pf, err := os.OpenFile(f.primary, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pf.WriteAt(fill(0x33, 4*kib), 1*mib); err != nil {
+		t.Fatal(err)
+	}
+	pf.Close()
+	f.open()
+	if f.m.Disk("prod") == nil {
+		t.Fatal("not served after an unclean stop")
+	}
+	if !bytes.Equal(f.at("prod", f.newest("prod")), f.primaryBytes()) {
+		t.Error("after an unclean stop the timeline's newest version differs from the primary")
+	}
+	t.Logf("versions: %d before, %d after", before, versions())
+
+	// Unprotect keeps the volume and frees the primary.
+	if _, err := f.m.Unprotect("prod"); err != nil {
+		t.Fatal(err)
+	}
+	if f.m.Disk("prod") != nil {
+		t.Error("served after unprotect")
+	}
+	if _, err := d.ReadAt(got, 0); !errors.Is(err, ErrEnded) {
+		t.Errorf("I/O on an ended protection: %v", err)
+	}
+	if _, err := f.svc.Timeline().Volume("prod"); err != nil {
+		t.Errorf("unprotect removed the volume: %v", err)
+	}
+	if _, err := f.protect("prod2", f.primary, 0); err != nil {
+		t.Errorf("the primary is not free after unprotect: %v", err)
+	}
+	f.close()
+	f.open()
+	if s := f.m.List(); len(s) != 1 || s[0].Name != "prod2" || s[0].State != StateProtected {
+		t.Errorf("after a restart: %+v, want prod2 protected only", s)
+	}
+}
+
+// TestProtectBadInput: each refusal leaves nothing behind.
+func TestProtectBadInput(t *testing.T) {
+	f := newFixture(t)
+	if _, err := f.protect("prod", f.primary, 0); err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(f.dir, "other.img")
+	if err := os.WriteFile(other, fill(0x44, 1*mib), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	empty := filepath.Join(f.dir, "empty.img")
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(f.dir, "link.img")
+	if err := os.Link(f.primary, link); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		what, name, path string
+		size             int64
+		want             error
+	}{
+		{"the primary of a running protection", "b", f.primary, 0, catalog.ErrConflict},
+		{"the same primary by another name", "b", link, 0, catalog.ErrConflict},
+		{"a protected name", "prod", other, 0, catalog.ErrExists},
+		{"a bad name", "a/b", other, 0, catalog.ErrBadName},
+		{"an empty file without --size", "b", empty, 0, catalog.ErrInvalid},
+	} {
+		if _, err := f.protect(c.name, c.path, c.size); !errors.Is(err, c.want) {
+			t.Errorf("%s: %v, want %v", c.what, err, c.want)
+		}
+	}
+	// A volume that exists, not protected.
+	if _, err := f.svc.CreateVolume(context.Background(), catalog.CreateRequest{Volume: "taken", Size: mib}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.protect("taken", other, 0); !errors.Is(err, catalog.ErrExists) {
+		t.Errorf("a taken volume name: %v", err)
+	}
+	if _, err := f.m.Protect(context.Background(), Request{Volume: "b", Primary: other}); !errors.Is(err, catalog.ErrInvalid) {
+		t.Errorf("a primary not passed open: %v", err)
+	}
+	src, err := catalog.OpenSource(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	if _, err := f.svc.Import(context.Background(), catalog.ImportRequest{Volume: "prod", Source: other, File: src}, nil); !errors.Is(err, catalog.ErrConflict) {
+		t.Errorf("an import into the protected volume: %v", err)
+	}
+	if _, err := f.m.Unprotect("nosuch"); !errors.Is(err, catalog.ErrNotFound) {
+		t.Errorf("unprotect of nothing: %v", err)
+	}
+	vols, _ := f.svc.Volumes(context.Background())
+	if len(vols) != 2 {
+		t.Errorf("volumes after the refusals: %+v", vols)
+	}
+	recs, _ := os.ReadDir(filepath.Join(f.dir, "data", "protected"))
+	if len(recs) != 1 {
+		t.Errorf("records after the refusals: %v", recs)
+	}
+	if fi, _ := os.Stat(empty); fi.Size() != 0 {
+		t.Error("a refused protection changed the empty file")
+	}
+	if !bytes.Equal(f.primaryBytes(), f.data) {
+		t.Error("a refused protection changed the running one's primary")
+	}
+	// An empty file with --size is grown and protected.
+	if st, err := f.protect("grown", empty, 2*mib); err != nil || st.Size != 2*mib {
+		t.Fatalf("an empty file with --size: %+v, %v", st, err)
+	}
+	if fi, _ := os.Stat(empty); fi.Size() != 2*mib {
+		t.Errorf("the empty file has %d bytes, want 2 MiB", fi.Size())
+	}
+}
+
+// TestProtectConcurrentWritesAgree: writers on many connections that
+// overlap, partial blocks and zeroing included, leave the primary and
+// the timeline's newest version equal.
+func TestProtectConcurrentWritesAgree(t *testing.T) {
+	f := newFixture(t)
+	if _, err := f.protect("prod", f.primary, 0); err != nil {
+		t.Fatal(err)
+	}
+	d := f.m.Disk("prod")
+	// Widen the window between the timeline and the primary, where an
+	// overlapping write could otherwise slip in between.
+	d.afterRecord = func() { time.Sleep(200 * time.Microsecond) }
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), 9))
+			for i := range 100 {
+				off := rng.Int64N(512*kib - 80*kib) // all in the first blocks: they collide
+				n := 1 + rng.Int64N(80*kib)
+				var err error
+				if i%10 == 9 {
+					err = d.WriteZeroes(off, n)
+				} else {
+					_, err = d.WriteAt(fill(byte(w*100+i), int(n)), off)
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err := d.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(f.at("prod", f.newest("prod")), f.primaryBytes()) {
+		t.Error("after concurrent writes the timeline's newest version differs from the primary")
+	}
+}
+
+// TestProtectRestartChecksPrimary: a restarted daemon reopens the primary
+// by its path only if it is still the file protection started with; a
+// file put in its place is not served nor written, and the protection
+// shows as failed until unprotect.
+func TestProtectRestartChecksPrimary(t *testing.T) {
+	f := newFixture(t)
+	if _, err := f.protect("prod", f.primary, 0); err != nil {
+		t.Fatal(err)
+	}
+	f.close()
+	other := filepath.Join(f.dir, "other.img")
+	otherData := fill(0x77, size)
+	if err := os.WriteFile(other, otherData, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(other, f.primary); err != nil {
+		t.Fatal(err)
+	}
+	f.open()
+	if f.m.Disk("prod") != nil {
+		t.Fatal("a file put in the primary's place is served")
+	}
+	s := f.m.List()
+	if len(s) != 1 || s[0].State != StateFailed || !bytes.Contains([]byte(s[0].Reason), []byte("no longer")) {
+		t.Fatalf("status: %+v, want failed because the primary is no longer the same file", s)
+	}
+	if !bytes.Equal(f.primaryBytes(), otherData) {
+		t.Error("the file put in the primary's place was written")
+	}
+	if !bytes.Equal(f.at("prod", f.newest("prod")), f.data) {
+		t.Error("the volume's history changed")
+	}
+	if err := f.svc.RemoveVolume(context.Background(), "prod", true); !errors.Is(err, catalog.ErrConflict) {
+		t.Errorf("volume rm of a failed protection's volume: %v", err)
+	}
+	if _, err := f.m.Unprotect("prod"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.svc.RemoveVolume(context.Background(), "prod", false); err != nil {
+		t.Errorf("volume rm after unprotect: %v", err)
+	}
+}
