@@ -16,8 +16,9 @@
 // WRITE_ZEROES and TRIM record holes and punch holes in PATH (zeroes are
 // written where it cannot punch): both read as zeroes after. FLUSH (and
 // FUA, which the NBD server turns into one) syncs the timeline and PATH
-// at the same time and replies when both are done. Requests that touch the same blocks are ordered by a range lock,
-// so the timeline and PATH see overlapping writes in the same order. A
+// at the same time and replies when both are done. Requests that touch
+// the same blocks are ordered by a range lock, so the timeline and PATH
+// see overlapping writes in the same order. A
 // write that the timeline took and PATH refused is an error; the
 // timeline then records again what PATH holds there, so its newest
 // version still equals PATH.
@@ -55,8 +56,9 @@
 // large primary is read; the flock on PATH keeps a second protection of
 // the same PATH out. A Disk's I/O holds Disk.mu shared; closing it
 // (unprotect, daemon stop) holds it exclusively, and later I/O fails with
-// ErrEnded. Writes to the timeline are serialised per volume by the
-// timeline itself; the range lock only orders overlapping requests.
+// ErrEnded. The timeline runs writes of different blocks side by side
+// (its block locks); the range lock orders overlapping requests across
+// both sides.
 //
 // # Known limits
 //
