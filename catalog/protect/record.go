@@ -1,11 +1,9 @@
 package protect
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/rewind-dev/rewind/catalog"
 )
@@ -37,75 +35,18 @@ type record struct {
 
 func (m *Manager) recordPath(name string) string { return filepath.Join(m.dir, name+".json") }
 
-// save writes r durably: a temporary file, fsync, rename, fsync of the
-// directory.
+// save writes r durably (catalog.SaveRecord).
 func (m *Manager) save(r *record) error {
-	b, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
-		return err
-	}
-	path := m.recordPath(r.Name)
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return fmt.Errorf("save protection %s: %w", r.Name, err)
-	}
-	_, err = f.Write(append(b, '\n'))
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err == nil {
-		err = syncDir(m.dir)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("save protection %s: %w", r.Name, err)
+	if err := catalog.SaveRecord(m.dir, r.Name, r); err != nil {
+		return fmt.Errorf("%s %s: %w", "protection", r.Name, err)
 	}
 	return nil
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
+func syncDir(dir string) error { return catalog.SyncDir(dir) }
 
 // load reads every record in the directory.
-func (m *Manager) load() ([]*record, error) {
-	names, err := os.ReadDir(m.dir)
-	if err != nil {
-		return nil, err
-	}
-	var out []*record
-	for _, e := range names {
-		n := e.Name()
-		if !strings.HasSuffix(n, ".json") {
-			if strings.HasSuffix(n, ".tmp") {
-				os.Remove(filepath.Join(m.dir, n))
-			}
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(m.dir, n))
-		if err != nil {
-			return nil, err
-		}
-		r := new(record)
-		if err := json.Unmarshal(b, r); err != nil {
-			return nil, fmt.Errorf("protection record %s: %w", n, err)
-		}
-		out = append(out, r)
-	}
-	return out, nil
-}
+func (m *Manager) load() ([]*record, error) { return catalog.LoadRecords[record](m.dir) }
 
 // forget removes a protection's record.
 func (m *Manager) forget(name string) error {
