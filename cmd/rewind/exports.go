@@ -67,28 +67,10 @@ func (x *exports) hold(volume string, delta int) {
 // the newest version of any other volume.
 func (x *exports) Open(_ context.Context, name string) (*nbd.Export, error) {
 	if d := x.recovering(name); d != nil {
-		x.hold(name, 1)
-		return &nbd.Export{
-			Name:        name,
-			Description: fmt.Sprintf("%s (instant recovery)", name),
-			Backend:     d,
-			BlockSize:   uint32(d.BlockSize()),
-			MultiConn:   true, // one Disk behind every connection
-			MetricsName: name,
-			Release:     func() { x.hold(name, -1) },
-		}, nil
+		return x.diskExport(name, "instant recovery", d, d.BlockSize()), nil
 	}
 	if d := x.protecting(name); d != nil {
-		x.hold(name, 1)
-		return &nbd.Export{
-			Name:        name,
-			Description: fmt.Sprintf("%s (protected: every write recorded)", name),
-			Backend:     d,
-			BlockSize:   uint32(d.BlockSize()),
-			MultiConn:   true, // one Disk behind every connection
-			MetricsName: name,
-			Release:     func() { x.hold(name, -1) },
-		}, nil
+		return x.diskExport(name, "protected: every write recorded", d, d.BlockSize()), nil
 	}
 	view, err := x.svc.OpenView(name)
 	if err != nil {
@@ -126,6 +108,21 @@ func (x *exports) Open(_ context.Context, name string) (*nbd.Export, error) {
 			x.hold(vol, -1)
 		},
 	}, nil
+}
+
+// diskExport serves a daemon job's Disk (a recovery's, a protection's):
+// one Backend behind every connection to the name, counted as served.
+func (x *exports) diskExport(name, what string, d nbd.Backend, blockSize int64) *nbd.Export {
+	x.hold(name, 1)
+	return &nbd.Export{
+		Name:        name,
+		Description: fmt.Sprintf("%s (%s)", name, what),
+		Backend:     d,
+		BlockSize:   uint32(blockSize),
+		MultiConn:   true,
+		MetricsName: name,
+		Release:     func() { x.hold(name, -1) },
+	}
 }
 
 // List shows every volume and each of its recovery points.

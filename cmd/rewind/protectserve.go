@@ -3,10 +3,8 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/rewind-dev/rewind/catalog"
 	"github.com/rewind-dev/rewind/catalog/api"
 	"github.com/rewind-dev/rewind/catalog/protect"
 )
@@ -20,13 +18,7 @@ type ProtectRequest struct {
 }
 
 func decodeProtect(body json.RawMessage) (ProtectRequest, error) {
-	var r ProtectRequest
-	if len(body) > 0 {
-		if err := json.Unmarshal(body, &r); err != nil {
-			return r, fmt.Errorf("%w: bad request: %v", catalog.ErrInvalid, err)
-		}
-	}
-	return r, nil
+	return decodeBody[ProtectRequest](body)
 }
 
 // protect starts a protection. The primary comes as a descriptor the

@@ -23,14 +23,19 @@ type RecoverRequest struct {
 	Name    string `json:"name,omitempty"`
 }
 
-func decodeRecover(body json.RawMessage) (RecoverRequest, error) {
-	var r RecoverRequest
+// decodeBody decodes a daemon call's JSON body (empty: the zero value).
+func decodeBody[T any](body json.RawMessage) (T, error) {
+	var r T
 	if len(body) > 0 {
 		if err := json.Unmarshal(body, &r); err != nil {
 			return r, fmt.Errorf("%w: bad request: %v", catalog.ErrInvalid, err)
 		}
 	}
 	return r, nil
+}
+
+func decodeRecover(body json.RawMessage) (RecoverRequest, error) {
+	return decodeBody[RecoverRequest](body)
 }
 
 // recover starts a recovery. Over the local socket a file target comes
