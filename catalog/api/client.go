@@ -108,20 +108,11 @@ func (c *Client) post(ctx context.Context, method string, req any, f *os.File) (
 
 // Call invokes method with req and decodes the answer into out (if not nil).
 func (c *Client) Call(ctx context.Context, method string, req, out any) error {
-	resp, err := c.post(ctx, method, req, nil)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if out == nil {
-		io.Copy(io.Discard, resp.Body)
-		return nil
-	}
-	return json.NewDecoder(resp.Body).Decode(out)
+	return c.CallWithFile(ctx, method, req, nil, out)
 }
 
 // CallWithFile is Call on a connection of its own that passes f to the
-// daemon first (see PassedFile).
+// daemon first (see PassedFile); with f nil it is Call.
 func (c *Client) CallWithFile(ctx context.Context, method string, req any, f *os.File, out any) error {
 	resp, err := c.post(ctx, method, req, f)
 	if err != nil {
