@@ -137,9 +137,12 @@ func TestBufferMemoryCap(t *testing.T) {
 	}
 	ok(t)(normal.Read(0, 32<<20>>1, 0)) // larger than a connection's share: served alone
 	waitFor(t, func() bool {
+		// Not under rec.mu: the server reports to rec while it holds its
+		// budget's lock, which BufferMemoryInUse takes.
+		inUse := h.srv.BufferMemoryInUse()
 		rec.mu.Lock()
 		defer rec.mu.Unlock()
-		return h.srv.BufferMemoryInUse() == 0 && rec.held == 0 && rec.waiting == 0
+		return inUse == 0 && rec.held == 0 && rec.waiting == 0
 	})
 }
 
