@@ -9,6 +9,10 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
+// IndexCacheBytes is the memory Pebble keeps table blocks of the index
+// in.
+const IndexCacheBytes = 128 << 20
+
 // PebbleOptions returns the options a timeline database is opened with:
 // the timeline Comparer, bloom filters on every level (version keys are
 // looked up by block prefix), and the newest format. On a Guard (see
@@ -17,6 +21,12 @@ import (
 func PebbleOptions(fs vfs.FS, log *slog.Logger) *pebble.Options {
 	g, _ := fs.(*Guard)
 	o := &pebble.Options{
+		// The index of a few TiB of chunks and the blocks being written
+		// stay in memory: with Pebble's default of 8 MiB, every clone
+		// write's lookups (is this chunk stored, which patches does its
+		// block have) read table blocks with pread, about a sixth of a
+		// 4 KiB write's CPU.
+		CacheSize:          IndexCacheBytes,
 		FS:                 fs,
 		Comparer:           Comparer,
 		FormatMajorVersion: pebble.FormatNewest,

@@ -31,9 +31,14 @@
 // the packs before it syncs the batch that points at them; clone writes
 // commit without sync, and Flush (NBD FLUSH and FUA, FUSE fsync) makes
 // everything acknowledged so far durable. A clone write that changes part
-// of a block reads the block first and stores the new chunk as a delta of
-// the old one (blockstore.Txn.PutDelta); the new chunk goes into the
-// decoded-chunk cache, for the next write of a hot block.
+// of a block stores only the bytes it writes, as a patch over the block's
+// previous version (keys.go), and reads nothing. Once a block has
+// maxPatches patches in a row (patch.go), the next partial write reads the
+// block, patches applied, and stores it whole as a new base, as a delta of
+// the old chunk when there were no patches (blockstore.Txn.PutDelta); a
+// read of a block applies at most maxPatches patches per volume of a clone
+// chain. New chunks go into the decoded-chunk cache, for the next read or
+// write of a hot block.
 //
 // # Durability
 //

@@ -85,9 +85,19 @@ func (s *Store) Diff(vol uint64, t1, t2 int64) ([]Range, error) {
 	return out, nil
 }
 
+// same reports whether a and b are known to read the same. Patched
+// blocks are the same only when made of the same base and patches.
 func same(a, b blockRef) bool {
-	if a.kind != refChunk || b.kind != refChunk {
-		return a.kind != refChunk && b.kind != refChunk // both read as zeroes
+	if a.hole() && b.hole() {
+		return true // both read as zeroes
 	}
-	return a.id == b.id
+	if a.kind != b.kind || a.id != b.id || len(a.patches) != len(b.patches) {
+		return false
+	}
+	for i := range a.patches {
+		if a.patches[i] != b.patches[i] {
+			return false
+		}
+	}
+	return true
 }

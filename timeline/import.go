@@ -293,14 +293,14 @@ func (s *Store) importSegment(o ImportOptions, w *versionWriter, seg *segment, b
 		data := buf[int64(i)*bs : min(int64(i+1)*bs, n)]
 		block := seg.first + uint64(i)
 		if isZero(data) {
-			if prev.kind != refChunk {
+			if prev.hole() {
 				continue // still a hole
 			}
 			r.sets = append(r.sets, blockSet{block: block, ref: blockRef{kind: refZero}, logical: int64(len(data))})
 			continue
 		}
 		id := blockstore.Sum(data)
-		if prev.kind == refChunk && prev.id == id {
+		if prev.kind == refChunk && prev.plain() && prev.id == id {
 			continue // unchanged
 		}
 		ids, datas, blocks = append(ids, id), append(datas, data), append(blocks, block)

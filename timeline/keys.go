@@ -126,11 +126,26 @@ func (r rawFormatter) Format(s fmt.State, _ rune) { fmt.Fprint(s, string(r)) }
 
 // Version values. Part of the on-disk format.
 //
-//	0x00                      an all-zero block (a hole)
-//	0x01 | chunk id [32]byte  a block held in the chunk store
+//	0x00                                  an all-zero block (a hole)
+//	0x01 | chunk id [32]byte              a block held in the chunk store
+//	0x02 | off u32 | n u32 | id [32]byte  a patch: bytes [off, off+n) of the
+//	                                      block are chunk id, the rest is
+//	                                      what the block's previous
+//	                                      version holds
+//	0x03 | off u32 | n u32                a patch of zeroes
+//
+// A block as of T is the newest base (0x00, 0x01) at or before T, or, in
+// a clone with none, the parent's block as of the fork, with every patch
+// stamped after that base and at or before T applied over it in time
+// order. Writers bound a block's run of patches (see maxPatches), so a
+// read applies at most that many per volume of a clone chain. Builds
+// before patches refuse 0x02 and 0x03 as bad values: they never read a
+// patched block wrongly.
 const (
-	valueZero  = 0x00
-	valueChunk = 0x01
+	valueZero      = 0x00
+	valueChunk     = 0x01
+	valuePatch     = 0x02
+	valueZeroPatch = 0x03
 )
 
 func hasPrefix(k []byte, vol, block uint64) bool {

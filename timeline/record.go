@@ -43,7 +43,7 @@ func (k VersionKind) String() string {
 type summary struct {
 	Kind   VersionKind
 	Blocks uint64 // blocks that got a new version
-	Bytes  uint64 // logical bytes those versions hold
+	Bytes  uint64 // logical bytes those versions hold (of a patch: the bytes it writes)
 	Stored uint64 // bytes appended to the chunk store
 	Size   uint64 // volume size from this version on
 }

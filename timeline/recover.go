@@ -59,8 +59,11 @@ func (s *Store) reclaim(vol uint64, t int64, start blockstore.Position) error {
 		if err != nil {
 			return
 		}
-		if ref, err := decodeValue(v); err == nil && ref.kind == refChunk {
-			ids[ref.id] = true
+		if e, err := decodeValue(v); err == nil {
+			if e.isPatch && !e.patch.zero {
+				ids[e.patch.id] = true
+			}
+			e.ref.chunks(func(id blockstore.ID) { ids[id] = true })
 		}
 		closer.Close()
 	})

@@ -1,6 +1,7 @@
 package timeline
 
 import (
+	"encoding/binary"
 	"fmt"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -16,23 +17,74 @@ const (
 	refChunk                 // a chunk in the store
 )
 
-// blockRef is what one block holds as of an instant.
+// blockRef is what one block holds as of an instant: a base (a hole or a
+// whole-block chunk) and the patches written over it since, oldest first.
 type blockRef struct {
-	kind refKind
-	id   blockstore.ID
+	kind    refKind
+	id      blockstore.ID
+	patches []patch // nil for most blocks; never mutated once resolved
 }
 
-func decodeValue(v []byte) (blockRef, error) {
+// patch is part of a block written by itself (see View.write): bytes
+// [off, off+n) of the block are the chunk id, or zeroes.
+type patch struct {
+	off, n uint32
+	zero   bool
+	id     blockstore.ID
+}
+
+// hole reports whether the block reads as all zeroes for certain.
+func (r *blockRef) hole() bool {
+	if r.kind == refChunk {
+		return false
+	}
+	for _, p := range r.patches {
+		if !p.zero {
+			return false
+		}
+	}
+	return true
+}
+
+// plain reports whether the block is its base alone.
+func (r *blockRef) plain() bool { return len(r.patches) == 0 }
+
+// chunks calls fn with every chunk the block reads from.
+func (r *blockRef) chunks(fn func(blockstore.ID)) {
+	if r.kind == refChunk {
+		fn(r.id)
+	}
+	for _, p := range r.patches {
+		if !p.zero {
+			fn(p.id)
+		}
+	}
+}
+
+// entry is one decoded version value: a base, or a patch.
+type entry struct {
+	ref     blockRef
+	patch   patch
+	isPatch bool
+}
+
+func decodeValue(v []byte) (entry, error) {
 	switch {
 	case len(v) == 1 && v[0] == valueZero:
-		return blockRef{kind: refZero}, nil
+		return entry{ref: blockRef{kind: refZero}}, nil
 	case len(v) == 33 && v[0] == valueChunk:
-		var r blockRef
-		r.kind = refChunk
-		copy(r.id[:], v[1:])
-		return r, nil
+		var e entry
+		e.ref.kind = refChunk
+		copy(e.ref.id[:], v[1:])
+		return e, nil
+	case len(v) == 9+len(blockstore.ID{}) && v[0] == valuePatch:
+		e := entry{isPatch: true, patch: patch{off: binary.BigEndian.Uint32(v[1:]), n: binary.BigEndian.Uint32(v[5:])}}
+		copy(e.patch.id[:], v[9:])
+		return e, nil
+	case len(v) == 9 && v[0] == valueZeroPatch:
+		return entry{isPatch: true, patch: patch{off: binary.BigEndian.Uint32(v[1:]), n: binary.BigEndian.Uint32(v[5:]), zero: true}}, nil
 	}
-	return blockRef{}, fmt.Errorf("timeline: bad version value (%d bytes)", len(v))
+	return entry{}, fmt.Errorf("timeline: bad version value (%d bytes)", len(v))
 }
 
 func encodeValue(r blockRef) []byte {
@@ -40,6 +92,18 @@ func encodeValue(r blockRef) []byte {
 		return []byte{valueZero}
 	}
 	return append([]byte{valueChunk}, r.id[:]...)
+}
+
+func encodePatch(p patch) []byte {
+	if p.zero {
+		v := []byte{valueZeroPatch}
+		v = binary.BigEndian.AppendUint32(v, p.off)
+		return binary.BigEndian.AppendUint32(v, p.n)
+	}
+	v := []byte{valuePatch}
+	v = binary.BigEndian.AppendUint32(v, p.off)
+	v = binary.BigEndian.AppendUint32(v, p.n)
+	return append(v, p.id[:]...)
 }
 
 // resolve fills out[i] with what block b0+i of v holds as of t, following
@@ -55,8 +119,8 @@ func (s *Store) resolve(v *Volume, t int64, b0 uint64, out []blockRef) error {
 	if !v.IsClone() {
 		return nil
 	}
-	// Blocks with no version of their own read from the parent as of the
-	// fork.
+	// Blocks with no base of their own read from the parent as of the
+	// fork, with their own patches over it.
 	lo, hi := -1, -1
 	for i, r := range out {
 		if r.kind == refAbsent {
@@ -78,8 +142,13 @@ func (s *Store) resolve(v *Volume, t int64, b0 uint64, out []blockRef) error {
 		return err
 	}
 	for i := lo; i <= hi; i++ {
-		if out[i].kind == refAbsent {
-			out[i] = sub[i-lo]
+		if out[i].kind != refAbsent {
+			continue
+		}
+		own := out[i].patches
+		out[i] = sub[i-lo]
+		if len(own) > 0 {
+			out[i].patches = append(append([]patch(nil), sub[i-lo].patches...), own...)
 		}
 	}
 	return nil
@@ -100,11 +169,9 @@ func (s *Store) resolveOwn(vol uint64, t int64, b0 uint64, out []blockRef) error
 	defer it.Close()
 	if n == 1 {
 		if it.SeekPrefixGE(lo) {
-			r, err := decodeValue(it.Value())
-			if err != nil {
+			if out[0], err = chainAt(it, vol, b0); err != nil {
 				return err
 			}
-			out[0] = r
 		}
 		return it.Error()
 	}
@@ -115,11 +182,9 @@ func (s *Store) resolveOwn(vol uint64, t int64, b0 uint64, out []blockRef) error
 			return fmt.Errorf("timeline: bad version key %x", it.Key())
 		}
 		if vt <= t {
-			r, err := decodeValue(it.Value())
-			if err != nil {
+			if out[vb-b0], err = chainAt(it, vol, vb); err != nil {
 				return err
 			}
-			out[vb-b0] = r
 			b = vb + 1
 		} else {
 			b = vb
@@ -130,4 +195,44 @@ func (s *Store) resolveOwn(vol uint64, t int64, b0 uint64, out []blockRef) error
 		valid = it.SeekGE(versionKey(kbuf[:0], vol, b, t))
 	}
 	return it.Error()
+}
+
+// chainAt decodes the block version it is positioned on and, while that
+// is a patch, the older versions of the same block down to the base they
+// patch (refAbsent when the volume has none of its own). It may leave it
+// anywhere.
+func chainAt(it *pebble.Iterator, vol, block uint64) (blockRef, error) {
+	var newestFirst []patch
+	for {
+		e, err := decodeValue(it.Value())
+		if err != nil {
+			return blockRef{}, err
+		}
+		if !e.isPatch {
+			r := e.ref
+			r.patches = reversed(newestFirst)
+			return r, nil
+		}
+		newestFirst = append(newestFirst, e.patch)
+		if !it.Next() {
+			break
+		}
+		if v, b, _, ok := parseVersionKey(it.Key()); !ok || v != vol || b != block {
+			break
+		}
+	}
+	if err := it.Error(); err != nil {
+		return blockRef{}, err
+	}
+	return blockRef{patches: reversed(newestFirst)}, nil
+}
+
+func reversed(p []patch) []patch {
+	if len(p) == 0 {
+		return nil
+	}
+	for i, j := 0, len(p)-1; i < j; i, j = i+1, j-1 {
+		p[i], p[j] = p[j], p[i]
+	}
+	return p
 }

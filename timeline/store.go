@@ -63,7 +63,9 @@ type volState struct {
 	// and commits their versions one at a time, in time order.
 	blocks   blockLocks
 	commitMu sync.Mutex
-	meta     *Volume // replaced (never mutated) under Store.mu
+	// patches counts the patches of blocks that writes left (patch.go).
+	patches patchRuns
+	meta    *Volume // replaced (never mutated) under Store.mu
 	// removing is set, under Store.mu, while RemoveVolume deletes the
 	// volume: no clone of it may be reserved meanwhile.
 	removing bool

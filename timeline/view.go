@@ -163,7 +163,22 @@ func (s *Store) readAt(m *Volume, t int64, p []byte, off int64, refs *refCache, 
 		return p[lo-off : hi-off], lo - start
 	}
 	var chunks []int
+	var blk []byte
 	for i, r := range blocks {
+		if !r.plain() {
+			// A patched block is put together whole, then copied.
+			if blk == nil {
+				blk = make([]byte, bs)
+			}
+			start := (b0 + int64(i)) * bs
+			whole := blk[:min(bs, m.Size-start)]
+			if err := s.assemble(&blocks[i], whole, keep); err != nil {
+				return fmt.Errorf("read %s block %d: %w", m.Name, b0+int64(i), err)
+			}
+			dst, within := part(i)
+			clear(dst[copy(dst, whole[min(within, int64(len(whole))):]):])
+			continue
+		}
 		if r.kind == refChunk {
 			chunks = append(chunks, i)
 			continue
@@ -232,8 +247,10 @@ func (v *View) Resident(off, n int64) bool {
 	} else if err := v.s.resolve(m, t, uint64(b0), refs); err != nil {
 		return false
 	}
-	for _, r := range refs {
-		if r.kind == refChunk && !v.s.cache.Has(r.id) {
+	for i := range refs {
+		resident := true
+		refs[i].chunks(func(id blockstore.ID) { resident = resident && v.s.cache.Has(id) })
+		if !resident {
 			return false
 		}
 	}
@@ -266,10 +283,11 @@ func (v *View) Extents(off, n int64) ([]Extent, error) {
 	}
 	end := min(off+n, b1*bs)
 	var out []Extent
-	for i, r := range refs {
+	for i := range refs {
+		r := &refs[i]
 		lo := max((b0+int64(i))*bs, off)
 		hi := min((b0+int64(i)+1)*bs, end)
-		hole := r.kind != refChunk
+		hole := r.hole()
 		if k := len(out); k > 0 && out[k-1].Hole == hole {
 			out[k-1].Length += hi - lo
 			continue

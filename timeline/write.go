@@ -114,26 +114,28 @@ func (v *View) write(off, n int64, kind VersionKind, fill func(buf []byte, at in
 	}
 	w := v.s.newVersionWriter(nil, 0, kind)
 	staged := make([]stagedBlock, 0, b1-b0)
-	buf := make([]byte, bs)
+	var buf []byte
 	for b := b0; b < b1; b++ {
-		if holes != nil && holes[b-b0].kind != refChunk {
+		if holes != nil && holes[b-b0].hole() {
 			continue
 		}
 		start := b * bs
 		blen := min(bs, m.Size-start)
-		blk := buf[:blen]
 		lo, hi := max(start, off), min(start+blen, off+n)
-		var base blockstore.ID
-		var old []byte
+		var sb stagedBlock
 		if lo > start || hi < start+blen {
-			// Partial block: read, modify, write.
-			if base, old, err = v.s.readBlock(m, b, blk); err != nil {
-				w.abort()
-				return fmt.Errorf("read before write: %w", err)
+			sb, err = v.writePart(w, vs, m, b, lo-start, hi-lo, fill)
+		} else {
+			if buf == nil {
+				buf = make([]byte, bs)
+			}
+			blk := buf[:blen]
+			fill(blk, lo)
+			sb, err = w.store(uint64(b), blk, blockstore.ID{}, nil)
+			if err == nil {
+				vs.patches.set(uint64(b), 0)
 			}
 		}
-		fill(blk[lo-start:hi-start], lo)
-		sb, err := w.store(uint64(b), blk, base, old)
 		if err != nil {
 			w.abort()
 			return err
@@ -155,7 +157,7 @@ func (v *View) write(off, n int64, kind VersionKind, fill func(buf []byte, at in
 	v.s.mu.Unlock()
 	w.meta = m.clone()
 	for _, sb := range staged {
-		if err := w.set(sb.block, sb.ref, sb.logical, sb.stored); err != nil {
+		if err := w.setStaged(sb); err != nil {
 			w.abort()
 			return err
 		}
@@ -163,13 +165,52 @@ func (v *View) write(off, n int64, kind VersionKind, fill func(buf []byte, at in
 	return w.commit(false)
 }
 
+// writePart stages the write of n bytes at within in block b: a patch
+// of those bytes alone, which reads nothing, while the block's run of
+// patches is short; else the whole block, read, modified and stored as
+// a new base.
+func (v *View) writePart(w *versionWriter, vs *volState, m *Volume, b, within, n int64, fill func(buf []byte, at int64)) (stagedBlock, error) {
+	run, err := v.s.patchRun(vs, m, uint64(b))
+	if err != nil {
+		return stagedBlock{}, fmt.Errorf("read before write: %w", err)
+	}
+	start := b * m.BlockSize
+	if run < maxPatches {
+		data := make([]byte, n)
+		fill(data, start+within)
+		sb, err := w.storePatch(uint64(b), uint32(within), data)
+		if err == nil {
+			vs.patches.set(uint64(b), uint8(run+1))
+		}
+		return sb, err
+	}
+	blk := make([]byte, min(m.BlockSize, m.Size-start))
+	base, old, err := v.s.readBlock(m, b, blk)
+	if err != nil {
+		return stagedBlock{}, fmt.Errorf("read before write: %w", err)
+	}
+	fill(blk[within:within+n], start+within)
+	sb, err := w.store(uint64(b), blk, base, old)
+	if err == nil {
+		vs.patches.set(uint64(b), 0)
+	}
+	return sb, err
+}
+
 // readBlock reads block b of m as of its newest version into blk, and
-// returns the chunk it held and a copy of its bytes (nil for a hole): the
-// new chunk is mostly the old one (see blockstore.Txn.PutDelta).
+// returns the chunk it held and a copy of its bytes (nil for a hole or a
+// patched block): the new chunk is mostly the old one (see
+// blockstore.Txn.PutDelta).
 func (s *Store) readBlock(m *Volume, b int64, blk []byte) (blockstore.ID, []byte, error) {
 	var ref [1]blockRef
 	if err := s.resolve(m, m.Last, uint64(b), ref[:]); err != nil {
 		return blockstore.ID{}, nil, err
+	}
+	if !ref[0].plain() {
+		if err := s.assemble(&ref[0], blk, true); err != nil {
+			return blockstore.ID{}, nil, fmt.Errorf("read %s block %d: %w", m.Name, b, err)
+		}
+		return blockstore.ID{}, nil, nil
 	}
 	if ref[0].kind != refChunk {
 		clear(blk)

@@ -43,6 +43,7 @@ func (s *Store) newVersionWriter(meta *Volume, t int64, kind VersionKind) *versi
 type stagedBlock struct {
 	block           uint64
 	ref             blockRef
+	patch           *patch // written instead of ref when set
 	logical, stored int64
 }
 
@@ -67,17 +68,51 @@ func (w *versionWriter) store(block uint64, data []byte, base blockstore.ID, old
 	return stagedBlock{block: block, ref: blockRef{kind: refChunk, id: res.ID}, logical: int64(len(data)), stored: res.Stored}, nil
 }
 
+// storePatch stores data as the bytes at off of block's new version,
+// whose other bytes stay as they are (a patch; see keys.go).
+func (w *versionWriter) storePatch(block uint64, off uint32, data []byte) (stagedBlock, error) {
+	p := &patch{off: off, n: uint32(len(data))}
+	if isZero(data) {
+		p.zero = true
+		return stagedBlock{block: block, patch: p, logical: int64(len(data))}, nil
+	}
+	res, err := w.txn.Put(data)
+	if err != nil {
+		return stagedBlock{}, err
+	}
+	w.s.cache.Add(res.ID, data)
+	p.id = res.ID
+	return stagedBlock{block: block, patch: p, logical: int64(len(data)), stored: res.Stored}, nil
+}
+
+// setStaged records what store or storePatch staged.
+func (w *versionWriter) setStaged(sb stagedBlock) error {
+	if sb.patch == nil {
+		return w.set(sb.block, sb.ref, sb.logical, sb.stored)
+	}
+	w.key = versionKey(w.key, w.meta.ID, sb.block, w.t)
+	if err := w.batch.Set(w.key, encodePatch(*sb.patch), nil); err != nil {
+		return err
+	}
+	w.account(sb.block, sb.logical, sb.stored)
+	return nil
+}
+
 // set records ref as block's new version.
 func (w *versionWriter) set(block uint64, ref blockRef, logical, stored int64) error {
 	w.key = versionKey(w.key, w.meta.ID, block, w.t)
 	if err := w.batch.Set(w.key, encodeValue(ref), nil); err != nil {
 		return err
 	}
+	w.account(block, logical, stored)
+	return nil
+}
+
+func (w *versionWriter) account(block uint64, logical, stored int64) {
 	w.runs.add(block)
 	w.sum.Blocks++
 	w.sum.Bytes += uint64(logical)
 	w.sum.Stored += uint64(stored)
-	return nil
 }
 
 // begin commits, durably, the pending marker of a version written in

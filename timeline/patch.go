@@ -1,0 +1,105 @@
+package timeline
+
+import (
+	"fmt"
+	"sync"
+
+	"github.com/rewind-dev/rewind/blockstore"
+)
+
+// maxPatches bounds a block's run of patches in one volume: a write of
+// part of a block whose run is this long reads the block and stores it
+// whole, as a new base. A read of a patched block reads its base and up
+// to this many small chunks; a write of part of a block reads nothing in
+// the other cases.
+const maxPatches = 16
+
+// assemble puts together in blk (the block's length) what the patched
+// block r holds: its base, then each patch over it in order.
+func (s *Store) assemble(r *blockRef, blk []byte, keep bool) error {
+	var ids []blockstore.ID
+	at := map[blockstore.ID]int{}
+	r.chunks(func(id blockstore.ID) {
+		if _, ok := at[id]; !ok {
+			at[id] = len(ids)
+			ids = append(ids, id)
+		}
+	})
+	datas := make([][]byte, len(ids))
+	read := s.cache.ReadMany
+	if !keep {
+		read = s.cache.ReadManyScan
+	}
+	if len(ids) > 0 {
+		err := read(ids, nil, func(k int, data []byte) {
+			datas[k] = append([]byte(nil), data...)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	if r.kind == refChunk {
+		clear(blk[copy(blk, datas[at[r.id]]):])
+	} else {
+		clear(blk)
+	}
+	for _, p := range r.patches {
+		lo, hi := int64(p.off), int64(p.off)+int64(p.n)
+		if hi > int64(len(blk)) {
+			return fmt.Errorf("%w: a patch of bytes %d-%d of a block of %d", blockstore.ErrCorrupt, lo, hi, len(blk))
+		}
+		dst := blk[lo:hi]
+		if p.zero {
+			clear(dst)
+			continue
+		}
+		data := datas[at[p.id]]
+		if len(data) != len(dst) {
+			return fmt.Errorf("%w: a patch of %d bytes holds %d", blockstore.ErrCorrupt, len(dst), len(data))
+		}
+		copy(dst, data)
+	}
+	return nil
+}
+
+// patchRuns remembers, per block of a writable head, how many patches
+// follow the block's newest base in the volume's own versions (at least:
+// a write that failed after counting leaves the count high, which only
+// brings the next whole-block write nearer). A block it does not know is
+// looked up in the index. Imports write only bases, which shorten runs:
+// a count they leave high is safe.
+type patchRuns struct {
+	mu sync.Mutex
+	n  map[uint64]uint8
+}
+
+func (p *patchRuns) get(block uint64) (uint8, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n, ok := p.n[block]
+	return n, ok
+}
+
+func (p *patchRuns) set(block uint64, n uint8) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.n == nil {
+		p.n = map[uint64]uint8{}
+	}
+	p.n[block] = n
+}
+
+// patchRun returns the length of block's run of patches in m's own
+// versions as of its newest version.
+func (s *Store) patchRun(vs *volState, m *Volume, block uint64) (int, error) {
+	if n, ok := vs.patches.get(block); ok {
+		return int(n), nil
+	}
+	var own [1]blockRef
+	if err := s.resolveOwn(m.ID, m.Last, block, own[:]); err != nil {
+		return 0, err
+	}
+	n := len(own[0].patches)
+	vs.patches.set(block, uint8(min(n, maxPatches)))
+	return n, nil
+}
