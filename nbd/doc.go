@@ -70,6 +70,14 @@
 // Replies of the workers are counted out before they are written, so a
 // client that has seen them all finds the workers idle.
 //
+// A second: a WRITE of up to 64 KiB that arrives while the workers have
+// nothing of the connection and no other request is buffered behind it
+// is executed by the reader, and its reply written at once. A client
+// that writes one request at a time (fio at queue depth 1, a database's
+// log) took 4 KiB writes to a rewind clone about 1.4x as fast so. The
+// reader reads nothing while it writes; a client whose next requests are
+// already buffered finds them handed to the workers, side by side.
+//
 // FLUSH calls Backend.Flush, which must persist every write completed
 // before it; since a write is replied only after WriteAt returned, this
 // covers every write the client saw completed, on any connection sharing

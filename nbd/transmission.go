@@ -64,6 +64,10 @@ const (
 // maxInline bounds a read served on the reader goroutine (see Resident).
 const maxInline = 128 << 10
 
+// maxInlineWrite bounds a write served on the reader goroutine (see
+// inline): a block's worth, which a store writes without waiting long.
+const maxInlineWrite = 64 << 10
+
 // transmission runs one connection's request loop: one reader, a pool of
 // workers, one writer, tied together by an errgroup. The reader serves
 // small reads of resident data itself (see Resident), and writes their
@@ -203,11 +207,21 @@ func (t *transmission) readLoop(ctx context.Context) {
 }
 
 // inline reports whether the reader serves j and writes its reply itself:
-// a cheap read while the workers have nothing of this connection's. A
-// client that waits for each reply (qemu at low depth, a booting guest)
-// then gets it without two goroutine handoffs.
+// a cheap read while the workers have nothing of this connection's, or a
+// small write while, besides, no other request of the client's has
+// arrived. A client that waits for each reply (qemu at low depth, a
+// booting guest, a database's log writes) then gets it without two
+// goroutine handoffs; a client with requests queued behind it keeps the
+// workers writing side by side.
 func (t *transmission) inline(j *job) bool {
-	return t.queued.Load() == 0 && t.cheap(j)
+	if t.queued.Load() != 0 {
+		return false
+	}
+	r := &j.req
+	if r.typ == CmdWrite {
+		return j.err == nil && r.length <= maxInlineWrite && t.s.br.Buffered() == 0
+	}
+	return t.cheap(j)
 }
 
 // cheap reports whether j is a small valid read of data the backend holds
