@@ -2,7 +2,8 @@
 # rewind's benchmarks, side by side with its peers on the same bytes, in
 # one run (`make bench`):
 #
-#   bench/run.sh [ingest] [nbd] [fuse] [writes] [recover]   (no argument: all)
+#   bench/run.sh [ingest] [nbd] [fuse] [writes] [recover] [protect]
+#                                                     (no argument: all)
 #
 #   ingest  rewind import vs restic backup vs borg create of a 1 GiB mixed
 #           ext4 image and of its second version (5% of file data
@@ -14,6 +15,10 @@
 #           (rewind serve) vs qemu-nbd serving a copy of the image
 #   recover rewind recover: hydration vs nbdcopy of the same export,
 #           read latency during the copy vs idle, time to first byte
+#   protect fio 4 KiB random writes at QD1 and QD32, with and without a
+#           FLUSH every 16 writes, through rewind protect vs nbdkit (file
+#           plugin) vs qemu-nbd on a copy of the image; rewind's versions
+#           recorded and bytes stored per byte written
 #
 # Each section can run alone; it makes what it needs (images, an untimed
 # import) when an earlier section did not. A section whose rewind command
@@ -41,11 +46,15 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/fuse.sh"
 . "$here/writes.sh"
 . "$here/recover.sh"
+. "$here/protect.sh"
 
 sections=("$@")
-((${#sections[@]})) || sections=(ingest nbd fuse writes recover)
+((${#sections[@]})) || sections=(ingest nbd fuse writes recover protect)
 for s in "${sections[@]}"; do
-	[[ $s == ingest || $s == nbd || $s == fuse || $s == writes || $s == recover ]] || die "unknown section $s: want ingest, nbd, fuse, writes or recover"
+	case $s in
+	ingest | nbd | fuse | writes | recover | protect) ;;
+	*) die "unknown section $s: want ingest, nbd, fuse, writes, recover or protect" ;;
+	esac
 done
 
 for tool in restic borg nbdkit qemu-nbd qemu-img nbdcopy fio fusermount3 python3 mkfs.ext4 debugfs mountpoint; do

@@ -1,0 +1,191 @@
+# Section "protect" of bench/run.sh (sourced): 4 KiB random writes over
+# NBD to a production disk, a raw file, served three ways on 127.0.0.1:
+#
+#   rewind    rewind serve --nbd (a fresh data directory), then
+#             rewind protect prod --primary FILE: the daemon serves FILE as
+#             the writable export "prod" and records every write in prod's
+#             timeline
+#   nbdkit    nbdkit file plugin, file=FILE
+#   qemu-nbd  qemu-nbd --format=raw --cache=writeback --shared=16
+#             --persistent FILE
+#
+#   fio --ioengine=nbd --rw=randwrite --bs=4k --iodepth=QD --runtime=N
+#       --time_based [--fsync=16]     IOPS, QD 1 and 32, without and with a
+#                                     FLUSH every 16 writes
+#
+# FILE is a fresh copy of v2.img for every run. The page cache is dropped
+# right before fio (for rewind after protect, whose import of FILE is
+# untimed). fio's nbd engine sends a FLUSH before it disconnects; every
+# figure includes it. After each rewind run (after `rewind unprotect`) the
+# section counts the write versions prod recorded (`rewind log --json`)
+# against the writes fio completed, since every acknowledged write must be
+# one, and divides the growth of prod's stored bytes (`rewind volume list
+# --json`, stored_bytes) and of the data directory (`du -sb`), from after
+# protect to after unprotect, by the bytes fio wrote.
+
+PROT_DEPTHS=(1 32)
+PROT_FLUSHES=(0 16) # fio --fsync: 0 none (only the one at disconnect), 16 a FLUSH every 16 writes
+PROT_SERVERS=(rewind nbdkit qemu-nbd)
+PROT_VOL=prod
+
+# prot_data: rewind's data directory for one run; prot_primary: the file.
+prot_data() { echo "$W/protect/data"; }
+prot_primary() { echo "$W/protect/primary.img"; }
+
+# prot_stored: prod's stored bytes in the running daemon's view.
+prot_stored() {
+	"$REWIND" --data "$(prot_data)" volume list --json | python3 -c 'import json, sys
+for v in json.load(sys.stdin):
+    if v["name"] == sys.argv[1]: print(v["stored_bytes"])' "$PROT_VOL"
+}
+
+# prot_start SERVER: starts SERVER on a free port serving the primary (for
+# rewind: a daemon on a fresh data directory, then protect); sets NBD_PID,
+# NBD_URI and, for rewind, PROT_S0 and PROT_D0 (stored bytes after protect).
+prot_start() {
+	local port primary name=$1
+	port=$(free_port) primary=$(prot_primary)
+	case $1 in
+	rewind)
+		rm -rf "$(prot_data)" && mkdir -p "$(prot_data)"
+		name=rewind-protect
+		start rewind-protect "$REWIND" --data "$(prot_data)" serve --nbd "127.0.0.1:$port"
+		NBD_URI="nbd://127.0.0.1:$port/$PROT_VOL"
+		;;
+	nbdkit)
+		start nbdkit nbdkit --foreground --exit-with-parent -i 127.0.0.1 -p "$port" file "file=$primary"
+		NBD_URI="nbd://127.0.0.1:$port/"
+		;;
+	qemu-nbd)
+		start qemu-nbd qemu-nbd --format=raw --persistent --shared=16 --cache=writeback \
+			--bind=127.0.0.1 --port="$port" --export-name="$VOL" "$primary"
+		NBD_URI="nbd://127.0.0.1:$port/$VOL"
+		;;
+	esac
+	NBD_PID=$STARTED
+	if [[ $1 == rewind ]] && ! wait_server "$name" "$NBD_PID" test -S "$(prot_data)/rewind.sock"; then
+		stop "$NBD_PID"
+		return 1
+	fi
+	if ! wait_server "$name" "$NBD_PID" tcp_open 127.0.0.1 "$port"; then
+		stop "$NBD_PID"
+		return 1
+	fi
+	[[ $1 == rewind ]] || return 0
+	if ! timed ignored "$STEP_TIMEOUT" "$REWIND" --data "$(prot_data)" protect "$PROT_VOL" --primary "$primary"; then
+		WHY="rewind protect failed: $(lasterr)"
+		stop "$NBD_PID"
+		return 1
+	fi
+	PROT_S0=$(prot_stored) PROT_D0=$(dusb "$(prot_data)")
+}
+
+# prot_fio DEPTH FSYNC: one timed fio run against NBD_URI; prints IOPS,
+# the writes fio completed, the bytes it wrote and the FLUSHes it sent (or
+# "failed" four times).
+prot_fio() {
+	local t sync=()
+	((${2} == 0)) || sync=(--fsync="$2")
+	if timed t $((FIO_RUNTIME + 120)) fio --name=randwrite --ioengine=nbd --uri="$NBD_URI" --rw=randwrite \
+		--bs=4k --iodepth="$1" "${sync[@]}" --runtime="$FIO_RUNTIME" --time_based --size="$(image_bytes)" \
+		--output-format=json --output="$W/fio-protect.json"; then
+		python3 -c 'import json, sys
+j = json.load(open(sys.argv[1]))["jobs"][0]
+w = j["write"]
+print("%.0f %d %d %d" % (w["iops"], w["total_ios"], w["io_bytes"], j.get("sync", {}).get("total_ios", 0)))' "$W/fio-protect.json"
+	else
+		echo "failed failed failed failed"
+	fi
+}
+
+# prot_run SERVER DEPTH FSYNC: one measurement into PR[SERVER,DEPTH,FSYNC]
+# and a line of details into PROT_ROWS.
+prot_run() {
+	local s=$1 d=$2 f=$3 v iops n bytes syncs rec=- sg=- sr=- dg=- dr=- s1 d1
+	cp --sparse=always "$W/img/v2.img" "$(prot_primary)"
+	prot_start "$s" || return 1
+	drop_caches
+	v=$(prot_fio "$d" "$f")
+	read -r iops n bytes syncs <<<"$v"
+	if [[ $s == rewind ]]; then
+		if ! timed ignored "$STEP_TIMEOUT" "$REWIND" --data "$(prot_data)" unprotect "$PROT_VOL"; then
+			WHY="rewind unprotect failed: $(lasterr)"
+			stop "$NBD_PID"
+			return 1
+		fi
+		s1=$(prot_stored) d1=$(dusb "$(prot_data)")
+		rec=$("$REWIND" --data "$(prot_data)" log --json "$PROT_VOL" |
+			python3 -c 'import json, sys; print(sum(v["kind"] == "write" for v in json.load(sys.stdin)))')
+		if [[ "$bytes $s1 $d1 $PROT_S0 $PROT_D0" =~ ^[0-9]+( [0-9]+){4}$ ]] && ((bytes > 0)); then
+			sg=$((s1 - PROT_S0)) dg=$((d1 - PROT_D0))
+			sr=$(calc "$sg / $bytes") dr=$(calc "$dg / $bytes")
+			sg=$(human "$sg") dg=$(human "$dg")
+		fi
+	fi
+	stop "$NBD_PID"
+	[[ $s != rewind ]] || rm -rf "$(prot_data)"
+	rm -f "$(prot_primary)"
+	PR[$s,$d,$f]=$iops
+	PROT_ROWS+=("| $s | $d | $(prot_flush_name "$f") | $iops | $n | $syncs | $rec | $(human "$bytes") | $sg | $sr | $dg | $dr |")
+	if [[ $s == rewind && $n =~ ^[0-9]+$ && $rec != "$n" ]]; then
+		PROT_LOST+=" QD$d $(prot_flush_name "$f"): $rec versions for $n writes;"
+	fi
+	return 0
+}
+
+prot_flush_name() { ((${1} == 0)) && echo "none" || echo "every $1"; }
+
+prot_table() {
+	local d f r k q best
+	out "fio 4 KiB random writes for ${FIO_RUNTIME} s (time based) to a fresh copy of v2.img each run: through \`rewind protect\`, nbdkit's file plugin and qemu-nbd (--cache=writeback). Flush: FLUSH every 16 writes (fio --fsync=16) or none but the one fio sends before it disconnects. The last column is rewind's IOPS over the faster peer's: above 1, rewind is faster."
+	out ""
+	out "| measurement | rewind protect | nbdkit | qemu-nbd | rewind vs faster peer |"
+	out "| --- | ---: | ---: | ---: | ---: |"
+	for d in "${PROT_DEPTHS[@]}"; do
+		for f in "${PROT_FLUSHES[@]}"; do
+			r=${PR[rewind,$d,$f]:--} k=${PR[nbdkit,$d,$f]:--} q=${PR[qemu-nbd,$d,$f]:--}
+			best=$(best "$k" "$q")
+			out "| 4 KiB random write QD$d, flush $(prot_flush_name "$f") (fio), IOPS | $r | $k | $q | $(ratio "$r" "$best") |"
+		done
+	done
+	out ""
+	out "Each run: writes and FLUSHes fio completed; for rewind, the write versions prod recorded (\`rewind log --json\`) and the growth from after protect to after unprotect of prod's stored bytes (\`rewind volume list --json\`, stored_bytes) and of the data directory (\`du -sb\`), each also per byte fio wrote."
+	out ""
+	out "| server | QD | flush | IOPS | writes | FLUSHes | versions | bytes written | volume stored + | per byte | data dir + | per byte |"
+	out "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+	for r in "${PROT_ROWS[@]}"; do out "$r"; done
+	if [[ -n $PROT_LOST ]]; then
+		out ""
+		out "Versions missing or extra (every acknowledged write must be one version):$PROT_LOST"
+		log "protect: versions do not match fio's writes:$PROT_LOST"
+	fi
+	return 0
+}
+
+section_protect() {
+	section_begin protect "Continuous protection: NBD writes through rewind protect"
+	images
+	declare -gA PR=()
+	PROT_ROWS=() PROT_LOST=""
+	local why="" d f s
+	if ! rewind_supports protect --primary || ! rewind_supports unprotect || ! rewind_supports serve --nbd; then
+		why=$WHY
+	fi
+	mkdir -p "$W/protect"
+	for d in "${PROT_DEPTHS[@]}"; do
+		for f in "${PROT_FLUSHES[@]}"; do
+			for s in "${PROT_SERVERS[@]}"; do
+				[[ $s == rewind && -n $why ]] && continue
+				log "protect: $s: QD$d, flush $(prot_flush_name "$f")"
+				if ! prot_run "$s" "$d" "$f"; then
+					[[ $s == rewind ]] || die "$s: $WHY"
+					why=$WHY
+				fi
+			done
+		done
+	done
+	rm -rf "$W/protect"
+	prot_table
+	[[ -z $why ]] || not_measured "$why"
+	section_end
+}
