@@ -30,7 +30,7 @@
 # docs/benchmarks.md).
 #
 # Environment: BENCH_WORK (default tmp/bench, about 6 GiB, and while scale
-# runs its history, about 13 GiB more at 1,000,000 writes), BENCH_SIZE
+# runs its history, 25 GiB or more at 1,000,000 writes), BENCH_SIZE
 # (1G), BENCH_SEED (1), BENCH_CHANGE_PCT (5), BENCH_FIO_RUNTIME (10 s),
 # BENCH_REPEAT (runs of each whole-image read, median reported: 5 over
 # NBD, 3 mounts for FUSE; BENCH_WRITE_REPEAT, 1, for writes),
