@@ -2,7 +2,7 @@
 # rewind's benchmarks, side by side with its peers on the same bytes, in
 # one run (`make bench`):
 #
-#   bench/run.sh [ingest] [nbd] [fuse] [writes] [recover] [protect]
+#   bench/run.sh [ingest] [nbd] [fuse] [writes] [recover] [protect] [scale]
 #                                                     (no argument: all)
 #
 #   ingest  rewind import vs restic backup vs borg create of a 1 GiB mixed
@@ -19,6 +19,9 @@
 #           FLUSH every 16 writes, through rewind protect vs nbdkit (file
 #           plugin) vs qemu-nbd on a copy of the image; rewind's versions
 #           recorded and bytes stored per byte written
+#   scale   a clone's history built up to 1, 10,000 and 1,000,000 writes:
+#           nbdcopy and fio random reads at the oldest and the newest
+#           instant, time to open an instant, Pebble bytes per write
 #
 # Each section can run alone; it makes what it needs (images, an untimed
 # import) when an earlier section did not. A section whose rewind command
@@ -30,12 +33,16 @@
 # bench/results/latest.md (the maintainer copies figures into
 # docs/benchmarks.md).
 #
-# Environment: BENCH_WORK (default tmp/bench, about 6 GiB), BENCH_SIZE
+# Environment: BENCH_WORK (default tmp/bench, about 6 GiB, and while scale
+# runs its history, 25 GiB or more at 1,000,000 writes), BENCH_SIZE
 # (1G), BENCH_SEED (1), BENCH_CHANGE_PCT (5), BENCH_FIO_RUNTIME (10 s),
 # BENCH_REPEAT (runs of each whole-image read, median reported: 5 over
 # NBD, 3 mounts for FUSE; BENCH_WRITE_REPEAT, 1, for writes),
 # BENCH_STEP_TIMEOUT (1200 s per measured command), BENCH_QB_TIMEOUT (60 s
-# per qemu-img bench), BENCH_REWIND (bin/rewind).
+# per qemu-img bench), BENCH_REWIND (bin/rewind); for scale (see
+# bench/scale.sh): BENCH_SCALE_SIZE (256M), BENCH_SCALE_WRITES ("1 10000
+# 1000000", increasing), BENCH_SCALE_QD (32), BENCH_SCALE_REPEAT (3),
+# BENCH_SCALE_OPENS (20).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -47,13 +54,15 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/writes.sh"
 . "$here/recover.sh"
 . "$here/protect.sh"
+. "$here/scale.sh"
 
 sections=("$@")
-((${#sections[@]})) || sections=(ingest nbd fuse writes recover protect)
+((${#sections[@]})) || sections=(ingest nbd fuse writes recover protect scale)
 for s in "${sections[@]}"; do
 	case $s in
 	ingest | nbd | fuse | writes | recover | protect) ;;
-	*) die "unknown section $s: want ingest, nbd, fuse, writes, recover or protect" ;;
+	scale) scale_check ;;
+	*) die "unknown section $s: want ingest, nbd, fuse, writes, recover, protect or scale" ;;
 	esac
 done
 
