@@ -69,6 +69,7 @@ func (t *Txn) PutDelta(data []byte, base ID, old []byte) (PutResult, error) {
 	loc.pack, loc.offset = pack, off+at
 	t.mu.added[id] = true
 	t.mu.locs[id] = loc
+	t.s.ids.add(id)
 	t.mu.pending = append(t.mu.pending, [2][]byte{indexKey(id), loc.marshal()})
 	return PutResult{ID: id, New: true, Stored: loc.size()}, nil
 }

@@ -33,6 +33,18 @@
 // record references only chunks stored whole, as every slices record
 // does.
 //
+// A chunk of up to 16 KiB stored alone (the bytes of a small write to a
+// clone, which the timeline keeps as a patch of its block) is compressed
+// with s2 when the store's codec is zstd: zstd's setup costs more than
+// its work on so few bytes.
+//
+// Whether a chunk is indexed is first asked of a Bloom filter of the IDs
+// in the index, loaded in the background at Open (idfilter.go): an ID it
+// does not hold is stored at once, without a Pebble lookup. Every ID a
+// Txn stores is added before its entry can commit. StopReadingIndex ends
+// the loading (and WarmLocations); it must run before the database
+// closes.
+//
 // Chunks that compress and are stored by one PutMany (the new blocks of
 // an import segment) are compressed together, up to sixteen to a bundle
 // record (see bundle.go); each keeps its own index entry, which names

@@ -54,6 +54,7 @@ type Store struct {
 	sources  *Cache // recently read sources of slices records
 	bundles  *bundleCache
 	locs     *locCache // index entries read lately
+	ids      *idFilter // the IDs in the index, for "not stored" at once
 
 	warmMu   sync.Mutex // guards the two below (see WarmLocations)
 	warmStop func()
@@ -149,6 +150,7 @@ func Open(o Options) (*Store, error) {
 	// The first write starts a fresh pack (reserve): the tail of the newest
 	// one may hold a torn record from a crash, and appending after it would
 	// only waste space. A store that is only read creates no file.
+	s.ids = newIDFilter(s.db)
 	return s, nil
 }
 
@@ -302,10 +304,19 @@ func (s *Store) file(n uint32) (vfs.File, error) {
 	return f, nil
 }
 
+// StopReadingIndex stops and waits for the goroutines that read the
+// chunk index in the background (WarmLocations, the loading of the
+// filter of IDs), so that the index's database can close. Chunks can
+// still be stored and read after it; Has then asks the index.
+func (s *Store) StopReadingIndex() {
+	s.stopWarming()
+	s.ids.close()
+}
+
 // Close closes the pack files (it does not sync them) and gives the
 // buffers of decoded bundles back to the process.
 func (s *Store) Close() error {
-	s.stopWarming()
+	s.StopReadingIndex()
 	s.bundles.close()
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -83,6 +83,7 @@ func Open(o Options) (*Service, error) {
 	tl, err := timeline.Open(timeline.Options{DB: db, Chunks: chunks, Now: o.Now, Logger: o.Logger, CacheBytes: o.CacheBytes, Guard: guard})
 	if err != nil {
 		guard.Close()
+		chunks.StopReadingIndex()
 		db.Close()
 		chunks.Close()
 		return nil, openError(o.Dir, err)
@@ -204,6 +205,7 @@ func (s *Service) Close() error {
 		}
 	}
 	s.guard.Close()
+	s.chunks.StopReadingIndex()
 	// The index closes first: writing out its log syncs the packs first.
 	return errors.Join(err, s.tl.Close(), s.db.Close(), s.chunks.Close())
 }

@@ -85,6 +85,7 @@ func (e *scriptEnv) open() {
 func (e *scriptEnv) close() {
 	e.guard.Close()
 	e.s.Close()
+	e.bs.StopReadingIndex()
 	e.db.Close()
 	e.bs.Close()
 }

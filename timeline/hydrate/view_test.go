@@ -33,7 +33,7 @@ func cloneHead(t *testing.T, data []byte, bs int64) *timeline.View {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Close(); db.Close(); chunks.Close() })
+	t.Cleanup(func() { s.Close(); chunks.StopReadingIndex(); db.Close(); chunks.Close() })
 	res, err := s.Import(context.Background(), timeline.ImportOptions{Name: "a", Source: bytes.NewReader(data),
 		Size: int64(len(data)), At: 100, BlockSize: bs})
 	if err != nil {
