@@ -40,6 +40,22 @@
 // chain. New chunks go into the decoded-chunk cache, for the next read or
 // write of a hot block.
 //
+// # Pruning
+//
+// Prune (prune.go) thins a volume's history to the versions that a set
+// of instants reads, plus the newest version, every instant an open view
+// holds (ViewAt holds its instant until Close) and the fork instants of
+// the volume's clones. A block version survives when a kept instant reads
+// it: the newest at or before the instant, and below a patch the versions
+// down to its base. The removed versions leave the history first, in one
+// commit that also records the newest of them in the metadata
+// (Volume.Pruned); then their block versions are deleted. A view or a
+// clone asked for an instant up to Volume.Pruned gets the newest version
+// kept at or before it, so no instant ever reads a mix of what remains.
+// Prune runs beside writers; views and clones wait for it while they pick
+// their instant (volState.pruneMu). Chunks are not freed: a collector
+// finds those that no version references.
+//
 // # Durability
 //
 // Pack bytes are synced before any index entry that points at them can

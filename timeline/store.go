@@ -51,6 +51,8 @@ type Store struct {
 		nextID uint64
 		vols   map[uint64]*volState
 		byName map[string]uint64
+		// held counts the open views of each volume's instants (prune.go).
+		held map[uint64]map[int64]int
 	}
 }
 
@@ -65,6 +67,9 @@ type volState struct {
 	commitMu sync.Mutex
 	// patches counts the patches of blocks that writes left (patch.go).
 	patches patchRuns
+	// pruneMu is held alone by Prune, and shared while a view or a clone
+	// picks the instant it reads (prune.go).
+	pruneMu sync.RWMutex
 	meta    *Volume // replaced (never mutated) under Store.mu
 	// removing is set, under Store.mu, while RemoveVolume deletes the
 	// volume: no clone of it may be reserved meanwhile.

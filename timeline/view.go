@@ -32,15 +32,42 @@ type View struct {
 // ViewAt opens vol as of t. t must not be before the volume's first
 // version; a t past the newest version is the newest version (the view is
 // fixed when it opens).
+//
+// Until it is closed, the view holds its instant: Prune keeps what it
+// reads. An instant whose version was pruned reads as the newest version
+// kept before it.
 func (s *Store) ViewAt(vol uint64, t int64) (*View, error) {
-	v, err := s.VolumeByID(vol)
+	at, err := s.instant(vol, t)
 	if err != nil {
 		return nil, err
 	}
-	if t < v.First {
-		return nil, fmt.Errorf("%w: %s has no data before %s", ErrBeforeFirst, v.Name, FormatTime(v.First))
+	return &View{s: s, vol: vol, at: at, refs: newRefCache()}, nil
+}
+
+// instant picks the instant that a reader of vol as of t reads, and holds
+// it (see Store.hold); the caller unholds it when done.
+func (s *Store) instant(vol uint64, t int64) (int64, error) {
+	vs, err := s.state(vol)
+	if err != nil {
+		return 0, err
 	}
-	return &View{s: s, vol: vol, at: min(t, v.Last), refs: newRefCache()}, nil
+	vs.pruneMu.RLock()
+	defer vs.pruneMu.RUnlock()
+	v, err := s.VolumeByID(vol)
+	if err != nil {
+		return 0, err
+	}
+	if t < v.First {
+		return 0, fmt.Errorf("%w: %s has no data before %s", ErrBeforeFirst, v.Name, FormatTime(v.First))
+	}
+	at := min(t, v.Last)
+	if at <= v.Pruned {
+		if at, err = s.retained(vol, at); err != nil {
+			return 0, err
+		}
+	}
+	s.hold(vol, at)
+	return at, nil
 }
 
 // Head opens the writable head of a clone or of a protected volume (the
@@ -299,6 +326,8 @@ func (v *View) Extents(off, n int64) ([]Extent, error) {
 
 // Close releases the view. Later calls fail with ErrClosed.
 func (v *View) Close() error {
-	v.closed.Store(true)
+	if !v.closed.Swap(true) && !v.head {
+		v.s.unhold(v.vol, v.at)
+	}
 	return nil
 }

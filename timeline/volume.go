@@ -39,6 +39,9 @@ type Volume struct {
 	LogicalBytes int64 `json:"logical_bytes"`
 	// StoredBytes is what this volume's versions added to the chunk store.
 	StoredBytes int64 `json:"stored_bytes"`
+	// Pruned is the newest version Prune removed (0: none). An instant up
+	// to it reads the newest version kept at or before it.
+	Pruned int64 `json:"pruned,omitempty"`
 }
 
 // SizeChange is the volume's size from time T on.

@@ -30,6 +30,17 @@ func (s *Store) CreateVolume(name string, size, blockSize int64, kind Kind) (*Vo
 // Clone makes a writable volume that starts as parent as of t. Nothing
 // written to it touches the parent.
 func (s *Store) Clone(parent string, t int64, name string) (*Volume, error) {
+	// The fork instant is held while the clone is reserved: from then on
+	// Prune sees the clone and keeps what it reads.
+	p0, err := s.Volume(parent)
+	if err != nil {
+		return nil, err
+	}
+	fork, err := s.instant(p0.ID, t)
+	if err != nil {
+		return nil, err
+	}
+	defer s.unhold(p0.ID, fork)
 	s.mu.Lock()
 	p, err := s.volumeLocked(parent)
 	if err != nil {
@@ -40,11 +51,10 @@ func (s *Store) Clone(parent string, t int64, name string) (*Volume, error) {
 		s.mu.Unlock()
 		return nil, fmt.Errorf("%w: %s is being removed", ErrNotFound, p.Name)
 	}
-	if t < p.First {
+	if p.ID != p0.ID {
 		s.mu.Unlock()
-		return nil, fmt.Errorf("%w: %s has no data before %s", ErrBeforeFirst, p.Name, FormatTime(p.First))
+		return nil, fmt.Errorf("%w: %s was replaced", ErrNotFound, p.Name)
 	}
-	fork := min(t, p.Last)
 	m := &Volume{Name: name, Kind: KindClone, Size: p.SizeAt(fork), BlockSize: p.BlockSize,
 		Parent: p.ID, ForkTime: fork}
 	vs, err := s.reserveLocked(m)
