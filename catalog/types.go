@@ -24,6 +24,9 @@ type API interface {
 	Export(ctx context.Context, r ExportRequest, w io.Writer, progress ProgressFunc) (*ExportResult, error)
 	Clone(ctx context.Context, spec, name string) (*VolumeInfo, error)
 	Stats(ctx context.Context) (*Stats, error)
+	SetRetention(ctx context.Context, r Retention) (*Retention, error)
+	Retention(ctx context.Context, volume string) (*Retention, error)
+	Prune(ctx context.Context, r PruneRequest) ([]PruneResult, error)
 }
 
 // ProgressFunc receives how far a long operation is.

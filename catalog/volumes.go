@@ -91,7 +91,7 @@ func (s *Service) RemoveVolume(ctx context.Context, name string, force bool) err
 			return err
 		}
 	}
-	return nil
+	return s.db.Delete(retentionKey(v.ID), nil)
 }
 
 // Log lists a volume's versions in [since, until].

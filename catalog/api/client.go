@@ -200,6 +200,21 @@ func (c *Client) RemovePoint(ctx context.Context, volume, label string) error {
 	return c.Call(ctx, "point-rm", pointReq{Volume: volume, Label: label}, nil)
 }
 
+func (c *Client) SetRetention(ctx context.Context, r catalog.Retention) (*catalog.Retention, error) {
+	out := new(catalog.Retention)
+	return out, c.Call(ctx, "retention-set", r, out)
+}
+
+func (c *Client) Retention(ctx context.Context, volume string) (*catalog.Retention, error) {
+	out := new(catalog.Retention)
+	return out, c.Call(ctx, "retention", nameReq{Name: volume}, out)
+}
+
+func (c *Client) Prune(ctx context.Context, r catalog.PruneRequest) ([]catalog.PruneResult, error) {
+	var out []catalog.PruneResult
+	return out, c.Call(ctx, "prune", r, &out)
+}
+
 func (c *Client) Export(ctx context.Context, r catalog.ExportRequest, w io.Writer, p catalog.ProgressFunc) (*catalog.ExportResult, error) {
 	if r.Dest != "-" {
 		out := new(catalog.ExportResult)

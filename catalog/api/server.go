@@ -32,6 +32,11 @@ func Handler(api catalog.API, extra map[string]func(ctx context.Context, body js
 			return nil, api.RemovePoint(ctx, r.Volume, r.Label)
 		}),
 		"clone": decodeThen(func(ctx context.Context, r cloneReq) (any, error) { return api.Clone(ctx, r.Spec, r.Name) }),
+		"retention-set": decodeThen(func(ctx context.Context, r catalog.Retention) (any, error) {
+			return api.SetRetention(ctx, r)
+		}),
+		"retention": decodeThen(func(ctx context.Context, r nameReq) (any, error) { return api.Retention(ctx, r.Name) }),
+		"prune":     decodeThen(func(ctx context.Context, r catalog.PruneRequest) (any, error) { return api.Prune(ctx, r) }),
 	}
 	for k, v := range extra {
 		calls[k] = v

@@ -32,6 +32,10 @@ type cli struct {
 	Log    logCmd    `cmd:"" help:"One line per recorded version: time, blocks, bytes."`
 	Diff   diffCmd   `cmd:"" help:"The byte ranges that differ between two instants."`
 	Point  pointCmd  `cmd:"" help:"Recovery point labels."`
+
+	Retention retentionCmd `cmd:"" help:"How much history prune keeps, per volume."`
+	Prune     pruneCmd     `cmd:"" help:"Thin volumes' history by their retention policies (labels, clones' fork instants and instants in use stay)."`
+
 	Export exportCmd `cmd:"" help:"Restore VOLUME@WHEN into a file or block device (sparse where it can; - is standard output)."`
 	Clone  cloneCmd  `cmd:"" help:"A writable volume that starts as VOLUME@WHEN; history never changes."`
 	Stats  statsCmd  `cmd:"" help:"Logical and stored bytes, dedup and compression ratios."`
