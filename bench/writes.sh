@@ -15,6 +15,19 @@
 WRITE_DEPTHS=(1 32)
 WRITE_SERVERS=(rewind qemu-nbd)
 WRITE_REPEAT=${BENCH_WRITE_REPEAT:-1} # runs of each (server, depth); the median is reported
+WRITES_DATA=$W/writes/rewind # the section's own data directory
+
+# writes_data: a fresh data directory holding v2 of the volume (untimed),
+# so that figures do not depend on what earlier runs left in $W/rewind
+# (every write run leaves its chunks until a collector frees them).
+writes_data() {
+	rm -rf "$WRITES_DATA" && mkdir -p "$WRITES_DATA"
+	log "writes: importing v2 into a fresh data directory (untimed)"
+	if ! timed ignored "$STEP_TIMEOUT" "$REWIND" --data "$WRITES_DATA" import "$VOL" "$W/img/v2.img" --at "$T2"; then
+		WHY="rewind import failed: $(lasterr)"
+		return 1
+	fi
+}
 
 # writes_start SERVER TARGET: starts SERVER on a free port serving TARGET
 # (a clone's name, or a raw file); sets NBD_PID and NBD_URI.
@@ -23,7 +36,7 @@ writes_start() {
 	port=$(free_port)
 	case $1 in
 	rewind)
-		start rewind-serve "$REWIND" --data "$W/rewind" serve --nbd "127.0.0.1:$port"
+		start rewind-serve "$REWIND" --data "$WRITES_DATA" serve --nbd "127.0.0.1:$port"
 		NBD_URI="nbd://127.0.0.1:$port/$2"
 		;;
 	qemu-nbd)
@@ -62,8 +75,8 @@ writes_run() {
 	case $s in
 	rewind)
 		target=writes-qd$d-$r
-		"$REWIND" --data "$W/rewind" volume rm "$target" >/dev/null 2>&1 || true
-		if ! timed ignored "$STEP_TIMEOUT" "$REWIND" --data "$W/rewind" clone "$VOL@$T2" "$target"; then
+		"$REWIND" --data "$WRITES_DATA" volume rm "$target" >/dev/null 2>&1 || true
+		if ! timed ignored "$STEP_TIMEOUT" "$REWIND" --data "$WRITES_DATA" clone "$VOL@$T2" "$target"; then
 			WHY="rewind clone failed: $(lasterr)"
 			return 1
 		fi
@@ -79,10 +92,10 @@ writes_run() {
 	stop "$NBD_PID"
 	WR[$s,$d]+=" ${v%% *}"
 	if [[ $s == rewind && ${v#* } =~ ^[0-9]+$ ]]; then
-		n=$("$REWIND" --data "$W/rewind" log --json "$target" |
+		n=$("$REWIND" --data "$WRITES_DATA" log --json "$target" |
 			python3 -c 'import json, sys; print(sum(v["kind"] == "write" for v in json.load(sys.stdin)))')
 		WRV[$d]+=" $n/${v#* }"
-		"$REWIND" --data "$W/rewind" volume rm "$target" >/dev/null 2>&1 || true
+		"$REWIND" --data "$WRITES_DATA" volume rm "$target" >/dev/null 2>&1 || true
 	fi
 	return 0
 }
@@ -111,7 +124,9 @@ section_writes() {
 	images
 	declare -gA WR=() WRV=()
 	local why="" r d s
-	if ! rewind_data_ready || ! rewind_supports clone || ! rewind_supports serve --nbd; then
+	if ! rewind_supports import --at || ! rewind_supports clone || ! rewind_supports serve --nbd; then
+		why=$WHY
+	elif ! writes_data; then
 		why=$WHY
 	fi
 	for ((r = 1; r <= WRITE_REPEAT; r++)); do
@@ -127,6 +142,7 @@ section_writes() {
 		done
 	done
 	rm -f "$W/writes.img"
+	rm -rf "$WRITES_DATA"
 	writes_table
 	[[ -z $why ]] || not_measured "$why"
 	section_end

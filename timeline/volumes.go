@@ -62,6 +62,7 @@ func (s *Store) Clone(parent string, t int64, name string) (*Volume, error) {
 		s.mu.Unlock()
 		return nil, err
 	}
+	vs.patches.known()
 	now := s.nextTimeLocked(0)
 	s.mu.Unlock()
 	defer s.release(vs)
