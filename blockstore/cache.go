@@ -223,6 +223,29 @@ func (c *Cache) cached(id ID) ([]byte, bool) {
 	return data, true
 }
 
+// Peek calls fn with the bytes the cache holds under id, valid only
+// during the call, and reports whether it held any; it never asks the
+// store. Callers may keep bytes of their own making under an ID of their
+// own (see Add), such as a block put together from several chunks.
+func (c *Cache) Peek(id ID, fn func(data []byte)) bool {
+	c.mu.Lock()
+	e, ok := c.mu.byID[id]
+	if !ok {
+		c.mu.Unlock()
+		return false
+	}
+	c.mu.order.MoveToFront(e)
+	ent := e.Value.(*cacheEntry)
+	ent.pins++
+	c.mu.pinned++
+	c.mu.Unlock()
+	fn(ent.data)
+	c.mu.Lock()
+	c.unpin(ent)
+	c.mu.Unlock()
+	return true
+}
+
 // Add keeps a copy of data, the bytes of chunk id: a writer adds the
 // chunk it just stored, which the next write or read of its block comes
 // back to (a clone's hot blocks), so that it need not be read and

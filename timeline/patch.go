@@ -14,9 +14,50 @@ import (
 // the other cases.
 const maxPatches = 16
 
+// assembledID names a patched block put together in the chunk cache: a
+// digest of its base and patches, which no chunk's digest can equal (a
+// chunk is named by the digest of its bytes, never of this prefix and a
+// description of them).
+func assembledID(r *blockRef) blockstore.ID {
+	b := make([]byte, 0, 64+len(r.patches)*41)
+	b = append(b, "rewind assembled block\x00"...)
+	b = append(b, byte(r.kind))
+	b = append(b, r.id[:]...)
+	for _, p := range r.patches {
+		b = append(b, encodePatch(p)...)
+	}
+	return blockstore.Sum(b)
+}
+
+// assembled returns assembledID(r), which resolve computed.
+func (r *blockRef) assembled() blockstore.ID {
+	if r.asm == (blockstore.ID{}) {
+		return assembledID(r)
+	}
+	return r.asm
+}
+
 // assemble puts together in blk (the block's length) what the patched
-// block r holds: its base, then each patch over it in order.
+// block r holds: its base, then each patch over it in order. The block
+// put together is kept in the chunk cache (with keep), so that the next
+// small read of it copies it at once: fio's 4 KiB reads of a clone after
+// 100,000 random writes (up to 16 patches a block) had run at a third of
+// their speed before any.
 func (s *Store) assemble(r *blockRef, blk []byte, keep bool) error {
+	key := r.assembled()
+	if s.cache.Peek(key, func(data []byte) { clear(blk[copy(blk, data):]) }) {
+		return nil
+	}
+	if err := s.assembleFrom(r, blk, keep); err != nil {
+		return err
+	}
+	if keep {
+		s.cache.Add(key, blk)
+	}
+	return nil
+}
+
+func (s *Store) assembleFrom(r *blockRef, blk []byte, keep bool) error {
 	var ids []blockstore.ID
 	at := map[blockstore.ID]int{}
 	r.chunks(func(id blockstore.ID) {

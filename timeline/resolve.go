@@ -23,6 +23,9 @@ type blockRef struct {
 	kind    refKind
 	id      blockstore.ID
 	patches []patch // nil for most blocks; never mutated once resolved
+	// asm names the block put together, for a patched block (see
+	// assembledID); resolve sets it.
+	asm blockstore.ID
 }
 
 // patch is part of a block written by itself (see View.write): bytes
@@ -110,6 +113,18 @@ func encodePatch(p patch) []byte {
 // clones to their parents. Blocks no volume in the chain wrote read as
 // zero (refAbsent stays only when v's chain ends).
 func (s *Store) resolve(v *Volume, t int64, b0 uint64, out []blockRef) error {
+	if err := s.resolveChain(v, t, b0, out); err != nil {
+		return err
+	}
+	for i := range out {
+		if !out[i].plain() {
+			out[i].asm = assembledID(&out[i])
+		}
+	}
+	return nil
+}
+
+func (s *Store) resolveChain(v *Volume, t int64, b0 uint64, out []blockRef) error {
 	for i := range out {
 		out[i] = blockRef{}
 	}
@@ -138,7 +153,7 @@ func (s *Store) resolve(v *Volume, t int64, b0 uint64, out []blockRef) error {
 		return fmt.Errorf("timeline: clone %s lost its parent: %w", v.Name, err)
 	}
 	sub := make([]blockRef, hi-lo+1)
-	if err := s.resolve(parent, min(t, v.ForkTime), b0+uint64(lo), sub); err != nil {
+	if err := s.resolveChain(parent, min(t, v.ForkTime), b0+uint64(lo), sub); err != nil {
 		return err
 	}
 	for i := lo; i <= hi; i++ {

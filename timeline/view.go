@@ -193,7 +193,15 @@ func (s *Store) readAt(m *Volume, t int64, p []byte, off int64, refs *refCache, 
 	var blk []byte
 	for i, r := range blocks {
 		if !r.plain() {
-			// A patched block is put together whole, then copied.
+			// A patched block is put together whole, then copied; the
+			// cache keeps it put together.
+			dst, within := part(i)
+			hit := s.cache.Peek(blocks[i].assembled(), func(data []byte) {
+				clear(dst[copy(dst, data[min(within, int64(len(data))):]):])
+			})
+			if hit {
+				continue
+			}
 			if blk == nil {
 				blk = make([]byte, bs)
 			}
@@ -202,7 +210,6 @@ func (s *Store) readAt(m *Volume, t int64, p []byte, off int64, refs *refCache, 
 			if err := s.assemble(&blocks[i], whole, keep); err != nil {
 				return fmt.Errorf("read %s block %d: %w", m.Name, b0+int64(i), err)
 			}
-			dst, within := part(i)
 			clear(dst[copy(dst, whole[min(within, int64(len(whole))):]):])
 			continue
 		}
@@ -275,6 +282,9 @@ func (v *View) Resident(off, n int64) bool {
 		return false
 	}
 	for i := range refs {
+		if !refs[i].plain() && v.s.cache.Has(refs[i].assembled()) {
+			continue
+		}
 		resident := true
 		refs[i].chunks(func(id blockstore.ID) { resident = resident && v.s.cache.Has(id) })
 		if !resident {
