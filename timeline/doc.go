@@ -38,7 +38,13 @@
 // the old chunk when there were no patches (blockstore.Txn.PutDelta); a
 // read of a block applies at most maxPatches patches per volume of a clone
 // chain. New chunks go into the decoded-chunk cache, for the next read or
-// write of a hot block.
+// write of a hot block. Once the store takes no write for a moment,
+// blocks whose newest versions end in runs of foldAt patches or more are
+// folded (fold.go): the newest version becomes a base holding the same
+// bytes, under the same key, so that cold reads of the newest instant
+// find whole blocks; Open looks for such runs again, since the queue is
+// kept in memory only. A block put together from its patches is kept in
+// the chunk cache under a digest of its base and patches.
 //
 // # Pruning
 //

@@ -38,7 +38,9 @@ type Store struct {
 	guard  *Guard // nil: the store never stops taking writes
 	// partBlocks is how many keys go in one batch of a large version.
 	partBlocks int
-	// Read-ahead in flight (see readAhead): Close stops new ones and waits.
+	fold       folder // folding of blocks' runs of patches (fold.go)
+	// Read-ahead and folding in flight (see readAhead, fold.go): Close
+	// stops new ones and waits.
 	background struct {
 		sync.Mutex
 		closing bool
@@ -104,6 +106,7 @@ func Open(o Options) (*Store, error) {
 	if err := s.load(); err != nil {
 		return nil, err
 	}
+	s.findFolds()
 	return s, nil
 }
 

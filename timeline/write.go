@@ -96,6 +96,7 @@ func (v *View) write(off, n int64, kind VersionKind, fill func(buf []byte, at in
 	}
 	bs := m.BlockSize
 	b0, b1 := off/bs, (off+n-1)/bs+1
+	v.s.fold.lastWrite.Store(monoNow())
 	defer vs.blocks.lock(uint64(b0), uint64(b1))()
 	// The newest metadata, now that no other writer of these blocks is
 	// between its read and its commit.
@@ -181,6 +182,7 @@ func (v *View) writePart(w *versionWriter, vs *volState, m *Volume, b, within, n
 		sb, err := w.storePatch(uint64(b), uint32(within), data)
 		if err == nil {
 			vs.patches.set(uint64(b), uint8(run+1))
+			v.s.wrote(v.vol, uint64(b), run+1)
 		}
 		return sb, err
 	}

@@ -128,6 +128,9 @@ func registerStoreMetrics(reg prometheus.Registerer, svc *catalog.Service) {
 			sum(func(v *catalog.VolumeInfo) float64 { return float64(v.LogicalBytes) })),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rewind_stored_bytes", Help: "Bytes the volumes' versions added to the chunk store."},
 			sum(func(v *catalog.VolumeInfo) float64 { return float64(v.StoredBytes) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rewind_fold_pending_blocks",
+			Help: "Blocks whose runs of patches wait to be folded into whole blocks (done while no write comes)."},
+			func() float64 { return float64(svc.Timeline().FoldsPending()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rewind_store_writable",
 			Help: "1 while the store takes writes; 0 once it stopped (its disk filled up, or the index could not commit) until rewind restarts."},
 			func() float64 {

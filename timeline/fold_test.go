@@ -1,0 +1,77 @@
+package timeline
+
+import (
+	"testing"
+	"time"
+)
+
+// Once writes pause, blocks with runs of patches are folded: their newest
+// version becomes a base. Every instant reads what it did, before and
+// after a reopen.
+func TestFoldKeepsEveryInstant(t *testing.T) {
+	p := newPruneEnv(t, 0)
+	p.e.s.fold.idle.Store(int64(time.Millisecond))
+	p.write(t, 300)
+	p.e.s.waitFolds()
+	m, err := p.e.s.VolumeByID(p.vol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refs := make([]blockRef, (int64(len(p.disk))+m.BlockSize-1)/m.BlockSize)
+	if err := p.e.s.resolveOwn(p.vol, m.Last, 0, refs); err != nil {
+		t.Fatal(err)
+	}
+	for b, r := range refs {
+		if len(r.patches) >= foldAt {
+			t.Errorf("block %d still has %d patches at the newest instant", b, len(r.patches))
+		}
+	}
+	p.check(t, "folded")
+	p.e.close()
+	p.e.open()
+	p.check(t, "reopened")
+}
+
+// Folding runs between bursts of writes to the same blocks: no write is
+// lost and no instant changes.
+func TestFoldBesideWrites(t *testing.T) {
+	p := newPruneEnv(t, 0)
+	p.e.s.fold.idle.Store(int64(time.Millisecond))
+	for range 20 {
+		p.write(t, 15)
+		time.Sleep(3 * time.Millisecond)
+	}
+	p.e.s.waitFolds()
+	p.check(t, "written and folded")
+}
+
+// The queue of a store that stopped is found again at the next open.
+func TestFoldAfterReopen(t *testing.T) {
+	p := newPruneEnv(t, 0)
+	p.e.s.fold.idle.Store(int64(time.Hour)) // nothing folds in this run
+	p.write(t, 200)
+	if p.e.s.FoldsPending() == 0 {
+		t.Fatal("no block waits to be folded after runs of patches")
+	}
+	p.e.close()
+	p.e.open()
+	p.e.s.fold.idle.Store(int64(time.Millisecond))
+	deadline := time.Now().Add(30 * time.Second)
+	for p.e.s.FoldsPending() > 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	m, err := p.e.s.VolumeByID(p.vol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refs := make([]blockRef, (int64(len(p.disk))+m.BlockSize-1)/m.BlockSize)
+	if err := p.e.s.resolveOwn(p.vol, m.Last, 0, refs); err != nil {
+		t.Fatal(err)
+	}
+	for b, r := range refs {
+		if len(r.patches) >= foldAt {
+			t.Errorf("block %d still has %d patches after the reopen", b, len(r.patches))
+		}
+	}
+	p.check(t, "folded after reopen")
+}
