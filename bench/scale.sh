@@ -96,10 +96,24 @@ scale_prepare() {
 # scale_serve: starts rewind serve on the scale data directory; sets
 # SC_PID and SC_PORT.
 scale_serve() {
-	SC_PORT=$(free_port)
-	start rewind-scale "$REWIND" --data "$W/scale/rewind" serve --nbd "127.0.0.1:$SC_PORT"
+	SC_PORT=$(free_port) SC_HTTP=$(free_port)
+	start rewind-scale "$REWIND" --data "$W/scale/rewind" serve --nbd "127.0.0.1:$SC_PORT" --http "127.0.0.1:$SC_HTTP"
 	SC_PID=$STARTED
 	wait_server rewind-scale "$SC_PID" tcp_open 127.0.0.1 "$SC_PORT" || { stop "$SC_PID"; return 1; }
+}
+
+# scale_settle: waits (up to STEP_TIMEOUT) until the daemon has folded
+# the runs of patches the writes left (rewind_fold_pending_blocks is 0),
+# as a daemon that stays up does while no write comes; prints the wait.
+scale_settle() {
+	local start=$SECONDS n
+	while ((SECONDS - start < STEP_TIMEOUT)); do
+		n=$(curl -sf "http://127.0.0.1:$SC_HTTP/metrics" | awk '$1 == "rewind_fold_pending_blocks" { print $2 }')
+		[[ -z $n ]] && { echo "-"; return 0; } # a build without folding
+		[[ $n == 0 ]] && { echo $((SECONDS - start)); return 0; }
+		sleep 0.5
+	done
+	echo "timeout"
 }
 
 uri() { echo "nbd://127.0.0.1:$SC_PORT/$1"; }
@@ -126,6 +140,8 @@ scale_grow() {
 		stop "$SC_PID"
 		return 1
 	fi
+	SCR[$total,settle]=$(scale_settle)
+	log "scale: folding after the writes took ${SCR[$total,settle]} s"
 	stop "$SC_PID"
 	n=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["jobs"][0]["write"]["total_ios"])' "$W/fio.json")
 	if [[ $n != "$add" ]]; then
@@ -254,12 +270,12 @@ scale_table() {
 		done
 	done
 	out ""
-	out "History: the write versions the clone recorded (rewind log --json), the rate fio wrote them at (QD$SCALE_QD, each step's writes over its time, the closing FLUSH included; none for a step of under 1,000 writes), and the bytes on disk of the data directory's Pebble database ($(basename "${SC_PEBBLE:-index}")/, log and tables) and of the rest (packs) per recorded write: growth since the clone over the writes. The contents checks: the newest instant reads as the writable clone; the oldest differs from the image in at most 4096 bytes (the first write)."
+	out "History: the write versions the clone recorded (rewind log --json), the rate fio wrote them at (QD$SCALE_QD, each step's writes over its time, the closing FLUSH included; none for a step of under 1,000 writes), and the bytes on disk of the data directory's Pebble database ($(basename "${SC_PEBBLE:-index}")/, log and tables) and of the rest (packs) per recorded write: growth since the clone over the writes. The contents checks: the newest instant reads as the writable clone; the oldest differs from the image in at most 4096 bytes (the first write). \"Fold wait\": seconds the daemon took after the writes to fold the runs of patches they left into whole blocks (rewind_fold_pending_blocks down to 0), which every read below comes after."
 	out ""
-	out "| recorded writes | versions recorded | writes/s | Pebble bytes | Pebble bytes per write | pack bytes per write | newest = clone | bytes oldest differs from image |"
-	out "| ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |"
+	out "| recorded writes | versions recorded | writes/s | fold wait, s | Pebble bytes | Pebble bytes per write | pack bytes per write | newest = clone | bytes oldest differs from image |"
+	out "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |"
 	for n in "${SC_DONE[@]}"; do
-		out "| $n | ${SCR[$n,versions]:--} | ${SCR[$n,rate]:--} | $(human "${SCR[$n,pebble]:--}") | ${SCR[$n,pebblew]:--} | ${SCR[$n,packw]:--} | ${SCR[$n,head]:--} | ${SCR[$n,olddiff]:--} |"
+		out "| $n | ${SCR[$n,versions]:--} | ${SCR[$n,rate]:--} | ${SCR[$n,settle]:--} | $(human "${SCR[$n,pebble]:--}") | ${SCR[$n,pebblew]:--} | ${SCR[$n,packw]:--} | ${SCR[$n,head]:--} | ${SCR[$n,olddiff]:--} |"
 	done
 }
 

@@ -1,11 +1,14 @@
 package timeline
 
 import (
+	"cmp"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/rewind-dev/rewind/blockstore"
 )
 
 // Folding. A block with a run of patches reads as its base and each patch,
@@ -115,22 +118,58 @@ func (s *Store) folding() {
 			time.Sleep(min(wait, 100*time.Millisecond)) // Close waits at most this
 			continue
 		}
+		// The queued blocks in order, so that the whole blocks land in the
+		// packs in the order a sequential read wants them.
 		f.mu.Lock()
-		var k foldKey
-		found := false
-		for k = range f.queue {
-			found = true
-			delete(f.queue, k)
-			break
+		keys := make([]foldKey, 0, len(f.queue))
+		for k := range f.queue {
+			keys = append(keys, k)
 		}
 		f.mu.Unlock()
-		if !found {
+		if len(keys) == 0 {
 			return
 		}
-		if err := s.foldBlock(k.vol, k.block); err != nil {
-			s.log.Debug("folding a block's patches", "volume", k.vol, "block", k.block, "err", err)
+		slices.SortFunc(keys, func(a, b foldKey) int {
+			if c := cmp.Compare(a.vol, b.vol); c != 0 {
+				return c
+			}
+			return cmp.Compare(a.block, b.block)
+		})
+		for len(keys) > 0 {
+			if monoNow()-f.lastWrite.Load() < int64(idle) || s.closing() {
+				break // a write came: wait for the next pause
+			}
+			// Up to foldGroup blocks of one volume near each other, stored
+			// together (compressible ones in one bundle, as an import's).
+			n := 1
+			for n < len(keys) && n < foldGroup && keys[n].vol == keys[0].vol && keys[n].block-keys[0].block < foldSpan {
+				n++
+			}
+			group := keys[:n]
+			keys = keys[n:]
+			blocks := make([]uint64, n)
+			f.mu.Lock()
+			for i, k := range group {
+				delete(f.queue, k)
+				blocks[i] = k.block
+			}
+			f.mu.Unlock()
+			if err := s.foldBlocks(group[0].vol, blocks); err != nil {
+				s.log.Debug("folding blocks' patches", "volume", group[0].vol, "blocks", blocks, "err", err)
+			}
 		}
 	}
+}
+
+const (
+	foldGroup = 16  // blocks folded together at most
+	foldSpan  = 256 // and within this many blocks of the first
+)
+
+func (s *Store) closing() bool {
+	s.background.Lock()
+	defer s.background.Unlock()
+	return s.background.closing
 }
 
 // findFolds queues, in the background, the blocks of writable heads
@@ -206,19 +245,20 @@ func (s *Store) findFoldsOf(vol uint64) error {
 	return it.Error()
 }
 
-// foldBlock makes the newest version of block a base, when it is a patch.
-func (s *Store) foldBlock(vol, block uint64) error {
+// foldBlocks makes the newest version of each of blocks (ascending,
+// within foldSpan) a base, where it is a patch.
+func (s *Store) foldBlocks(vol uint64, blocks []uint64) error {
 	vs, err := s.state(vol)
 	if err != nil {
 		return nil // removed
 	}
-	// As a write of the block: imports and removal excluded, the block's
+	// As a write of the blocks: imports and removal excluded, the blocks'
 	// writers in turn; and prune, which deletes versions, excluded.
 	vs.writeMu.RLock()
 	defer vs.writeMu.RUnlock()
 	vs.pruneMu.RLock()
 	defer vs.pruneMu.RUnlock()
-	defer vs.blocks.lock(block, block+1)()
+	defer vs.blocks.lock(blocks[0], blocks[len(blocks)-1]+1)()
 	if err := s.guard.Err(); err != nil {
 		return err
 	}
@@ -226,36 +266,57 @@ func (s *Store) foldBlock(vol, block uint64) error {
 	if err != nil || m.Versions == 0 {
 		return nil
 	}
-	t, patched, err := s.newestOwn(vol, block, m.Last)
-	if err != nil || !patched {
-		return err
+	type folded struct {
+		block uint64
+		t     int64
+		data  []byte
 	}
-	var ref [1]blockRef
-	if err := s.resolve(m, m.Last, block, ref[:]); err != nil {
-		return err
-	}
+	var todo []folded
+	var ids []blockstore.ID
+	var datas [][]byte
 	bs := m.BlockSize
-	blk := make([]byte, min(bs, m.SizeAt(m.Last)-int64(block)*bs))
-	if len(blk) <= 0 {
-		return nil
-	}
-	if err := s.assemble(&ref[0], blk, false); err != nil {
-		return err
-	}
-	base := blockRef{kind: refZero}
-	txn := s.chunks.NewTxn()
-	defer txn.Done()
-	if !isZero(blk) {
-		res, err := txn.Put(blk)
+	for _, block := range blocks {
+		t, patched, err := s.newestOwn(vol, block, m.Last)
 		if err != nil {
 			return err
 		}
-		base = blockRef{kind: refChunk, id: res.ID}
+		if !patched {
+			continue
+		}
+		var ref [1]blockRef
+		if err := s.resolve(m, m.Last, block, ref[:]); err != nil {
+			return err
+		}
+		blk := make([]byte, min(bs, m.SizeAt(m.Last)-int64(block)*bs))
+		if len(blk) <= 0 {
+			continue
+		}
+		if err := s.assemble(&ref[0], blk, false); err != nil {
+			return err
+		}
+		todo = append(todo, folded{block, t, blk})
+		if !isZero(blk) {
+			ids, datas = append(ids, blockstore.Sum(blk)), append(datas, blk)
+		}
+	}
+	if len(todo) == 0 {
+		return nil
+	}
+	txn := s.chunks.NewTxn()
+	defer txn.Done()
+	if _, err := txn.PutMany(ids, datas); err != nil {
+		return err
 	}
 	b := s.db.NewBatch()
 	defer b.Close()
-	if err := b.Set(versionKey(nil, vol, block, t), encodeValue(base), nil); err != nil {
-		return err
+	for _, fb := range todo {
+		base := blockRef{kind: refZero}
+		if !isZero(fb.data) {
+			base = blockRef{kind: refChunk, id: blockstore.Sum(fb.data)}
+		}
+		if err := b.Set(versionKey(nil, vol, fb.block, fb.t), encodeValue(base), nil); err != nil {
+			return err
+		}
 	}
 	if err := txn.AddTo(b); err != nil {
 		return err
@@ -263,7 +324,9 @@ func (s *Store) foldBlock(vol, block uint64) error {
 	if err := s.commit(b, pebble.NoSync); err != nil {
 		return err
 	}
-	vs.patches.set(block, 0)
+	for _, fb := range todo {
+		vs.patches.set(fb.block, 0)
+	}
 	return nil
 }
 
