@@ -13,19 +13,7 @@ func TestFoldKeepsEveryInstant(t *testing.T) {
 	p.e.s.fold.idle.Store(int64(time.Millisecond))
 	p.write(t, 300)
 	p.e.s.waitFolds()
-	m, err := p.e.s.VolumeByID(p.vol)
-	if err != nil {
-		t.Fatal(err)
-	}
-	refs := make([]blockRef, (int64(len(p.disk))+m.BlockSize-1)/m.BlockSize)
-	if err := p.e.s.resolveOwn(p.vol, m.Last, 0, refs); err != nil {
-		t.Fatal(err)
-	}
-	for b, r := range refs {
-		if len(r.patches) >= foldAt {
-			t.Errorf("block %d still has %d patches at the newest instant", b, len(r.patches))
-		}
-	}
+	requireFolded(t, p)
 	p.check(t, "folded")
 	p.e.close()
 	p.e.open()
@@ -60,6 +48,14 @@ func TestFoldAfterReopen(t *testing.T) {
 	for p.e.s.FoldsPending() > 0 && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
+	requireFolded(t, p)
+	p.check(t, "folded after reopen")
+}
+
+// requireFolded fails unless every block's newest instant ends in fewer
+// than foldAt patches.
+func requireFolded(t *testing.T, p *pruneEnv) {
+	t.Helper()
 	m, err := p.e.s.VolumeByID(p.vol)
 	if err != nil {
 		t.Fatal(err)
@@ -70,8 +66,7 @@ func TestFoldAfterReopen(t *testing.T) {
 	}
 	for b, r := range refs {
 		if len(r.patches) >= foldAt {
-			t.Errorf("block %d still has %d patches after the reopen", b, len(r.patches))
+			t.Errorf("block %d still has %d patches at the newest instant", b, len(r.patches))
 		}
 	}
-	p.check(t, "folded after reopen")
 }
