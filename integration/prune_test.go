@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -76,4 +77,37 @@ func TestPruneByRetention(t *testing.T) {
 		t.Error("the mounted instant reads other bytes after the prune")
 	}
 	oneLineError(t, "an instant before every kept version", rw.Run("export", "db@"+whens[0], filepath.Join(dir, "x.img")), "no data before")
+}
+
+// TestScheduledPrune: the daemon prunes by the retention policies on its
+// own (serve --prune-every), and says so in its metrics.
+func TestScheduledPrune(t *testing.T) {
+	rw := newRewind(t)
+	dir := t.TempDir()
+	now := time.Now().UTC()
+	for i := range 3 {
+		img := filepath.Join(dir, "v.img")
+		if err := os.WriteFile(img, randomBytes(int64(60+i), 256<<10), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		rw.MustRun("import", "db", img, "--at", now.Add(time.Duration(i-3)*time.Hour).Format(time.RFC3339))
+	}
+	rw.MustRun("retention", "set", "db", "--keep-all", "30m", "--keep-minutely", "0", "--keep-hourly", "0", "--keep-daily", "0")
+	srv := rw.Serve(serveOptions{HTTP: true, Args: []string{"--prune-every", "200ms"}})
+	deadline := time.Now().Add(30 * time.Second)
+	var log []struct{ Time string }
+	for {
+		mustJSON(t, rw.MustRun("--json", "log", "db"), &log)
+		if len(log) == 1 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if len(log) != 1 {
+		t.Fatalf("%d versions 30 s after the daemon started pruning every 200 ms, want the newest only", len(log))
+	}
+	code, body := curlStatus(t, nil, "http://"+srv.HTTPAddr+"/metrics")
+	if code != "200" || !strings.Contains(body, "rewind_prune_removed_versions_total 2") {
+		t.Fatalf("metrics (%s) do not say the scheduled prune removed 2 versions", code)
+	}
 }

@@ -27,17 +27,18 @@ import (
 )
 
 type serveCmd struct {
-	NBD         string   `help:"Serve NBD on this address (empty: no NBD)." default:"127.0.0.1:10809" placeholder:"ADDR"`
-	Mount       string   `help:"Mount the whole history as a FUSE tree here." placeholder:"DIR"`
-	HTTP        string   `help:"Serve Prometheus /metrics (open) and the API (bearer token) on this address; HTTPS with --tls-cert." placeholder:"ADDR" name:"http"`
-	TLSCert     string   `help:"Server certificate (PEM); makes TLS mandatory for NBD." type:"existingfile" name:"tls-cert" placeholder:"FILE"`
-	TLSKey      string   `help:"Server key (PEM)." type:"existingfile" name:"tls-key" placeholder:"FILE"`
-	TLSClientCA string   `help:"Require client certificates signed by this CA (PEM)." type:"existingfile" name:"tls-client-ca" placeholder:"FILE"`
-	MaxConns    int      `help:"Most NBD connections served at once." default:"512"`
-	HTTPToken   string   `help:"File holding the bearer token of the API on --http (default DATA/api-token, made at first start)." name:"http-token-file" type:"path" placeholder:"FILE"`
-	HTTPHosts   []string `help:"A name the --http port answers to besides its address, localhost and IP addresses (repeat for more)." name:"http-host" placeholder:"NAME"`
-	DebugPprof  bool     `help:"Serve Go's profiler at /debug/pprof on --http (behind the token)." name:"debug-pprof"`
-	CacheSize   Size     `help:"Memory for decoded chunks (hot data is served from memory)." default:"1GiB" placeholder:"SIZE"`
+	NBD         string        `help:"Serve NBD on this address (empty: no NBD)." default:"127.0.0.1:10809" placeholder:"ADDR"`
+	Mount       string        `help:"Mount the whole history as a FUSE tree here." placeholder:"DIR"`
+	HTTP        string        `help:"Serve Prometheus /metrics (open) and the API (bearer token) on this address; HTTPS with --tls-cert." placeholder:"ADDR" name:"http"`
+	TLSCert     string        `help:"Server certificate (PEM); makes TLS mandatory for NBD." type:"existingfile" name:"tls-cert" placeholder:"FILE"`
+	TLSKey      string        `help:"Server key (PEM)." type:"existingfile" name:"tls-key" placeholder:"FILE"`
+	TLSClientCA string        `help:"Require client certificates signed by this CA (PEM)." type:"existingfile" name:"tls-client-ca" placeholder:"FILE"`
+	MaxConns    int           `help:"Most NBD connections served at once." default:"512"`
+	HTTPToken   string        `help:"File holding the bearer token of the API on --http (default DATA/api-token, made at first start)." name:"http-token-file" type:"path" placeholder:"FILE"`
+	HTTPHosts   []string      `help:"A name the --http port answers to besides its address, localhost and IP addresses (repeat for more)." name:"http-host" placeholder:"NAME"`
+	DebugPprof  bool          `help:"Serve Go's profiler at /debug/pprof on --http (behind the token)." name:"debug-pprof"`
+	CacheSize   Size          `help:"Memory for decoded chunks (hot data is served from memory)." default:"1GiB" placeholder:"SIZE"`
+	PruneEvery  time.Duration `help:"Prune every volume that has a retention policy this often (0: only rewind prune does)." default:"1h" name:"prune-every" placeholder:"DURATION"`
 
 	// Limits on what NBD clients can make the daemon hold.
 	MaxConnsPerClient int           `help:"Most NBD connections from one IP address (negative: no limit)." default:"64" name:"max-conns-per-client"`
@@ -170,6 +171,16 @@ func (d *daemon) start(ctx context.Context, c *serveCmd, tlsConf *tls.Config, so
 			}
 		}()
 		d.stops = append(d.stops, d.nbd.Shutdown)
+	}
+
+	if c.PruneEvery > 0 {
+		pctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			newPruneSchedule(reg).run(pctx, d, c.PruneEvery)
+		}()
+		d.stops = append(d.stops, func(context.Context) error { cancel(); <-done; return nil })
 	}
 
 	if c.HTTP != "" {
