@@ -108,10 +108,7 @@ func (s *Store) folding() {
 		if idle == 0 {
 			idle = foldIdle
 		}
-		s.background.Lock()
-		closing := s.background.closing
-		s.background.Unlock()
-		if closing {
+		if s.closing() {
 			return
 		}
 		if wait := time.Duration(f.lastWrite.Load() + int64(idle) - monoNow()); wait > 0 {
@@ -217,13 +214,8 @@ func (s *Store) findFoldsOf(vol uint64) error {
 			continue
 		}
 		if b != block {
-			if block%4096 == 0 {
-				s.background.Lock()
-				closing := s.background.closing
-				s.background.Unlock()
-				if closing {
-					return nil
-				}
+			if block%4096 == 0 && s.closing() {
+				return nil
 			}
 			block, run, counting = b, 0, true
 		}
@@ -269,7 +261,7 @@ func (s *Store) foldBlocks(vol uint64, blocks []uint64) error {
 	type folded struct {
 		block uint64
 		t     int64
-		data  []byte
+		base  blockRef
 	}
 	var todo []folded
 	var ids []blockstore.ID
@@ -294,10 +286,12 @@ func (s *Store) foldBlocks(vol uint64, blocks []uint64) error {
 		if err := s.assemble(&ref[0], blk, false); err != nil {
 			return err
 		}
-		todo = append(todo, folded{block, t, blk})
+		base := blockRef{kind: refZero}
 		if !isZero(blk) {
-			ids, datas = append(ids, blockstore.Sum(blk)), append(datas, blk)
+			base = blockRef{kind: refChunk, id: blockstore.Sum(blk)}
+			ids, datas = append(ids, base.id), append(datas, blk)
 		}
+		todo = append(todo, folded{block, t, base})
 	}
 	if len(todo) == 0 {
 		return nil
@@ -310,11 +304,7 @@ func (s *Store) foldBlocks(vol uint64, blocks []uint64) error {
 	b := s.db.NewBatch()
 	defer b.Close()
 	for _, fb := range todo {
-		base := blockRef{kind: refZero}
-		if !isZero(fb.data) {
-			base = blockRef{kind: refChunk, id: blockstore.Sum(fb.data)}
-		}
-		if err := b.Set(versionKey(nil, vol, fb.block, fb.t), encodeValue(base), nil); err != nil {
+		if err := b.Set(versionKey(nil, vol, fb.block, fb.t), encodeValue(fb.base), nil); err != nil {
 			return err
 		}
 	}
