@@ -88,8 +88,9 @@ const (
 // its segments with [lo, hi) cut out. ok is false when base may not be
 // used that way, or the result has too many literal bytes or segments.
 func (s *Store) deltaSegments(t *Txn, base ID, n, lo, hi int) ([]segment, bool) {
+	gen := s.sweepGen.Load()
 	loc, err := s.locate(base)
-	if err != nil || !s.usableSource(t, loc) {
+	if err != nil || !s.usableSource(t, base, loc, gen) {
 		return nil, false
 	}
 	old := []segment{{length: uint32(n), ref: true, src: base}}
@@ -99,7 +100,7 @@ func (s *Store) deltaSegments(t *Txn, base ID, n, lo, hi int) ([]segment, bool) 
 		}
 		for _, sg := range old {
 			if sg.ref {
-				if sloc, err := s.locate(sg.src); err != nil || sloc.codec == CodecSlices || !s.usableSource(t, sloc) {
+				if sloc, err := s.locate(sg.src); err != nil || sloc.codec == CodecSlices || !s.usableSource(t, sg.src, sloc, gen) {
 					return nil, false
 				}
 			}
@@ -162,11 +163,20 @@ func (s *Store) slicesOf(id ID, loc location) ([]segment, error) {
 	return segs, err
 }
 
-// usableSource reports whether the chunk at loc may be referenced by
+// usableSource reports whether chunk id, at loc, may be referenced by
 // what t stores: its record is within its pack and not in another
-// import's discardable region (see has).
-func (s *Store) usableSource(t *Txn, loc location) bool {
+// import's discardable region (see has), and no collection swept
+// anything since gen or is sweeping it (see gc.go). A usable source is
+// recorded as relied on.
+func (s *Store) usableSource(t *Txn, id ID, loc location, gen uint64) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return loc.offset+loc.size() <= s.packEndLocked(loc.pack) && !s.inLiveRegionLocked(t, loc)
+	if g := s.mu.gc; g != nil && g.doomed[id] || s.sweepGen.Load() != gen {
+		return false
+	}
+	ok := loc.offset+loc.size() <= s.packEndLocked(loc.pack) && !s.inLiveRegionLocked(t, loc)
+	if ok {
+		s.useLocked(t, id)
+	}
+	return ok
 }

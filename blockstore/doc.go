@@ -20,8 +20,8 @@
 //
 //	'f' | xxhash64 of a 4 KiB page -> chunk digest prefix | page number
 //
-// A collector of unreferenced chunks must count the chunks a slices
-// record references as referenced.
+// The collector of unreferenced chunks (Collect, gc.go) counts the
+// chunks a slices record references as referenced.
 //
 // A small write into a block of a writable clone is stored by PutDelta
 // (delta.go): the caller holds the block's old chunk and its bytes, so
@@ -99,4 +99,12 @@
 // that, buffers keep their address but give their memory back), plus the
 // capacity of its caches. A Store also remembers the locations of up to
 // 256 Ki chunks read lately (about 30 MB).
+//
+// # Collecting garbage
+//
+// Collect removes the chunks that nothing references, with the caller
+// naming the references (the timeline's version values), beside writers
+// and readers: mark and sweep with a watermark, a record of every chunk
+// Has reported stored while it runs, and pack rewriting; see gc.go for
+// the protocol and why a chunk deduplicated meanwhile survives.
 package blockstore

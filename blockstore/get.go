@@ -17,12 +17,17 @@ func (s *Store) Get(id ID) ([]byte, error) {
 		return nil, err
 	}
 	data, err := s.read(id, loc)
-	if err != nil && remembered && errors.Is(err, ErrCorrupt) { // stale? see locCache
-		s.locs.forget(id)
-		if loc, err = s.locateIndex(id); err != nil {
-			return nil, err
+	if err != nil && errors.Is(err, ErrCorrupt) { // stale? see locCache and gc.go
+		if remembered {
+			s.locs.forget(id)
 		}
-		return s.read(id, loc)
+		now, lerr := s.locateIndex(id)
+		if lerr != nil {
+			return nil, lerr
+		}
+		if now != loc || remembered {
+			return s.read(id, now)
+		}
 	}
 	return data, err
 }

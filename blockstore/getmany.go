@@ -52,9 +52,10 @@ func (s *Store) readManySiblings(ids []ID, into [][]byte, sib func(ID, []byte), 
 // it was not asked for (valid during the call).
 //
 // Locations come from the store's cache of them where it has them (see
-// locCache); a read that fails as damage on a remembered location forgets
-// the locations of the call and tries once more with the index's, handing
-// fn only the chunks it did not have yet.
+// locCache); a read that fails as damage on a remembered location, or on
+// one that a collection moved since (see gc.go), forgets the locations of
+// the call and tries once more with the index's, handing fn only the
+// chunks it did not have yet.
 func (s *Store) readMany(ids []ID, into [][]byte, wholeOnly bool, sib func(ID, []byte), fn func(i int, data []byte, cheap bool)) error {
 	locs := make([]location, len(ids))
 	remembered := false
@@ -66,9 +67,6 @@ func (s *Store) readMany(ids []ID, into [][]byte, wholeOnly bool, sib func(ID, [
 		}
 		remembered = remembered || hit
 	}
-	if !remembered {
-		return s.readLocated(ids, locs, into, wholeOnly, sib, fn)
-	}
 	got := make([]atomic.Bool, len(ids))
 	err := s.readLocated(ids, locs, into, wholeOnly, sib, func(i int, data []byte, cheap bool) {
 		got[i].Store(true)
@@ -77,6 +75,7 @@ func (s *Store) readMany(ids []ID, into [][]byte, wholeOnly bool, sib func(ID, [
 	if err == nil || !errors.Is(err, ErrCorrupt) {
 		return err
 	}
+	first, moved := err, false
 	s.locs.forget(ids...)
 	var rest []int
 	for i := range ids {
@@ -94,9 +93,13 @@ func (s *Store) readMany(ids []ID, into [][]byte, wholeOnly bool, sib func(ID, [
 		if subLocs[k], err = s.locateIndex(ids[i]); err != nil {
 			return err
 		}
+		moved = moved || subLocs[k] != locs[i]
 		if into != nil {
 			subInto[k] = into[i]
 		}
+	}
+	if !remembered && !moved {
+		return first // damage where the index says, not a stale place
 	}
 	return s.readLocated(sub, subLocs, subInto, wholeOnly, sib, func(k int, data []byte, cheap bool) { fn(rest[k], data, cheap) })
 }

@@ -36,6 +36,10 @@ type Txn struct {
 	start         Position
 	writesAtStart uint64
 	writes        uint64
+	// refs holds the stored chunks it relied on (see gc.go). Locked
+	// after the store's lock, never before it.
+	refsMu sync.Mutex
+	refs   map[ID]bool
 }
 
 type pageRef struct {
@@ -49,6 +53,10 @@ func (s *Store) NewTxn() *Txn {
 	t.mu.added = map[ID]bool{}
 	t.mu.locs = map[ID]location{}
 	t.mu.prints = map[uint64]pageRef{}
+	t.refs = map[ID]bool{}
+	s.mu.Lock()
+	s.mu.txns[t] = true
+	s.mu.Unlock()
 	return t
 }
 
@@ -191,26 +199,45 @@ func (t *Txn) PutID(id ID, data []byte) (PutResult, error) {
 // give its bytes back.
 func (s *Store) Has(id ID) (bool, error) { return s.has(nil, id) }
 
-// has is Has for a chunk that t would reference.
+// has is Has for a chunk that t would reference. A chunk that a
+// running collection is sweeping counts as absent, once the sweep has
+// committed (see gc.go); a chunk reported stored is recorded as relied
+// on, by t and by the collection.
 func (s *Store) has(t *Txn, id ID) (bool, error) {
-	if s.ids.absent(id) {
-		return false, nil
+	for {
+		if s.ids.absent(id) {
+			return false, nil
+		}
+		gen := s.sweepGen.Load()
+		v, closer, err := s.db.Get(indexKey(id))
+		if errors.Is(err, pebble.ErrNotFound) {
+			return false, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("blockstore: index lookup: %w", err)
+		}
+		loc, err := unmarshalLocation(v)
+		closer.Close()
+		if err != nil {
+			return false, nil
+		}
+		s.mu.Lock()
+		if g := s.mu.gc; g != nil && g.doomed[id] {
+			s.waitSweptLocked(g)
+			s.mu.Unlock()
+			return false, nil
+		}
+		if s.sweepGen.Load() != gen { // the entry may be gone: look again
+			s.mu.Unlock()
+			continue
+		}
+		ok := loc.offset+loc.size() <= s.packEndLocked(loc.pack) && !s.inLiveRegionLocked(t, loc)
+		if ok {
+			s.useLocked(t, id)
+		}
+		s.mu.Unlock()
+		return ok, nil
 	}
-	v, closer, err := s.db.Get(indexKey(id))
-	if errors.Is(err, pebble.ErrNotFound) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("blockstore: index lookup: %w", err)
-	}
-	loc, err := unmarshalLocation(v)
-	closer.Close()
-	if err != nil {
-		return false, nil
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return loc.offset+loc.size() <= s.packEndLocked(loc.pack) && !s.inLiveRegionLocked(t, loc), nil
 }
 
 // bufPool and runPool recycle the scratch buffers of encoding and the

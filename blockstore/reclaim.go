@@ -69,8 +69,37 @@ func (s *Store) NewDiscardableTxn() *Txn {
 // to deduplicate against.
 func (t *Txn) Done() {
 	t.s.mu.Lock()
-	delete(t.s.mu.live, t)
+	t.s.endTxnLocked(t)
 	t.s.mu.Unlock()
+}
+
+// Committed tells t that the references it handed out so far are
+// committed: it forgets the chunks it relied on, which a long writer (an
+// import committing part after part) would otherwise keep for its whole
+// life (see gc.go).
+func (t *Txn) Committed() {
+	t.s.mu.Lock()
+	defer t.s.mu.Unlock()
+	t.refsMu.Lock()
+	defer t.refsMu.Unlock()
+	if g := t.s.mu.gc; g != nil {
+		for id := range t.refs {
+			g.touched[id] = true
+		}
+	}
+	clear(t.refs)
+}
+
+// endTxnLocked forgets t, handing what it stored and relied on to a
+// running collection (see gc.go).
+func (s *Store) endTxnLocked(t *Txn) {
+	delete(s.mu.live, t)
+	if s.mu.txns[t] {
+		delete(s.mu.txns, t)
+		if g := s.mu.gc; g != nil {
+			t.handOverLocked(g)
+		}
+	}
 }
 
 // Discard gives back the pack bytes of a Txn whose entries will never be
@@ -81,7 +110,7 @@ func (t *Txn) Discard() (bool, error) {
 	s := t.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	delete(s.mu.live, t)
+	s.endTxnLocked(t)
 	if !t.started || s.mu.writes-t.writesAtStart != t.writes {
 		return false, nil
 	}

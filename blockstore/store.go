@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -61,7 +62,11 @@ type Store struct {
 	warmDone chan struct{}
 
 	syncMu sync.Mutex // serialises SyncPacks so a caller never returns before its data is synced
-	mu     struct {
+	gcMu   sync.Mutex // held by the running collection (gc.go)
+	// sweepGen counts the sweeps committed: a lookup that spans one
+	// looks again (see has).
+	sweepGen atomic.Uint64
+	mu       struct {
 		sync.Mutex
 		files  map[uint32]vfs.File
 		active uint32 // 0 until the first write
@@ -75,6 +80,11 @@ type Store struct {
 		// the writes to packs (see Txn.Discard).
 		live   map[*Txn]bool
 		writes uint64
+		// txns holds every Txn not yet done, gc the running collection,
+		// retired the packs it removed whose handles stay open (gc.go).
+		txns    map[*Txn]bool
+		gc      *gcState
+		retired []retiredPack
 	}
 }
 
@@ -101,6 +111,7 @@ func Open(o Options) (*Store, error) {
 	s.mu.dirty = map[uint32]bool{}
 	s.mu.ends = map[uint32]int64{}
 	s.mu.live = map[*Txn]bool{}
+	s.mu.txns = map[*Txn]bool{}
 	if err := o.FS.MkdirAll(o.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("blockstore: create %s: %w", o.Dir, err)
 	}

@@ -123,6 +123,7 @@ func (w *versionWriter) account(block uint64, logical, stored int64) {
 // their pack bytes after a crash or kill. Its chunks go to a discardable
 // Txn (see blockstore.Txn.Discard).
 func (w *versionWriter) begin() error {
+	w.txn.Done() // unused: the parts go to a discardable one
 	w.txn = w.s.chunks.NewDiscardableTxn()
 	b := w.s.db.NewBatch()
 	defer b.Close()
@@ -159,6 +160,7 @@ func (w *versionWriter) commitPart() error {
 	if err := w.s.commit(w.batch, pebble.NoSync); err != nil {
 		return err
 	}
+	w.txn.Committed()
 	w.batch.Close()
 	w.batch = w.s.db.NewBatch()
 	return nil
