@@ -65,7 +65,8 @@ func (s *Service) OpenView(spec string) (*timeline.View, error) {
 func (s *Service) info(v *timeline.Volume) VolumeInfo {
 	vi := VolumeInfo{Name: v.Name, Size: v.Size, BlockSize: v.BlockSize, Kind: string(v.Kind),
 		First: Time(v.First), Last: Time(v.Last), Versions: v.Versions,
-		LogicalBytes: v.LogicalBytes, StoredBytes: v.StoredBytes, Unwritable: s.unwritableNote()}
+		LogicalBytes: v.LogicalBytes, StoredBytes: v.StoredBytes, Unwritable: s.unwritableNote(),
+		LastPrune: s.lastPrune(v.ID), LastGC: s.LastGC()}
 	if v.IsClone() {
 		if p, err := s.tl.VolumeByID(v.Parent); err == nil {
 			vi.Parent = p.Name

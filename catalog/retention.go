@@ -209,6 +209,12 @@ func (s *Service) prune(v *timeline.Volume, dry bool) (*PruneResult, error) {
 	}
 	out := &PruneResult{Volume: v.Name, DryRun: dry, Versions: res.Versions, Kept: len(res.Kept),
 		Removed: len(res.Removed), Blocks: res.Blocks}
+	if !dry && len(res.Removed) > 0 {
+		last := LastPrune{Time: Time(s.now().UnixNano()), Removed: len(res.Removed), Blocks: res.Blocks}
+		if err := s.setJSON(lastPruneKey(v.ID), last); err != nil {
+			return out, err
+		}
+	}
 	if len(res.Kept) > 0 {
 		out.Oldest = Time(res.Kept[0])
 	}

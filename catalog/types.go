@@ -27,6 +27,7 @@ type API interface {
 	SetRetention(ctx context.Context, r Retention) (*Retention, error)
 	Retention(ctx context.Context, volume string) (*Retention, error)
 	Prune(ctx context.Context, r PruneRequest) ([]PruneResult, error)
+	GC(ctx context.Context, r GCRequest) (*GCResult, error)
 }
 
 // ProgressFunc receives how far a long operation is.
@@ -83,6 +84,11 @@ type VolumeInfo struct {
 	// Unwritable says why the store takes no writes (its disk is full),
 	// when it does not; the same for every volume.
 	Unwritable string `json:"unwritable,omitempty"`
+	// LastPrune is the last prune that removed versions of the volume;
+	// LastGC the last garbage collection of the store (the same for
+	// every volume). Absent when none ran.
+	LastPrune *LastPrune `json:"last_prune,omitempty"`
+	LastGC    *GCResult  `json:"last_gc,omitempty"`
 }
 
 // CreateRequest is `rewind volume create`.

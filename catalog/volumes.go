@@ -91,6 +91,9 @@ func (s *Service) RemoveVolume(ctx context.Context, name string, force bool) err
 			return err
 		}
 	}
+	if err := s.db.Delete(lastPruneKey(v.ID), nil); err != nil {
+		return err
+	}
 	return s.db.Delete(retentionKey(v.ID), nil)
 }
 

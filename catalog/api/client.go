@@ -215,6 +215,12 @@ func (c *Client) Prune(ctx context.Context, r catalog.PruneRequest) ([]catalog.P
 	return out, c.Call(ctx, "prune", r, &out)
 }
 
+// GC collects the chunks nothing references.
+func (c *Client) GC(ctx context.Context, r catalog.GCRequest) (*catalog.GCResult, error) {
+	out := new(catalog.GCResult)
+	return out, c.Call(ctx, "gc", r, out)
+}
+
 func (c *Client) Export(ctx context.Context, r catalog.ExportRequest, w io.Writer, p catalog.ProgressFunc) (*catalog.ExportResult, error) {
 	if r.Dest != "-" {
 		out := new(catalog.ExportResult)

@@ -37,6 +37,7 @@ func Handler(api catalog.API, extra map[string]func(ctx context.Context, body js
 		}),
 		"retention": decodeThen(func(ctx context.Context, r nameReq) (any, error) { return api.Retention(ctx, r.Name) }),
 		"prune":     decodeThen(func(ctx context.Context, r catalog.PruneRequest) (any, error) { return api.Prune(ctx, r) }),
+		"gc":        decodeThen(func(ctx context.Context, r catalog.GCRequest) (any, error) { return api.GC(ctx, r) }),
 	}
 	for k, v := range extra {
 		calls[k] = v

@@ -39,6 +39,7 @@ type serveCmd struct {
 	DebugPprof  bool          `help:"Serve Go's profiler at /debug/pprof on --http (behind the token)." name:"debug-pprof"`
 	CacheSize   Size          `help:"Memory for decoded chunks (hot data is served from memory)." default:"1GiB" placeholder:"SIZE"`
 	PruneEvery  time.Duration `help:"Prune every volume that has a retention policy this often (0: only rewind prune does)." default:"1h" name:"prune-every" placeholder:"DURATION"`
+	GCEvery     time.Duration `help:"Collect garbage (chunks no version references) this often (0: only rewind gc does)." default:"1h" name:"gc-every" placeholder:"DURATION"`
 
 	// Limits on what NBD clients can make the daemon hold.
 	MaxConnsPerClient int           `help:"Most NBD connections from one IP address (negative: no limit)." default:"64" name:"max-conns-per-client"`
@@ -179,6 +180,16 @@ func (d *daemon) start(ctx context.Context, c *serveCmd, tlsConf *tls.Config, so
 		go func() {
 			defer close(done)
 			newPruneSchedule(reg).run(pctx, d, c.PruneEvery)
+		}()
+		d.stops = append(d.stops, func(context.Context) error { cancel(); <-done; return nil })
+	}
+	gcs := newGCSchedule(reg, d.svc)
+	if c.GCEvery > 0 {
+		gctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			gcs.run(gctx, d, c.GCEvery)
 		}()
 		d.stops = append(d.stops, func(context.Context) error { cancel(); <-done; return nil })
 	}

@@ -41,6 +41,7 @@ func (c *volumeListCmd) Run(e *env) error {
 		if len(vols) > 0 && vols[0].Unwritable != "" {
 			fmt.Fprintln(os.Stderr, "note:", vols[0].Unwritable)
 		}
+		printHousekeeping(vols)
 	})
 }
 
@@ -78,4 +79,21 @@ func (c *volumeRmCmd) Run(e *env) error {
 		return err
 	}
 	return e.print(map[string]string{"removed": c.Volume}, func() { fmt.Printf("removed %s\n", c.Volume) })
+}
+
+// printHousekeeping says when prune and gc last freed something.
+func printHousekeeping(vols []catalog.VolumeInfo) {
+	for _, v := range vols {
+		if p := v.LastPrune; p != nil {
+			fmt.Printf("last prune of %s: %s, removed %d versions (%d block versions)\n", v.Name, p.Time, p.Removed, p.Blocks)
+		}
+	}
+	if len(vols) == 0 {
+		return
+	}
+	if g := vols[0].LastGC; g != nil {
+		fmt.Printf("last gc: %s, removed %d chunks, freed %s of packs\n", g.Time, g.Removed, human(g.FreedBytes))
+	} else {
+		fmt.Println("last gc: never")
+	}
 }
