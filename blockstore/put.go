@@ -430,6 +430,18 @@ func startWriteback(f vfs.File, off, n int64) {
 // the compressible ones among them are compressed in bundles of up to
 // maxBundleMembers (see CodecBundle).
 func (t *Txn) PutMany(ids []ID, datas [][]byte) ([]PutResult, error) {
+	return t.putMany(ids, datas, true)
+}
+
+// PutManyWhole is PutMany for chunks that must read fast on their own:
+// none is stored as a slices record (its sources would be read with it),
+// so they cost their compressed size, in one record or bundle, to read.
+// The timeline folds blocks with it.
+func (t *Txn) PutManyWhole(ids []ID, datas [][]byte) ([]PutResult, error) {
+	return t.putMany(ids, datas, false)
+}
+
+func (t *Txn) putMany(ids []ID, datas [][]byte, sliced bool) ([]PutResult, error) {
 	res := make([]PutResult, len(ids))
 	type rec struct {
 		i      int
@@ -504,7 +516,11 @@ func (t *Txn) PutMany(ids []ID, datas [][]byte) ([]PutResult, error) {
 		if len(datas[i]) >= minSlicedBlock {
 			ph = hashPages(datas[i])
 		}
-		if segs := findSlices(datas[i], ph, t.lookupPrint, t.readSource); segs != nil {
+		var segs []segment
+		if sliced {
+			segs = findSlices(datas[i], ph, t.lookupPrint, t.readSource)
+		}
+		if segs != nil {
 			// Slices win only when smaller than the block stored whole.
 			whole, codec := t.s.codecs.encode(t.s.codec, datas[i], (*sp)[:0])
 			if payload := t.s.codecs.encodeSlices(t.s.codec, datas[i], segs); len(payload) < len(whole) {

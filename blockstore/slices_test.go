@@ -307,3 +307,27 @@ func TestSlicesVersionsAndCaching(t *testing.T) {
 		t.Error("a shifted duplicate read in part was not kept")
 	}
 }
+
+// TestPutManyWholeStoresNoSlices: a shifted copy of a stored chunk,
+// which PutMany stores as a slices record, is stored whole by
+// PutManyWhole, and reads back the same.
+func TestPutManyWholeStoresNoSlices(t *testing.T) {
+	fs := vfs.NewMem()
+	s, db := openTest(t, fs, CodecRaw)
+	src := make([]byte, 64<<10)
+	rand.New(rand.NewSource(9)).Read(src)
+	put(t, s, db, src)
+	shifted := append(make([]byte, 4096), src[:60<<10]...)
+	txn := s.NewTxn()
+	defer txn.Done()
+	res, err := txn.PutManyWhole([]ID{Sum(shifted)}, [][]byte{shifted})
+	if err != nil || !res[0].New {
+		t.Fatalf("PutManyWhole: %+v %v", res, err)
+	}
+	commit(t, s, db, txn)
+	loc, err := s.locateIndex(res[0].ID)
+	if err != nil || loc.codec == CodecSlices {
+		t.Fatalf("stored as %v (%v), want whole", loc.codec, err)
+	}
+	mustGet(t, s, res[0].ID, shifted)
+}
