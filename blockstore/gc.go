@@ -88,7 +88,7 @@ type gcState struct {
 }
 
 // ErrGCRunning is returned by Collect while another collection runs.
-var ErrGCRunning = errors.New("a garbage collection is already running")
+var ErrGCRunning = errors.New("a garbage collection or a verify is running")
 
 // Collect removes the chunks that mark does not report as referenced.
 // mark must call fn for every chunk referenced by the records in snap.
@@ -114,6 +114,7 @@ func (s *Store) Collect(ctx context.Context, mark func(snap *pebble.Snapshot, fn
 	if !o.DryRun {
 		// The active pack is sealed, so that its garbage can go too: the
 		// next write starts a new one, at W.
+		s.sealLocked(s.mu.active)
 		s.mu.active = 0
 		w = Position{s.mu.next, packHeaderSize}
 		s.mu.gc = &gcState{touched: map[ID]bool{}, swept: make(chan struct{})}
@@ -199,7 +200,7 @@ func (s *Store) markSources(snap *pebble.Snapshot, live map[ID]bool, w Position,
 			slices = append(slices, id)
 		}
 	}
-	if err := it.Close(); err != nil {
+	if err := it.Error(); err != nil {
 		return nil, nil, err
 	}
 	for _, id := range slices {
@@ -642,6 +643,7 @@ func (s *Store) retirePack(n uint32) error {
 		return fmt.Errorf("blockstore: gc: remove pack %d: %w", n, err)
 	}
 	delete(s.mu.dirty, n)
+	s.dropParityLocked(n)
 	s.mu.retired = append(s.mu.retired, retiredPack{n, time.Now()})
 	return syncDir(s.fs, s.dir)
 }

@@ -26,7 +26,11 @@ func (s *Store) Get(id ID) ([]byte, error) {
 			return nil, lerr
 		}
 		if now != loc || remembered {
-			return s.read(id, now)
+			loc = now
+			data, err = s.read(id, loc)
+		}
+		if err != nil && errors.Is(err, ErrCorrupt) && s.healRead(id, loc) {
+			return s.read(id, loc)
 		}
 	}
 	return data, err

@@ -99,9 +99,58 @@ func (s *Store) readMany(ids []ID, into [][]byte, wholeOnly bool, sib func(ID, [
 		}
 	}
 	if !remembered && !moved {
-		return first // damage where the index says, not a stale place
+		// Damage where the index says, not a stale place: rebuilt from
+		// parity, or refused.
+		if !s.healAll(sub, subLocs) {
+			return first
+		}
+		return s.readLocated(sub, subLocs, subInto, wholeOnly, sib, func(k int, data []byte, cheap bool) { fn(rest[k], data, cheap) })
 	}
-	return s.readLocated(sub, subLocs, subInto, wholeOnly, sib, func(k int, data []byte, cheap bool) { fn(rest[k], data, cheap) })
+	got2 := make([]atomic.Bool, len(sub))
+	err = s.readLocated(sub, subLocs, subInto, wholeOnly, sib, func(k int, data []byte, cheap bool) {
+		got2[k].Store(true)
+		fn(rest[k], data, cheap)
+	})
+	if err == nil || !errors.Is(err, ErrCorrupt) {
+		return err
+	}
+	var rest2 []int
+	for k := range sub {
+		if !got2[k].Load() {
+			rest2 = append(rest2, k)
+		}
+	}
+	ids2, locs2 := make([]ID, len(rest2)), make([]location, len(rest2))
+	var into2 [][]byte
+	if subInto != nil {
+		into2 = make([][]byte, len(rest2))
+	}
+	for j, k := range rest2 {
+		ids2[j], locs2[j] = sub[k], subLocs[k]
+		if subInto != nil {
+			into2[j] = subInto[k]
+		}
+	}
+	if !s.healAll(ids2, locs2) {
+		return err
+	}
+	return s.readLocated(ids2, locs2, into2, wholeOnly, sib, func(j int, data []byte, cheap bool) { fn(rest[rest2[j]], data, cheap) })
+}
+
+// healAll rebuilds from parity the records of ids that fail their
+// checks, and reports whether it rebuilt any (worth reading again).
+// Those it cannot rebuild are remembered as damaged.
+func (s *Store) healAll(ids []ID, locs []location) bool {
+	healed := false
+	for i, id := range ids {
+		if _, err := s.readInto(id, locs[i], make([]byte, locs[i].size())); err == nil || !errors.Is(err, ErrCorrupt) {
+			continue
+		}
+		if s.healRead(id, locs[i]) {
+			healed = true
+		}
+	}
+	return healed
 }
 
 // readLocated is readMany for chunks whose locations are known.

@@ -22,13 +22,14 @@ import (
 // bytes: the header fields, the digest and the payload.
 //
 // The digest in the record lets the index be rebuilt from the packs alone.
-// Flags bit 0 (packFlagSealed) is reserved for sealed packs that carry
-// Reed-Solomon parity in a sidecar file; version 1 writers never set it.
+// Flags bit 0 (packFlagParity) says the pack gets Reed-Solomon parity in
+// a sidecar file once sealed (see paritystore.go); packs written before
+// parity do not have it, and have none.
 const (
 	packMagic        = "RWPACK\x00\x01"
 	packVersion      = 1
 	packHeaderSize   = 16
-	packFlagSealed   = 1 << 0
+	packFlagParity   = 1 << 0
 	recordMagic      = 0x52574348 // "RWCH"
 	recordHeaderSize = 4 + 4 + 4 + 1 + 3 + 4 + 32
 )
@@ -65,6 +66,7 @@ func packHeader() []byte {
 	h := make([]byte, packHeaderSize)
 	copy(h, packMagic)
 	binary.BigEndian.PutUint32(h[8:], packVersion)
+	binary.BigEndian.PutUint32(h[12:], packFlagParity)
 	return h
 }
 

@@ -231,7 +231,7 @@ func (s *Store) has(t *Txn, id ID) (bool, error) {
 			s.mu.Unlock()
 			continue
 		}
-		ok := loc.offset+loc.size() <= s.packEndLocked(loc.pack) && !s.inLiveRegionLocked(t, loc)
+		ok := loc.offset+loc.size() <= s.packEndLocked(loc.pack) && !s.inLiveRegionLocked(t, loc) && !s.isDamaged(id, loc)
 		if ok {
 			s.useLocked(t, id)
 		}
@@ -377,6 +377,12 @@ func (s *Store) write(r *run, t *Txn) (uint32, int64, error) {
 	} else {
 		_, err = f.WriteAt(bytes.Join(iov, nil), off)
 	}
+	s.mu.Lock()
+	if s.mu.inflight[pack]--; s.mu.inflight[pack] <= 0 {
+		delete(s.mu.inflight, pack)
+		s.mu.landed.Broadcast()
+	}
+	s.mu.Unlock()
 	if err != nil {
 		s.mu.Lock()
 		s.unreserveLocked(pack, off, r.size)

@@ -143,6 +143,7 @@ func (t *Txn) Discard() (bool, error) {
 	if first == nil {
 		first = syncDir(s.fs, s.dir)
 	}
+	s.sealLocked(s.mu.active)
 	s.mu.active = 0 // the next write starts a new pack
 	return first == nil, first
 }
@@ -196,6 +197,11 @@ func (s *Store) truncatePackLocked(n uint32, size int64) error {
 		return fmt.Errorf("blockstore: sync pack %d: %w", n, err)
 	}
 	s.mu.ends[n] = size
+	// The parity no longer matches; a sealed pack gets it anew.
+	s.dropParityLocked(n)
+	if n != s.mu.active {
+		s.sealLocked(n)
+	}
 	return nil
 }
 

@@ -41,6 +41,10 @@ type Options struct {
 	Codec    Codec // CodecZstd, CodecS2 or CodecRaw; see Compression
 	PackSize int64 // default DefaultPackSize
 	Logger   *slog.Logger
+	// NoParity writes packs without parity (see paritystore.go), for
+	// measuring what parity costs, and for tests of damage it would
+	// otherwise repair.
+	NoParity bool
 }
 
 // Store is the chunk store.
@@ -56,6 +60,7 @@ type Store struct {
 	bundles  *bundleCache
 	locs     *locCache // index entries read lately
 	ids      *idFilter // the IDs in the index, for "not stored" at once
+	noParity bool
 
 	warmMu   sync.Mutex // guards the two below (see WarmLocations)
 	warmStop func()
@@ -85,7 +90,12 @@ type Store struct {
 		txns    map[*Txn]bool
 		gc      *gcState
 		retired []retiredPack
+		// inflight counts the writes reserved in each pack and not yet
+		// landed; landed is signalled as they land (see sealLocked).
+		inflight map[uint32]int
+		landed   *sync.Cond
 	}
+	par parityState
 }
 
 // Open opens the chunk store in o.Dir, creating it if needed.
@@ -103,7 +113,7 @@ func Open(o Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{fs: o.FS, dir: o.Dir, db: o.DB, codec: o.Codec, packSize: o.PackSize, log: o.Logger, codecs: cs}
+	s := &Store{fs: o.FS, dir: o.Dir, db: o.DB, codec: o.Codec, packSize: o.PackSize, log: o.Logger, codecs: cs, noParity: o.NoParity}
 	s.sources = NewSlabCache(wholeChunks{s}, maxSourceCache)
 	s.bundles = newBundleCache(maxDecodedBundles)
 	s.locs = newLocCache(locCacheEntries)
@@ -112,6 +122,10 @@ func Open(o Options) (*Store, error) {
 	s.mu.ends = map[uint32]int64{}
 	s.mu.live = map[*Txn]bool{}
 	s.mu.txns = map[*Txn]bool{}
+	s.mu.inflight = map[uint32]int{}
+	s.par.idle = sync.NewCond(&s.par.mu)
+	s.par.damaged = map[ID]location{}
+	s.mu.landed = sync.NewCond(&s.mu)
 	if err := o.FS.MkdirAll(o.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("blockstore: create %s: %w", o.Dir, err)
 	}
@@ -162,6 +176,12 @@ func Open(o Options) (*Store, error) {
 	// one may hold a torn record from a crash, and appending after it would
 	// only waste space. A store that is only read creates no file.
 	s.ids = newIDFilter(s.db)
+	if err := s.initParity(); err != nil {
+		return nil, err
+	}
+	if !s.noParity {
+		go s.queueMissingParity(packs)
+	}
 	return s, nil
 }
 
@@ -210,7 +230,11 @@ func (s *Store) startPackLocked(n uint32) error {
 	if err != nil {
 		return fmt.Errorf("blockstore: create pack: %w", err)
 	}
-	if _, err := f.WriteAt(packHeader(), 0); err != nil {
+	h := packHeader()
+	if s.noParity {
+		h[15] &^= packFlagParity
+	}
+	if _, err := f.WriteAt(h, 0); err != nil {
 		f.Close()
 		return fmt.Errorf("blockstore: write pack header: %w", err)
 	}
@@ -225,6 +249,7 @@ func (s *Store) startPackLocked(n uint32) error {
 		return err
 	}
 	s.mu.files[n] = f
+	s.sealLocked(s.mu.active)
 	s.mu.active = n
 	s.mu.next = n + 1
 	s.mu.size = packHeaderSize
@@ -244,6 +269,7 @@ func (s *Store) reserve(n int64, t *Txn) (uint32, int64, vfs.File, error) {
 	off := s.mu.size
 	s.mu.size += n
 	s.mu.writes++
+	s.mu.inflight[s.mu.active]++
 	if t != nil {
 		if !t.started {
 			t.started, t.start, t.writesAtStart = true, Position{s.mu.active, off}, s.mu.writes-1
@@ -328,6 +354,7 @@ func (s *Store) StopReadingIndex() {
 // buffers of decoded bundles back to the process.
 func (s *Store) Close() error {
 	s.StopReadingIndex()
+	s.closeParity()
 	s.bundles.close()
 	s.mu.Lock()
 	defer s.mu.Unlock()
