@@ -66,7 +66,7 @@ func (s *Service) info(v *timeline.Volume) VolumeInfo {
 	vi := VolumeInfo{Name: v.Name, Size: v.Size, BlockSize: v.BlockSize, Kind: string(v.Kind),
 		First: Time(v.First), Last: Time(v.Last), Versions: v.Versions,
 		LogicalBytes: v.LogicalBytes, StoredBytes: v.StoredBytes, Unwritable: s.unwritableNote(),
-		LastPrune: s.lastPrune(v.ID), LastGC: s.LastGC()}
+		LastPrune: s.lastPrune(v.ID), LastGC: s.LastGC(), LastVerify: s.LastVerify()}
 	if v.IsClone() {
 		if p, err := s.tl.VolumeByID(v.Parent); err == nil {
 			vi.Parent = p.Name

@@ -28,6 +28,7 @@ type API interface {
 	Retention(ctx context.Context, volume string) (*Retention, error)
 	Prune(ctx context.Context, r PruneRequest) ([]PruneResult, error)
 	GC(ctx context.Context, r GCRequest) (*GCResult, error)
+	Verify(ctx context.Context, r VerifyRequest, progress ProgressFunc) (*VerifyResult, error)
 }
 
 // ProgressFunc receives how far a long operation is.
@@ -89,6 +90,9 @@ type VolumeInfo struct {
 	// every volume). Absent when none ran.
 	LastPrune *LastPrune `json:"last_prune,omitempty"`
 	LastGC    *GCResult  `json:"last_gc,omitempty"`
+	// LastVerify is the last scrub of the store (rewind verify, or the
+	// daemon's schedule), the same for every volume.
+	LastVerify *VerifyResult `json:"last_verify,omitempty"`
 }
 
 // CreateRequest is `rewind volume create`.

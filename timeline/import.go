@@ -300,8 +300,8 @@ func (s *Store) importSegment(o ImportOptions, w *versionWriter, seg *segment, b
 			continue
 		}
 		id := blockstore.Sum(data)
-		if prev.kind == refChunk && prev.plain() && prev.id == id {
-			continue // unchanged
+		if prev.kind == refChunk && prev.plain() && prev.id == id && !w.s.chunks.Damaged(id) {
+			continue // unchanged (a damaged chunk is stored again: that heals it)
 		}
 		ids, datas, blocks = append(ids, id), append(datas, data), append(blocks, block)
 	}

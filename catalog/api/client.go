@@ -215,6 +215,12 @@ func (c *Client) Prune(ctx context.Context, r catalog.PruneRequest) ([]catalog.P
 	return out, c.Call(ctx, "prune", r, &out)
 }
 
+// Verify scrubs the store, reporting progress to p.
+func (c *Client) Verify(ctx context.Context, r catalog.VerifyRequest, p catalog.ProgressFunc) (*catalog.VerifyResult, error) {
+	out := new(catalog.VerifyResult)
+	return out, c.stream(ctx, "verify", r, out, nil, p)
+}
+
 // GC collects the chunks nothing references.
 func (c *Client) GC(ctx context.Context, r catalog.GCRequest) (*catalog.GCResult, error) {
 	out := new(catalog.GCResult)

@@ -52,6 +52,9 @@ func Handler(api catalog.API, extra map[string]func(ctx context.Context, body js
 		case "export":
 			serveExport(api, w, r)
 			return
+		case "verify":
+			serveVerify(api, w, r)
+			return
 		}
 		call, ok := calls[method]
 		if !ok {
@@ -221,4 +224,16 @@ func serveExport(api catalog.API, w http.ResponseWriter, r *http.Request) {
 		b, _ := json.Marshal(encodeError(err))
 		w.Header().Set("X-Rewind-Error", strings.ReplaceAll(string(b), "\n", " "))
 	}
+}
+
+// serveVerify runs a scrub, streaming its progress.
+func serveVerify(api catalog.API, w http.ResponseWriter, r *http.Request) {
+	var req catalog.VerifyRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil && !errors.Is(err, io.EOF) {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("%w: bad request: %v", catalog.ErrInvalid, err))
+		return
+	}
+	s := newStreamer(w)
+	res, err := api.Verify(r.Context(), req, s.progress)
+	s.finish(res, err)
 }

@@ -40,6 +40,7 @@ type serveCmd struct {
 	CacheSize   Size          `help:"Memory for decoded chunks (hot data is served from memory)." default:"1GiB" placeholder:"SIZE"`
 	PruneEvery  time.Duration `help:"Prune every volume that has a retention policy this often (0: only rewind prune does)." default:"1h" name:"prune-every" placeholder:"DURATION"`
 	GCEvery     time.Duration `help:"Collect garbage (chunks no version references) this often (0: only rewind gc does)." default:"1h" name:"gc-every" placeholder:"DURATION"`
+	VerifyEvery time.Duration `help:"Scrub the store (rewind verify --repair) this often (0: only rewind verify does)." default:"24h" name:"verify-every" placeholder:"DURATION"`
 
 	// Limits on what NBD clients can make the daemon hold.
 	MaxConnsPerClient int           `help:"Most NBD connections from one IP address (negative: no limit)." default:"64" name:"max-conns-per-client"`
@@ -180,6 +181,16 @@ func (d *daemon) start(ctx context.Context, c *serveCmd, tlsConf *tls.Config, so
 		go func() {
 			defer close(done)
 			newPruneSchedule(reg).run(pctx, d, c.PruneEvery)
+		}()
+		d.stops = append(d.stops, func(context.Context) error { cancel(); <-done; return nil })
+	}
+	vs := newVerifySchedule(reg, d.svc)
+	if c.VerifyEvery > 0 {
+		vctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			vs.run(vctx, d, c.VerifyEvery)
 		}()
 		d.stops = append(d.stops, func(context.Context) error { cancel(); <-done; return nil })
 	}

@@ -91,6 +91,15 @@ func printHousekeeping(vols []catalog.VolumeInfo) {
 	if len(vols) == 0 {
 		return
 	}
+	if v := vols[0].LastVerify; v != nil {
+		state := "ok"
+		if !v.OK {
+			state = fmt.Sprintf("LOST %d chunks", v.LostChunks)
+		}
+		fmt.Printf("last verify: %s, %s, %d units repaired\n", v.Time, state, v.Repaired)
+	} else {
+		fmt.Println("last verify: never")
+	}
 	if g := vols[0].LastGC; g != nil {
 		fmt.Printf("last gc: %s, removed %d chunks, freed %s of packs\n", g.Time, g.Removed, human(g.FreedBytes))
 	} else {
