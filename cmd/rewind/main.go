@@ -35,6 +35,7 @@ type cli struct {
 
 	Retention retentionCmd `cmd:"" help:"How much history prune keeps, per volume."`
 	Prune     pruneCmd     `cmd:"" help:"Thin volumes' history by their retention policies (labels, clones' fork instants and instants in use stay)."`
+	Verify    verifyCmd    `cmd:"" help:"Judge a recovery point: --fsck checks its filesystems, --boot starts it in a VM (the chunk scrub is not built yet)."`
 	GC        gcCmd        `cmd:"" name:"gc" help:"Free the chunks no version references (after prune or volume rm), while everything keeps serving."`
 
 	Export exportCmd `cmd:"" help:"Restore VOLUME@WHEN into a file or block device (sparse where it can; - is standard output)."`
