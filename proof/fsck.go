@@ -106,14 +106,21 @@ func check(ctx context.Context, fs mount.Filesystem) FSResult {
 		r.Note = "interrupted: " + ctx.Err().Error()
 	case errors.As(err, &exit):
 		r.Result = Fail
-		r.Note = strings.TrimSpace(strings.Join([]string{r.Note, fmt.Sprintf("%s exited with status %d", c.args[0], exit.ExitCode())}, "; "))
-		r.Note = strings.TrimPrefix(r.Note, "; ")
+		r.Note = joinNote(r.Note, fmt.Sprintf("%s exited with status %d", c.args[0], exit.ExitCode()))
 		r.Output = lastLines(out.String(), tailLines)
 	default:
 		r.Result = Fail
 		r.Note = fmt.Sprintf("%s did not run: %v", c.args[0], err)
 	}
 	return r
+}
+
+// joinNote appends b to the note a.
+func joinNote(a, b string) string {
+	if a == "" {
+		return b
+	}
+	return a + "; " + b
 }
 
 // lastLines returns the last n non-empty lines of s.
