@@ -2,6 +2,8 @@ package integration
 
 import (
 	"encoding/json"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -207,7 +209,7 @@ func TestVerifyAccess(t *testing.T) {
 	img := filepath.Join(base, "disk.img")
 	mustRunCmd(t, "cp", makeExt4(t, 16<<20, nil), img)
 	rw.MustRun("import", "v", img)
-	rw.Serve(serveOptions{})
+	srv := rw.Serve(serveOptions{HTTP: true})
 	oneLineError(t, "verify --fsck through a 0600 socket", rw.runAsNobody("verify", "v", "--fsck"), "serves root and the owner")
 	if err := os.Chmod(rw.Socket(), 0o666); err != nil {
 		t.Fatal(err)
@@ -216,6 +218,24 @@ func TestVerifyAccess(t *testing.T) {
 	for _, call := range []string{"verify-fsck", "verify-nbd", "verify-resolve"} {
 		if got := rw.rawAsNobody(base, call, `{"spec":"v"}`); !strings.HasPrefix(got, "403 ") {
 			t.Errorf("raw %s as %d: %s, want 403", call, nobody, got)
+		}
+	}
+	// The HTTP API, even with the token, does not run them.
+	for _, call := range []string{"verify-fsck", "verify-nbd"} {
+		req, err := http.NewRequest("POST", "http://"+srv.HTTPAddr+"/v1/"+call, strings.NewReader(`{"spec":"v"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+srv.APIToken(t))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(b), "local socket only") {
+			t.Errorf("%s over HTTP: %s %s, want 403 local socket only", call, resp.Status, b)
 		}
 	}
 	if l := loopDevicesOf(t, rw.Data); len(l) != 0 {
