@@ -28,7 +28,7 @@ type verifyCmd struct {
 	Initrd  string        `help:"With --kernel: its initrd." type:"path" placeholder:"F"`
 	Append  string        `help:"With --kernel: its command line (the console is ttyS0: add console=ttyS0)." placeholder:"S"`
 	Expect  string        `help:"With --boot (required): a regular expression; the boot passes when a console line matches it." placeholder:"REGEX"`
-	Timeout time.Duration `help:"With --boot: how long to wait for that line." default:"2m" placeholder:"D"`
+	Timeout time.Duration `help:"With --boot: how long to wait for that line (default 2m); the VM is killed then." default:"2m" placeholder:"D"`
 }
 
 // VerifyReport is what rewind verify --fsck/--boot prints (--json).
