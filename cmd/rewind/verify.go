@@ -150,9 +150,8 @@ func (c *verifyCmd) boot(ctx context.Context, cl *api.Client, spec string, expec
 	}
 	defer l.Close()
 	var (
-		wg      sync.WaitGroup
-		served  error
-		servedM sync.Mutex
+		wg     sync.WaitGroup
+		served error // read after wg.Wait
 	)
 	wg.Add(1)
 	go func() {
@@ -168,9 +167,7 @@ func (c *verifyCmd) boot(ctx context.Context, cl *api.Client, spec string, expec
 			err = cl.CallWithFile(ctx, "verify-nbd", VerifyRequest{Spec: spec}, f, nil)
 			f.Close()
 		}
-		servedM.Lock()
 		served = err
-		servedM.Unlock()
 	}()
 	res, err := proof.Boot(ctx, proof.BootOptions{
 		Drive:  "nbd+unix:///verify?socket=" + sock,
@@ -179,8 +176,6 @@ func (c *verifyCmd) boot(ctx context.Context, cl *api.Client, spec string, expec
 	})
 	l.Close() // qemu never connected: stop waiting
 	wg.Wait()
-	servedM.Lock()
-	defer servedM.Unlock()
 	if err != nil {
 		return nil, err
 	}
