@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/rewind-dev/rewind/catalog/api"
-	"github.com/rewind-dev/rewind/proof"
+	"github.com/rewind-dev/rewind/mount/proof"
 )
 
 // verifyCmd is rewind verify. The chunk scrub (no --fsck, no --boot) is

@@ -10,7 +10,7 @@ import (
 	"github.com/rewind-dev/rewind/catalog"
 	"github.com/rewind-dev/rewind/catalog/api"
 	"github.com/rewind-dev/rewind/nbd"
-	"github.com/rewind-dev/rewind/proof"
+	"github.com/rewind-dev/rewind/mount/proof"
 )
 
 // The daemon's side of rewind verify --fsck and --boot. They are served on
