@@ -98,9 +98,9 @@ func (c *verifyCmd) Run(e *env) error {
 // checkBoot validates the --boot flags before anything starts.
 func (c *verifyCmd) checkBoot() (*regexp.Regexp, error) {
 	if !c.Boot {
-		for flag, v := range map[string]string{"--kernel": c.Kernel, "--initrd": c.Initrd, "--append": c.Append, "--expect": c.Expect} {
-			if v != "" {
-				return nil, fmt.Errorf("%s belongs to --boot: add --boot, or drop %s", flag, flag)
+		for _, f := range [][2]string{{"--kernel", c.Kernel}, {"--initrd", c.Initrd}, {"--append", c.Append}, {"--expect", c.Expect}} {
+			if f[1] != "" {
+				return nil, fmt.Errorf("%s belongs to --boot: add --boot, or drop %s", f[0], f[0])
 			}
 		}
 		return nil, nil
@@ -118,15 +118,15 @@ func (c *verifyCmd) checkBoot() (*regexp.Regexp, error) {
 	if c.Kernel == "" && (c.Initrd != "" || c.Append != "") {
 		return nil, errors.New("--initrd and --append go with --kernel: add --kernel F, or drop them to boot the disk's own boot loader")
 	}
-	for flag, p := range map[string]string{"--kernel": c.Kernel, "--initrd": c.Initrd} {
-		if p == "" {
+	for _, f := range [][2]string{{"--kernel", c.Kernel}, {"--initrd", c.Initrd}} {
+		if f[1] == "" {
 			continue
 		}
-		f, err := os.Open(p)
+		file, err := os.Open(f[1])
 		if err != nil {
-			return nil, fmt.Errorf("%s %s: %v: give a file this user can read", flag, p, errors.Unwrap(err))
+			return nil, fmt.Errorf("%s %s: %v: give a file this user can read", f[0], f[1], errors.Unwrap(err))
 		}
-		f.Close()
+		file.Close()
 	}
 	if _, err := proof.Qemu(); err != nil {
 		return nil, err
