@@ -9,8 +9,8 @@ import (
 
 	"github.com/rewind-dev/rewind/catalog"
 	"github.com/rewind-dev/rewind/catalog/api"
-	"github.com/rewind-dev/rewind/nbd"
 	"github.com/rewind-dev/rewind/mount/proof"
+	"github.com/rewind-dev/rewind/nbd"
 )
 
 // The daemon's side of rewind verify --fsck and --boot. They are served on
