@@ -60,6 +60,12 @@
 // reported by Mount.Skipped, one line each; MountFiles fails only when
 // nothing can be shown.
 //
+// Replay (rewind verify --fsck) does the same for a checker: each
+// filesystem whose type it is asked for is attached over the overlay,
+// mounted read-only (the kernel replays its journal) and unmounted again,
+// and the callback gets its loop device, one filesystem at a time;
+// everything is undone before Replay returns.
+//
 // # Clean-up
 //
 // Every mount, loop device and directory made is written to

@@ -45,24 +45,10 @@ func MountFiles(dir string, img Image, opts Options) (*Mount, error) {
 }
 
 func (m *Mount) mountFiles(img Image) error {
-	priv := filepath.Join(m.cfg.StateDir, m.id)
-	ovDir := filepath.Join(priv, "overlay")
-	for _, d := range []string{priv, ovDir} {
-		if err := m.mkdir(d); err != nil {
-			return err
-		}
-	}
-	ov, err := newOverlay(img, priv)
+	backing, err := m.serveOverlay(img, "overlay of "+m.dir)
 	if err != nil {
 		return err
 	}
-	m.push("overlay", nil, ov.Close)
-	f := &imageFile{cfg: m.cfg, name: "overlay of " + m.dir, img: ov, size: ov.Size(), writable: true}
-	if _, err := m.serveFUSE(ovDir, &imageRoot{file: f}); err != nil {
-		return err
-	}
-	backing := filepath.Join(ovDir, "disk.img")
-
 	parts := findPartitions(img, img.Size())
 	if parts == nil {
 		return m.mountPart(img, backing, partition{Size: img.Size()}, m.dir)
@@ -92,6 +78,28 @@ func (m *Mount) mountFiles(img Image) error {
 	return nil
 }
 
+// serveOverlay serves a throwaway copy-on-write overlay of img from a
+// private FUSE mount under StateDir and returns the path of its file.
+func (m *Mount) serveOverlay(img Image, name string) (string, error) {
+	priv := filepath.Join(m.cfg.StateDir, m.id)
+	ovDir := filepath.Join(priv, "overlay")
+	for _, d := range []string{priv, ovDir} {
+		if err := m.mkdir(d); err != nil {
+			return "", err
+		}
+	}
+	ov, err := newOverlay(img, priv)
+	if err != nil {
+		return "", err
+	}
+	m.push("overlay", nil, ov.Close)
+	f := &imageFile{cfg: m.cfg, name: name, img: ov, size: ov.Size(), writable: true}
+	if _, err := m.serveFUSE(ovDir, &imageRoot{file: f}); err != nil {
+		return "", err
+	}
+	return filepath.Join(ovDir, "disk.img"), nil
+}
+
 // mountPart attaches p of the overlay to a loop device and mounts its
 // filesystem read-only at target. On failure it undoes what it made.
 func (m *Mount) mountPart(img Image, backing string, p partition, target string) error {
@@ -112,7 +120,7 @@ func (m *Mount) mountPart(img Image, backing string, p partition, target string)
 		}
 	}
 	depth := m.depth()
-	err := m.attachAndMount(backing, p, target, typ)
+	_, err := m.attachAndMount(backing, p, target, typ)
 	if err != nil {
 		if uerr := m.undoTo(depth); uerr != nil {
 			err = fmt.Errorf("%w (and cleaning up: %v)", err, uerr)
@@ -125,15 +133,16 @@ func (m *Mount) mountPart(img Image, backing string, p partition, target string)
 	return nil
 }
 
-func (m *Mount) attachAndMount(backing string, p partition, target, typ string) error {
+// attachAndMount returns the loop device it attached.
+func (m *Mount) attachAndMount(backing string, p partition, target, typ string) (string, error) {
 	rec, err := m.record(kindLoop, backing, "", p.Off)
 	if err != nil {
-		return err
+		return "", err
 	}
 	dev, err := attachLoop(backing, p.Off, p.Size)
 	if err != nil {
 		m.forget(rec)
-		return err
+		return "", err
 	}
 	if rec != nil {
 		if err := m.state.setSource(*rec, dev); err != nil {
@@ -147,9 +156,9 @@ func (m *Mount) attachAndMount(backing string, p partition, target, typ string) 
 	// overlay, then show the result read-only.
 	flags := uintptr(syscall.MS_RDONLY | syscall.MS_NOSUID | syscall.MS_NODEV)
 	if err := m.mountKernel(dev, target, typ, flags, mountData(typ)); err != nil {
-		return fmt.Errorf("cannot mount %s (%v): the kernel log (dmesg) may say why", typ, err)
+		return dev, fmt.Errorf("cannot mount %s (%v): the kernel log (dmesg) may say why", typ, err)
 	}
-	return nil
+	return dev, nil
 }
 
 func (m *Mount) mountKernel(source, target, typ string, flags uintptr, data string) error {

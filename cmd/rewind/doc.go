@@ -9,7 +9,11 @@
 // directory, otherwise the data directory opened in-process. serve.go
 // builds the daemon: the socket, the NBD server (exports.go adapts
 // timeline views to nbd.Backend), the FUSE tree and rewind mount
-// (mountserve.go), and Prometheus metrics (metrics.go).
+// (mountserve.go), the daemon's side of verify --fsck and --boot
+// (verifyserve.go: the checks run in package mount/proof), and Prometheus
+// metrics (metrics.go). verify --boot runs qemu in the CLI, as the
+// caller, on a connection it accepts and passes to the daemon, which
+// serves it the pinned instant read-only as NBD.
 //
 // # Acting for callers
 //

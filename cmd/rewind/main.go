@@ -35,7 +35,7 @@ type cli struct {
 
 	Retention retentionCmd `cmd:"" help:"How much history prune keeps, per volume."`
 	Prune     pruneCmd     `cmd:"" help:"Thin volumes' history by their retention policies (labels, clones' fork instants and instants in use stay)."`
-	Verify    verifyCmd    `cmd:"" help:"Check every chunk against its checksums and parity; repair what parity rebuilds; name what is lost."`
+	Verify    verifyCmd    `cmd:"" help:"Check every chunk against its checksums and parity, repairing what parity rebuilds; --fsck checks a recovery point's filesystems, --boot starts it in a VM."`
 	GC        gcCmd        `cmd:"" name:"gc" help:"Free the chunks no version references (after prune or volume rm), while everything keeps serving."`
 
 	Export exportCmd `cmd:"" help:"Restore VOLUME@WHEN into a file or block device (sparse where it can; - is standard output)."`

@@ -22,7 +22,7 @@ func scrub(e *env, spec string, repair bool) error {
 	if err != nil {
 		return err
 	}
-	if err := e.print(res, func() { printVerify(res, repair) }); err != nil {
+	if err := e.print(res, func() { printScrub(res, repair) }); err != nil {
 		return err
 	}
 	if !res.OK {
@@ -38,7 +38,7 @@ func scrub(e *env, spec string, repair bool) error {
 	return nil
 }
 
-func printVerify(r *catalog.VerifyResult, repair bool) {
+func printScrub(r *catalog.VerifyResult, repair bool) {
 	fmt.Printf("checked %d packs (%s): %d with parity", r.Packs, human(r.Bytes), r.WithParity)
 	if len(r.NoParity) > 0 {
 		fmt.Printf(", %d written before parity (checked record by record): %s", len(r.NoParity), strings.Join(r.NoParity, " "))

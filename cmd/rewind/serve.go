@@ -132,7 +132,7 @@ func (d *daemon) start(ctx context.Context, c *serveCmd, tlsConf *tls.Config, so
 	if err := mount.CleanupStale(filepath.Join(d.svc.Dir(), "run"), d.log); err != nil {
 		d.log.Warn("cleaning up the mounts of a previous daemon", "err", err)
 	}
-	handler := api.Handler(d.svc, map[string]func(context.Context, json.RawMessage) (any, error){
+	calls := map[string]func(context.Context, json.RawMessage) (any, error){
 		"mount":           d.mount,
 		"umount":          d.umount,
 		"recover":         d.recover,
@@ -143,7 +143,11 @@ func (d *daemon) start(ctx context.Context, c *serveCmd, tlsConf *tls.Config, so
 		"protect":         d.protect,
 		"unprotect":       d.unprotect,
 		"protect-status":  d.protectStatus,
-	})
+	}
+	for name, call := range d.verifyCalls(ctx) {
+		calls[name] = call
+	}
+	handler := api.Handler(d.svc, calls)
 
 	sock, err := api.ListenSocket(sockPath, handler)
 	if err != nil {

@@ -1,0 +1,164 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"strings"
+
+	"github.com/rewind-dev/rewind/catalog"
+	"github.com/rewind-dev/rewind/catalog/api"
+	"github.com/rewind-dev/rewind/mount/proof"
+	"github.com/rewind-dev/rewind/nbd"
+)
+
+// The daemon's side of rewind verify --fsck and --boot. They are served on
+// the local socket only, to the users it serves (root and the owner of the
+// data directory), as rewind mount is.
+
+// VerifyRequest names the recovery point a verify call judges.
+type VerifyRequest struct {
+	Spec string `json:"spec"`
+}
+
+// VerifyTarget is a recovery point pinned to its instant, so that every
+// check of one verify judges the same bytes even while writes go on.
+type VerifyTarget struct {
+	Volume  string       `json:"volume"`
+	Instant catalog.Time `json:"instant"`
+	Spec    string       `json:"spec"` // VOLUME@INSTANT
+}
+
+// verifyLocal refuses calls that did not come through the local socket.
+func verifyLocal(ctx context.Context) error {
+	if _, ok := api.PeerUID(ctx); !ok {
+		return api.Forbiddenf("rewind verify --fsck and --boot are served on the local socket only")
+	}
+	return nil
+}
+
+// pin resolves VOLUME[@WHEN] (default @latest) to VOLUME@INSTANT.
+func (d *daemon) pin(spec string) (VerifyTarget, error) {
+	if !strings.Contains(spec, "@") {
+		spec += "@latest"
+	}
+	v, t, _, err := d.svc.Resolve(spec)
+	if err != nil {
+		return VerifyTarget{}, err
+	}
+	return VerifyTarget{Volume: v.Name, Instant: catalog.Time(t), Spec: v.Name + "@" + catalog.Time(t).String()}, nil
+}
+
+// verifyCalls are the daemon calls of verify; stopping ends when the
+// daemon begins to stop, and ends the checks and VMs' disks with it.
+func (d *daemon) verifyCalls(stopping context.Context) map[string]func(context.Context, json.RawMessage) (any, error) {
+	merged := func(ctx context.Context) (context.Context, func()) {
+		ctx, cancel := context.WithCancel(ctx)
+		stop := context.AfterFunc(stopping, cancel)
+		return ctx, func() { stop(); cancel() }
+	}
+	return map[string]func(context.Context, json.RawMessage) (any, error){
+		"verify-resolve": func(ctx context.Context, body json.RawMessage) (any, error) {
+			r, err := verifyRequest(ctx, body)
+			if err != nil {
+				return nil, err
+			}
+			return d.pin(r.Spec)
+		},
+		"verify-fsck": func(ctx context.Context, body json.RawMessage) (any, error) {
+			r, err := verifyRequest(ctx, body)
+			if err != nil {
+				return nil, err
+			}
+			ctx, done := merged(ctx)
+			defer done()
+			return d.verifyFsck(ctx, r.Spec)
+		},
+		"verify-nbd": func(ctx context.Context, body json.RawMessage) (any, error) {
+			r, err := verifyRequest(ctx, body)
+			if err != nil {
+				return nil, err
+			}
+			ctx, done := merged(ctx)
+			defer done()
+			return d.verifyNBD(ctx, r.Spec)
+		},
+	}
+}
+
+func verifyRequest(ctx context.Context, body json.RawMessage) (VerifyRequest, error) {
+	var r VerifyRequest
+	if err := verifyLocal(ctx); err != nil {
+		return r, err
+	}
+	if err := json.Unmarshal(body, &r); err != nil {
+		return r, fmt.Errorf("%w: %v", catalog.ErrInvalid, err)
+	}
+	return r, nil
+}
+
+// verifyFsck checks the filesystems of spec's instant on a throwaway
+// overlay; the image counts as served meanwhile.
+func (d *daemon) verifyFsck(ctx context.Context, spec string) (*proof.FsckReport, error) {
+	t, err := d.pin(spec)
+	if err != nil {
+		return nil, err
+	}
+	img, _, err := d.openImage(t.Spec)
+	if err != nil {
+		return nil, err
+	}
+	defer img.Close()
+	d.log.Info("verify: checking filesystems", "spec", t.Spec)
+	rep, err := proof.Fsck(ctx, img, d.mountOptions())
+	if err != nil {
+		return nil, err
+	}
+	d.log.Info("verify: filesystems checked", "spec", t.Spec, "pass", rep.Pass)
+	return rep, nil
+}
+
+// verifyNBD serves spec's instant, read-only, as NBD on the connection
+// the caller passed (the VM of verify --boot), until it closes. Whatever
+// export the client asks for, it gets this one.
+func (d *daemon) verifyNBD(ctx context.Context, spec string) (any, error) {
+	f := api.PassedFile(ctx)
+	if f == nil {
+		return nil, fmt.Errorf("%w: verify-nbd serves the connection passed with the call, and none was", catalog.ErrInvalid)
+	}
+	t, err := d.pin(spec)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	nc, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("%w: the passed descriptor is not a connection: %v", catalog.ErrInvalid, err)
+	}
+	srv := &nbd.Server{Resolver: pinnedExport{x: d.exports, spec: t.Spec}, Logger: d.log, ReplyTimeout: -1}
+	d.log.Info("verify: serving a VM's disk", "spec", t.Spec)
+	err = srv.ServeConn(ctx, nc)
+	d.log.Info("verify: the VM's disk is closed", "spec", t.Spec, "err", err)
+	return t, nil
+}
+
+// pinnedExport serves one read-only instant under any name.
+type pinnedExport struct {
+	x    *exports
+	spec string
+}
+
+func (p pinnedExport) Open(ctx context.Context, _ string) (*nbd.Export, error) {
+	ex, err := p.x.Open(ctx, p.spec)
+	if err != nil {
+		return nil, err
+	}
+	ex.ReadOnly = true
+	return ex, nil
+}
+
+func (p pinnedExport) List(context.Context) ([]nbd.ExportInfo, error) {
+	return []nbd.ExportInfo{{Name: p.spec, Description: "the instant rewind verify --boot starts"}}, nil
+}

@@ -1,0 +1,90 @@
+package proof
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// fakeQemu puts a qemu-system-x86_64 on PATH that records its arguments
+// and TMPDIR in dir/args and then runs script.
+func fakeQemu(t *testing.T, script string) (dir string) {
+	t.Helper()
+	dir = t.TempDir()
+	body := "#!/bin/sh\necho \"$@\" > " + dir + "/args\necho \"$TMPDIR\" > " + dir + "/tmpdir\n" + script + "\n"
+	if err := os.WriteFile(filepath.Join(dir, "qemu-system-x86_64"), []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir+":/usr/bin:/bin")
+	return dir
+}
+
+func bootOpts(t *testing.T, expect string, timeout time.Duration) BootOptions {
+	return BootOptions{Drive: "nbd+unix:///x?socket=/nowhere", Expect: regexp.MustCompile(expect),
+		Timeout: timeout, TempDir: t.TempDir(), Kernel: "/k", Append: "console=ttyS0"}
+}
+
+// A matching line passes, though the VM would run on; the VM is killed, its private directory removed, and it had no network and a
+// snapshot overlay.
+func TestBootPasses(t *testing.T) {
+	dir := fakeQemu(t, "echo 'booting'; printf 'login: \\r\\n'; exec sleep 600")
+	o := bootOpts(t, `^login:`, time.Minute)
+	res, err := Boot(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Pass || res.Matched != "login:" || strings.Join(res.Console, "|") != "booting|login:" {
+		t.Fatalf("got %+v", res)
+	}
+	args, _ := os.ReadFile(filepath.Join(dir, "args"))
+	for _, want := range []string{"-nic none", "snapshot=on", "-serial stdio", "-kernel /k", "-append console=ttyS0"} {
+		if !strings.Contains(string(args), want) {
+			t.Errorf("qemu %s: missing %q", args, want)
+		}
+	}
+	if strings.Contains(string(args), "-initrd") {
+		t.Errorf("qemu %s: -initrd without one", args)
+	}
+	tmp, _ := os.ReadFile(filepath.Join(dir, "tmpdir"))
+	if d := strings.TrimSpace(string(tmp)); !strings.HasPrefix(d, o.TempDir) {
+		t.Errorf("qemu's TMPDIR %q is not under %s", d, o.TempDir)
+	} else if _, err := os.Stat(d); !os.IsNotExist(err) {
+		t.Errorf("the VM's directory %s is still there (%v)", d, err)
+	}
+}
+
+// No match before the timeout fails, with the last console lines.
+func TestBootTimesOut(t *testing.T) {
+	fakeQemu(t, "i=0; while [ $i -lt 30 ]; do echo line $i; i=$((i+1)); done; exec sleep 600")
+	res, err := Boot(context.Background(), bootOpts(t, `login:`, time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Pass || !strings.Contains(res.Reason, "within 1s") || len(res.Console) != tailLines || res.Console[tailLines-1] != "line 29" {
+		t.Fatalf("got %+v", res)
+	}
+}
+
+// A VM that stops before the line fails at once, with qemu's complaint.
+func TestBootStopsEarly(t *testing.T) {
+	fakeQemu(t, "echo 'qemu: could not open disk' >&2; exit 1")
+	res, err := Boot(context.Background(), bootOpts(t, `login:`, time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Pass || !strings.Contains(res.Reason, "could not open disk") {
+		t.Fatalf("got %+v", res)
+	}
+}
+
+func TestBootNoQemu(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	if _, err := Boot(context.Background(), bootOpts(t, "x", time.Second)); !errors.Is(err, ErrNoQemu) {
+		t.Fatalf("got %v, want ErrNoQemu", err)
+	}
+}
