@@ -10,8 +10,8 @@ import (
 	"time"
 )
 
-// verifyResult is what `rewind --json verify` prints.
-type verifyResult struct {
+// scrubResult is what `rewind --json verify` prints.
+type scrubResult struct {
 	Packs           int      `json:"packs"`
 	WithParity      int      `json:"with_parity"`
 	NoParity        []string `json:"no_parity"`
@@ -84,7 +84,7 @@ func TestVerifyRepairsLightDamage(t *testing.T) {
 	if err := os.Remove(par2); err != nil {
 		t.Fatal(err)
 	}
-	var res verifyResult
+	var res scrubResult
 	mustJSON(t, rw.MustRun("--json", "verify"), &res)
 	if !res.OK || res.Repairable != 2 || res.ParityMissing != 1 || res.Repaired != 0 {
 		t.Fatalf("verify: %+v; want 2 repairable units and 1 missing parity file, nothing lost", res)
@@ -180,7 +180,7 @@ func TestVerifyHeavyDamageAndHealing(t *testing.T) {
 	if r.Code == 0 {
 		t.Fatalf("verify exited 0 with chunks lost: %s", r)
 	}
-	var vr verifyResult
+	var vr scrubResult
 	mustJSON(t, r.Stdout, &vr)
 	names := map[string]bool{}
 	for _, a := range vr.Affected {

@@ -141,10 +141,10 @@ func TestVerifyFsck(t *testing.T) {
 
 	// Bad input: one line, nothing started.
 	for want, args := range map[string][]string{
-		`no volume "nosuch"`:            {"verify", "nosuch", "--fsck"},
-		"bad time":                      {"verify", "clean@yesterday!", "--fsck"},
-		"has no data before":            {"verify", "clean@1999-01-01T00:00:00Z", "--fsck"},
-		"--repair goes with the scrub":  {"verify", "clean", "--fsck", "--repair"},
+		`no volume "nosuch"`:           {"verify", "nosuch", "--fsck"},
+		"bad time":                     {"verify", "clean@yesterday!", "--fsck"},
+		"has no data before":           {"verify", "clean@1999-01-01T00:00:00Z", "--fsck"},
+		"--repair goes with the scrub": {"verify", "clean", "--fsck", "--repair"},
 	} {
 		oneLineError(t, strings.Join(args, " "), rw.Run(args...), want)
 	}
