@@ -100,6 +100,15 @@
 // capacity of its caches. A Store also remembers the locations of up to
 // 256 Ki chunks read lately (about 30 MB).
 //
+// # Parity
+//
+// A pack written by this build is flagged for parity; once sealed it
+// gets a Reed-Solomon sidecar (package parity), written in the
+// background. A record that fails its checks on a read is rebuilt from
+// it and written back; a chunk beyond repair is remembered as damaged
+// and counts as absent for Has, so storing its bytes again heals it.
+// Scrub checks every pack (scrub.go); see paritystore.go.
+//
 // # Collecting garbage
 //
 // Collect removes the chunks that nothing references, with the caller
