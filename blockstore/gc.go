@@ -87,6 +87,10 @@ type gcState struct {
 	swept  chan struct{}
 }
 
+// errDamagedPack: a pack to rewrite holds a live record that neither
+// verifies nor can be rebuilt.
+var errDamagedPack = fmt.Errorf("%w: a live record cannot be read", ErrCorrupt)
+
 // ErrGCRunning is returned by Collect while another collection runs.
 var ErrGCRunning = errors.New("a garbage collection or a verify is running")
 
@@ -509,6 +513,10 @@ func (s *Store) compact(ctx context.Context, w Position, below float64, res *GCR
 			continue
 		}
 		moved, err := s.rewritePack(n, records[n])
+		if errors.Is(err, errDamagedPack) {
+			s.log.Warn("gc leaves a pack with damaged records as it is; rewind verify names what they touch", "err", err)
+			continue
+		}
 		if err != nil {
 			return err
 		}
@@ -589,22 +597,25 @@ func (s *Store) rewritePack(n uint32, recs map[int64]*packRecord) (int64, error)
 		return nil
 	}
 	buf := make([]byte, 0, 1<<20)
+	var h recordHeader
+	whole := func(off int64) bool {
+		if m, _ := f.ReadAt(buf, off); m != len(buf) || h.unmarshal(buf) != nil {
+			return false
+		}
+		payload := buf[recordHeaderSize:]
+		return int64(len(payload)) == int64(h.payloadLen) && crc32.Update(recordCRC(buf[:recordHeaderSize]), castagnoli, payload) == h.crc
+	}
 	for _, off := range offs {
 		rec := recs[off]
 		buf = append(buf[:0], make([]byte, rec.size)...)
-		if m, err := f.ReadAt(buf, off); m != len(buf) {
-			return 0, fmt.Errorf("blockstore: gc: read pack %d at %d: %w: %v", n, off, ErrCorrupt, err)
-		}
-		var h recordHeader
-		if err := h.unmarshal(buf); err != nil {
-			return 0, fmt.Errorf("blockstore: gc: pack %d at %d: %w", n, off, err)
+		if !whole(off) {
+			// Rebuilt from parity if it can be; damage is never copied as
+			// if it were good: the pack stays as it is, for verify.
+			if ok, _ := s.repairRecord(n, off, rec.size); !ok || !whole(off) {
+				return 0, fmt.Errorf("%w: pack %d at %d", errDamagedPack, n, off)
+			}
 		}
 		payload := buf[recordHeaderSize:]
-		if int64(len(payload)) != int64(h.payloadLen) || crc32.Update(recordCRC(buf[:recordHeaderSize]), castagnoli, payload) != h.crc {
-			// Damage is never copied as if it were good: the chunks stay
-			// where they are, for verify to find and repair.
-			return 0, fmt.Errorf("blockstore: gc: pack %d at %d: %w: checksum mismatch", n, off, ErrCorrupt)
-		}
 		if r.size+rec.size > runBufferBytes && len(inRun) > 0 {
 			if err := flush(); err != nil {
 				return 0, err

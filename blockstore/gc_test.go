@@ -8,6 +8,7 @@ import (
 	"math/rand"
 	"sync"
 	"sync/atomic"
+	"os"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -376,4 +377,52 @@ func TestCollectTwiceAtOnce(t *testing.T) {
 		t.Fatalf("second collect: %+v", res)
 	}
 	mustGet(t, s, ids[0], chunks[0])
+}
+
+// TestCollectAroundDamage: a live record that fails its checksum in a
+// pack to rewrite is rebuilt from parity and moved; without parity the
+// pack is left as it is and the collection goes on.
+func TestCollectAroundDamage(t *testing.T) {
+	for _, withParity := range []bool{true, false} {
+		t.Run(fmt.Sprintf("parity=%v", withParity), func(t *testing.T) {
+			dir := t.TempDir()
+			db, err := pebble.Open(dir+"/db", &pebble.Options{Logger: quiet{}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			s, err := Open(Options{Dir: dir + "/packs", DB: db, Codec: CodecRaw, NoParity: !withParity})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			var chunks [][]byte
+			for i := range 64 {
+				chunks = append(chunks, randomChunk(int64(i)))
+			}
+			ids := putRef(t, s, db, func(i int) bool { return i == 5 }, chunks...)
+			sealNow(t, s)
+			loc, _ := s.locateIndex(ids[5])
+			f, err := os.OpenFile(dir+"/packs/"+packName(loc.pack), os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.WriteAt([]byte("damage"), loc.offset+recordHeaderSize+100)
+			f.Close()
+			res := collect(t, s, GCOptions{})
+			if withParity {
+				if res.PacksRemoved != 1 {
+					t.Fatalf("collect: %+v, want the pack rebuilt and rewritten", res)
+				}
+				mustGet(t, s, ids[5], chunks[5])
+			} else {
+				if res.PacksRemoved != 0 || res.Removed != 63 {
+					t.Fatalf("collect: %+v, want the damaged pack left alone", res)
+				}
+				if _, err := s.Get(ids[5]); !errors.Is(err, ErrCorrupt) {
+					t.Fatalf("the damaged chunk reads: %v", err)
+				}
+			}
+		})
+	}
 }

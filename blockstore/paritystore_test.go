@@ -96,3 +96,20 @@ func reopenOnDisk(t *testing.T, dir string, db *pebble.DB) (*Store, *pebble.DB) 
 	}
 	return s, db
 }
+
+// sealNow seals the pack being written and writes its parity (unless
+// the store has none), as the background worker would.
+func sealNow(t *testing.T, s *Store) {
+	t.Helper()
+	s.mu.Lock()
+	n := s.mu.active
+	s.mu.active = 0
+	s.mu.Unlock()
+	s.waitWrites(n)
+	if s.noParity {
+		return
+	}
+	if err := s.writeParity(n); err != nil {
+		t.Fatal(err)
+	}
+}
