@@ -38,7 +38,10 @@ type Store struct {
 	guard  *Guard // nil: the store never stops taking writes
 	// partBlocks is how many keys go in one batch of a large version.
 	partBlocks int
-	fold       folder // folding of blocks' runs of patches (fold.go)
+	// rangeBlocks is the least run of whole blocks that zeroing records
+	// as one range record (ranges.go).
+	rangeBlocks int64
+	fold        folder // folding of blocks' runs of patches (fold.go)
 	// Read-ahead and folding in flight (see readAhead, fold.go): Close
 	// stops new ones and waits.
 	background struct {
@@ -90,7 +93,7 @@ func Open(o Options) (*Store, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Store{db: o.DB, chunks: o.Chunks, now: o.Now, log: o.Logger, guard: o.Guard, partBlocks: defaultPartBlocks}
+	s := &Store{db: o.DB, chunks: o.Chunks, now: o.Now, log: o.Logger, guard: o.Guard, partBlocks: defaultPartBlocks, rangeBlocks: defaultRangeBlocks}
 	if o.Guard != nil {
 		o.Guard.SetPackSync(o.Chunks.SyncPacks)
 	}
@@ -104,6 +107,9 @@ func Open(o Options) (*Store, error) {
 		return nil, err
 	}
 	if err := s.load(); err != nil {
+		return nil, err
+	}
+	if err := s.loadRanges(); err != nil {
 		return nil, err
 	}
 	s.findFolds()
@@ -325,7 +331,7 @@ func (s *Store) RemoveVolume(name string) error {
 	s.mu.Unlock()
 	b := s.db.NewBatch()
 	defer b.Close()
-	for _, tag := range []byte{tagVersion, tagTime, tagPending} {
+	for _, tag := range []byte{tagVersion, tagTime, tagPending, tagRange} {
 		lo, hi := volumeBounds(tag, v.ID)
 		if err := b.DeleteRange(lo, hi, nil); err != nil {
 			return err

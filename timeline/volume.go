@@ -3,6 +3,7 @@ package timeline
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -42,6 +43,11 @@ type Volume struct {
 	// Pruned is the newest version Prune removed (0: none). An instant up
 	// to it reads the newest version kept at or before it.
 	Pruned int64 `json:"pruned,omitempty"`
+
+	// ranges are the volume's range records, oldest first (ranges.go):
+	// kept in memory, not in this record. Never mutated; a new version
+	// replaces the slice.
+	ranges []zeroRange
 }
 
 // SizeChange is the volume's size from time T on.
@@ -94,5 +100,6 @@ func unmarshalVolume(b []byte) (*Volume, error) {
 func (v *Volume) clone() *Volume {
 	c := *v
 	c.Sizes = append([]SizeChange(nil), v.Sizes...)
+	c.ranges = slices.Clip(v.ranges)
 	return &c
 }
