@@ -23,7 +23,10 @@
 // that are holes already are not recorded, so zeroing nothing but holes
 // records no version. Each volume's range records are kept in memory with
 // its metadata (loaded at Open, replaced when a version commits), so a
-// read asks the index nothing more for them.
+// read asks the index nothing more for them. An older store moves to
+// FormatVersion with its first range record, so that builds which know
+// nothing of them refuse it rather than read trimmed blocks as their older
+// versions.
 //
 // Keys and values are listed in keys.go and record.go; they, the Comparer
 // name and FormatVersion are on-disk format. Version keys are

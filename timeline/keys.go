@@ -50,8 +50,15 @@ const (
 
 	// ComparerName is stored by Pebble and checked on every open.
 	ComparerName = "rewind.timeline.v1"
-	// FormatVersion is stored under 'g'|"format".
-	FormatVersion = "rewind-store-1"
+	// FormatVersion is stored under 'g'|"format". A store made by this
+	// build has it; an older store takes it in the batch of its first
+	// range record. Builds before range records read formatNoRanges only,
+	// so they refuse a store that they would read wrongly (the blocks a
+	// range record zeroes would show their older versions).
+	FormatVersion = "rewind-store-2"
+	// formatNoRanges is the format of a store with no range record, which
+	// this build reads too.
+	formatNoRanges = "rewind-store-1"
 )
 
 // Comparer orders keys bytewise and splits version keys into a

@@ -449,3 +449,57 @@ func TestRemoveDeletesRanges(t *testing.T) {
 		t.Fatalf("%d range records left after removal", n)
 	}
 }
+
+// A store made before range records keeps its format until its first
+// range record, which moves it to the format that older builds refuse;
+// a format this build does not know is refused.
+func TestFormatMovesWithFirstRange(t *testing.T) {
+	const bs = 16 << 10
+	e, v := rangeEnv(t, 64*bs, bs)
+	format := func() string {
+		t.Helper()
+		val, closer, err := e.db.Get(globalKey("format"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer closer.Close()
+		return string(val)
+	}
+	if got := format(); got != FormatVersion {
+		t.Fatalf("a new store has format %q", got)
+	}
+	if err := e.db.Set(globalKey("format"), []byte(formatNoRanges), pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	e.close()
+	e.open()
+	v = cloneView(t, e)
+	defer v.Close()
+	mustWrite(t, e, v, pattern(12, 64*bs), 0)
+	if err := v.Trim(0, 2*bs); err != nil { // too short for a range record
+		t.Fatal(err)
+	}
+	if got := format(); got != formatNoRanges {
+		t.Fatalf("without a range record the format became %q", got)
+	}
+	if err := v.Trim(0, 64*bs); err != nil {
+		t.Fatal(err)
+	}
+	if got := format(); got != FormatVersion {
+		t.Fatalf("after a range record the format is %q, want %q", got, FormatVersion)
+	}
+	other, err := Open(Options{DB: e.db, Chunks: e.bs}) // the control
+	if err != nil {
+		t.Fatal(err)
+	}
+	other.Close()
+	if err := e.db.Set(globalKey("format"), []byte("rewind-store-99"), pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(Options{DB: e.db, Chunks: e.bs}); err == nil {
+		t.Fatal("a store of an unknown format opened")
+	}
+	if err := e.db.Set(globalKey("format"), []byte(FormatVersion), pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -41,6 +42,9 @@ type Store struct {
 	// rangeBlocks is the least run of whole blocks that zeroing records
 	// as one range record (ranges.go).
 	rangeBlocks int64
+	// ranged: the store's format is FormatVersion, which allows range
+	// records (keys.go).
+	ranged atomic.Bool
 	fold        folder // folding of blocks' runs of patches (fold.go)
 	// Read-ahead and folding in flight (see readAhead, fold.go): Close
 	// stops new ones and waits.
@@ -122,14 +126,19 @@ func (s *Store) checkFormat() error {
 		b := s.db.NewBatch()
 		defer b.Close()
 		b.Set(globalKey("format"), []byte(FormatVersion), nil)
+		s.ranged.Store(true)
 		return s.commit(b, pebble.Sync)
 	}
 	if err != nil {
 		return err
 	}
 	defer closer.Close()
-	if string(v) != FormatVersion {
-		return fmt.Errorf("timeline: data directory has format %q, this build reads %q", v, FormatVersion)
+	switch string(v) {
+	case FormatVersion:
+		s.ranged.Store(true)
+	case formatNoRanges:
+	default:
+		return fmt.Errorf("timeline: data directory has format %q, this build reads %q and %q", v, FormatVersion, formatNoRanges)
 	}
 	return nil
 }

@@ -118,6 +118,11 @@ func (w *versionWriter) setRange(r zeroRange) error {
 	if err := w.batch.Set(rangeKey(w.meta.ID, w.t), r.marshal(), nil); err != nil {
 		return err
 	}
+	if !w.s.ranged.Load() {
+		if err := w.batch.Set(globalKey("format"), []byte(FormatVersion), nil); err != nil {
+			return err
+		}
+	}
 	bs := w.meta.BlockSize
 	w.sum.Blocks += r.end - r.first
 	w.sum.Bytes += uint64(min(int64(r.end)*bs, w.meta.Size) - int64(r.first)*bs)
@@ -242,6 +247,9 @@ func (w *versionWriter) commit(sync bool) error {
 		return err
 	}
 	w.txn.Done()
+	if w.zr != nil {
+		w.s.ranged.Store(true)
+	}
 	w.s.publish(m)
 	return nil
 }
