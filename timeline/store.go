@@ -45,7 +45,7 @@ type Store struct {
 	// ranged: the store's format is FormatVersion, which allows range
 	// records (keys.go).
 	ranged atomic.Bool
-	fold        folder // folding of blocks' runs of patches (fold.go)
+	fold   folder // folding of blocks' runs of patches (fold.go)
 	// Read-ahead and folding in flight (see readAhead, fold.go): Close
 	// stops new ones and waits.
 	background struct {
