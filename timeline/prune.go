@@ -258,7 +258,7 @@ func (s *Store) dropVersions(vs *volState, vol uint64, gone []VersionInfo, first
 			}
 			rs = append(rs, r)
 		}
-		m.ranges = rs
+		m.setRanges(rs)
 	}
 	if err := b.Set(metaKey(vol), m.marshal(), nil); err != nil {
 		return err

@@ -3,6 +3,7 @@ package timeline
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"sort"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -23,11 +24,13 @@ import (
 //
 // Range records are rare, and every read would otherwise seek for them:
 // each volume keeps its own in memory, in its metadata (Volume.ranges),
-// loaded at Open and replaced with the metadata when a version commits
-// or Prune drops some. Reading costs nothing for a volume with none, and
-// a look through its records, newest first, for one with some; short runs
-// of whole blocks (fewer than Store.rangeBlocks) are written block by
-// block, so that the records stay few and large.
+// with a map of the newest record over each block (Volume.cover), loaded
+// at Open and replaced with the metadata when a version commits or Prune
+// drops some. Reading costs nothing for a volume with none; as of its
+// newest record or later (a head), a binary search of the map; as of an
+// older instant, a look through the records, newest first. Short runs of
+// whole blocks (fewer than Store.rangeBlocks) are written block by block,
+// so that the records stay few and large.
 
 // defaultRangeBlocks is the least run of whole blocks that zeroing records
 // as a range record; shorter runs get a hole version per block.
@@ -63,17 +66,75 @@ func unmarshalRange(t int64, b []byte) (zeroRange, error) {
 	return r, nil
 }
 
+// coverSeg says that blocks [first, end) read the range record stamped t
+// as of the newest range record on: it is the newest over them.
+type coverSeg struct {
+	first, end uint64
+	t          int64
+}
+
+// overlay returns cover (sorted, disjoint) with r, newer than every
+// record in it, laid over it.
+func overlay(cover []coverSeg, r zeroRange) []coverSeg {
+	out := make([]coverSeg, 0, len(cover)+2)
+	i := 0
+	for i < len(cover) && cover[i].end <= r.first {
+		out = append(out, cover[i])
+		i++
+	}
+	if i < len(cover) && cover[i].first < r.first {
+		out = append(out, coverSeg{cover[i].first, r.first, cover[i].t})
+	}
+	out = append(out, coverSeg{r.first, r.end, r.t})
+	for ; i < len(cover) && cover[i].first < r.end; i++ {
+		if cover[i].end > r.end {
+			out = append(out, coverSeg{r.end, cover[i].end, cover[i].t})
+		}
+	}
+	return append(out, cover[i:]...)
+}
+
+// setRanges installs rs (oldest first) as v's range records, with the
+// map of the newest over each block.
+func (v *Volume) setRanges(rs []zeroRange) {
+	var cover []coverSeg
+	for _, r := range rs {
+		cover = overlay(cover, r)
+	}
+	v.ranges, v.cover = slices.Clip(rs), cover
+}
+
+// addRange adds r, newer than every record of v.
+func (v *Volume) addRange(r zeroRange) {
+	rs := make([]zeroRange, len(v.ranges), len(v.ranges)+1)
+	copy(rs, v.ranges)
+	v.ranges, v.cover = append(rs, r), overlay(v.cover, r)
+}
+
 // floors sets floor[i] to the time of the newest range record of v at or
 // before t that covers block b0+i (0 where none does) and reports whether
-// any does. floor holds zeroes on entry.
+// any does. floor holds zeroes on entry. As of the newest record or later
+// (a head, a recent instant), a binary search of the map of the newest
+// over each block answers; an older instant looks through the records.
 func (v *Volume) floors(t int64, b0 uint64, floor []int64) bool {
 	rs := v.ranges
 	if len(rs) == 0 {
 		return false
 	}
 	b1 := b0 + uint64(len(floor))
-	left := len(floor)
 	any := false
+	if t >= rs[len(rs)-1].t {
+		c := v.cover
+		i := sort.Search(len(c), func(i int) bool { return c[i].end > b0 })
+		for ; i < len(c) && c[i].first < b1; i++ {
+			for b := max(c[i].first, b0); b < min(c[i].end, b1); b++ {
+				floor[b-b0] = c[i].t
+			}
+			any = true
+		}
+		return any
+	}
+	left := len(floor)
 	// Oldest first: the newest covering record wins, so walk newest first
 	// and fill only blocks not yet set.
 	i := sort.Search(len(rs), func(i int) bool { return rs[i].t > t })
@@ -91,13 +152,6 @@ func (v *Volume) floors(t int64, b0 uint64, floor []int64) bool {
 	return any
 }
 
-// withRange returns v's range records with r added (r is the newest).
-func (v *Volume) withRange(r zeroRange) []zeroRange {
-	out := make([]zeroRange, len(v.ranges), len(v.ranges)+1)
-	copy(out, v.ranges)
-	return append(out, r)
-}
-
 // loadRanges puts every volume's range records into its metadata.
 func (s *Store) loadRanges() error {
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{tagRange}, UpperBound: []byte{tagRange + 1}})
@@ -105,6 +159,7 @@ func (s *Store) loadRanges() error {
 		return err
 	}
 	defer it.Close()
+	byVol := map[uint64][]zeroRange{}
 	for it.First(); it.Valid(); it.Next() {
 		vol, t, ok := parseRangeKey(it.Key())
 		if !ok {
@@ -122,7 +177,10 @@ func (s *Store) loadRanges() error {
 			s.log.Warn("a range record of no visible version is ignored", "volume", vol, "time", t)
 			continue
 		}
-		vs.meta.ranges = append(vs.meta.ranges, r) // keys sort oldest first
+		byVol[vol] = append(byVol[vol], r) // keys sort oldest first
+	}
+	for vol, rs := range byVol {
+		s.mu.vols[vol].meta.setRanges(rs)
 	}
 	return it.Error()
 }

@@ -2,6 +2,7 @@ package timeline
 
 import (
 	"bytes"
+	"math/rand"
 	"slices"
 	"testing"
 
@@ -501,5 +502,45 @@ func TestFormatMovesWithFirstRange(t *testing.T) {
 	}
 	if err := e.db.Set(globalKey("format"), []byte(FormatVersion), pebble.Sync); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// floors agrees with a look through every record, as of the newest
+// record (the map of the newest) and before it (the records).
+func TestFloorsMatchRecords(t *testing.T) {
+	rng := rand.New(rand.NewSource(13))
+	for round := range 200 {
+		var rs []zeroRange
+		for i := range 1 + rng.Intn(30) {
+			first := uint64(rng.Intn(200))
+			rs = append(rs, zeroRange{t: int64(10 * (i + 1)), first: first, end: first + 1 + uint64(rng.Intn(60))})
+		}
+		v := &Volume{}
+		if round%2 == 0 {
+			v.setRanges(rs)
+		} else {
+			for _, r := range rs {
+				v.addRange(r)
+			}
+		}
+		for range 20 {
+			at := int64(rng.Intn(len(rs)*10 + 20))
+			b0, n := uint64(rng.Intn(260)), 1+rng.Intn(40)
+			got := make([]int64, n)
+			any := v.floors(at, b0, got)
+			want := make([]int64, n)
+			wantAny := false
+			for i := range want {
+				for _, r := range rs {
+					if r.t <= at && r.first <= b0+uint64(i) && b0+uint64(i) < r.end {
+						want[i] = r.t
+						wantAny = true
+					}
+				}
+			}
+			if any != wantAny || !slices.Equal(got, want) {
+				t.Fatalf("round %d: floors as of %d of blocks %d+%d: %v (%v), want %v (%v); records %+v", round, at, b0, n, got, any, want, wantAny, rs)
+			}
+		}
 	}
 }

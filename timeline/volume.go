@@ -48,6 +48,8 @@ type Volume struct {
 	// kept in memory, not in this record. Never mutated; a new version
 	// replaces the slice.
 	ranges []zeroRange
+	// cover maps blocks to the newest range record over them (ranges.go).
+	cover []coverSeg
 }
 
 // SizeChange is the volume's size from time T on.
@@ -100,6 +102,6 @@ func unmarshalVolume(b []byte) (*Volume, error) {
 func (v *Volume) clone() *Volume {
 	c := *v
 	c.Sizes = append([]SizeChange(nil), v.Sizes...)
-	c.ranges = slices.Clip(v.ranges)
+	c.ranges, c.cover = slices.Clip(v.ranges), slices.Clip(v.cover)
 	return &c
 }

@@ -214,7 +214,7 @@ func (w *versionWriter) commit(sync bool) error {
 	m.Last = w.t
 	m.Versions++
 	if w.zr != nil {
-		m.ranges = m.withRange(*w.zr)
+		m.addRange(*w.zr)
 	}
 	m.LogicalBytes += int64(w.sum.Bytes)
 	m.StoredBytes += int64(w.sum.Stored)
