@@ -152,11 +152,13 @@
 //
 // # Known limits
 //
-// A read of a volume with range records looks through them, newest first,
-// for those over its blocks: a cost that grows with their number (a
-// volume with none pays nothing). Runs of fewer than defaultRangeBlocks
-// whole blocks are written block by block to keep them few, and Prune
-// removes those that no kept instant reads.
+// A read of a volume with range records as of an instant older than its
+// newest record looks through them, newest first, for those over its
+// blocks: a cost that grows with their number (a head, or an instant
+// after the newest record, searches a map; a volume with none pays
+// nothing). Runs of fewer than defaultRangeBlocks whole blocks are written
+// block by block to keep the records few, and Prune removes those that no
+// kept instant reads.
 //
 // An import stamped --at in the past, between the volume's newest
 // version and an instant already viewed, changes what that instant shows.
