@@ -21,7 +21,8 @@
 // version's time: block b as of T reads its newest base at or before T,
 // a range record over b counting as one, with the patches after it. Blocks
 // that are holes already are not recorded, so zeroing nothing but holes
-// records no version. Each volume's range records are kept in memory with
+// records no version, and zeroing only a few blocks that hold data (fewer
+// than defaultRangeBlocks) gives each a hole version instead. Each volume's range records are kept in memory with
 // its metadata (loaded at Open, replaced when a version commits), so a
 // read asks the index nothing more for them. An older store moves to
 // FormatVersion with its first range record, so that builds which know

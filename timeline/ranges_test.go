@@ -170,9 +170,9 @@ func TestTrimOfGiBIsOneRecord(t *testing.T) {
 		im.writes = append(im.writes, imageWrite{off: off, data: p, n: int64(len(p))})
 		return mustWrite(t, e, v, p, off)
 	}
-	put(pattern(1, bs), 0)                // the first block, whole
-	put(pattern(2, 3000), 100*bs+77)      // part of block 100: a patch
-	tData := put(pattern(3, bs), size-bs) // the last block
+	put(pattern(1, 20*bs), 0)                     // the first 20 blocks, whole
+	put(bytes.Repeat([]byte{7}, 3000), 100*bs+77) // part of block 100: a patch
+	tData := put(pattern(3, bs), size-bs)         // the last block
 	before := keyCount(t, e.db, tagVersion, m.ID)
 	snapshot := im.clone()
 

@@ -173,8 +173,9 @@ func (v *View) write(off, n int64, kind VersionKind, fill func(buf []byte, at in
 // covers (nil: none). Zeroing a block that is a hole already changes
 // nothing and is not recorded: a trim of nothing but holes records no
 // version (a guest running fstrim in a loop would grow the index without
-// end), and a range record covers only the run from the first whole block
-// that is not a hole to the last.
+// end), a few blocks that are not holes among many get a version each,
+// and a range record covers only the run from the first whole block that
+// is not a hole to the last.
 func (s *Store) planZero(m *Volume, off, n int64) ([]int64, *zeroRange, error) {
 	bs := m.BlockSize
 	b0, b1 := off/bs, (off+n-1)/bs+1
@@ -206,30 +207,22 @@ func (s *Store) planZero(m *Volume, off, n int64) ([]int64, *zeroRange, error) {
 	if err := edge(b0); err != nil {
 		return nil, nil, err
 	}
-	// The first and the last whole blocks that are not holes.
-	first, err := s.firstData(m, w0, w1, true)
+	// The whole blocks that are not holes: fewer than rangeBlocks are
+	// written one by one; more make a range record from the first to the
+	// last of them.
+	few, err := s.dataBlocks(m, w0, w1, s.rangeBlocks)
 	if err != nil {
 		return nil, nil, err
 	}
 	var zr *zeroRange
-	if first < w1 {
-		last, err := s.firstData(m, first, w1, false)
+	if int64(len(few)) < s.rangeBlocks {
+		each = append(each, few...)
+	} else {
+		last, err := s.lastData(m, few[len(few)-1], w1)
 		if err != nil {
 			return nil, nil, err
 		}
-		if last+1-first >= s.rangeBlocks {
-			zr = &zeroRange{first: uint64(first), end: uint64(last + 1)}
-		} else {
-			refs := make([]blockRef, last+1-first)
-			if err := s.resolve(m, m.Last, uint64(first), refs); err != nil {
-				return nil, nil, err
-			}
-			for i := range refs {
-				if !refs[i].hole() {
-					each = append(each, first+int64(i))
-				}
-			}
-		}
+		zr = &zeroRange{first: uint64(few[0]), end: uint64(last + 1)}
 	}
 	if b1-1 != b0 {
 		if err := edge(b1 - 1); err != nil {
@@ -239,39 +232,44 @@ func (s *Store) planZero(m *Volume, off, n int64) ([]int64, *zeroRange, error) {
 	return each, zr, nil
 }
 
-// firstData returns the first block of [lo, hi) of m, as of its newest
-// version, that is not a hole (forward), or the last one (backward); hi
-// (forward) or lo-1 (backward) when all are.
-func (s *Store) firstData(m *Volume, lo, hi int64, forward bool) (int64, error) {
+// dataBlocks returns the first blocks of [lo, hi) of m, as of its newest
+// version, that are not holes, up to k of them.
+func (s *Store) dataBlocks(m *Volume, lo, hi, k int64) ([]int64, error) {
+	var out []int64
 	refs := make([]blockRef, min(hi-lo, maxExtentBlocks))
-	for lo < hi {
-		k := min(hi-lo, maxExtentBlocks)
-		from := lo
-		if !forward {
-			from = hi - k
+	for from := lo; from < hi && int64(len(out)) < k; from += maxExtentBlocks {
+		n := min(hi-from, maxExtentBlocks)
+		if err := s.resolve(m, m.Last, uint64(from), refs[:n]); err != nil {
+			return nil, err
 		}
-		if err := s.resolve(m, m.Last, uint64(from), refs[:k]); err != nil {
+		for i := range n {
+			if !refs[i].hole() {
+				if out = append(out, from+i); int64(len(out)) == k {
+					break
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+// lastData returns the last block of [lo, hi) of m, as of its newest
+// version, that is not a hole; lo is one.
+func (s *Store) lastData(m *Volume, lo, hi int64) (int64, error) {
+	refs := make([]blockRef, min(hi-lo, maxExtentBlocks))
+	for to := hi; to > lo; to -= maxExtentBlocks {
+		n := min(to-lo, maxExtentBlocks)
+		from := to - n
+		if err := s.resolve(m, m.Last, uint64(from), refs[:n]); err != nil {
 			return 0, err
 		}
-		for j := range k {
-			i := j
-			if !forward {
-				i = k - 1 - j
-			}
+		for i := n - 1; i >= 0; i-- {
 			if !refs[i].hole() {
 				return from + i, nil
 			}
 		}
-		if forward {
-			lo += k
-		} else {
-			hi -= k
-		}
 	}
-	if forward {
-		return hi, nil
-	}
-	return lo - 1, nil
+	return lo, nil
 }
 
 // writePart stages the write of n bytes at within in block b: a patch
