@@ -2,8 +2,10 @@ package timeline
 
 import (
 	"bytes"
+	"fmt"
 	"math/rand"
 	"slices"
+	"sync"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -542,5 +544,96 @@ func TestFloorsMatchRecords(t *testing.T) {
 				t.Fatalf("round %d: floors as of %d of blocks %d+%d: %v (%v), want %v (%v); records %+v", round, at, b0, n, got, any, want, wantAny, rs)
 			}
 		}
+	}
+}
+
+// Writers of neighbouring ranges that share their edge blocks write and
+// trim side by side; each write and each TRIM is a version of its own
+// that changes its writer's range alone, and a TRIM's range record and
+// edge patches keep the neighbours' bytes.
+func TestConcurrentTrimsShareEdgeBlocks(t *testing.T) {
+	const bs = 16 << 10
+	const writers, span, rounds = 4, 20 * bs, 10
+	const size = writers*span + bs
+	e, v := rangeEnv(t, size, bs)
+	m, _ := v.Volume()
+	off := func(g int) int64 { return int64(g)*span + bs/2 }
+	op := func(g, i int) []byte { // what round i of writer g leaves in its range
+		if i%2 == 1 {
+			return make([]byte, span) // a TRIM
+		}
+		b := make([]byte, span)
+		rand.New(rand.NewSource(int64(100*g + i))).Read(b)
+		return b
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for g := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range rounds {
+				var err error
+				if i%2 == 1 {
+					err = v.Trim(off(g), span)
+				} else {
+					_, err = v.WriteAt(op(g, i), off(g))
+				}
+				if err != nil {
+					errs <- fmt.Errorf("writer %d, round %d: %w", g, i, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if n := keyCount(t, e.db, tagRange, m.ID); n != writers*rounds/2 {
+		t.Fatalf("%d range records, want one a TRIM", n)
+	}
+	log, err := e.s.Log(m.ID, 0, 1<<62)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(log) != 1+writers*rounds {
+		t.Fatalf("%d versions, want the clone's and one per write and TRIM", len(log))
+	}
+	prev, next := make([]byte, size), make([]int, writers)
+	for _, ver := range log[1:] {
+		at, err := e.s.ViewAt(m.ID, ver.Time)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cur := make([]byte, size)
+		if _, err := at.ReadAt(cur, 0); err != nil {
+			t.Fatal(err)
+		}
+		at.Close()
+		changed := -1
+		for g := range writers {
+			if !bytes.Equal(cur[off(g):off(g)+span], prev[off(g):off(g)+span]) {
+				if changed >= 0 {
+					t.Fatalf("version %d changed the ranges of writers %d and %d", ver.Time, changed, g)
+				}
+				changed = g
+			}
+		}
+		if changed < 0 {
+			t.Fatalf("version %d changed no writer's range", ver.Time)
+		}
+		o := off(changed)
+		if !bytes.Equal(cur[o:o+span], op(changed, next[changed])) {
+			t.Fatalf("version %d holds writer %d's round %d wrongly", ver.Time, changed, next[changed])
+		}
+		outside := bytes.Clone(cur)
+		copy(outside[o:o+span], prev[o:o+span])
+		if !bytes.Equal(outside, prev) {
+			t.Fatalf("version %d changed bytes outside writer %d's range", ver.Time, changed)
+		}
+		next[changed]++
+		prev = cur
 	}
 }
