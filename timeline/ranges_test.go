@@ -637,3 +637,36 @@ func TestConcurrentTrimsShareEdgeBlocks(t *testing.T) {
 		prev = cur
 	}
 }
+
+// A clone forked after a TRIM whose version its parent's prune removes
+// still reads the TRIM: the fork instant keeps the range record it reads.
+func TestPruneKeepsRangesOfForks(t *testing.T) {
+	const bs = 16 << 10
+	const size = 64 * bs
+	e, v := rangeEnv(t, size, bs)
+	m, _ := v.Volume()
+	data := pattern(14, size)
+	mustWrite(t, e, v, data, 0)
+	if err := v.Trim(0, 32*bs); err != nil {
+		t.Fatal(err)
+	}
+	e.clock += 10
+	fork := mustWrite(t, e, v, bytes.Repeat([]byte{3}, bs), 40*bs)
+	mustWrite(t, e, v, bytes.Repeat([]byte{4}, bs), 50*bs)
+	if _, err := e.s.Clone("c", fork, "child"); err != nil {
+		t.Fatal(err)
+	}
+	want := bytes.Clone(data)
+	clear(want[:32*bs])
+	copy(want[40*bs:], bytes.Repeat([]byte{3}, bs))
+	res, err := e.s.Prune(m.ID, nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Kept) != 2 || res.Ranges != 0 || keyCount(t, e.db, tagRange, m.ID) != 1 {
+		t.Fatalf("prune: %+v, want the fork and the newest kept, and the range record", res)
+	}
+	if !bytes.Equal(readAs(t, e, "child", 0), want) {
+		t.Fatal("the clone reads other bytes than its fork instant held")
+	}
+}
