@@ -11,16 +11,15 @@ import (
 
 // Range records. A TRIM or WRITE_ZEROES of many whole blocks is recorded
 // as one record, 'z' | volume | time -> [first, end) (keys.go), instead of
-// a hole version per block: a TRIM of 1 GiB of 64 KiB blocks wrote 16,384
-// version keys, even over blocks that were holes already.
+// a hole version per block (16,384 keys for 1 GiB of 64 KiB blocks).
 //
 // A range record is a hole base for each block it covers, stamped with
 // its version's time. Block b of a volume as of T is its newest base at or
 // before T, a range record covering b counting as one, with the patches
 // stamped after that base and at or before T applied over it; a range
 // record newer than every own version of b hides the parent of a clone
-// too. The partial blocks at a range's edges are written as today, as
-// patches or whole blocks, in the same version.
+// too. The partial blocks at a range's edges are written as a write's
+// are, as patches or whole blocks, in the same version.
 //
 // Range records are rare, and every read would otherwise seek for them:
 // each volume keeps its own in memory, in its metadata (Volume.ranges),
