@@ -14,6 +14,21 @@
 // (Store.Head) takes writes, each a version of its own; what this
 // package says of clone writes holds for both.
 //
+// A TRIM or WRITE_ZEROES is one version like any write, but the run of
+// whole blocks it zeroes is one range record (ranges.go), not a hole
+// version per block; its partial edge blocks are patches as for a write.
+// A range record is a hole base for each block it covers, stamped with its
+// version's time: block b as of T reads its newest base at or before T,
+// a range record over b counting as one, with the patches after it. Blocks
+// that are holes already are not recorded, so zeroing nothing but holes
+// records no version, and zeroing only a few blocks that hold data (fewer
+// than defaultRangeBlocks) gives each a hole version instead. Each volume's range records are kept in memory with
+// its metadata (loaded at Open, replaced when a version commits), so a
+// read asks the index nothing more for them. An older store moves to
+// FormatVersion with its first range record, so that builds which know
+// nothing of them refuse it rather than read trimmed blocks as their older
+// versions.
+//
 // Keys and values are listed in keys.go and record.go; they, the Comparer
 // name and FormatVersion are on-disk format. Version keys are
 // 'v' | volume | block | ^time, so SeekPrefixGE(v|vol|block|^T) lands on
@@ -53,9 +68,13 @@
 // holds (ViewAt holds its instant until Close) and the fork instants of
 // the volume's clones. A block version survives when a kept instant reads
 // it: the newest at or before the instant, and below a patch the versions
-// down to its base. The removed versions leave the history first, in one
-// commit that also records the newest of them in the metadata
-// (Volume.Pruned); then their block versions are deleted. A view or a
+// down to its base. A range record survives when a kept instant reads
+// it for some block, that is when a block it covers has no newer base up
+// to that instant, whether or not its version is kept: removing it would
+// let the older versions it hides show through. The removed versions
+// leave the history first, in one commit that also records the newest of
+// them in the metadata (Volume.Pruned) and deletes the range records that
+// no kept instant reads; then their block versions are deleted. A view or a
 // clone asked for an instant up to Volume.Pruned gets the newest version
 // kept at or before it, so no instant ever reads a mix of what remains.
 // Prune runs beside writers; views and clones wait for it while they pick
@@ -133,6 +152,14 @@
 // wrong data is never returned.
 //
 // # Known limits
+//
+// A read of a volume with range records as of an instant older than its
+// newest record looks through them, newest first, for those over its
+// blocks: a cost that grows with their number (a head, or an instant
+// after the newest record, searches a map; a volume with none pays
+// nothing). Runs of fewer than defaultRangeBlocks whole blocks are written
+// block by block to keep the records few, and Prune removes those that no
+// kept instant reads.
 //
 // An import stamped --at in the past, between the volume's newest
 // version and an instant already viewed, changes what that instant shows.

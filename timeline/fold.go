@@ -274,14 +274,18 @@ func (s *Store) foldBlocks(vol uint64, blocks []uint64) error {
 		if err != nil {
 			return err
 		}
-		if !patched {
-			continue
+		var floor [1]int64
+		if !patched || m.floors(m.Last, block, floor[:]) && floor[0] > t {
+			continue // no patch, or a hole from a newer range record on
 		}
+		// As of the patch's own time: a range record stamped after it
+		// may make the block a hole as of m.Last, and the folded version
+		// must read what the patch did.
 		var ref [1]blockRef
-		if err := s.resolve(m, m.Last, block, ref[:]); err != nil {
+		if err := s.resolve(m, t, block, ref[:]); err != nil {
 			return err
 		}
-		blk := make([]byte, min(bs, m.SizeAt(m.Last)-int64(block)*bs))
+		blk := make([]byte, min(bs, m.SizeAt(t)-int64(block)*bs))
 		if len(blk) <= 0 {
 			continue
 		}

@@ -61,7 +61,7 @@ func requireFolded(t *testing.T, p *pruneEnv) {
 		t.Fatal(err)
 	}
 	refs := make([]blockRef, (int64(len(p.disk))+m.BlockSize-1)/m.BlockSize)
-	if err := p.e.s.resolveOwn(p.vol, m.Last, 0, refs); err != nil {
+	if err := p.e.s.resolveOwn(m, m.Last, 0, refs); err != nil {
 		t.Fatal(err)
 	}
 	for b, r := range refs {

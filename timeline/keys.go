@@ -14,10 +14,18 @@ import (
 //
 //	'v' | volume u64 | block u64 | ^time u64  -> version value (see below)
 //	't' | volume u64 | time u64 | part u32    -> the blocks a version wrote
+//	'z' | volume u64 | time u64               -> a range record (ranges.go)
 //	'm' | volume u64                          -> volume metadata (volume.go)
 //	'i' | volume u64 | time u64               -> a version being written
 //	'g' | name                                -> store-wide values
 //	'n' | volume name                         -> volume id u64
+//
+// A range record says that a version made a run of whole blocks read as
+// zeroes (a TRIM or WRITE_ZEROES of them): it stands for a hole version of
+// each block, without a version key per block. At most one per version;
+// the time-index runs ('t') list only the version keys a version wrote,
+// never a range record's blocks. Range records reference no chunk: a walk
+// of version values for the chunks they name reads 'v' keys only.
 //
 // Version keys sort newest first within a block, so
 // SeekPrefixGE(v|vol|block|^T) lands on the version to read as of T. The
@@ -31,17 +39,26 @@ const (
 	tagPending       = 'i'
 	tagGlobal        = 'g'
 	tagName          = 'n'
+	tagRange         = 'z'
 	versionKeyLen    = 1 + 8 + 8 + 8
 	versionPrefixLen = 1 + 8 + 8
 	timeKeyLen       = 1 + 8 + 8 + 4
+	rangeKeyLen      = 1 + 8 + 8
 	// summaryPart is the part number of a version's summary record, written
 	// in the batch that makes the version visible.
 	summaryPart = 0xffffffff
 
 	// ComparerName is stored by Pebble and checked on every open.
 	ComparerName = "rewind.timeline.v1"
-	// FormatVersion is stored under 'g'|"format".
-	FormatVersion = "rewind-store-1"
+	// FormatVersion is stored under 'g'|"format". A store made by this
+	// build has it; an older store takes it in the batch of its first
+	// range record. Builds before range records read formatNoRanges only,
+	// so they refuse a store that they would read wrongly (the blocks a
+	// range record zeroes would show their older versions).
+	FormatVersion = "rewind-store-2"
+	// formatNoRanges is the format of a store with no range record, which
+	// this build reads too.
+	formatNoRanges = "rewind-store-1"
 )
 
 // Comparer orders keys bytewise and splits version keys into a
@@ -97,6 +114,18 @@ func parseTimeKey(k []byte) (vol uint64, t int64, part uint32, ok bool) {
 	return binary.BigEndian.Uint64(k[1:]), int64(binary.BigEndian.Uint64(k[9:])), binary.BigEndian.Uint32(k[17:]), true
 }
 
+func rangeKey(vol uint64, t int64) []byte {
+	k := binary.BigEndian.AppendUint64([]byte{tagRange}, vol)
+	return binary.BigEndian.AppendUint64(k, uint64(t))
+}
+
+func parseRangeKey(k []byte) (vol uint64, t int64, ok bool) {
+	if len(k) != rangeKeyLen || k[0] != tagRange {
+		return 0, 0, false
+	}
+	return binary.BigEndian.Uint64(k[1:]), int64(binary.BigEndian.Uint64(k[9:])), true
+}
+
 func metaKey(vol uint64) []byte {
 	return binary.BigEndian.AppendUint64([]byte{tagMeta}, vol)
 }
@@ -116,6 +145,9 @@ func formatKey(k []byte) fmt.Formatter {
 	}
 	if vol, t, part, ok := parseTimeKey(k); ok {
 		return rawFormatter(fmt.Sprintf("t/%d@%d#%d", vol, t, part))
+	}
+	if vol, t, ok := parseRangeKey(k); ok {
+		return rawFormatter(fmt.Sprintf("z/%d@%d", vol, t))
 	}
 	return pebble.DefaultComparer.FormatKey(k)
 }

@@ -159,7 +159,7 @@ func (s *Store) patchRun(vs *volState, m *Volume, block uint64) (int, error) {
 		return int(n), nil
 	}
 	var own [1]blockRef
-	if err := s.resolveOwn(m.ID, m.Last, block, own[:]); err != nil {
+	if err := s.resolveOwn(m, m.Last, block, own[:]); err != nil {
 		return 0, err
 	}
 	n := len(own[0].patches)

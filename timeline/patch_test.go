@@ -17,9 +17,15 @@ import (
 // Extents reports read as zeroes; Diff between two versions covers every
 // byte that differs.
 func TestPatchesMatchModel(t *testing.T) {
+	for _, rb := range rangeSettings {
+		t.Run(rb.name, func(t *testing.T) { testPatchesMatchModel(t, rb.blocks) })
+	}
+}
+
+func testPatchesMatchModel(t *testing.T, rangeBlocks int64) {
 	const bs = 16 << 10
 	const size = 8*bs - 512 // a short last block
-	e := &scriptEnv{t: t, fs: vfs.NewMem(), clock: 1000}
+	e := &scriptEnv{t: t, fs: vfs.NewMem(), clock: 1000, rangeBlocks: rangeBlocks}
 	e.open()
 	defer func() { e.close() }()
 	rng := rand.New(rand.NewSource(7))
@@ -60,11 +66,17 @@ func TestPatchesMatchModel(t *testing.T) {
 				}
 				copy(disk[off:], p)
 			case k < 8:
+				if rangeBlocks != 0 && rng.Intn(2) == 0 { // runs of whole blocks
+					n = 1 + rng.Int63n(size-off)
+				}
 				if err := v.WriteZeroes(off, n); err != nil {
 					t.Fatal(err)
 				}
 				clear(disk[off : off+n])
 			default:
+				if rangeBlocks != 0 && rng.Intn(2) == 0 {
+					n = 1 + rng.Int63n(size-off)
+				}
 				if err := v.Trim(off, n); err != nil {
 					t.Fatal(err)
 				}
@@ -154,6 +166,9 @@ func TestPatchesMatchModel(t *testing.T) {
 	// Writes go on after a reopen, which forgot the runs' lengths.
 	write("c2", 100)
 	check("written after reopen")
+	if n := allRanges(t, e.db); rangeBlocks == 1 && n == 0 {
+		t.Fatal("no range record was written: the model checked none")
+	}
 }
 
 // A block's run of patches is bounded: past maxPatches a write of part of

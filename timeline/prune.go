@@ -15,6 +15,8 @@ type PruneResult struct {
 	// Blocks counts block versions deleted: those that no kept version
 	// reads.
 	Blocks int64
+	// Ranges counts range records deleted (ranges.go), likewise.
+	Ranges int
 }
 
 // pruneBatchKeys bounds the deletions committed at once.
@@ -94,18 +96,19 @@ func (s *Store) Prune(vol uint64, keep []int64, dry bool) (*PruneResult, error) 
 	if len(gone) == 0 {
 		return res, nil
 	}
-	dead, err := s.unread(vol, m.Last, res.Kept)
+	dead, deadRanges, err := s.unread(m, res.Kept)
 	if err != nil {
 		return nil, err
 	}
 	res.Blocks = int64(len(dead))
+	res.Ranges = len(deadRanges)
 	if dry {
 		return res, nil
 	}
 	if err := s.Writable(); err != nil {
 		return nil, err
 	}
-	if err := s.dropVersions(vs, vol, gone, res.Kept[0]); err != nil {
+	if err := s.dropVersions(vs, vol, gone, res.Kept[0], deadRanges); err != nil {
 		return nil, err
 	}
 	for len(dead) > 0 {
@@ -124,15 +127,27 @@ func (s *Store) Prune(vol uint64, keep []int64, dry bool) (*PruneResult, error) 
 	return res, s.Flush()
 }
 
-// unread returns the keys of vol's block versions stamped at or before
-// last that none of the instants in kept (oldest first) reads: a kept
-// instant reads each block's newest version at or before it and, when
-// that is a patch, the versions below it down to a base.
-func (s *Store) unread(vol uint64, last int64, kept []int64) ([][]byte, error) {
+// unread returns the keys of m's block versions stamped at or before
+// m.Last that none of the instants in kept (oldest first) reads, and the
+// times of the range records that none reads. A kept instant reads each
+// block's newest base at or before it (an own hole or chunk version, or a
+// range record over the block, ranges.go) and the patches stamped after
+// that base. A range record that no kept instant reads can go: every
+// block it covers has a newer base for each of them, so no older version
+// shows through once it is gone.
+func (s *Store) unread(m *Volume, kept []int64) ([][]byte, []int64, error) {
+	vol, last := m.ID, m.Last
+	var rs []zeroRange
+	for _, r := range m.ranges {
+		if r.t <= last {
+			rs = append(rs, r)
+		}
+	}
+	needs := newRangeNeeds(rs, kept)
 	lo, hi := volumeBounds(tagVersion, vol)
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer it.Close()
 	type ver struct {
@@ -142,14 +157,35 @@ func (s *Store) unread(vol uint64, last int64, kept []int64) ([][]byte, error) {
 	}
 	var dead [][]byte
 	var run []ver // one block's versions, newest first
-	flush := func() {
+	var cover, times []int64
+	var base []bool
+	flush := func(block uint64) {
+		if len(run) == 0 {
+			return
+		}
+		if len(rs) > 0 {
+			times, base = times[:0], base[:0]
+			for _, v := range run {
+				times, base = append(times, v.t), append(base, !v.patch)
+			}
+			needs.block(block, times, base)
+		}
+		cover = needs.covering(cover[:0], block) // oldest first
+		c := len(cover) - 1
 		need := make([]bool, len(run))
 		i := 0
 		for k := len(kept) - 1; k >= 0; k-- {
 			for i < len(run) && run[i].t > kept[k] {
 				i++
 			}
-			for j := i; j < len(run) && !need[j]; j++ {
+			for c >= 0 && cover[c] > kept[k] {
+				c--
+			}
+			var floor int64 // the range record kept[k] reads for the block
+			if c >= 0 {
+				floor = cover[c]
+			}
+			for j := i; j < len(run) && !need[j] && run[j].t >= floor; j++ {
 				need[j] = true
 				if !run[j].patch {
 					break
@@ -167,27 +203,29 @@ func (s *Store) unread(vol uint64, last int64, kept []int64) ([][]byte, error) {
 	for it.First(); it.Valid(); it.Next() {
 		_, b, t, ok := parseVersionKey(it.Key())
 		if !ok {
-			return nil, fmt.Errorf("timeline: bad version key %x", it.Key())
+			return nil, nil, fmt.Errorf("timeline: bad version key %x", it.Key())
 		}
 		if b != block {
-			flush()
+			flush(block)
 			block = b
 		}
 		e, err := decodeValue(it.Value())
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		run = append(run, ver{key: slices.Clone(it.Key()), t: t, patch: e.isPatch})
 	}
-	flush()
-	return dead, it.Error()
+	flush(block)
+	return dead, needs.dead(), it.Error()
 }
 
 // dropVersions removes the versions gone from vol's history, with their
 // time-index records, and records in its metadata that instants up to the
 // newest of them now read the kept version before them. first is the
 // oldest version kept.
-func (s *Store) dropVersions(vs *volState, vol uint64, gone []VersionInfo, first int64) error {
+// The range records that no kept instant reads (deadRanges, their times)
+// go in the same commit.
+func (s *Store) dropVersions(vs *volState, vol uint64, gone []VersionInfo, first int64, deadRanges []int64) error {
 	// Writers stamp and commit their versions, metadata included, under
 	// commitMu: the metadata written here is the newest.
 	vs.commitMu.Lock()
@@ -209,6 +247,19 @@ func (s *Store) dropVersions(vs *volState, vol uint64, gone []VersionInfo, first
 		m.Pruned = max(m.Pruned, v.Time)
 	}
 	m.First = first
+	if len(deadRanges) > 0 {
+		var rs []zeroRange
+		for _, r := range m.ranges {
+			if _, found := slices.BinarySearch(deadRanges, r.t); found {
+				if err := b.Delete(rangeKey(vol, r.t), nil); err != nil {
+					return err
+				}
+				continue
+			}
+			rs = append(rs, r)
+		}
+		m.setRanges(rs)
+	}
 	if err := b.Set(metaKey(vol), m.marshal(), nil); err != nil {
 		return err
 	}

@@ -24,9 +24,15 @@ type pruneEnv struct {
 }
 
 func newPruneEnv(t *testing.T, writes int) *pruneEnv {
+	return newPruneEnvRanges(t, writes, 0)
+}
+
+// newPruneEnvRanges is newPruneEnv with zeroing of rangeBlocks whole
+// blocks or more recorded as range records (0: the default).
+func newPruneEnvRanges(t *testing.T, writes int, rangeBlocks int64) *pruneEnv {
 	const bs = 16 << 10
 	const size = 8 * bs
-	e := &scriptEnv{t: t, fs: vfs.NewMem(), clock: 1000}
+	e := &scriptEnv{t: t, fs: vfs.NewMem(), clock: 1000, rangeBlocks: rangeBlocks}
 	e.open()
 	t.Cleanup(func() { e.close() })
 	p := &pruneEnv{e: e, imgs: map[int64][]byte{}, rng: rand.New(rand.NewSource(3))}
@@ -68,6 +74,9 @@ func (p *pruneEnv) write(t *testing.T, n int) {
 			off, l = 2*16<<10+p.rng.Int63n(4096), 1+p.rng.Int63n(4096)
 		}
 		if p.rng.Intn(8) == 0 {
+			if p.e.rangeBlocks != 0 && p.rng.Intn(2) == 0 { // runs of whole blocks
+				l = 1 + p.rng.Int63n(size-off)
+			}
 			if err := v.Trim(off, l); err != nil {
 				t.Fatal(err)
 			}
@@ -142,7 +151,23 @@ func (p *pruneEnv) blockVersions(t *testing.T) int {
 // kept or pruned, reads a version that was: before and after a reopen,
 // and with writes after the prune.
 func TestPruneKeepsWhatItSays(t *testing.T) {
-	p := newPruneEnv(t, 300)
+	for _, rb := range rangeSettings {
+		t.Run(rb.name, func(t *testing.T) { testPruneKeepsWhatItSays(t, rb.blocks) })
+	}
+}
+
+// rangeSettings run a test with zeroing recorded as usual, and with every
+// run of whole blocks zeroed recorded as a range record.
+var rangeSettings = []struct {
+	name   string
+	blocks int64
+}{{"default", 0}, {"ranges", 1}}
+
+func testPruneKeepsWhatItSays(t *testing.T, rangeBlocks int64) {
+	p := newPruneEnvRanges(t, 300, rangeBlocks)
+	if n := allRanges(t, p.e.db); rangeBlocks == 1 && n == 0 {
+		t.Fatal("no range record was written: the prune checked none")
+	}
 	var keep []int64
 	for i := 0; i < len(p.times); i += 37 {
 		keep = append(keep, p.times[i]+3) // between versions: keeps the one before
@@ -238,7 +263,13 @@ func TestPruneKeepsInstantsInUse(t *testing.T) {
 // Prune runs beside a writer of the volume: every instant still reads a
 // version it held.
 func TestPruneBesideWrites(t *testing.T) {
-	p := newPruneEnv(t, 100)
+	for _, rb := range rangeSettings {
+		t.Run(rb.name, func(t *testing.T) { testPruneBesideWrites(t, rb.blocks) })
+	}
+}
+
+func testPruneBesideWrites(t *testing.T, rangeBlocks int64) {
+	p := newPruneEnvRanges(t, 100, rangeBlocks)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

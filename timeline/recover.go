@@ -117,5 +117,6 @@ func (s *Store) undoPending(vol uint64, t int64) error {
 		return err
 	}
 	b.Delete(pendingKey(vol, t), nil)
+	b.Delete(rangeKey(vol, t), nil) // none is written in parts; for certainty
 	return s.commit(b, pebble.Sync)
 }

@@ -128,7 +128,7 @@ func (s *Store) resolveChain(v *Volume, t int64, b0 uint64, out []blockRef) erro
 	for i := range out {
 		out[i] = blockRef{}
 	}
-	if err := s.resolveOwn(v.ID, t, b0, out); err != nil {
+	if err := s.resolveOwn(v, t, b0, out); err != nil {
 		return err
 	}
 	if !v.IsClone() {
@@ -169,11 +169,32 @@ func (s *Store) resolveChain(v *Volume, t int64, b0 uint64, out []blockRef) erro
 	return nil
 }
 
-// resolveOwn looks only at vol's own versions, with one iterator. A single
-// block uses SeekPrefixGE (bloom filters skip tables); a range uses SeekGE,
-// which steps over blocks that have no versions at all.
-func (s *Store) resolveOwn(vol uint64, t int64, b0 uint64, out []blockRef) error {
+// resolveOwn looks only at v's own versions and range records, with one
+// iterator. A single block uses SeekPrefixGE (bloom filters skip tables);
+// a range uses SeekGE, which steps over blocks that have no versions at
+// all. A block that a range record covers reads it as a hole base (see
+// ranges.go), never refAbsent.
+func (s *Store) resolveOwn(v *Volume, t int64, b0 uint64, out []blockRef) error {
+	vol := v.ID
 	n := uint64(len(out))
+	var floor []int64 // the newest range record over each block, if any
+	if len(v.ranges) > 0 {
+		var small [4]int64
+		if n <= uint64(len(small)) {
+			floor = small[:n]
+		} else {
+			floor = make([]int64, n)
+		}
+		if !v.floors(t, b0, floor) {
+			floor = nil
+		}
+	}
+	floorOf := func(b uint64) int64 {
+		if floor == nil {
+			return 0
+		}
+		return floor[b-b0]
+	}
 	var kbuf [versionKeyLen]byte
 	lo := versionKey(nil, vol, b0, t)
 	hi := versionKey(nil, vol, b0+n, int64(-1)) // ^uint64(-1) == 0: the smallest key of block b0+n
@@ -184,11 +205,15 @@ func (s *Store) resolveOwn(vol uint64, t int64, b0 uint64, out []blockRef) error
 	defer it.Close()
 	if n == 1 {
 		if it.SeekPrefixGE(lo) {
-			if out[0], err = chainAt(it, vol, b0); err != nil {
+			if out[0], err = chainAt(it, vol, b0, floorOf(b0)); err != nil {
 				return err
 			}
 		}
-		return it.Error()
+		if err := it.Error(); err != nil {
+			return err
+		}
+		floorHoles(out, floor)
+		return nil
 	}
 	b := b0
 	for valid := it.SeekGE(lo); valid; {
@@ -197,7 +222,7 @@ func (s *Store) resolveOwn(vol uint64, t int64, b0 uint64, out []blockRef) error
 			return fmt.Errorf("timeline: bad version key %x", it.Key())
 		}
 		if vt <= t {
-			if out[vb-b0], err = chainAt(it, vol, vb); err != nil {
+			if out[vb-b0], err = chainAt(it, vol, vb, floorOf(vb)); err != nil {
 				return err
 			}
 			b = vb + 1
@@ -209,16 +234,37 @@ func (s *Store) resolveOwn(vol uint64, t int64, b0 uint64, out []blockRef) error
 		}
 		valid = it.SeekGE(versionKey(kbuf[:0], vol, b, t))
 	}
-	return it.Error()
+	if err := it.Error(); err != nil {
+		return err
+	}
+	floorHoles(out, floor)
+	return nil
+}
+
+// floorHoles makes the blocks that a range record covers, and that have
+// no base of their own above it, hole bases.
+func floorHoles(out []blockRef, floor []int64) {
+	for i, f := range floor {
+		if f != 0 && out[i].kind == refAbsent {
+			out[i].kind = refZero
+		}
+	}
 }
 
 // chainAt decodes the block version it is positioned on and, while that
 // is a patch, the older versions of the same block down to the base they
-// patch (refAbsent when the volume has none of its own). It may leave it
-// anywhere.
-func chainAt(it *pebble.Iterator, vol, block uint64) (blockRef, error) {
+// patch (refAbsent when the volume has none of its own). A version
+// stamped before floor (a range record over the block; 0: none) is
+// below a hole base: the chain ends there, refZero. It may leave the
+// iterator anywhere.
+func chainAt(it *pebble.Iterator, vol, block uint64, floor int64) (blockRef, error) {
 	var newestFirst []patch
 	for {
+		if floor != 0 {
+			if _, _, vt, _ := parseVersionKey(it.Key()); vt < floor {
+				return blockRef{kind: refZero, patches: reversed(newestFirst)}, nil
+			}
+		}
 		e, err := decodeValue(it.Value())
 		if err != nil {
 			return blockRef{}, err

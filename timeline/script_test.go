@@ -57,6 +57,9 @@ type scriptEnv struct {
 	bs    *blockstore.Store
 	s     *Store
 	clock int64
+	// rangeBlocks, if set, is the least run of whole blocks that zeroing
+	// records as a range record (Store.rangeBlocks).
+	rangeBlocks int64
 }
 
 // open opens the store as the daemon does: on a Guard, with a reserve.
@@ -78,6 +81,9 @@ func (e *scriptEnv) open() {
 	s, err := Open(Options{DB: db, Chunks: bs, Guard: e.guard, Now: func() time.Time { return time.Unix(0, e.clock) }})
 	if err != nil {
 		e.t.Fatal(err)
+	}
+	if e.rangeBlocks != 0 {
+		s.rangeBlocks = e.rangeBlocks
 	}
 	e.db, e.bs, e.s = db, bs, s
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -38,7 +39,13 @@ type Store struct {
 	guard  *Guard // nil: the store never stops taking writes
 	// partBlocks is how many keys go in one batch of a large version.
 	partBlocks int
-	fold       folder // folding of blocks' runs of patches (fold.go)
+	// rangeBlocks is the least run of whole blocks that zeroing records
+	// as one range record (ranges.go).
+	rangeBlocks int64
+	// ranged: the store's format is FormatVersion, which allows range
+	// records (keys.go).
+	ranged atomic.Bool
+	fold   folder // folding of blocks' runs of patches (fold.go)
 	// Read-ahead and folding in flight (see readAhead, fold.go): Close
 	// stops new ones and waits.
 	background struct {
@@ -90,7 +97,7 @@ func Open(o Options) (*Store, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Store{db: o.DB, chunks: o.Chunks, now: o.Now, log: o.Logger, guard: o.Guard, partBlocks: defaultPartBlocks}
+	s := &Store{db: o.DB, chunks: o.Chunks, now: o.Now, log: o.Logger, guard: o.Guard, partBlocks: defaultPartBlocks, rangeBlocks: defaultRangeBlocks}
 	if o.Guard != nil {
 		o.Guard.SetPackSync(o.Chunks.SyncPacks)
 	}
@@ -106,6 +113,9 @@ func Open(o Options) (*Store, error) {
 	if err := s.load(); err != nil {
 		return nil, err
 	}
+	if err := s.loadRanges(); err != nil {
+		return nil, err
+	}
 	s.findFolds()
 	return s, nil
 }
@@ -116,14 +126,19 @@ func (s *Store) checkFormat() error {
 		b := s.db.NewBatch()
 		defer b.Close()
 		b.Set(globalKey("format"), []byte(FormatVersion), nil)
+		s.ranged.Store(true)
 		return s.commit(b, pebble.Sync)
 	}
 	if err != nil {
 		return err
 	}
 	defer closer.Close()
-	if string(v) != FormatVersion {
-		return fmt.Errorf("timeline: data directory has format %q, this build reads %q", v, FormatVersion)
+	switch string(v) {
+	case FormatVersion:
+		s.ranged.Store(true)
+	case formatNoRanges:
+	default:
+		return fmt.Errorf("timeline: data directory has format %q, this build reads %q and %q", v, FormatVersion, formatNoRanges)
 	}
 	return nil
 }
@@ -325,7 +340,7 @@ func (s *Store) RemoveVolume(name string) error {
 	s.mu.Unlock()
 	b := s.db.NewBatch()
 	defer b.Close()
-	for _, tag := range []byte{tagVersion, tagTime, tagPending} {
+	for _, tag := range []byte{tagVersion, tagTime, tagPending, tagRange} {
 		lo, hi := volumeBounds(tag, v.ID)
 		if err := b.DeleteRange(lo, hi, nil); err != nil {
 			return err

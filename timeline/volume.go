@@ -3,6 +3,7 @@ package timeline
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -42,6 +43,13 @@ type Volume struct {
 	// Pruned is the newest version Prune removed (0: none). An instant up
 	// to it reads the newest version kept at or before it.
 	Pruned int64 `json:"pruned,omitempty"`
+
+	// ranges are the volume's range records, oldest first (ranges.go):
+	// kept in memory, not in this record. Never mutated; a new version
+	// replaces the slice.
+	ranges []zeroRange
+	// cover maps blocks to the newest range record over them (ranges.go).
+	cover []coverSeg
 }
 
 // SizeChange is the volume's size from time T on.
@@ -94,5 +102,6 @@ func unmarshalVolume(b []byte) (*Volume, error) {
 func (v *Volume) clone() *Volume {
 	c := *v
 	c.Sizes = append([]SizeChange(nil), v.Sizes...)
+	c.ranges, c.cover = slices.Clip(v.ranges), slices.Clip(v.cover)
 	return &c
 }

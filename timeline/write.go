@@ -12,9 +12,6 @@ const (
 	MinBlockSize     = 4 << 10
 	MaxBlockSize     = 1 << 20
 	DefaultBlockSize = 64 << 10
-	// maxBlocksPerVersion bounds one write version; larger zeroing is
-	// split into several versions.
-	maxBlocksPerVersion = 1 << 16
 )
 
 // WriteAt writes p at off as a new version of the clone. A write that
@@ -28,36 +25,20 @@ func (v *View) WriteAt(p []byte, off int64) (int, error) {
 	return len(p), nil
 }
 
-// WriteZeroes makes [off, off+n) read as zeroes, storing holes.
+// WriteZeroes makes [off, off+n) read as zeroes, storing holes: one
+// version, whose whole blocks are one range record (ranges.go).
 func (v *View) WriteZeroes(off, n int64) error {
-	return v.zero(off, n, VersionZero)
+	return v.write(off, n, VersionZero, clearFill)
 }
 
 // Trim discards [off, off+n): it reads as zeroes afterwards (the NBD and
 // FUSE contracts allow any content; zeroes are what a hole costs nothing to
-// keep).
+// keep). It is recorded as WriteZeroes is.
 func (v *View) Trim(off, n int64) error {
-	return v.zero(off, n, VersionTrim)
+	return v.write(off, n, VersionTrim, clearFill)
 }
 
-func (v *View) zero(off, n int64, kind VersionKind) error {
-	if !v.head {
-		return ErrReadOnly
-	}
-	m, _, err := v.state()
-	if err != nil {
-		return err
-	}
-	step := maxBlocksPerVersion * m.BlockSize
-	for n > 0 {
-		k := min(n, step-off%m.BlockSize)
-		if err := v.write(off, k, kind, func(buf []byte, _ int64) { clear(buf) }); err != nil {
-			return err
-		}
-		off, n = off+k, n-k
-	}
-	return nil
-}
+func clearFill(buf []byte, _ int64) { clear(buf) }
 
 // write makes one version of [off, off+n); fill puts the new bytes of the
 // block range starting at absolute offset at into buf.
@@ -103,23 +84,31 @@ func (v *View) write(off, n int64, kind VersionKind, fill func(buf []byte, at in
 	if m, _, err = v.state(); err != nil {
 		return err
 	}
-	// Zeroing a block that is a hole already changes nothing: it is not
-	// recorded, and a trim of nothing but holes records no version (a
-	// guest running fstrim in a loop would grow the index without end).
-	var holes []blockRef
+	blocks := func(yield func(int64) bool) {
+		for b := b0; b < b1; b++ {
+			if !yield(b) {
+				return
+			}
+		}
+	}
+	var zr *zeroRange
 	if kind == VersionZero || kind == VersionTrim {
-		holes = make([]blockRef, b1-b0)
-		if err := v.s.resolve(m, m.Last, uint64(b0), holes); err != nil {
+		var each []int64
+		if each, zr, err = v.s.planZero(m, off, n); err != nil {
 			return err
+		}
+		blocks = func(yield func(int64) bool) {
+			for _, b := range each {
+				if !yield(b) {
+					return
+				}
+			}
 		}
 	}
 	w := v.s.newVersionWriter(nil, 0, kind)
-	staged := make([]stagedBlock, 0, b1-b0)
+	var staged []stagedBlock
 	var buf []byte
-	for b := b0; b < b1; b++ {
-		if holes != nil && holes[b-b0].hole() {
-			continue
-		}
+	for b := range blocks {
 		start := b * bs
 		blen := min(bs, m.Size-start)
 		lo, hi := max(start, off), min(start+blen, off+n)
@@ -143,7 +132,7 @@ func (v *View) write(off, n int64, kind VersionKind, fill func(buf []byte, at in
 		}
 		staged = append(staged, sb)
 	}
-	if len(staged) == 0 {
+	if len(staged) == 0 && zr == nil {
 		w.abort()
 		return nil
 	}
@@ -163,7 +152,124 @@ func (v *View) write(off, n int64, kind VersionKind, fill func(buf []byte, at in
 			return err
 		}
 	}
-	return w.commit(false)
+	if zr != nil {
+		if err := w.setRange(*zr); err != nil {
+			w.abort()
+			return err
+		}
+	}
+	if err := w.commit(false); err != nil {
+		return err
+	}
+	if zr != nil {
+		vs.patches.clearRange(zr.first, zr.end)
+	}
+	return nil
+}
+
+// planZero works out how zeroing [off, off+n) of m is recorded: the blocks
+// to write one by one (the partial blocks at its edges, and the whole
+// blocks of a short run), and the whole blocks that one range record
+// covers (nil: none). Zeroing a block that is a hole already changes
+// nothing and is not recorded: a trim of nothing but holes records no
+// version (a guest running fstrim in a loop would grow the index without
+// end), a few blocks that are not holes among many get a version each,
+// and a range record covers only the run from the first whole block that
+// is not a hole to the last.
+func (s *Store) planZero(m *Volume, off, n int64) ([]int64, *zeroRange, error) {
+	bs := m.BlockSize
+	b0, b1 := off/bs, (off+n-1)/bs+1
+	// Whole blocks [w0, w1); the volume's last block is whole up to its
+	// end.
+	w0, w1 := (off+bs-1)/bs, (off+n)/bs
+	if off+n == m.Size {
+		w1 = b1
+	}
+	w1 = max(w0, w1)
+	var each []int64
+	hole := func(b int64) (bool, error) {
+		var r [1]blockRef
+		if err := s.resolve(m, m.Last, uint64(b), r[:]); err != nil {
+			return false, err
+		}
+		return r[0].hole(), nil
+	}
+	edge := func(b int64) error {
+		if b >= w0 && b < w1 {
+			return nil
+		}
+		h, err := hole(b)
+		if err == nil && !h {
+			each = append(each, b)
+		}
+		return err
+	}
+	if err := edge(b0); err != nil {
+		return nil, nil, err
+	}
+	// The whole blocks that are not holes: fewer than rangeBlocks are
+	// written one by one; more make a range record from the first to the
+	// last of them.
+	few, err := s.dataBlocks(m, w0, w1, s.rangeBlocks)
+	if err != nil {
+		return nil, nil, err
+	}
+	var zr *zeroRange
+	if int64(len(few)) < s.rangeBlocks {
+		each = append(each, few...)
+	} else {
+		last, err := s.lastData(m, few[len(few)-1], w1)
+		if err != nil {
+			return nil, nil, err
+		}
+		zr = &zeroRange{first: uint64(few[0]), end: uint64(last + 1)}
+	}
+	if b1-1 != b0 {
+		if err := edge(b1 - 1); err != nil {
+			return nil, nil, err
+		}
+	}
+	return each, zr, nil
+}
+
+// dataBlocks returns the first blocks of [lo, hi) of m, as of its newest
+// version, that are not holes, up to k of them.
+func (s *Store) dataBlocks(m *Volume, lo, hi, k int64) ([]int64, error) {
+	var out []int64
+	refs := make([]blockRef, min(hi-lo, maxExtentBlocks))
+	for from := lo; from < hi && int64(len(out)) < k; from += maxExtentBlocks {
+		n := min(hi-from, maxExtentBlocks)
+		if err := s.resolve(m, m.Last, uint64(from), refs[:n]); err != nil {
+			return nil, err
+		}
+		for i := range n {
+			if !refs[i].hole() {
+				if out = append(out, from+i); int64(len(out)) == k {
+					break
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+// lastData returns the last block of [lo, hi) of m, as of its newest
+// version, that is not a hole; lo is one.
+func (s *Store) lastData(m *Volume, lo, hi int64) (int64, error) {
+	refs := make([]blockRef, min(hi-lo, maxExtentBlocks))
+	for to := hi; to > lo; to -= maxExtentBlocks {
+		n := min(to-lo, maxExtentBlocks)
+		from := to - n
+		if err := s.resolve(m, m.Last, uint64(from), refs[:n]); err != nil {
+			return 0, err
+		}
+		for i := n - 1; i >= 0; i-- {
+			if !refs[i].hole() {
+				return from + i, nil
+			}
+		}
+	}
+	return lo, nil
 }
 
 // writePart stages the write of n bytes at within in block b: a patch

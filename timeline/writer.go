@@ -27,6 +27,7 @@ type versionWriter struct {
 	part  uint32
 	sum   summary
 	key   []byte
+	zr    *zeroRange // the version's range record, if any
 	// pending: a pending marker was committed (begin) and the final
 	// commit deletes it.
 	pending bool
@@ -107,6 +108,25 @@ func (w *versionWriter) set(block uint64, ref blockRef, logical, stored int64) e
 		return err
 	}
 	w.account(block, logical, stored)
+	return nil
+}
+
+// setRange records that blocks [r.first, r.end) read as zeroes from this
+// version on (a range record, ranges.go): one key, however many blocks.
+func (w *versionWriter) setRange(r zeroRange) error {
+	r.t, r.kind = w.t, w.kind
+	if err := w.batch.Set(rangeKey(w.meta.ID, w.t), r.marshal(), nil); err != nil {
+		return err
+	}
+	if !w.s.ranged.Load() {
+		if err := w.batch.Set(globalKey("format"), []byte(FormatVersion), nil); err != nil {
+			return err
+		}
+	}
+	bs := w.meta.BlockSize
+	w.sum.Blocks += r.end - r.first
+	w.sum.Bytes += uint64(min(int64(r.end)*bs, w.meta.Size) - int64(r.first)*bs)
+	w.zr = &r
 	return nil
 }
 
@@ -195,6 +215,9 @@ func (w *versionWriter) commit(sync bool) error {
 	}
 	m.Last = w.t
 	m.Versions++
+	if w.zr != nil {
+		m.addRange(*w.zr)
+	}
 	m.LogicalBytes += int64(w.sum.Bytes)
 	m.StoredBytes += int64(w.sum.Stored)
 	if k := len(m.Sizes); k == 0 || m.Sizes[k-1].Size != m.Size {
@@ -226,6 +249,9 @@ func (w *versionWriter) commit(sync bool) error {
 		return err
 	}
 	w.txn.Done()
+	if w.zr != nil {
+		w.s.ranged.Store(true)
+	}
 	w.s.publish(m)
 	return nil
 }
