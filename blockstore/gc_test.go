@@ -6,9 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"math/rand"
+	"os"
 	"sync"
 	"sync/atomic"
-	"os"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
