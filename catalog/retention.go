@@ -145,8 +145,10 @@ type PruneResult struct {
 	Versions int    `json:"versions"` // before
 	Kept     int    `json:"kept"`
 	Removed  int    `json:"removed"`
-	// Blocks counts block versions deleted: those no kept version reads.
+	// Blocks counts block versions deleted: those no kept version reads;
+	// Ranges the range records (a TRIM or WRITE_ZEROES) likewise.
 	Blocks int64 `json:"blocks"`
+	Ranges int   `json:"ranges"`
 	Oldest Time  `json:"oldest_kept"`
 }
 
@@ -208,7 +210,7 @@ func (s *Service) prune(v *timeline.Volume, dry bool) (*PruneResult, error) {
 		return nil, err
 	}
 	out := &PruneResult{Volume: v.Name, DryRun: dry, Versions: res.Versions, Kept: len(res.Kept),
-		Removed: len(res.Removed), Blocks: res.Blocks}
+		Removed: len(res.Removed), Blocks: res.Blocks, Ranges: res.Ranges}
 	if !dry && len(res.Removed) > 0 {
 		last := LastPrune{Time: Time(s.now().UnixNano()), Removed: len(res.Removed), Blocks: res.Blocks}
 		if err := s.setJSON(lastPruneKey(v.ID), last); err != nil {
