@@ -7,6 +7,7 @@ import (
 	iofs "io/fs"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -107,7 +108,11 @@ func (s *Store) parityWorker() {
 		n := p.queue[0]
 		p.queue = p.queue[1:]
 		p.mu.Unlock()
-		if err := s.writeParity(n); err != nil {
+		if err := s.writeParity(n); errors.Is(err, syscall.ENOSPC) {
+			// A full disk is reported by the write that found it; the
+			// parity is written at the next open.
+			s.log.Debug("no room for a pack's parity yet", "pack", n)
+		} else if err != nil {
 			s.log.Warn("writing a pack's parity", "pack", n, "err", err)
 		}
 	}
