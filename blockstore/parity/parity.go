@@ -135,25 +135,14 @@ func Write(pack io.ReaderAt, packSize int64, l Layout, w io.WriterAt) error {
 // readData reads stripe s's data units of the pack into shards, zero
 // past the pack's end.
 func (p *File) readData(pack io.ReaderAt, s int, shards [][]byte) error {
-	base := int64(s) * p.L.stripeBytes()
+	p.readDataLoose(pack, s, shards)
 	for i, sh := range shards {
-		off := base + int64(i)*int64(p.L.Unit)
-		n := max(0, min(int64(p.L.Unit), p.PackSize-off))
-		if n > 0 {
-			if m, err := pack.ReadAt(sh[:n], off); int64(m) < n {
-				return fmt.Errorf("parity: read pack at %d: %w", off, errOr(err))
-			}
+		if sh == nil {
+			off, _ := p.Range(Unit{s, i})
+			return fmt.Errorf("parity: read pack at %d: %w", off, io.ErrUnexpectedEOF)
 		}
-		clear(sh[n:])
 	}
 	return nil
-}
-
-func errOr(err error) error {
-	if err == nil {
-		return io.ErrUnexpectedEOF
-	}
-	return err
 }
 
 func (p *File) marshalHeader() []byte {
@@ -245,9 +234,7 @@ func (p *File) read(pack, side io.ReaderAt, s int) ([][]byte, error) {
 	for i := range shards {
 		shards[i] = buf[i*l.Unit : (i+1)*l.Unit]
 	}
-	if err := p.readDataLoose(pack, s, shards[:l.Data]); err != nil {
-		return nil, err
-	}
+	p.readDataLoose(pack, s, shards[:l.Data])
 	for j := range l.Parity {
 		if n, _ := side.ReadAt(shards[l.Data+j], p.parityOff(s, j)); n != l.Unit {
 			shards[l.Data+j] = nil // missing: an erasure
@@ -256,9 +243,10 @@ func (p *File) read(pack, side io.ReaderAt, s int) ([][]byte, error) {
 	return shards, nil
 }
 
-// readDataLoose is readData where a unit that cannot be read whole is
-// left nil (an erasure) rather than an error.
-func (p *File) readDataLoose(pack io.ReaderAt, s int, shards [][]byte) error {
+// readDataLoose reads stripe s's data units of the pack into shards,
+// zero past the pack's end; a unit that cannot be read whole is left nil
+// (an erasure).
+func (p *File) readDataLoose(pack io.ReaderAt, s int, shards [][]byte) {
 	base := int64(s) * p.L.stripeBytes()
 	for i, sh := range shards {
 		off := base + int64(i)*int64(p.L.Unit)
@@ -271,7 +259,6 @@ func (p *File) readDataLoose(pack io.ReaderAt, s int, shards [][]byte) error {
 		}
 		clear(sh[n:])
 	}
-	return nil
 }
 
 func (p *File) bad(s int, shards [][]byte) []Unit {

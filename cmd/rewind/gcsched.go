@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rewind-dev/rewind/catalog"
@@ -42,31 +41,22 @@ func newGCSchedule(reg *prometheus.Registry, svc *catalog.Service) *gcSchedule {
 	return g
 }
 
-// run collects every interval until ctx ends.
-func (g *gcSchedule) run(ctx context.Context, d *daemon, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		res, err := d.svc.GC(ctx, catalog.GCRequest{})
-		if errors.Is(err, catalog.ErrConflict) {
-			continue // rewind gc is running
-		}
-		g.runs.Inc()
-		if err != nil {
-			if ctx.Err() == nil {
-				g.failures.Inc()
-				d.log.Warn("scheduled gc", "err", err)
-			}
-			continue
-		}
-		g.removed.Add(float64(res.Removed))
-		g.freed.Add(float64(res.FreedBytes))
-		d.log.Info("collected garbage", "removed_chunks", res.Removed, "freed_bytes", res.FreedBytes,
-			"packs_rewritten", res.PacksRewritten, "packs_removed", res.PacksRemoved, "seconds", res.Seconds)
+// run is one round, run by daemon.every.
+func (g *gcSchedule) run(ctx context.Context, d *daemon) {
+	res, err := d.svc.GC(ctx, catalog.GCRequest{})
+	if errors.Is(err, catalog.ErrConflict) {
+		return // rewind gc or verify is running
 	}
+	g.runs.Inc()
+	if err != nil {
+		if ctx.Err() == nil {
+			g.failures.Inc()
+			d.log.Warn("scheduled gc", "err", err)
+		}
+		return
+	}
+	g.removed.Add(float64(res.Removed))
+	g.freed.Add(float64(res.FreedBytes))
+	d.log.Info("collected garbage", "removed_chunks", res.Removed, "freed_bytes", res.FreedBytes,
+		"packs_rewritten", res.PacksRewritten, "packs_removed", res.PacksRemoved, "seconds", res.Seconds)
 }

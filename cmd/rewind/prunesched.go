@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rewind-dev/rewind/catalog"
@@ -28,30 +27,21 @@ func newPruneSchedule(reg *prometheus.Registry) *pruneSchedule {
 	return p
 }
 
-// run prunes every interval until ctx ends.
-func (p *pruneSchedule) run(ctx context.Context, d *daemon, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		res, err := d.svc.Prune(ctx, catalog.PruneRequest{})
-		p.runs.Inc()
-		p.last.SetToCurrentTime()
-		if err != nil {
-			p.failures.Inc()
-			d.log.Warn("scheduled prune", "err", err)
-		}
-		for _, r := range res {
-			p.removed.Add(float64(r.Removed))
-			p.blocks.Add(float64(r.Blocks))
-			if r.Removed > 0 {
-				d.log.Info("pruned by the volume's retention policy", "volume", r.Volume, "removed", r.Removed,
-					"kept", r.Kept, "block_versions", r.Blocks)
-			}
+// run is one round, run by daemon.every.
+func (p *pruneSchedule) run(ctx context.Context, d *daemon) {
+	res, err := d.svc.Prune(ctx, catalog.PruneRequest{})
+	p.runs.Inc()
+	p.last.SetToCurrentTime()
+	if err != nil {
+		p.failures.Inc()
+		d.log.Warn("scheduled prune", "err", err)
+	}
+	for _, r := range res {
+		p.removed.Add(float64(r.Removed))
+		p.blocks.Add(float64(r.Blocks))
+		if r.Removed > 0 {
+			d.log.Info("pruned by the volume's retention policy", "volume", r.Volume, "removed", r.Removed,
+				"kept", r.Kept, "block_versions", r.Blocks)
 		}
 	}
 }

@@ -179,35 +179,9 @@ func (d *daemon) start(ctx context.Context, c *serveCmd, tlsConf *tls.Config, so
 		d.stops = append(d.stops, d.nbd.Shutdown)
 	}
 
-	if c.PruneEvery > 0 {
-		pctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			newPruneSchedule(reg).run(pctx, d, c.PruneEvery)
-		}()
-		d.stops = append(d.stops, func(context.Context) error { cancel(); <-done; return nil })
-	}
-	vs := newVerifySchedule(reg, d.svc)
-	if c.VerifyEvery > 0 {
-		vctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			vs.run(vctx, d, c.VerifyEvery)
-		}()
-		d.stops = append(d.stops, func(context.Context) error { cancel(); <-done; return nil })
-	}
-	gcs := newGCSchedule(reg, d.svc)
-	if c.GCEvery > 0 {
-		gctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			gcs.run(gctx, d, c.GCEvery)
-		}()
-		d.stops = append(d.stops, func(context.Context) error { cancel(); <-done; return nil })
-	}
+	d.every(c.PruneEvery, newPruneSchedule(reg).run)
+	d.every(c.VerifyEvery, newVerifySchedule(reg, d.svc).run)
+	d.every(c.GCEvery, newGCSchedule(reg, d.svc).run)
 
 	if c.HTTP != "" {
 		if err := d.startHTTP(c, handler, reg, tlsConf); err != nil {
@@ -294,4 +268,28 @@ func (c *serveCmd) tlsConfig() (*tls.Config, error) {
 		conf.ClientAuth = tls.RequireAndVerifyClientCert
 	}
 	return conf, nil
+}
+
+// every runs fn every interval (none when it is 0) while the daemon
+// serves; a shutdown cancels the round under way and waits for it.
+func (d *daemon) every(interval time.Duration, fn func(ctx context.Context, d *daemon)) {
+	if interval <= 0 {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			fn(ctx, d)
+		}
+	}()
+	d.stops = append(d.stops, func(context.Context) error { cancel(); <-done; return nil })
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rewind-dev/rewind/catalog"
@@ -46,34 +45,25 @@ func newVerifySchedule(reg *prometheus.Registry, svc *catalog.Service) *verifySc
 	return v
 }
 
-// run verifies every interval until ctx ends.
-func (v *verifySchedule) run(ctx context.Context, d *daemon, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+// run is one round, run by daemon.every.
+func (v *verifySchedule) run(ctx context.Context, d *daemon) {
+	res, err := d.svc.Verify(ctx, catalog.VerifyRequest{Repair: true}, nil)
+	v.runs.Inc()
+	if err != nil {
+		if ctx.Err() == nil {
+			v.failures.Inc()
+			d.log.Warn("scheduled verify", "err", err)
 		}
-		res, err := d.svc.Verify(ctx, catalog.VerifyRequest{Repair: true}, nil)
-		v.runs.Inc()
-		if err != nil {
-			if ctx.Err() == nil {
-				v.failures.Inc()
-				d.log.Warn("scheduled verify", "err", err)
-			}
-			continue
-		}
-		if res.Repaired > 0 {
-			d.log.Warn("verify rebuilt damaged units from parity", "units", res.Repaired)
-		}
-		for _, a := range res.Affected {
-			d.log.Error("verify: chunks lost beyond repair", "volume", a.Volume, "block_versions", a.BlockVersions,
-				"first", a.First.String(), "last", a.Last.String(), "via", a.Via)
-		}
-		if !res.OK && len(res.Affected) == 0 {
-			d.log.Error("verify: chunks lost beyond repair (no version reads them)", "chunks", res.LostChunks)
-		}
+		return
+	}
+	if res.Repaired > 0 {
+		d.log.Warn("verify rebuilt damaged units from parity", "units", res.Repaired)
+	}
+	for _, a := range res.Affected {
+		d.log.Error("verify: chunks lost beyond repair", "volume", a.Volume, "block_versions", a.BlockVersions,
+			"first", a.First.String(), "last", a.Last.String(), "via", a.Via)
+	}
+	if !res.OK && len(res.Affected) == 0 {
+		d.log.Error("verify: chunks lost beyond repair (no version reads them)", "chunks", res.LostChunks)
 	}
 }
