@@ -86,15 +86,7 @@ func TestGCAfterPrune(t *testing.T) {
 	if res.Removed != dry.Removed || res.FreedBytes < 12<<20 || after > before-12<<20 {
 		t.Fatalf("gc freed too little: %+v; packs %d -> %d bytes (two 8 MiB versions went)", res, before, after)
 	}
-	check := func(spec, want string) {
-		t.Helper()
-		out := filepath.Join(dir, "out.img")
-		os.Remove(out)
-		rw.MustRun("export", spec, out)
-		if sha256File(t, out) != sha256File(t, want) {
-			t.Errorf("%s does not read back as %s after gc", spec, filepath.Base(want))
-		}
-	}
+	check := func(spec, want string) { t.Helper(); requireExportOf(t, rw, spec, want) }
 	check("db@keepme", imgs[1])
 	check("db@latest", imgs[3])
 

@@ -58,21 +58,10 @@ func TestPruneByRetention(t *testing.T) {
 	if len(log) != 3 {
 		t.Fatalf("%d versions after the prune, want 3", len(log))
 	}
-	check := func(spec, want string) {
-		t.Helper()
-		out := filepath.Join(dir, "out.img")
-		os.Remove(out)
-		rw.MustRun("export", spec, out)
-		if sha256File(t, out) != sha256File(t, want) {
-			t.Errorf("%s does not read back as %s", spec, filepath.Base(want))
-		}
-	}
+	check := func(spec, want string) { t.Helper(); requireExportOf(t, rw, spec, want) }
 	check("db@keepme", imgs[1])
 	check("db@latest", imgs[4])
 	check("db@"+whens[3], imgs[2]) // removed: reads the kept version before it
-	if _, err := os.Stat(filepath.Join(dir, "out.img")); err != nil {
-		t.Fatal(err)
-	}
 	if sha256File(t, filepath.Join(mnt, "disk.img")) != sha256File(t, imgs[2]) {
 		t.Error("the mounted instant reads other bytes after the prune")
 	}
@@ -109,5 +98,16 @@ func TestScheduledPrune(t *testing.T) {
 	code, body := curlStatus(t, nil, "http://"+srv.HTTPAddr+"/metrics")
 	if code != "200" || !strings.Contains(body, "rewind_prune_removed_versions_total 2") {
 		t.Fatalf("metrics (%s) do not say the scheduled prune removed 2 versions", code)
+	}
+}
+
+// requireExportOf fails the test unless rewind export of spec writes the
+// bytes of the file want.
+func requireExportOf(t *testing.T, rw *rewind, spec, want string) {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "out.img")
+	rw.MustRun("export", spec, out)
+	if sha256File(t, out) != sha256File(t, want) {
+		t.Errorf("%s does not read back as %s", spec, filepath.Base(want))
 	}
 }
