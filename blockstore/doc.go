@@ -88,9 +88,7 @@
 //
 // A Store is safe for concurrent use. Appends reserve their offset under a
 // short lock and write outside it; reads are stateless ReadAt calls on
-// shared file handles. One sync of the packs runs at a time; callers of
-// SyncPacks that arrive while it runs wait for it and share the next one
-// (syncgroup.go), which starts after they called.
+// shared file handles.
 //
 // # Memory
 //

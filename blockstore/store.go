@@ -60,8 +60,8 @@ type Store struct {
 	warmStop func()
 	warmDone chan struct{}
 
-	syncs syncGroup // SyncPacks: a caller never returns before its data is synced
-	mu    struct {
+	syncMu sync.Mutex // serialises SyncPacks so a caller never returns before its data is synced
+	mu     struct {
 		sync.Mutex
 		files  map[uint32]vfs.File
 		active uint32 // 0 until the first write
@@ -250,11 +250,9 @@ func (s *Store) markDirty(pack uint32) {
 
 // SyncPacks makes every chunk written so far durable. Call it before a
 // Pebble commit with Sync that points at those chunks.
-func (s *Store) SyncPacks() error { return s.syncs.do(s.syncPacks) }
-
-// syncPacks syncs the packs written since the last call; one runs at a
-// time.
-func (s *Store) syncPacks() error {
+func (s *Store) SyncPacks() error {
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
 	s.mu.Lock()
 	packs := make([]uint32, 0, len(s.mu.dirty))
 	files := make([]vfs.File, 0, len(s.mu.dirty))
