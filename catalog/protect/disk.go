@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/rewind-dev/rewind/nbd"
 	"github.com/rewind-dev/rewind/timeline"
 )
@@ -187,23 +189,31 @@ func (d *Disk) Flush() error {
 	return d.flush()
 }
 
-// flush syncs the timeline and the primary at the same time: both must
-// be done before the reply, and neither needs the other first (a crash
-// during a flush leaves writes that were not flushed, which the next
-// start reconciles).
+// flush makes every acknowledged write durable in both.
 func (d *Disk) flush() error {
 	d.stats.flushes.Add(1)
+	err := d.sync()
+	if err != nil {
+		d.stats.errors.Add(1)
+	}
+	return err
+}
+
+// sync syncs the timeline and the primary at the same time: both must
+// be done before the reply, and neither needs the other first (a crash
+// during a flush leaves writes that were not flushed, which the next
+// start reconciles). The primary's data is synced with fdatasync, as
+// nbdkit and qemu do: it writes the metadata that reading the data back
+// needs (allocation, size), not timestamps.
+func (d *Disk) sync() error {
 	primary := make(chan error, 1)
-	go func() { primary <- d.p.f.Sync() }()
+	go func() { primary <- unix.Fdatasync(int(d.p.f.Fd())) }()
 	var errs []error
 	if err := d.view.Flush(); err != nil {
 		errs = append(errs, fmt.Errorf("flush the timeline: %w", err))
 	}
 	if err := <-primary; err != nil {
 		errs = append(errs, fmt.Errorf("flush primary %s: %w", d.p.path, err))
-	}
-	if len(errs) > 0 {
-		d.stats.errors.Add(1)
 	}
 	return errors.Join(errs...)
 }

@@ -16,7 +16,7 @@
 // WRITE_ZEROES and TRIM record holes and punch holes in PATH (zeroes are
 // written where it cannot punch): both read as zeroes after. FLUSH (and
 // FUA, which the NBD server turns into one) syncs the timeline and PATH
-// at the same time and replies when both are done. Requests that touch
+// (fdatasync) at the same time and replies when both are done. Requests that touch
 // the same blocks are ordered by a range lock, so the timeline and PATH
 // see overlapping writes in the same order. A
 // write that the timeline took and PATH refused is an error; the
@@ -66,6 +66,11 @@
 //     large disks take time to come back after a crash.
 //   - Unprotect while clients are connected ends their I/O with errors.
 //   - Block status of a device primary reports all data.
-//   - A 4 KiB write records a whole block (64 KiB by default) in the
-//     timeline, as a clone's write does; the timeline sets the IOPS.
+//   - The timeline sets the IOPS: recording a 4 KiB write (a patch in a
+//     pack, Pebble's memtable) took about 87% of Disk.WriteAt's CPU at
+//     queue depth 32, the primary's pwrite 12%; a FLUSH waits mostly
+//     for the timeline's syncs (its packs, then its log), the primary's
+//     fdatasync ends first. Writing the primary on a second goroutine
+//     while the timeline records was 12% slower at queue depth 1 on a
+//     2-core machine, so the two run one after the other.
 package protect
