@@ -21,7 +21,8 @@
 #           parity files in place and with them moved aside (the daemon
 #           run with --no-parity, so that it does not write them again),
 #           and from qemu-nbd serving v2.img for scale; the three take
-#           turns, median of INT_REPEAT. Healthy reads never open a parity
+#           turns, median of INT_REPEAT; and the server's CPU time for
+#           the two reads (/proc/PID/stat). Healthy reads never open a parity
 #           file: the two rewind figures are the same code path, and
 #           should differ only by noise.
 INT_REPEAT=${BENCH_INTEGRITY_REPEAT:-3}
@@ -144,6 +145,9 @@ int_read() {
 			INT_READ[$s,$c]+=" failed"
 		fi
 	done
+	# The server's CPU time for both reads, its start included: on a busy
+	# machine it moves less than the wall time.
+	INT_READ[$s,cpu]+=" $(awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$NBD_PID/stat" 2>/dev/null || echo failed)"
 	stop "$NBD_PID"
 	[[ $s == off ]] && int_parity_back
 	return 0
@@ -184,6 +188,9 @@ int_table() {
 		on=$(median ${INT_READ[on,$c]}) off=$(median ${INT_READ[off,$c]}) q=$(median ${INT_READ[qemu-nbd,$c]})
 		out "| sequential read (nbdcopy of $VOL), MiB/s | $c | $on | $off | $(ratio "$off" "$on") | $q |"
 	done
+	# shellcheck disable=SC2086
+	on=$(median ${INT_READ[on,cpu]}) off=$(median ${INT_READ[off,cpu]}) q=$(median ${INT_READ[qemu-nbd,cpu]})
+	out "| the server's CPU time (user + system) for both reads, its start included, s | - | $on | $off | $(ratio "$on" "$off") | $q |"
 	local pack par
 	pack=$(int_sum pack) par=$(int_sum par)
 	out ""
@@ -191,11 +198,11 @@ int_table() {
 	# shellcheck disable=SC2206 # "bytes with_parity packs"
 	local s_on=(${INT_SCRUB_LAST[on]:-- - -}) s_off=(${INT_SCRUB_LAST[off]:-- - -})
 	out "Scrub checked $(human "${s_on[0]}") in ${s_on[2]} packs, ${s_on[1]} with parity; with the parity files aside, $(human "${s_off[0]}") in ${s_off[2]} packs, ${s_off[1]} with parity."
-	out "Runs: import on:${INT_IMP[on]}; off:${INT_IMP[off]}; CPU on:${INT_CPU[on]}; off:${INT_CPU[off]}. Scrub cold on:${INT_SCRUB[on,cold]}; off:${INT_SCRUB[off,cold]}; warm on:${INT_SCRUB[on,warm]}; off:${INT_SCRUB[off,warm]}. Read cold on:${INT_READ[on,cold]}; off:${INT_READ[off,cold]}; warm on:${INT_READ[on,warm]}; off:${INT_READ[off,warm]}."
+	out "Runs: import on:${INT_IMP[on]}; off:${INT_IMP[off]}; CPU on:${INT_CPU[on]}; off:${INT_CPU[off]}. Scrub cold on:${INT_SCRUB[on,cold]}; off:${INT_SCRUB[off,cold]}; warm on:${INT_SCRUB[on,warm]}; off:${INT_SCRUB[off,warm]}. Read cold on:${INT_READ[on,cold]}; off:${INT_READ[off,cold]}; warm on:${INT_READ[on,warm]}; off:${INT_READ[off,warm]}; server CPU on:${INT_READ[on,cpu]}; off:${INT_READ[off,cpu]}."
 	out ""
 	out "rewind's export holds exactly v2's bytes: ${INT_SAME:--}"
 	out ""
-	out "off / on: above 1, turning parity off makes it faster (import: seconds on / off, the same). For reads the target is no measurable cost (about 1, within the runs' spread). Scrub times are the whole command, the store's opening included."
+	out "off / on: above 1, turning parity off makes it faster (import and CPU: seconds on / off, the same). For reads the target is no measurable cost (about 1, within the runs' spread). Scrub times are the whole command, the store's opening included."
 }
 
 section_integrity() {
