@@ -166,7 +166,7 @@ int_same() {
 
 int_table() {
 	local c on off q
-	out "Data: v2 of the $SIZE image, imported alone into a fresh data directory. Medians of $INT_REPEAT runs; the modes take turns. Cold: page cache dropped (and, for reads, a fresh server)."
+	out "Data: v2 of the $SIZE image, imported alone into a fresh data directory. Medians of $INT_REPEAT runs; the modes take turns, in the opposite order every other round. Cold: page cache dropped (and, for reads, a fresh server)."
 	out ""
 	out "| measurement | cache | parity on | parity off | off / on | qemu-nbd (raw image) |"
 	out "| --- | --- | ---: | ---: | ---: | ---: |"
@@ -205,6 +205,11 @@ int_table() {
 	out "off / on: above 1, turning parity off makes it faster (import and CPU: seconds on / off, the same). For reads the target is no measurable cost (about 1, within the runs' spread). Scrub times are the whole command, the store's opening included."
 }
 
+# int_order ROUND A B: A B in even rounds, B A in odd ones.
+int_order() {
+	if (($1 % 2)); then echo "$3 $2"; else echo "$2 $3"; fi
+}
+
 section_integrity() {
 	WHY=""
 	images
@@ -220,21 +225,24 @@ section_integrity() {
 	declare -gA INT_IMP=() INT_CPU=() INT_SCRUB=() INT_SCRUB_LAST=() INT_READ=()
 	INT_SAME= INT_OPEN=
 	mkdir -p "$(int_dir)"
+	# The modes take turns, and swap places every round: a process started
+	# right after another one exits pays for the memory that one gave
+	# back (see "Fresh memory"), so the order alone would favour one.
 	local r m
 	for ((r = 0; r < INT_REPEAT; r++)); do
-		for m in off on; do
+		for m in $(int_order "$r" off on); do
 			log "integrity: import, parity $m, round $((r + 1)) of $INT_REPEAT"
 			int_import "$m" || { not_measured "$WHY"; section_end; return; }
 		done
 	done
 	for ((r = 0; r < INT_REPEAT; r++)); do
-		for m in on off; do
+		for m in $(int_order "$r" on off); do
 			log "integrity: scrub, parity $m, round $((r + 1)) of $INT_REPEAT"
 			int_scrub "$m" || { not_measured "$WHY"; section_end; return; }
 		done
 	done
 	for ((r = 0; r < INT_REPEAT; r++)); do
-		for m in on off qemu-nbd; do
+		for m in $(int_order "$r" on off) qemu-nbd; do
 			log "integrity: read, $m, round $((r + 1)) of $INT_REPEAT"
 			if ! int_read "$m"; then
 				[[ $m == qemu-nbd ]] && die "qemu-nbd: $WHY"
