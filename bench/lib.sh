@@ -228,7 +228,7 @@ write_latest() {
 		echo "- data: $SIZE ext4 image from \`scripts/mkimage.sh mixed\` (seed $SEED); v2 = \`mkimage.sh change\` $PCT% of file data: $(cat "$W/img/diff.txt" 2>/dev/null || echo '?')"
 		echo "- tools: $(restic version | cut -d' ' -f1-2), $(borg --version), $(nbdkit --version), $(qemu-nbd --version | head -n 1 | cut -d' ' -f1-2), $(fio --version), $(nbdcopy --version | head -n 1)"
 		echo
-		for s in ingest nbd fuse writes recover protect scale; do
+		for s in ingest nbd fuse writes recover protect integrity scale; do
 			[[ -f $RESULTS/$s.md ]] && cat "$RESULTS/$s.md"
 		done
 	} >"$f"

@@ -2,8 +2,8 @@
 # rewind's benchmarks, side by side with its peers on the same bytes, in
 # one run (`make bench`):
 #
-#   bench/run.sh [ingest] [nbd] [fuse] [writes] [recover] [protect] [scale]
-#                                                     (no argument: all)
+#   bench/run.sh [ingest] [nbd] [fuse] [writes] [recover] [protect]
+#                [integrity] [scale]                  (no argument: all)
 #
 #   ingest  rewind import vs restic backup vs borg create of a 1 GiB mixed
 #           ext4 image and of its second version (5% of file data
@@ -19,6 +19,11 @@
 #           FLUSH every 16 writes, through rewind protect vs nbdkit (file
 #           plugin) vs qemu-nbd on a copy of the image; rewind's versions
 #           recorded and bytes stored per byte written
+#   integrity  parity's cost and the scrub: rewind import of v2 with
+#           parity and with --no-parity (time), the parity files' bytes
+#           over the packs', rewind verify --json cold and warm (MiB/s of
+#           pack bytes), nbdcopy from rewind serve cold and warm with the
+#           parity files in place and moved aside, qemu-nbd for scale
 #   scale   a clone's history built up to 1, 10,000 and 1,000,000 writes:
 #           nbdcopy and fio random reads at the oldest and the newest
 #           instant, time to open an instant, Pebble bytes per write
@@ -42,7 +47,7 @@
 # per qemu-img bench), BENCH_REWIND (bin/rewind); for scale (see
 # bench/scale.sh): BENCH_SCALE_SIZE (256M), BENCH_SCALE_WRITES ("1 10000
 # 1000000", increasing), BENCH_SCALE_QD (32), BENCH_SCALE_REPEAT (3),
-# BENCH_SCALE_OPENS (20).
+# BENCH_SCALE_OPENS (20); for integrity: BENCH_INTEGRITY_REPEAT (3).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -54,15 +59,16 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/writes.sh"
 . "$here/recover.sh"
 . "$here/protect.sh"
+. "$here/integrity.sh"
 . "$here/scale.sh"
 
 sections=("$@")
-((${#sections[@]})) || sections=(ingest nbd fuse writes recover protect scale)
+((${#sections[@]})) || sections=(ingest nbd fuse writes recover protect integrity scale)
 for s in "${sections[@]}"; do
 	case $s in
-	ingest | nbd | fuse | writes | recover | protect) ;;
+	ingest | nbd | fuse | writes | recover | protect | integrity) ;;
 	scale) scale_check ;;
-	*) die "unknown section $s: want ingest, nbd, fuse, writes, recover, protect or scale" ;;
+	*) die "unknown section $s: want ingest, nbd, fuse, writes, recover, protect, integrity or scale" ;;
 	esac
 done
 

@@ -25,6 +25,10 @@ type Options struct {
 	CacheBytes int64
 	// Compression is zstd (the default), s2 or none.
 	Compression string
+	// NoParity writes new packs without Reed-Solomon parity, and writes
+	// no missing sidecar (see blockstore.Options.NoParity): for measuring
+	// what parity costs. Packs written so are never given parity later.
+	NoParity bool
 }
 
 // Service is the catalog over one data directory.
@@ -74,7 +78,7 @@ func Open(o Options) (*Service, error) {
 		db.Close()
 		return nil, err
 	}
-	chunks, err := blockstore.Open(blockstore.Options{FS: o.FS, Dir: filepath.Join(o.Dir, "packs"), DB: db, Codec: codec, Logger: o.Logger})
+	chunks, err := blockstore.Open(blockstore.Options{FS: o.FS, Dir: filepath.Join(o.Dir, "packs"), DB: db, Codec: codec, Logger: o.Logger, NoParity: o.NoParity})
 	if err != nil {
 		guard.Close()
 		db.Close()

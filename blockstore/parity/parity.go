@@ -40,6 +40,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"sync"
 
 	"github.com/klauspost/reedsolomon"
 )
@@ -220,17 +221,32 @@ func (p *File) Range(u Unit) (off, n int64) {
 // Check reads stripe s from the pack and the sidecar and returns its
 // damaged units.
 func (p *File) Check(pack, side io.ReaderAt, s int) ([]Unit, error) {
-	shards, err := p.read(pack, side, s)
+	need := (p.L.Data + p.L.Parity) * p.L.Unit
+	bp, _ := stripeBufs.Get().(*[]byte)
+	if bp == nil || cap(*bp) < need {
+		b := make([]byte, need)
+		bp = &b
+	}
+	defer stripeBufs.Put(bp)
+	shards, err := p.read(pack, side, s, (*bp)[:need])
 	if err != nil {
 		return nil, err
 	}
 	return p.bad(s, shards), nil
 }
 
-func (p *File) read(pack, side io.ReaderAt, s int) ([][]byte, error) {
+// stripeBufs holds Check's stripe buffers. A scrub checks every MiB of
+// every pack: a new 1.1 MiB buffer for each stripe cost more than reading
+// and checksumming it (fresh memory is dear, see docs/benchmarks.md).
+var stripeBufs sync.Pool
+
+// read reads stripe s into buf, or into a new buffer when buf is nil.
+func (p *File) read(pack, side io.ReaderAt, s int, buf []byte) ([][]byte, error) {
 	l := p.L
 	shards := make([][]byte, l.Data+l.Parity)
-	buf := make([]byte, (l.Data+l.Parity)*l.Unit)
+	if buf == nil {
+		buf = make([]byte, (l.Data+l.Parity)*l.Unit)
+	}
 	for i := range shards {
 		shards[i] = buf[i*l.Unit : (i+1)*l.Unit]
 	}
@@ -276,7 +292,7 @@ func (p *File) bad(s int, shards [][]byte) []Unit {
 // rewrote, or ErrUnrecoverable (writing nothing) when more than Parity
 // are damaged.
 func (p *File) Repair(pack io.ReaderAt, packW io.WriterAt, side io.ReaderAt, sideW io.WriterAt, s int) ([]Unit, error) {
-	shards, err := p.read(pack, side, s)
+	shards, err := p.read(pack, side, s, nil)
 	if err != nil {
 		return nil, err
 	}

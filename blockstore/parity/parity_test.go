@@ -89,3 +89,41 @@ func TestRepair(t *testing.T) {
 		t.Fatalf("open with a damaged table: %v", err)
 	}
 }
+
+// BenchmarkWrite: computing a full pack's sidecar in memory (the CPU
+// that parity adds to every sealed pack; docs/benchmarks.md, Integrity).
+func BenchmarkWrite(b *testing.B) {
+	const size = 64 << 20
+	pack := &mem{b: make([]byte, size)}
+	rand.New(rand.NewSource(1)).Read(pack.b)
+	side := &mem{b: make([]byte, Default.Size(size))}
+	b.SetBytes(size)
+	for b.Loop() {
+		if err := Write(pack, size, Default, side); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkCheck: a scrub's check of every stripe of a full pack.
+func BenchmarkCheck(b *testing.B) {
+	const size = 64 << 20
+	pack := &mem{b: make([]byte, size)}
+	rand.New(rand.NewSource(1)).Read(pack.b)
+	side := &mem{}
+	if err := Write(pack, size, Default, side); err != nil {
+		b.Fatal(err)
+	}
+	p, err := Open(side)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(size)
+	for b.Loop() {
+		for s := range p.Stripes {
+			if bad, err := p.Check(pack, side, s); err != nil || len(bad) > 0 {
+				b.Fatalf("stripe %d: %v %v", s, bad, err)
+			}
+		}
+	}
+}

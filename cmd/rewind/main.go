@@ -26,6 +26,9 @@ type cli struct {
 	// Compression applies to what this process writes; every chunk records
 	// its own codec, so a data directory can hold both.
 	Compression string `help:"Compression of new chunks: zstd (smaller), s2 (faster) or none." env:"REWIND_COMPRESSION" default:"zstd" enum:"zstd,s2,none"`
+	// NoParity is for measuring what parity costs (bench/integrity.sh):
+	// the packs this process writes get no parity, ever.
+	NoParity bool `help:"Write new packs without Reed-Solomon parity, and write no missing parity file (damage to those packs cannot be repaired; for measuring what parity costs)." env:"REWIND_NO_PARITY" name:"no-parity"`
 
 	Import importCmd `cmd:"" help:"Record a raw image or block device as a new version of VOLUME."`
 	Volume volumeCmd `cmd:"" help:"List, create and remove volumes."`
@@ -70,7 +73,7 @@ func (e *env) api() (catalog.API, func(), error) {
 	if errors.Is(err, api.ErrForbidden) {
 		return nil, nil, err
 	}
-	svc, err := catalog.Open(catalog.Options{Dir: e.dataDir, Logger: e.logger(), Compression: e.globals.Compression})
+	svc, err := catalog.Open(catalog.Options{Dir: e.dataDir, Logger: e.logger(), Compression: e.globals.Compression, NoParity: e.globals.NoParity})
 	if errors.Is(err, os.ErrPermission) {
 		return nil, nil, fmt.Errorf("open the data directory %s: permission denied; run as its owner or root, or choose another with --data", e.dataDir)
 	}

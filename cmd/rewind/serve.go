@@ -69,7 +69,7 @@ func (c *serveCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
-	svc, err := catalog.Open(catalog.Options{Dir: e.dataDir, Logger: log, CacheBytes: int64(c.CacheSize), Compression: e.globals.Compression})
+	svc, err := catalog.Open(catalog.Options{Dir: e.dataDir, Logger: log, CacheBytes: int64(c.CacheSize), Compression: e.globals.Compression, NoParity: e.globals.NoParity})
 	if err != nil {
 		return err
 	}
