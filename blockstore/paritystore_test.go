@@ -2,6 +2,7 @@ package blockstore
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"testing"
@@ -111,5 +112,54 @@ func sealNow(t *testing.T, s *Store) {
 	}
 	if err := s.writeParity(n); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestScrubPacksWithoutParity: packs written without parity (as by
+// builds before it) read as ever, are checked record by record, and are
+// named; a damaged record in one is lost, not repaired.
+func TestScrubPacksWithoutParity(t *testing.T) {
+	dir := t.TempDir()
+	db, err := pebble.Open(dir+"/db", &pebble.Options{Logger: quiet{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	s, err := Open(Options{Dir: dir + "/packs", DB: db, Codec: CodecRaw, NoParity: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var chunks [][]byte
+	for i := range 8 {
+		chunks = append(chunks, randomChunk(int64(i)))
+	}
+	ids := putRef(t, s, db, func(int) bool { return true }, chunks...)
+	s.Close()
+	// Opened by a build that writes parity: the old pack stays as it is.
+	s, db = reopenOnDisk(t, dir, db)
+	defer s.Close()
+	for i, id := range ids {
+		mustGet(t, s, id, chunks[i])
+	}
+	res, err := s.Scrub(context.Background(), ScrubOptions{Repair: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.NoParity) != 1 || res.WithParity != 0 || len(res.Lost) != 0 {
+		t.Fatalf("scrub: %+v, want one pack without parity and nothing lost", res)
+	}
+	if _, err := os.Stat(dir + "/packs/" + parityName(1)); err == nil {
+		t.Fatal("a pack written without parity got a parity file")
+	}
+	loc, _ := s.locateIndex(ids[3])
+	f, _ := os.OpenFile(dir+"/packs/"+packName(1), os.O_RDWR, 0)
+	f.WriteAt([]byte("rot"), loc.offset+recordHeaderSize+10)
+	f.Close()
+	res, err = s.Scrub(context.Background(), ScrubOptions{Repair: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Lost) != 1 || res.Lost[0] != ids[3] {
+		t.Fatalf("scrub after damage: %+v, want chunk 3 lost", res)
 	}
 }
