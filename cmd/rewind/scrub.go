@@ -30,6 +30,9 @@ func scrub(e *env, spec string, repair bool) error {
 		for _, a := range res.Affected {
 			vols = append(vols, a.Volume)
 		}
+		if len(vols) == 0 && spec != "" {
+			return fmt.Errorf("%d chunks are lost, none of them read by %s: rewind verify without a volume names what they touch", res.LostChunks, spec)
+		}
 		if len(vols) == 0 {
 			return fmt.Errorf("%d chunks are lost (no version reads them)", res.LostChunks)
 		}
