@@ -65,14 +65,12 @@ func rangeEnv(t *testing.T, size, bs int64) (*scriptEnv, *View) {
 	return e, v
 }
 
-// readAs reads the whole of vol as of at (the head when at is 0).
-func readAs(t *testing.T, e *scriptEnv, name string, at int64) []byte {
+// openAs opens vol as of at (the head when at is 0).
+func openAs(t *testing.T, e *scriptEnv, name string, at int64) *View {
 	t.Helper()
-	m, err := e.s.Volume(name)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := e.s.mustVolume(t, name)
 	var v *View
+	var err error
 	if at == 0 {
 		v, err = e.s.Head(m.ID)
 	} else {
@@ -81,6 +79,13 @@ func readAs(t *testing.T, e *scriptEnv, name string, at int64) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return v
+}
+
+// readAs reads the whole of vol as of at (the head when at is 0).
+func readAs(t *testing.T, e *scriptEnv, name string, at int64) []byte {
+	t.Helper()
+	v := openAs(t, e, name, at)
 	defer v.Close()
 	got := make([]byte, v.Size())
 	if _, err := v.ReadAt(got, 0); err != nil {
@@ -131,17 +136,7 @@ func (im *image) window(dst []byte, off int64) {
 // them with im.
 func (im *image) matches(t *testing.T, e *scriptEnv, name string, at int64) bool {
 	t.Helper()
-	m := e.s.mustVolume(t, name)
-	var v *View
-	var err error
-	if at == 0 {
-		v, err = e.s.Head(m.ID)
-	} else {
-		v, err = e.s.ViewAt(m.ID, at)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := openAs(t, e, name, at)
 	defer v.Close()
 	const win = 8 << 20
 	got, want := make([]byte, win), make([]byte, win)
