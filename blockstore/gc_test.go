@@ -52,15 +52,7 @@ func putRef(t testing.TB, s *Store, db *pebble.DB, keep func(i int) bool, chunks
 			b.Set(refKey(r.ID), nil, nil)
 		}
 	}
-	if err := txn.AddTo(b); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.SyncPacks(); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Commit(pebble.Sync); err != nil {
-		t.Fatal(err)
-	}
+	commitWith(t, s, txn, b)
 	return ids
 }
 

@@ -44,9 +44,14 @@ func put(t *testing.T, s *Store, db *pebble.DB, chunks ...[]byte) []PutResult {
 }
 
 // commit makes what txn stored durable and indexed, as a writer does.
-func commit(t *testing.T, s *Store, db *pebble.DB, txn *Txn) {
+func commit(t testing.TB, s *Store, db *pebble.DB, txn *Txn) {
 	t.Helper()
-	b := db.NewBatch()
+	commitWith(t, s, txn, db.NewBatch())
+}
+
+// commitWith is commit of txn's entries in b, with what b holds.
+func commitWith(t testing.TB, s *Store, txn *Txn, b *pebble.Batch) {
+	t.Helper()
 	if err := txn.AddTo(b); err != nil {
 		t.Fatal(err)
 	}
