@@ -140,7 +140,15 @@ func (s *Store) closeParity() {
 	active := s.mu.active
 	s.mu.active = 0
 	s.mu.Unlock()
-	if active != 0 && !s.noParity && s.hasParityFlag(active) {
+	if sl, ok := s.fs.(packSealer); ok {
+		if active != 0 {
+			s.waitWrites(active)
+			if err := sl.SealPack(s.fs.PathJoin(s.dir, packName(active))); err != nil {
+				s.log.Warn("the last pack could not be uploaded; it stays local and is uploaded at the next open", "pack", active, "err", err)
+			}
+		}
+		s.seals.Wait()
+	} else if active != 0 && !s.noParity && s.hasParityFlag(active) {
 		s.queueParity(active)
 	}
 	s.par.mu.Lock()
@@ -152,13 +160,35 @@ func (s *Store) closeParity() {
 // sealLocked is called, with the store's lock held, when pack n stops
 // being the one written to.
 func (s *Store) sealLocked(n uint32) {
-	if n == 0 || s.noParity {
+	if n == 0 {
+		return
+	}
+	if sl, ok := s.fs.(packSealer); ok {
+		// Packs kept elsewhere (an object store) go there once whole.
+		s.seals.Add(1)
+		go func() {
+			defer s.seals.Done()
+			s.waitWrites(n)
+			if err := sl.SealPack(s.fs.PathJoin(s.dir, packName(n))); err != nil {
+				s.log.Warn("a sealed pack could not be uploaded; it stays local and is uploaded at the next open", "pack", n, "err", err)
+			}
+		}()
+		return
+	}
+	if s.noParity {
 		return
 	}
 	go func() {
 		s.waitWrites(n)
 		s.queueParity(n)
 	}()
+}
+
+// packSealer is a file system that keeps sealed packs elsewhere
+// (remote.Packs): SealPack is told when nothing more is written to one.
+type packSealer interface {
+	SealPack(path string) error
+	IsRemote(path string) bool
 }
 
 // waitWrites waits until the writes reserved in pack n have landed.

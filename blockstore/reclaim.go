@@ -352,6 +352,9 @@ func (s *Store) checkTail(n uint32) error {
 	if size <= packHeaderSize {
 		return nil
 	}
+	if sl, ok := s.fs.(packSealer); ok && sl.IsRemote(s.fs.PathJoin(s.dir, packName(n))) {
+		return nil // sealed whole: only a local pack can have a torn tail
+	}
 	f, err := s.fs.Open(s.fs.PathJoin(s.dir, packName(n)))
 	if err != nil {
 		return fmt.Errorf("blockstore: open pack %d: %w", n, err)

@@ -66,8 +66,9 @@ type Store struct {
 	warmStop func()
 	warmDone chan struct{}
 
-	syncMu sync.Mutex // serialises SyncPacks so a caller never returns before its data is synced
-	gcMu   sync.Mutex // held by the running collection (gc.go)
+	seals  sync.WaitGroup // packs being sealed into an object store (sealLocked)
+	syncMu sync.Mutex     // serialises SyncPacks so a caller never returns before its data is synced
+	gcMu   sync.Mutex     // held by the running collection (gc.go)
 	// sweepGen counts the sweeps committed: a lookup that spans one
 	// looks again (see has).
 	sweepGen atomic.Uint64

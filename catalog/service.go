@@ -29,6 +29,20 @@ type Options struct {
 	// no missing sidecar (see blockstore.Options.NoParity): for measuring
 	// what parity costs. Packs written so are never given parity later.
 	NoParity bool
+
+	// Store, when set, is an object store (s3://BUCKET[/PREFIX] or a
+	// directory) that holds the packs and a copy of the index; DATA keeps
+	// the index and a cache of StoreCacheBytes. A data directory
+	// remembers its store: later opens may leave Store empty.
+	Store           string
+	StoreCacheBytes int64
+	// ReadOnly opens a store in an object store as a reader: its index is
+	// brought down afresh, nothing is uploaded, and writes are refused.
+	ReadOnly bool
+	// TakeOver takes the writer's lease from another data directory.
+	TakeOver bool
+	// OnRestore is told the progress of bringing an index down.
+	OnRestore func(done, total int64)
 }
 
 // Service is the catalog over one data directory.
@@ -44,6 +58,7 @@ type Service struct {
 	inUse  InUse
 	// removeCheck, when set, can refuse RemoveVolume even with force.
 	removeCheck func(volume string) error
+	remote      *remoteStore // nil for a store kept in the directory
 }
 
 // Open opens (creating if needed) the data directory.
@@ -60,11 +75,25 @@ func Open(o Options) (*Service, error) {
 	if err := o.FS.MkdirAll(o.Dir, 0o750); err != nil {
 		return nil, fmt.Errorf("create data directory %s: %w", o.Dir, err)
 	}
+	var guard *timeline.Guard
+	rs, err := openRemote(o, func(err error) { guard.Fail(err) })
+	if err != nil {
+		return nil, err
+	}
+	indexFS, packsFS := o.FS, o.FS
+	if rs != nil {
+		indexFS, packsFS = rs.mirror, rs.packs
+		o.NoParity = true // the object store keeps its own redundancy
+	}
 	// The reserve is made before Pebble opens, so that a full disk is met
 	// here first (see timeline.Guard).
-	guard := timeline.NewGuard(o.FS, filepath.Join(o.Dir, "reserve"), timeline.DefaultReserveBytes, o.Logger)
+	guard = timeline.NewGuard(indexFS, filepath.Join(o.Dir, "reserve"), timeline.DefaultReserveBytes, o.Logger)
+	if o.ReadOnly && rs != nil {
+		guard.SetReadOnly(fmt.Errorf("%s is opened read-only (a reader of %s)", o.Dir, rs.url))
+	}
 	db, err := openIndex(filepath.Join(o.Dir, "index"), guard, o.Logger)
 	if err != nil {
+		rs.close()
 		if isLocked(err) {
 			return nil, errorf(ErrBusy, "%s is open in another process (a running rewind serve?); stop it or use --data: %v", o.Dir, err)
 		}
@@ -76,12 +105,14 @@ func Open(o Options) (*Service, error) {
 	codec, err := blockstore.ParseCodec(o.Compression)
 	if err != nil {
 		db.Close()
+		rs.close()
 		return nil, err
 	}
-	chunks, err := blockstore.Open(blockstore.Options{FS: o.FS, Dir: filepath.Join(o.Dir, "packs"), DB: db, Codec: codec, Logger: o.Logger, NoParity: o.NoParity})
+	chunks, err := blockstore.Open(blockstore.Options{FS: packsFS, Dir: filepath.Join(o.Dir, "packs"), DB: db, Codec: codec, Logger: o.Logger, NoParity: o.NoParity})
 	if err != nil {
 		guard.Close()
 		db.Close()
+		rs.close()
 		return nil, openError(o.Dir, err)
 	}
 	tl, err := timeline.Open(timeline.Options{DB: db, Chunks: chunks, Now: o.Now, Logger: o.Logger, CacheBytes: o.CacheBytes, Guard: guard})
@@ -90,9 +121,10 @@ func Open(o Options) (*Service, error) {
 		chunks.StopReadingIndex()
 		db.Close()
 		chunks.Close()
+		rs.close()
 		return nil, openError(o.Dir, err)
 	}
-	return &Service{dir: o.Dir, fs: o.FS, guard: guard, db: db, chunks: chunks, tl: tl, now: o.Now, log: o.Logger}, nil
+	return &Service{dir: o.Dir, fs: o.FS, guard: guard, db: db, chunks: chunks, tl: tl, now: o.Now, log: o.Logger, remote: rs}, nil
 }
 
 // openError says that a data directory too full to start in needs space.
@@ -211,7 +243,7 @@ func (s *Service) Close() error {
 	s.guard.Close()
 	s.chunks.StopReadingIndex()
 	// The index closes first: writing out its log syncs the packs first.
-	return errors.Join(err, s.tl.Close(), s.db.Close(), s.chunks.Close())
+	return errors.Join(err, s.tl.Close(), s.db.Close(), s.chunks.Close(), s.remote.close())
 }
 
 // flushIndex writes the memtable out, or gives up when the store stops

@@ -154,6 +154,10 @@ func (g *Guard) fail(cause error, log bool) {
 	g.log.Error("the store stopped taking writes (reads go on); it takes them again once reopened with the cause gone", "err", cause)
 }
 
+// SetReadOnly makes the store refuse writes from the start, because of
+// cause (a reader of another writer's store); it logs nothing.
+func (g *Guard) SetReadOnly(cause error) { g.fail(cause, false) }
+
 // Failed is closed when the store stops taking writes.
 func (g *Guard) Failed() <-chan struct{} { return g.failed }
 

@@ -184,6 +184,13 @@ func (d *Dir) Delete(ctx context.Context, name string) error {
 	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("objstore: delete %s: %w", name, err)
 	}
+	// Directories left empty go too (best effort: a racing Put may
+	// fill one again, and then it stays).
+	for dir := filepath.Dir(p); dir != d.root && strings.HasPrefix(dir, d.root); dir = filepath.Dir(dir) {
+		if os.Remove(dir) != nil {
+			break
+		}
+	}
 	return nil
 }
 

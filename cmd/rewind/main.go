@@ -29,6 +29,12 @@ type cli struct {
 	// NoParity is for measuring what parity costs (bench/integrity.sh):
 	// the packs this process writes get no parity, ever.
 	NoParity bool `help:"Write new packs without Reed-Solomon parity, and write no missing parity file (damage to those packs cannot be repaired; for measuring what parity costs)." env:"REWIND_NO_PARITY" name:"no-parity"`
+	// Store puts the packs and a copy of the index in an object store;
+	// the data directory remembers it.
+	Store      string `help:"Keep the packs and a copy of the index in an object store: s3://BUCKET[/PREFIX] (endpoint and keys from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION) or a directory. The data directory remembers it; an empty one brings the index down from it." env:"REWIND_STORE" placeholder:"URL"`
+	StoreCache Size   `help:"Local disk for blocks of packs read from the object store." default:"1GiB" placeholder:"SIZE" name:"store-cache"`
+	ReadOnly   bool   `help:"Open an object store as a reader: the index is brought down afresh, nothing is written." name:"read-only"`
+	TakeOver   bool   `help:"Take an object store over from another data directory whose lease has not lapsed (its machine is gone)." name:"take-over"`
 
 	Import importCmd `cmd:"" help:"Record a raw image or block device as a new version of VOLUME."`
 	Volume volumeCmd `cmd:"" help:"List, create and remove volumes."`
@@ -73,7 +79,7 @@ func (e *env) api() (catalog.API, func(), error) {
 	if errors.Is(err, api.ErrForbidden) {
 		return nil, nil, err
 	}
-	svc, err := catalog.Open(catalog.Options{Dir: e.dataDir, Logger: e.logger(), Compression: e.globals.Compression, NoParity: e.globals.NoParity})
+	svc, err := catalog.Open(e.catalogOptions(e.logger()))
 	if errors.Is(err, os.ErrPermission) {
 		return nil, nil, fmt.Errorf("open the data directory %s: permission denied; run as its owner or root, or choose another with --data", e.dataDir)
 	}
@@ -81,6 +87,18 @@ func (e *env) api() (catalog.API, func(), error) {
 		return nil, nil, err
 	}
 	return svc, func() { svc.Close() }, nil
+}
+
+// catalogOptions are the options of opening the data directory in this
+// process.
+func (e *env) catalogOptions(log *slog.Logger) catalog.Options {
+	g := e.globals
+	o := catalog.Options{Dir: e.dataDir, Logger: log, Compression: g.Compression, NoParity: g.NoParity,
+		Store: g.Store, StoreCacheBytes: int64(g.StoreCache), ReadOnly: g.ReadOnly, TakeOver: g.TakeOver}
+	if !g.JSON {
+		_, o.OnRestore = newProgress("index", true)
+	}
+	return o
 }
 
 func (e *env) logger() *slog.Logger {

@@ -69,7 +69,9 @@ func (c *serveCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
-	svc, err := catalog.Open(catalog.Options{Dir: e.dataDir, Logger: log, CacheBytes: int64(c.CacheSize), Compression: e.globals.Compression, NoParity: e.globals.NoParity})
+	o := e.catalogOptions(log)
+	o.CacheBytes = int64(c.CacheSize)
+	svc, err := catalog.Open(o)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,169 @@
+package remote
+
+import (
+	"container/list"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+)
+
+// blockSize is the unit of the pack cache and of a range GET.
+const blockSize = 1 << 20
+
+// cache keeps blocks of packs on local disk, least recently used out
+// first, within a byte budget. It is emptied at open: it only ever
+// holds copies.
+type cache struct {
+	dir string
+	max int64
+
+	mu      sync.Mutex
+	size    int64
+	entries map[blockKey]*list.Element
+	lru     *list.List // of *cacheEntry, most recent first
+	loading map[blockKey]*load
+}
+
+type blockKey struct {
+	pack string
+	blk  int64
+}
+
+type cacheEntry struct {
+	key  blockKey
+	size int64
+}
+
+// load is a fetch in progress; waiters share its result.
+type load struct {
+	done chan struct{}
+	data []byte
+	err  error
+}
+
+func newCache(dir string, max int64) (*cache, error) {
+	if err := os.RemoveAll(dir); err != nil {
+		return nil, fmt.Errorf("empty the pack cache %s: %w", dir, err)
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("create the pack cache %s: %w", dir, err)
+	}
+	return &cache{dir: dir, max: max, entries: map[blockKey]*list.Element{}, lru: list.New(), loading: map[blockKey]*load{}}, nil
+}
+
+func (c *cache) path(k blockKey) string {
+	return filepath.Join(c.dir, fmt.Sprintf("%s.%d", k.pack, k.blk))
+}
+
+// readAt copies the cached block k from off into b; ok is false when
+// the block is not cached.
+func (c *cache) readAt(k blockKey, b []byte, off int64) (n int, ok bool) {
+	c.mu.Lock()
+	e, ok := c.entries[k]
+	if ok {
+		c.lru.MoveToFront(e)
+	}
+	c.mu.Unlock()
+	if !ok {
+		return 0, false
+	}
+	f, err := os.Open(c.path(k))
+	if err != nil {
+		return 0, false // evicted meanwhile
+	}
+	defer f.Close()
+	n, err = f.ReadAt(b, off)
+	if err != nil && n < len(b) && int64(n)+off < e.Value.(*cacheEntry).size {
+		return 0, false
+	}
+	return n, true
+}
+
+// get returns block k, fetching it with fetch when it is not cached
+// (once, however many ask at the same time).
+func (c *cache) get(k blockKey, fetch func() ([]byte, error)) ([]byte, error) {
+	c.mu.Lock()
+	if l, ok := c.loading[k]; ok {
+		c.mu.Unlock()
+		<-l.done
+		return l.data, l.err
+	}
+	if _, ok := c.entries[k]; ok {
+		c.mu.Unlock()
+		b, err := os.ReadFile(c.path(k))
+		if err == nil {
+			return b, nil
+		}
+		c.mu.Lock()
+	}
+	l := &load{done: make(chan struct{})}
+	c.loading[k] = l
+	c.mu.Unlock()
+
+	l.data, l.err = fetch()
+	if l.err == nil {
+		c.add(k, l.data)
+	}
+	c.mu.Lock()
+	delete(c.loading, k)
+	c.mu.Unlock()
+	close(l.done)
+	return l.data, l.err
+}
+
+// cached reports whether block k is cached or being fetched.
+func (c *cache) cached(k blockKey) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.entries[k]
+	_, loading := c.loading[k]
+	return ok || loading
+}
+
+func (c *cache) add(k blockKey, data []byte) {
+	if c.max <= 0 {
+		return
+	}
+	if err := os.WriteFile(c.path(k), data, 0o640); err != nil {
+		os.Remove(c.path(k))
+		return // a cache that cannot write serves from the object store
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.entries[k]; ok {
+		c.size -= e.Value.(*cacheEntry).size
+		c.lru.Remove(e)
+	}
+	c.entries[k] = c.lru.PushFront(&cacheEntry{k, int64(len(data))})
+	c.size += int64(len(data))
+	for c.size > c.max && c.lru.Len() > 1 {
+		e := c.lru.Back()
+		ce := e.Value.(*cacheEntry)
+		c.lru.Remove(e)
+		delete(c.entries, ce.key)
+		c.size -= ce.size
+		os.Remove(c.path(ce.key))
+	}
+}
+
+// drop forgets every block of pack.
+func (c *cache) drop(pack string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k, e := range c.entries {
+		if k.pack == pack {
+			c.size -= e.Value.(*cacheEntry).size
+			c.lru.Remove(e)
+			delete(c.entries, k)
+			os.Remove(c.path(k))
+		}
+	}
+}
+
+// bytes returns the bytes cached.
+func (c *cache) bytes() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.size
+}

@@ -1,0 +1,130 @@
+package remote
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rewind-dev/rewind/blockstore/objstore"
+)
+
+// DefaultRetryFor is how long a failing upload or download is retried.
+const DefaultRetryFor = 2 * time.Minute
+
+// conn is what both layers share: the backend, and how to call it.
+type conn struct {
+	b        objstore.Backend
+	log      *slog.Logger
+	retryFor time.Duration
+	readOnly bool
+}
+
+func newConn(b objstore.Backend, log *slog.Logger, retryFor time.Duration, readOnly bool) conn {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if retryFor <= 0 {
+		retryFor = DefaultRetryFor
+	}
+	return conn{b: b, log: log, retryFor: retryFor, readOnly: readOnly}
+}
+
+// permanent reports whether retrying err cannot help.
+func permanent(err error) bool {
+	return errors.Is(err, objstore.ErrNotExist) || errors.Is(err, objstore.ErrReadOnly) ||
+		errors.Is(err, objstore.ErrDenied) || errors.Is(err, context.Canceled)
+}
+
+// retry calls fn until it succeeds, fails for good, or c.retryFor has
+// passed since the first failure, backing off from 100 ms to 5 s.
+func (c conn) retry(what string, fn func(ctx context.Context) error) error {
+	var deadline time.Time
+	wait := 100 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		err := fn(context.Background())
+		if err == nil {
+			if attempt > 0 {
+				c.log.Info("the object store answers again", "op", what, "attempts", attempt+1)
+			}
+			return nil
+		}
+		if permanent(err) {
+			return err
+		}
+		if attempt == 0 {
+			deadline = time.Now().Add(c.retryFor)
+			c.log.Warn("object store call failed; retrying", "op", what, "for", c.retryFor, "err", err)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: gave up after %s: %w", what, c.retryFor, err)
+		}
+		time.Sleep(wait)
+		wait = min(wait*2, 5*time.Second)
+	}
+}
+
+func (c conn) put(name string, b []byte) error {
+	if c.readOnly {
+		return fmt.Errorf("put %s: %w", name, objstore.ErrReadOnly)
+	}
+	return c.retry("put "+name, func(ctx context.Context) error {
+		return c.b.Put(ctx, name, bytes.NewReader(b), int64(len(b)))
+	})
+}
+
+func (c conn) get(name string, off, n int64) ([]byte, error) {
+	var out []byte
+	err := c.retry("get "+name, func(ctx context.Context) error {
+		var err error
+		out, err = c.b.GetRange(ctx, name, off, n)
+		return err
+	})
+	return out, err
+}
+
+func (c conn) del(name string) error {
+	if c.readOnly {
+		return fmt.Errorf("delete %s: %w", name, objstore.ErrReadOnly)
+	}
+	return c.retry("delete "+name, func(ctx context.Context) error { return c.b.Delete(ctx, name) })
+}
+
+func (c conn) list(prefix string) ([]objstore.Object, error) {
+	var out []objstore.Object
+	err := c.retry("list "+prefix, func(ctx context.Context) error {
+		out = out[:0]
+		return c.b.List(ctx, prefix, func(o objstore.Object) error {
+			out = append(out, o)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// segName names the segment of file base at off under prefix.
+func segName(prefix, base string, off int64) string {
+	return fmt.Sprintf("%s/%s/%016x", prefix, base, off)
+}
+
+// parseSeg splits a segment's name (below its prefix and "/").
+func parseSeg(rel string) (base string, off int64, ok bool) {
+	i := strings.LastIndexByte(rel, '/')
+	if i <= 0 || len(rel)-i-1 != 16 {
+		return "", 0, false
+	}
+	v, err := strconv.ParseUint(rel[i+1:], 16, 63)
+	if err != nil {
+		return "", 0, false
+	}
+	return rel[:i], int64(v), true
+}
+
+// seg is one segment object of a file.
+type seg struct{ off, size int64 }
+
+func (s seg) end() int64 { return s.off + s.size }
