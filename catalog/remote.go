@@ -132,26 +132,17 @@ func openRemote(o Options, onLost func(error)) (*remoteStore, error) {
 	return r, nil
 }
 
-// restoreIndex downloads the repository's index, retrying when a writer
-// changed it under the download.
+// restoreIndex downloads the repository's index.
 func restoreIndex(b objstore.Backend, dir string, log *slog.Logger, progress func(done, total int64)) error {
-	var err error
-	for range 5 {
-		os.RemoveAll(dir)
-		var n int
-		start := time.Now()
-		n, err = remote.Restore(b, vfs.Default, dir, log, progress)
-		if err == nil {
-			if n > 0 {
-				log.Info("index brought down from the object store", "store", b.String(), "files", n, "took", time.Since(start).Round(time.Millisecond))
-			}
-			return nil
-		}
-		if !errors.Is(err, objstore.ErrNotExist) {
-			break
-		}
+	start := time.Now()
+	n, err := remote.Restore(b, vfs.Default, dir, log, progress)
+	if err != nil {
+		return fmt.Errorf("bring the index down from %s: %w", b, err)
 	}
-	return fmt.Errorf("bring the index down from %s: %w", b, err)
+	if n > 0 {
+		log.Info("index brought down from the object store", "store", b.String(), "files", n, "took", time.Since(start).Round(time.Millisecond))
+	}
+	return nil
 }
 
 func putObject(b objstore.Backend, name string, data []byte) error {

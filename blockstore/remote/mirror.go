@@ -1,6 +1,7 @@
 package remote
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -356,14 +357,28 @@ func errorsJoin(a, b error) error {
 	return b
 }
 
-// Restore downloads the index the object store holds into dir, which
-// must be empty or missing; progress, if not nil, is told the bytes done
-// and the total. It returns the number of files.
-func Restore(b objstore.Backend, fs vfs.FS, dir string, log *slog.Logger, progress func(done, total int64)) (int, error) {
+// Restore downloads the index the object store holds into dir, which it
+// empties first; progress, if not nil, is told the bytes done and the
+// total. It returns the number of files. A file that goes while it is
+// downloaded (a writer is at work) starts the download over, a few
+// times.
+func Restore(b objstore.Backend, fs vfs.FS, dir string, log *slog.Logger, progress func(done, total int64)) (n int, err error) {
 	if fs == nil {
 		fs = vfs.Default
 	}
-	c := newConn(b, log, 0, true)
+	for range 5 {
+		if err := fs.RemoveAll(dir); err != nil {
+			return 0, err
+		}
+		n, err = restore(newConn(b, log, 0, true), fs, dir, progress)
+		if !errors.Is(err, objstore.ErrNotExist) {
+			break
+		}
+	}
+	return n, err
+}
+
+func restore(c conn, fs vfs.FS, dir string, progress func(done, total int64)) (int, error) {
 	objs, err := c.list(indexPrefix + "/")
 	if err != nil {
 		return 0, err
