@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -35,6 +36,7 @@ type remoteStore struct {
 	url     string
 	backend objstore.Backend
 	lease   *remote.Lease // nil for a reader
+	mu      sync.Mutex    // guards the two below against a lost lease
 	mirror  *remote.Mirror
 	packs   *remote.Packs
 }
@@ -44,7 +46,7 @@ type remoteStore struct {
 // It refuses a --store that differs from the one the directory
 // remembers, takes the writer's lease, and brings the index down from the
 // repository when the directory has none, or one behind the repository's.
-func openRemote(o Options, onLost func(error)) (*remoteStore, error) {
+func openRemote(o Options, onLost func(error)) (r *remoteStore, err error) {
 	cfgPath := filepath.Join(o.Dir, storeFile)
 	var cfg storeConfig
 	if b, err := os.ReadFile(cfgPath); err == nil {
@@ -76,11 +78,23 @@ func openRemote(o Options, onLost func(error)) (*remoteStore, error) {
 	if _, _, err := remote.OpenRepo(b, !o.ReadOnly); err != nil {
 		return nil, err
 	}
-	r := &remoteStore{url: url, backend: b}
+	r = &remoteStore{url: url, backend: b}
+	lost := func(err error) {
+		// Nothing more goes up: the other writer's objects are its own.
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if r.mirror != nil {
+			r.mirror.Fence(err)
+		}
+		if r.packs != nil {
+			r.packs.Fence(err)
+		}
+		onLost(err)
+	}
 	index := filepath.Join(o.Dir, "index")
 	fresh := o.ReadOnly // a reader takes the repository's index as it is now
 	if !o.ReadOnly {
-		if r.lease, err = remote.AcquireLease(b, cfg.ID, o.Dir, o.TakeOver, o.Logger, onLost); err != nil {
+		if r.lease, err = remote.AcquireLease(b, cfg.ID, o.Dir, o.TakeOver, o.Logger, lost); err != nil {
 			return nil, err
 		}
 		last, err := b.GetRange(context.Background(), writerObject, 0, -1)
@@ -114,21 +128,27 @@ func openRemote(o Options, onLost func(error)) (*remoteStore, error) {
 		r.close()
 		return nil, err
 	}
-	r.mirror, err = remote.NewMirror(remote.MirrorOptions{FS: o.FS, Dir: index, Backend: b, Logger: o.Logger, ReadOnly: o.ReadOnly})
+	mirror, err := remote.NewMirror(remote.MirrorOptions{FS: o.FS, Dir: index, Backend: b, Logger: o.Logger, ReadOnly: o.ReadOnly})
 	if err != nil {
 		r.close()
 		return nil, err
 	}
+	r.mu.Lock()
+	r.mirror = mirror
+	r.mu.Unlock()
 	cacheBytes := o.StoreCacheBytes
 	if cacheBytes == 0 {
 		cacheBytes = remote.DefaultCacheBytes
 	}
-	r.packs, err = remote.NewPacks(remote.PacksOptions{FS: o.FS, Dir: filepath.Join(o.Dir, "packs"), CacheDir: filepath.Join(o.Dir, "cache"),
+	packs, err := remote.NewPacks(remote.PacksOptions{FS: o.FS, Dir: filepath.Join(o.Dir, "packs"), CacheDir: filepath.Join(o.Dir, "cache"),
 		CacheBytes: cacheBytes, Backend: b, Logger: o.Logger, ReadOnly: o.ReadOnly})
 	if err != nil {
 		r.close()
 		return nil, err
 	}
+	r.mu.Lock()
+	r.packs = packs
+	r.mu.Unlock()
 	return r, nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -75,8 +76,12 @@ func Open(o Options) (*Service, error) {
 	if err := o.FS.MkdirAll(o.Dir, 0o750); err != nil {
 		return nil, fmt.Errorf("create data directory %s: %w", o.Dir, err)
 	}
-	var guard *timeline.Guard
-	rs, err := openRemote(o, func(err error) { guard.Fail(err) })
+	var lostTo atomic.Pointer[timeline.Guard] // set once the guard is made
+	rs, err := openRemote(o, func(err error) {
+		if g := lostTo.Load(); g != nil {
+			g.Fail(err)
+		}
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -87,7 +92,8 @@ func Open(o Options) (*Service, error) {
 	}
 	// The reserve is made before Pebble opens, so that a full disk is met
 	// here first (see timeline.Guard).
-	guard = timeline.NewGuard(indexFS, filepath.Join(o.Dir, "reserve"), timeline.DefaultReserveBytes, o.Logger)
+	guard := timeline.NewGuard(indexFS, filepath.Join(o.Dir, "reserve"), timeline.DefaultReserveBytes, o.Logger)
+	lostTo.Store(guard)
 	if o.ReadOnly && rs != nil {
 		guard.SetReadOnly(fmt.Errorf("%s is opened read-only (a reader of %s)", o.Dir, rs.url))
 	}

@@ -62,6 +62,10 @@ func NewMirror(o MirrorOptions) (*Mirror, error) {
 	return m, nil
 }
 
+// Fence stops every upload and delete from now on, with err: another
+// writer took the store.
+func (m *Mirror) Fence(err error) { m.c.fenced.Store(&err) }
+
 // Unwrap implements vfs.FS.
 func (m *Mirror) Unwrap() vfs.FS { return m.FS }
 
@@ -99,6 +103,9 @@ func (m *Mirror) drop(base string) error {
 func (m *Mirror) upload(base string, f io.ReaderAt, from, to int64) error {
 	if m.c.readOnly {
 		return nil
+	}
+	if err := m.c.writable("upload", base); err != nil {
+		return err
 	}
 	b := make([]byte, to-from)
 	if n, err := f.ReadAt(b, from); int64(n) < to-from {

@@ -166,6 +166,10 @@ func (p *Packs) settle() error {
 	return nil
 }
 
+// Fence stops every upload and delete from now on, with err: another
+// writer took the store.
+func (p *Packs) Fence(err error) { p.c.fenced.Store(&err) }
+
 // Unwrap implements vfs.FS.
 func (p *Packs) Unwrap() vfs.FS { return p.FS }
 

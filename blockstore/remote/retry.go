@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/rewind-dev/rewind/blockstore/objstore"
@@ -22,6 +23,7 @@ type conn struct {
 	log      *slog.Logger
 	retryFor time.Duration
 	readOnly bool
+	fenced   *atomic.Pointer[error] // set once another writer took the store
 }
 
 func newConn(b objstore.Backend, log *slog.Logger, retryFor time.Duration, readOnly bool) conn {
@@ -31,12 +33,12 @@ func newConn(b objstore.Backend, log *slog.Logger, retryFor time.Duration, readO
 	if retryFor <= 0 {
 		retryFor = DefaultRetryFor
 	}
-	return conn{b: b, log: log, retryFor: retryFor, readOnly: readOnly}
+	return conn{b: b, log: log, retryFor: retryFor, readOnly: readOnly, fenced: new(atomic.Pointer[error])}
 }
 
 // permanent reports whether retrying err cannot help.
 func permanent(err error) bool {
-	return errors.Is(err, objstore.ErrNotExist) || errors.Is(err, objstore.ErrReadOnly) ||
+	return errors.Is(err, objstore.ErrNotExist) || errors.Is(err, objstore.ErrReadOnly) || errors.Is(err, ErrLeaseHeld) ||
 		errors.Is(err, objstore.ErrDenied) || errors.Is(err, context.Canceled)
 }
 
@@ -68,9 +70,20 @@ func (c conn) retry(what string, fn func(ctx context.Context) error) error {
 	}
 }
 
-func (c conn) put(name string, b []byte) error {
+// writable returns why this process may not write, or nil.
+func (c conn) writable(op, name string) error {
 	if c.readOnly {
-		return fmt.Errorf("put %s: %w", name, objstore.ErrReadOnly)
+		return fmt.Errorf("%s %s: %w", op, name, objstore.ErrReadOnly)
+	}
+	if err := c.fenced.Load(); err != nil {
+		return fmt.Errorf("%s %s: %w", op, name, *err)
+	}
+	return nil
+}
+
+func (c conn) put(name string, b []byte) error {
+	if err := c.writable("put", name); err != nil {
+		return err
 	}
 	return c.retry("put "+name, func(ctx context.Context) error {
 		return c.b.Put(ctx, name, bytes.NewReader(b), int64(len(b)))
@@ -88,8 +101,8 @@ func (c conn) get(name string, off, n int64) ([]byte, error) {
 }
 
 func (c conn) del(name string) error {
-	if c.readOnly {
-		return fmt.Errorf("delete %s: %w", name, objstore.ErrReadOnly)
+	if err := c.writable("delete", name); err != nil {
+		return err
 	}
 	return c.retry("delete "+name, func(ctx context.Context) error { return c.b.Delete(ctx, name) })
 }
