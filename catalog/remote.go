@@ -192,3 +192,18 @@ func (r *remoteStore) close() error {
 	}
 	return nil
 }
+
+// StoreInfo says where a store keeps its packs.
+type StoreInfo struct {
+	URL        string `json:"url,omitempty"` // "" for a store kept in the data directory
+	CacheBytes int64  `json:"cache_bytes"`   // of pack blocks held locally
+	ReadOnly   bool   `json:"read_only,omitempty"`
+}
+
+// Store says where the store keeps its packs.
+func (s *Service) Store() StoreInfo {
+	if s.remote == nil {
+		return StoreInfo{}
+	}
+	return StoreInfo{URL: s.remote.url, CacheBytes: s.remote.packs.CacheBytes(), ReadOnly: s.remote.lease == nil}
+}

@@ -14,6 +14,11 @@ import (
 	"github.com/rewind-dev/rewind/blockstore/objstore"
 )
 
+// Stats count this process's traffic with object stores.
+var Stats struct {
+	UploadedBytes, DownloadedBytes, Requests, Retries atomic.Int64
+}
+
 // DefaultRetryFor is how long a failing upload or download is retried.
 const DefaultRetryFor = 2 * time.Minute
 
@@ -48,6 +53,10 @@ func (c conn) retry(what string, fn func(ctx context.Context) error) error {
 	var deadline time.Time
 	wait := 100 * time.Millisecond
 	for attempt := 0; ; attempt++ {
+		Stats.Requests.Add(1)
+		if attempt > 0 {
+			Stats.Retries.Add(1)
+		}
 		err := fn(context.Background())
 		if err == nil {
 			if attempt > 0 {
@@ -85,9 +94,13 @@ func (c conn) put(name string, b []byte) error {
 	if err := c.writable("put", name); err != nil {
 		return err
 	}
-	return c.retry("put "+name, func(ctx context.Context) error {
+	err := c.retry("put "+name, func(ctx context.Context) error {
 		return c.b.Put(ctx, name, bytes.NewReader(b), int64(len(b)))
 	})
+	if err == nil {
+		Stats.UploadedBytes.Add(int64(len(b)))
+	}
+	return err
 }
 
 func (c conn) get(name string, off, n int64) ([]byte, error) {
@@ -97,6 +110,7 @@ func (c conn) get(name string, off, n int64) ([]byte, error) {
 		out, err = c.b.GetRange(ctx, name, off, n)
 		return err
 	})
+	Stats.DownloadedBytes.Add(int64(len(out)))
 	return out, err
 }
 

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rewind-dev/rewind/blockstore/remote"
 	"github.com/rewind-dev/rewind/catalog"
 	"github.com/rewind-dev/rewind/nbd"
 )
@@ -131,6 +132,21 @@ func registerStoreMetrics(reg prometheus.Registerer, svc *catalog.Service) {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rewind_fold_pending_blocks",
 			Help: "Blocks whose runs of patches wait to be folded into whole blocks (done while no write comes)."},
 			func() float64 { return float64(svc.Timeline().FoldsPending()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "rewind_objstore_uploaded_bytes_total",
+			Help: "Bytes uploaded to the object store (--store): packs, their ranges, the index."},
+			func() float64 { return float64(remote.Stats.UploadedBytes.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "rewind_objstore_downloaded_bytes_total",
+			Help: "Bytes read from the object store (--store)."},
+			func() float64 { return float64(remote.Stats.DownloadedBytes.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "rewind_objstore_requests_total",
+			Help: "Calls to the object store (--store), retries included."},
+			func() float64 { return float64(remote.Stats.Requests.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "rewind_objstore_retries_total",
+			Help: "Calls to the object store that were retries of a failed one."},
+			func() float64 { return float64(remote.Stats.Retries.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rewind_objstore_cache_bytes",
+			Help: "Bytes of pack blocks kept in the local cache (--store-cache bounds it)."},
+			func() float64 { return float64(svc.Store().CacheBytes) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rewind_store_writable",
 			Help: "1 while the store takes writes; 0 once it stopped (its disk filled up, or the index could not commit) until rewind restarts."},
 			func() float64 {
