@@ -173,4 +173,8 @@ type Stats struct {
 	SlicedBytes      int64   `json:"sliced_bytes"`  // their size before slicing
 	DedupRatio       float64 `json:"dedup_ratio"`
 	CompressionRatio float64 `json:"compression_ratio"`
+	// Store is where the packs are: empty for the data directory, else
+	// the object store (--store), with the bytes of its local cache.
+	Store      string `json:"store,omitempty"`
+	CacheBytes int64  `json:"cache_bytes,omitempty"`
 }

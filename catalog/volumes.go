@@ -207,6 +207,8 @@ func (s *Service) Stats(context.Context) (*Stats, error) {
 	}
 	m := s.db.Metrics()
 	st.IndexBytes = int64(m.DiskSpaceUsage())
+	si := s.Store()
+	st.Store, st.CacheBytes = si.URL, si.CacheBytes
 	if cs.DecodedBytes > 0 {
 		st.DedupRatio = float64(st.LogicalBytes) / float64(cs.DecodedBytes)
 	}

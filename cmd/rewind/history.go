@@ -77,6 +77,10 @@ func (c *statsCmd) Run(e *env) error {
 		fmt.Fprintf(w, "unique bytes\t%s\t(%d)\n", human(st.UniqueBytes), st.UniqueBytes)
 		fmt.Fprintf(w, "stored bytes\t%s\t(%d)\n", human(st.StoredBytes), st.StoredBytes)
 		fmt.Fprintf(w, "index bytes\t%s\t(%d)\n", human(st.IndexBytes), st.IndexBytes)
+		if st.Store != "" {
+			fmt.Fprintf(w, "packs in\t%s\n", st.Store)
+			fmt.Fprintf(w, "local cache\t%s\t(%d)\n", human(st.CacheBytes), st.CacheBytes)
+		}
 		fmt.Fprintf(w, "chunks\t%d\n", st.Chunks)
 		fmt.Fprintf(w, "shifted duplicates\t%d chunks\t(%s stored as slices of others)\n", st.SlicedChunks, human(st.SlicedBytes))
 		fmt.Fprintf(w, "dedup ratio\t%.2f\n", st.DedupRatio)
