@@ -172,7 +172,7 @@ func (s *S3) probe(ctx context.Context) error {
 
 // String is the store's URL.
 func (s *S3) String() string {
-	return "s3://" + s.bucket + "/" + strings.TrimSuffix(s.prefix, "/")
+	return "s3://" + strings.TrimSuffix(s.bucket+"/"+s.prefix, "/")
 }
 
 func (s *S3) key(name string) (string, error) {

@@ -2,9 +2,11 @@ package weed
 
 import (
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -72,6 +74,21 @@ func mkdir(s *Server, name string) string {
 
 // Volumes is the number of volume servers.
 func (c *Cluster) Volumes() int { return len(c.volumes) }
+
+// VolumeBytes is the size of volume server i's data files (*.dat): a
+// test kills one that holds data.
+func (c *Cluster) VolumeBytes(i int) int64 {
+	var n int64
+	filepath.WalkDir(filepath.Join(c.dir, c.volumes[i].name), func(p string, e fs.DirEntry, err error) error {
+		if err == nil && !e.IsDir() && strings.HasSuffix(p, ".dat") {
+			if fi, err := e.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+		return nil
+	})
+	return n
+}
 
 // KillVolume SIGKILLs volume server i (0, 1 or 2) and waits until it is
 // gone. The others and the filer keep running.
