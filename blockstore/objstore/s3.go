@@ -153,7 +153,7 @@ func (s *S3) ensureBucket(ctx context.Context, region string, readOnly bool) err
 			return nil
 		}
 		if kind(err) == failNetwork || !bo.again(ctx, err) {
-			return s.wrap("open", "", err)
+			return s.wrap(ctx, "open", "", err)
 		}
 	}
 }
@@ -207,7 +207,7 @@ func (s *S3) Put(ctx context.Context, name string, r io.Reader, size int64) erro
 		})
 		cancel()
 		if err == nil || !bo.again(ctx, err) {
-			return s.wrap("put", name, err)
+			return s.wrap(ctx, "put", name, err)
 		}
 	}
 }
@@ -269,7 +269,7 @@ func (s *S3) GetRange(ctx context.Context, name string, off, n int64) ([]byte, e
 		case err == nil:
 			return b, nil
 		case !bo.again(ctx, err):
-			return nil, s.wrap("get", name, err)
+			return nil, s.wrap(ctx, "get", name, err)
 		}
 	}
 }
@@ -342,7 +342,7 @@ func (s *S3) Stat(ctx context.Context, name string) (int64, error) {
 			return info.Size, nil
 		}
 		if !bo.again(ctx, err) {
-			return 0, s.wrap("stat", name, err)
+			return 0, s.wrap(ctx, "stat", name, err)
 		}
 	}
 }
@@ -367,7 +367,7 @@ func (s *S3) List(ctx context.Context, prefix string, fn func(Object) error) err
 			break
 		}
 		if !bo.again(ctx, err) {
-			return s.wrap("list", prefix, err)
+			return s.wrap(ctx, "list", prefix, err)
 		}
 	}
 	sort.Slice(objs, func(i, j int) bool { return objs[i].Name < objs[j].Name })
@@ -414,7 +414,7 @@ func (s *S3) Delete(ctx context.Context, name string) error {
 			return nil
 		}
 		if !bo.again(ctx, err) {
-			return s.wrap("delete", name, err)
+			return s.wrap(ctx, "delete", name, err)
 		}
 	}
 }

@@ -173,3 +173,18 @@ func TestS3GivesUpWithinBudget(t *testing.T) {
 		t.Fatalf("put with the endpoint away: %v", err)
 	}
 }
+
+// TestS3CallerDeadline: the caller's deadline ends the retries, and the
+// error says so rather than blaming the endpoint.
+func TestS3CallerDeadline(t *testing.T) {
+	srv := weed.Shared(t)
+	p := newProxy(t, strings.TrimPrefix(srv.Endpoint, "http://"))
+	s := openVia(t, srv, p, time.Hour)
+	p.takeDown(-1)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_, err := s.GetRange(ctx, "a", 0, 10)
+	if !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, objstore.ErrUnreachable) {
+		t.Fatalf("read past the caller's deadline: %v", err)
+	}
+}

@@ -122,7 +122,7 @@ func errorStatus(err error) int {
 }
 
 // wrap turns a final error into one line that says what to fix.
-func (s *S3) wrap(op, name string, err error) error {
+func (s *S3) wrap(ctx context.Context, op, name string, err error) error {
 	if err == nil {
 		return nil
 	}
@@ -132,6 +132,9 @@ func (s *S3) wrap(op, name string, err error) error {
 	} else {
 		what = op + " " + what
 	}
+	if ctx.Err() != nil { // the caller's deadline or cancel, not the endpoint
+		return fmt.Errorf("objstore: %s: %w", what, ctx.Err())
+	}
 	switch errorCode(err) {
 	case minio.NoSuchKey:
 		return fmt.Errorf("objstore: %s: %w", what, ErrNotExist)
@@ -139,9 +142,6 @@ func (s *S3) wrap(op, name string, err error) error {
 		return fmt.Errorf("%w: %s (%s at %s)", ErrCredentials, minio.ToErrorResponse(err).Message, what, s.endpoint)
 	case minio.NoSuchBucket:
 		return fmt.Errorf("objstore: %s: bucket %s is gone from %s", what, s.bucket, s.endpoint)
-	}
-	if errors.Is(err, context.Canceled) {
-		return err
 	}
 	if kind(err) == failNetwork {
 		var urlErr *url.Error

@@ -226,6 +226,9 @@ func free(p int) bool {
 // proc is one weed process.
 type proc struct {
 	name   string
+	bin    string
+	args   []string
+	env    []string
 	cmd    *exec.Cmd
 	exited chan struct{}
 	err    error // of Wait, once exited is closed
@@ -238,31 +241,69 @@ type exitError struct {
 
 func (e *exitError) Error() string { return fmt.Sprintf("weed: %s exited: %v", e.name, e.err) }
 
-// run starts `weed CMD ARGS` with its output in DIR/NAME.log.
+// run starts `weed CMD ARGS` (CMD is name up to a "-") with its output
+// in DIR/NAME.log.
 func (s *Server) run(bin, name string, args []string, env ...string) (*proc, error) {
-	cmdName, _, _ := strings.Cut(name, "-")
-	log, err := os.Create(filepath.Join(s.dir, name+".log"))
-	if err != nil {
+	p := &proc{name: name, bin: bin, args: args, env: env}
+	if err := s.launch(p); err != nil {
 		return nil, err
 	}
-	defer log.Close()
-	cmd := exec.Command(bin, append([]string{cmdName}, args...)...)
-	cmd.Dir = s.dir
-	cmd.Env = append(os.Environ(), append(env, "WEED_MASTER_VOLUME_GROWTH_ALLOCATION_DEFERRAL=0s")...)
-	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("weed: start %s: %w", name, err)
-	}
-	p := &proc{name: name, cmd: cmd, exited: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.exited)
-	}()
 	s.mu.Lock()
 	s.procs = append(s.procs, p)
 	s.mu.Unlock()
 	return p, nil
+}
+
+func (s *Server) launch(p *proc) error {
+	cmdName, _, _ := strings.Cut(p.name, "-")
+	log, err := os.OpenFile(filepath.Join(s.dir, p.name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	defer log.Close()
+	cmd := exec.Command(p.bin, append([]string{cmdName}, p.args...)...)
+	cmd.Dir = s.dir
+	cmd.Env = append(os.Environ(), append(p.env, "WEED_MASTER_VOLUME_GROWTH_ALLOCATION_DEFERRAL=0s")...)
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("weed: start %s: %w", p.name, err)
+	}
+	p.cmd, p.exited = cmd, make(chan struct{})
+	go func() {
+		p.err = cmd.Wait()
+		close(p.exited)
+	}()
+	return nil
+}
+
+// Kill SIGKILLs every process of the server, keeping its data: the
+// endpoint is gone until Restart.
+func (s *Server) Kill() {
+	s.mu.Lock()
+	procs := append([]*proc(nil), s.procs...)
+	s.mu.Unlock()
+	for _, p := range procs {
+		p.kill()
+	}
+}
+
+// Restart kills the server if it runs, starts it again on the same ports
+// and data, and waits until it takes a PUT.
+func (s *Server) Restart(t testing.TB) {
+	t.Helper()
+	s.Kill()
+	s.mu.Lock()
+	procs := append([]*proc(nil), s.procs...)
+	s.mu.Unlock()
+	for _, p := range procs {
+		if err := s.launch(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.waitReady(); err != nil {
+		t.Fatalf("%v\n%s", err, s.logTail())
+	}
 }
 
 // kill SIGKILLs the process and waits for it.

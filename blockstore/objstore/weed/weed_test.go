@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -95,5 +96,22 @@ func TestClusterSurvivesVolumeServerKill(t *testing.T) {
 		if sha256.Sum256(got) != sum {
 			t.Fatalf("%s reads back other bytes with a volume server killed", name)
 		}
+	}
+}
+
+// TestRestart: a killed server is gone, and restarted it serves what it
+// held.
+func TestRestart(t *testing.T) {
+	ctx := context.Background()
+	srv := weed.Start(t, weed.Options{})
+	b := open(t, srv, srv.NewBucket(t))
+	put(t, b, "kept", []byte("before"))
+	srv.Kill()
+	if _, err := objstore.Open(ctx, srv.NewBucket(t), objstore.Options{Getenv: srv.Getenv}); !errors.Is(err, objstore.ErrUnreachable) {
+		t.Fatalf("open with the server killed: %v", err)
+	}
+	srv.Restart(t)
+	if got, err := b.GetRange(ctx, "kept", 0, -1); err != nil || string(got) != "before" {
+		t.Fatalf("after a restart: %q, %v", got, err)
 	}
 }
