@@ -1,7 +1,8 @@
 # rewind: build, test, run and benchmark.
 #
 #   make build    bin/rewind
-#   make deps     install the Debian packages tests and benchmarks drive
+#   make deps     install the Debian packages tests and benchmarks drive, and
+#                 build SeaweedFS into /var/cache/rewind (once, ~7 minutes)
 #   make test     deps, build, go vet, go test -race with released hugemem
 #                 buffers poisoned (integration tests use bin/rewind)
 #   make run      serve ./var/rewind, importing a sample disk when it is empty
