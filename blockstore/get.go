@@ -6,6 +6,7 @@ import (
 	"hash/crc32"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/rewind-dev/rewind/blockstore/objstore"
 )
 
 // Get returns the decoded bytes of chunk id, verified against the CRC-32C
@@ -60,6 +61,9 @@ func (s *Store) readInto(id ID, loc location, buf []byte) ([]byte, error) {
 		return nil, fmt.Errorf("chunk %s: %w", id, err)
 	}
 	if n, err := f.ReadAt(buf, loc.offset); n != len(buf) {
+		if errors.Is(err, objstore.ErrUnreachable) {
+			return nil, fmt.Errorf("chunk %s: pack %d: %w", id, loc.pack, err) // not damage: try later
+		}
 		return nil, fmt.Errorf("chunk %s: %w: pack %d truncated at %d: %v", id, ErrCorrupt, loc.pack, loc.offset, err)
 	}
 	return s.verify(id, loc, buf)

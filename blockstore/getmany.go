@@ -11,6 +11,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/rewind-dev/rewind/blockstore/hugemem"
+	"github.com/rewind-dev/rewind/blockstore/objstore"
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 )
@@ -386,6 +387,9 @@ func (s *Store) readGroup(ids []ID, locs []location, group []int, span int64, di
 		n, err = preadvFull(int(fd), iov, first.offset)
 	} else {
 		n, err = f.ReadAt(scratch, first.offset) // everything went to scratch
+	}
+	if int64(n) != span && errors.Is(err, objstore.ErrUnreachable) {
+		return fmt.Errorf("chunk %s: pack %d: %w", ids[group[0]], first.pack, err) // not damage: try later
 	}
 	if int64(n) != span {
 		return fmt.Errorf("chunk %s: %w: pack %d truncated at %d: %v", ids[group[0]], ErrCorrupt, first.pack, first.offset, err)

@@ -61,7 +61,3 @@ func CheckName(name string) error {
 	}
 	return nil
 }
-
-// ErrDenied is returned (wrapped) when the object store refuses the
-// credentials or the access: retrying cannot help.
-var ErrDenied = errors.New("object store denied access")

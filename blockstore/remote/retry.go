@@ -44,7 +44,7 @@ func newConn(b objstore.Backend, log *slog.Logger, retryFor time.Duration, readO
 // permanent reports whether retrying err cannot help.
 func permanent(err error) bool {
 	return errors.Is(err, objstore.ErrNotExist) || errors.Is(err, objstore.ErrReadOnly) || errors.Is(err, ErrLeaseHeld) ||
-		errors.Is(err, objstore.ErrDenied) || errors.Is(err, context.Canceled)
+		errors.Is(err, objstore.ErrCredentials) || errors.Is(err, context.Canceled)
 }
 
 // retry calls fn until it succeeds, fails for good, or c.retryFor has
@@ -72,7 +72,10 @@ func (c conn) retry(what string, fn func(ctx context.Context) error) error {
 			c.log.Warn("object store call failed; retrying", "op", what, "for", c.retryFor, "err", err)
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s: gave up after %s: %w", what, c.retryFor, err)
+			if errors.Is(err, objstore.ErrUnreachable) {
+				return fmt.Errorf("%s: gave up after %s: %w", what, c.retryFor, err)
+			}
+			return fmt.Errorf("%s: gave up after %s: %w: %w", what, c.retryFor, objstore.ErrUnreachable, err)
 		}
 		time.Sleep(wait)
 		wait = min(wait*2, 5*time.Second)
