@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -45,6 +46,10 @@ type Options struct {
 	// measuring what parity costs, and for tests of damage it would
 	// otherwise repair.
 	NoParity bool
+	// SealIdle, when set, seals the active pack once no write came for
+	// that long: for packs kept in an object store (see remote.Packs),
+	// whose local copies go once sealed.
+	SealIdle time.Duration
 }
 
 // Store is the chunk store.
@@ -61,6 +66,9 @@ type Store struct {
 	locs     *locCache // index entries read lately
 	ids      *idFilter // the IDs in the index, for "not stored" at once
 	noParity bool
+
+	idleStop chan struct{} // stops sealIdle; nil without it
+	idleDone chan struct{}
 
 	warmMu   sync.Mutex // guards the two below (see WarmLocations)
 	warmStop func()
@@ -183,7 +191,33 @@ func Open(o Options) (*Store, error) {
 	if !s.noParity {
 		go s.queueMissingParity(packs)
 	}
+	if o.SealIdle > 0 {
+		s.idleStop, s.idleDone = make(chan struct{}), make(chan struct{})
+		go s.sealIdle(o.SealIdle)
+	}
 	return s, nil
+}
+
+// sealIdle seals the active pack once no write came for idle.
+func (s *Store) sealIdle(idle time.Duration) {
+	defer close(s.idleDone)
+	t := time.NewTicker(idle / 2)
+	defer t.Stop()
+	var seen uint64
+	for {
+		select {
+		case <-s.idleStop:
+			return
+		case <-t.C:
+		}
+		s.mu.Lock()
+		if s.mu.active != 0 && s.mu.writes == seen && s.mu.inflight[s.mu.active] == 0 {
+			s.sealLocked(s.mu.active)
+			s.mu.active = 0 // the next write starts a new pack
+		}
+		seen = s.mu.writes
+		s.mu.Unlock()
+	}
 }
 
 func (s *Store) listPacks() ([]uint32, error) {
@@ -354,6 +388,10 @@ func (s *Store) StopReadingIndex() {
 // Close closes the pack files (it does not sync them) and gives the
 // buffers of decoded bundles back to the process.
 func (s *Store) Close() error {
+	if s.idleStop != nil {
+		close(s.idleStop)
+		<-s.idleDone
+	}
 	s.StopReadingIndex()
 	s.closeParity()
 	s.bundles.close()

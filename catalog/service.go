@@ -46,6 +46,11 @@ type Options struct {
 	OnRestore func(done, total int64)
 }
 
+// sealIdle is how long the active pack of a store on an object store
+// waits for writes before it is sealed: uploaded whole, and its local
+// copy deleted.
+const sealIdle = 3 * time.Second
+
 // Service is the catalog over one data directory.
 type Service struct {
 	dir    string
@@ -114,7 +119,11 @@ func Open(o Options) (*Service, error) {
 		rs.close()
 		return nil, err
 	}
-	chunks, err := blockstore.Open(blockstore.Options{FS: packsFS, Dir: filepath.Join(o.Dir, "packs"), DB: db, Codec: codec, Logger: o.Logger, NoParity: o.NoParity})
+	bo := blockstore.Options{FS: packsFS, Dir: filepath.Join(o.Dir, "packs"), DB: db, Codec: codec, Logger: o.Logger, NoParity: o.NoParity}
+	if rs != nil {
+		bo.SealIdle = sealIdle // the local copy of an idle pack goes
+	}
+	chunks, err := blockstore.Open(bo)
 	if err != nil {
 		guard.Close()
 		db.Close()

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/rewind-dev/rewind/blockstore/objstore/weed"
 )
 
 // nobody is the unprivileged user the access tests run the CLI as.
@@ -27,7 +29,7 @@ func TestMain(m *testing.M) {
 	if sock := os.Getenv(rawSocketEnv); sock != "" {
 		os.Exit(rawCall(sock, os.Getenv("REWIND_TEST_RAW_CALL"), os.Getenv("REWIND_TEST_RAW_BODY")))
 	}
-	os.Exit(m.Run())
+	weed.Main(m) // runs the tests, then stops the shared SeaweedFS if one started
 }
 
 // rawCall posts body to /v1/call on the socket and prints the status
