@@ -16,6 +16,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/rewind-dev/rewind/blockstore/objstore"
+	"golang.org/x/sync/errgroup"
 )
 
 const (
@@ -146,7 +147,7 @@ func (p *Packs) settle() error {
 		}
 	}
 	for name, r := range p.remote {
-		if local[name] || len(r.segs) == 0 {
+		if local[name] || len(r.segs) == 0 || r.whole < 0 && wholeInSegs(r.segs, r.size()) {
 			continue
 		}
 		if r.whole < 0 {
@@ -397,7 +398,9 @@ func (p *Packs) SealPack(path string) error {
 		return err
 	}
 	r, _ := p.remoteOf(name)
-	if r == nil || r.whole != fi.Size() {
+	if r != nil && r.whole < 0 && wholeInSegs(r.segs, fi.Size()) {
+		// Its segments hold it all, in few objects: they stay as they are.
+	} else if r == nil || r.whole != fi.Size() {
 		b := make([]byte, fi.Size())
 		if n, err := f.ReadAt(b, 0); int64(n) < fi.Size() {
 			f.Close()
@@ -413,8 +416,10 @@ func (p *Packs) SealPack(path string) error {
 		p.cache.drop(name)
 	}
 	f.Close()
-	if err := p.dropSegs(name); err != nil {
-		return err
+	if r, _ := p.remoteOf(name); r != nil && r.whole >= 0 {
+		if err := p.dropSegs(name); err != nil {
+			return err
+		}
 	}
 	// Handles on the local file read from the object store from now on.
 	p.mu.Lock()
@@ -498,25 +503,61 @@ func (p *Packs) uploadSpans(name string, f vfs.File, spans []span) error {
 			return err
 		}
 	}
+	var parts []span
 	for _, sp := range coalesce(spans) {
 		sp.end = min(sp.end, size)
-		if sp.end <= sp.off {
-			continue
+		for off := sp.off; off < sp.end; off += partSize {
+			parts = append(parts, span{off, min(off+partSize, sp.end)})
 		}
-		b := make([]byte, sp.end-sp.off)
-		if n, err := f.ReadAt(b, sp.off); n < len(b) {
-			return fmt.Errorf("upload pack %s: read %d bytes at %d: %v", name, len(b), sp.off, err)
-		}
-		if err := p.c.put(segName(segPrefix, name, sp.off), b); err != nil {
-			return err
-		}
-		p.mu.Lock()
-		r := p.rp(name)
-		r.segs = append(r.segs, seg{sp.off, sp.end - sp.off})
-		sort.Slice(r.segs, func(i, j int) bool { return r.segs[i].off < r.segs[j].off })
-		p.mu.Unlock()
 	}
-	return nil
+	var g errgroup.Group
+	g.SetLimit(parallelPuts)
+	for _, sp := range parts {
+		g.Go(func() error {
+			b := make([]byte, sp.end-sp.off)
+			if n, err := f.ReadAt(b, sp.off); n < len(b) {
+				return fmt.Errorf("upload pack %s: read %d bytes at %d: %v", name, len(b), sp.off, err)
+			}
+			if err := p.c.put(segName(segPrefix, name, sp.off), b); err != nil {
+				return err
+			}
+			p.mu.Lock()
+			r := p.rp(name)
+			r.segs = append(r.segs, seg{sp.off, sp.end - sp.off})
+			sort.Slice(r.segs, func(i, j int) bool { return r.segs[i].off < r.segs[j].off })
+			p.mu.Unlock()
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+const (
+	// partSize bounds a segment: larger ranges go up in parts, side by
+	// side.
+	partSize = 8 << 20
+	// parallelPuts is how many parts go up at once.
+	parallelPuts = 4
+)
+
+// maxSegs is how many segments a sealed pack may stay in; a pack synced
+// more often than that (small writes, each flushed) goes up whole.
+const maxSegs = 32
+
+// wholeInSegs reports whether segs cover [0, size) one after another, in
+// at most maxSegs objects.
+func wholeInSegs(segs []seg, size int64) bool {
+	if len(segs) == 0 || len(segs) > maxSegs {
+		return false
+	}
+	var end int64
+	for _, s := range segs {
+		if s.off != end {
+			return false
+		}
+		end = s.end()
+	}
+	return end == size
 }
 
 type span struct{ off, end int64 }

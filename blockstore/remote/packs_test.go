@@ -75,8 +75,9 @@ func TestPacksLifecycle(t *testing.T) {
 	if _, err := os.Stat(path); !errors.Is(err, iofs.ErrNotExist) {
 		t.Fatalf("the local pack is still there after sealing: %v", err)
 	}
-	if segs := objectNames(t, p, segPrefix+"/"); len(segs) != 0 {
-		t.Fatalf("segments left after sealing: %v", segs)
+	// One sync left it in one segment: that is how it stays.
+	if segs, whole := objectNames(t, p, segPrefix+"/"), objectNames(t, p, packsPrefix+"/"); len(segs) != 1 || len(whole) != 0 {
+		t.Fatalf("after sealing: segments %v, whole %v; want the one segment", segs, whole)
 	}
 	got := make([]byte, 100)
 	if _, err := f.ReadAt(got, 4096); err != nil || !bytes.Equal(got, data[4096:4196]) {
@@ -104,7 +105,7 @@ func TestPacksLifecycle(t *testing.T) {
 		t.Fatalf("List after Remove = %v", names)
 	}
 	p.Close() // deletes the removed pack's objects now
-	if objs := objectNames(t, p, packsPrefix+"/"); len(objs) != 0 {
+	if objs := append(objectNames(t, p, packsPrefix+"/"), objectNames(t, p, segPrefix+"/")...); len(objs) != 0 {
 		t.Fatalf("objects left after Remove and Close: %v", objs)
 	}
 }
@@ -175,29 +176,33 @@ func TestPacksSettleAndCut(t *testing.T) {
 	}
 	checkRead(t, q, filepath.Join(q.dir, "00000007.pack"), data[:500])
 
-	// The next open seals what the last left.
+	// The next open seals what the last left; a pack in one segment
+	// stays so.
 	p2, err := NewPacks(PacksOptions{Dir: dir, CacheDir: dir + ".cache", Backend: b})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if segs := objectNames(t, p2, segPrefix+"/"); len(segs) != 0 {
-		t.Fatalf("segments left after settling: %v", segs)
+	if segs := objectNames(t, p2, segPrefix+"/"); len(segs) != 1 {
+		t.Fatalf("segments after settling: %v, want the one", segs)
 	}
 	if _, err := os.Stat(path); !errors.Is(err, iofs.ErrNotExist) {
 		t.Fatal("the local pack was not settled")
 	}
 	checkRead(t, p2, path, data[:500])
 
-	// Segments only (the machine is gone): a new directory settles them.
+	// A pack synced after every small write, in more segments than
+	// maxSegs (the machine is gone): a new directory puts it up whole.
 	g, _ := p2.Create(filepath.Join(dir, "00000008.pack"), vfs.WriteCategoryUnspecified)
-	g.WriteAt(data, 0)
-	g.Sync()
+	for off := 0; off < len(data); off += 50 {
+		g.WriteAt(data[off:off+50], int64(off))
+		g.Sync()
+	}
 	p3, err := NewPacks(PacksOptions{Dir: filepath.Join(t.TempDir(), "packs"), CacheDir: filepath.Join(t.TempDir(), "c"), Backend: b})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if segs := objectNames(t, p3, segPrefix+"/"); len(segs) != 0 {
-		t.Fatalf("segments left after settling: %v", segs)
+	if segs := objectNames(t, p3, segPrefix+"/"); len(segs) != 1 {
+		t.Fatalf("segments after settling: %v, want only pack 7's", segs)
 	}
 	checkRead(t, p3, filepath.Join(p3.dir, "00000008.pack"), data)
 }
