@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -59,6 +60,8 @@ type Service struct {
 	// removeCheck, when set, can refuse RemoveVolume even with force.
 	removeCheck func(volume string) error
 	remote      *remoteStore // nil for a store kept in the directory
+	packsFS     vfs.FS       // where the packs are (the object store's layer)
+	replMu      sync.Mutex   // held by a replication (replicate.go)
 }
 
 // Open opens (creating if needed) the data directory.
@@ -124,7 +127,7 @@ func Open(o Options) (*Service, error) {
 		rs.close()
 		return nil, openError(o.Dir, err)
 	}
-	return &Service{dir: o.Dir, fs: o.FS, guard: guard, db: db, chunks: chunks, tl: tl, now: o.Now, log: o.Logger, remote: rs}, nil
+	return &Service{dir: o.Dir, fs: o.FS, guard: guard, db: db, chunks: chunks, tl: tl, now: o.Now, log: o.Logger, remote: rs, packsFS: packsFS}, nil
 }
 
 // openError says that a data directory too full to start in needs space.

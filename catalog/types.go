@@ -29,6 +29,7 @@ type API interface {
 	Prune(ctx context.Context, r PruneRequest) ([]PruneResult, error)
 	GC(ctx context.Context, r GCRequest) (*GCResult, error)
 	Verify(ctx context.Context, r VerifyRequest, progress ProgressFunc) (*VerifyResult, error)
+	Replicate(ctx context.Context, r ReplicateRequest, progress ProgressFunc) (*ReplicateResult, error)
 }
 
 // ProgressFunc receives how far a long operation is.

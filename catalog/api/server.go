@@ -55,6 +55,9 @@ func Handler(api catalog.API, extra map[string]func(ctx context.Context, body js
 		case "verify":
 			serveVerify(api, w, r)
 			return
+		case "replicate":
+			serveReplicate(api, w, r)
+			return
 		}
 		call, ok := calls[method]
 		if !ok {
@@ -235,5 +238,17 @@ func serveVerify(api catalog.API, w http.ResponseWriter, r *http.Request) {
 	}
 	s := newStreamer(w)
 	res, err := api.Verify(r.Context(), req, s.progress)
+	s.finish(res, err)
+}
+
+// serveReplicate runs a replication, streaming its progress.
+func serveReplicate(api catalog.API, w http.ResponseWriter, r *http.Request) {
+	var req catalog.ReplicateRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("%w: bad request: %v", catalog.ErrInvalid, err))
+		return
+	}
+	s := newStreamer(w)
+	res, err := api.Replicate(r.Context(), req, s.progress)
 	s.finish(res, err)
 }
