@@ -150,10 +150,13 @@ func (s *Service) Replicate(ctx context.Context, r ReplicateRequest, progress Pr
 	if err := s.checkTarget(r.To); err != nil {
 		return nil, err
 	}
-	if !s.replMu.TryLock() {
-		return nil, errorf(ErrConflict, "a replication from %s is running; wait for it to end", s.dir)
+	// One at a time: a second waits for the first.
+	select {
+	case s.replicating <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
-	defer s.replMu.Unlock()
+	defer func() { <-s.replicating }()
 
 	target, err := objstore.Open(ctx, r.To, objstore.Options{Endpoint: r.Endpoint})
 	if err != nil {

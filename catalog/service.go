@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -59,9 +58,9 @@ type Service struct {
 	inUse  InUse
 	// removeCheck, when set, can refuse RemoveVolume even with force.
 	removeCheck func(volume string) error
-	remote      *remoteStore // nil for a store kept in the directory
-	packsFS     vfs.FS       // where the packs are (the object store's layer)
-	replMu      sync.Mutex   // held by a replication (replicate.go)
+	remote      *remoteStore  // nil for a store kept in the directory
+	packsFS     vfs.FS        // where the packs are (the object store's layer)
+	replicating chan struct{} // holds a token while a replication runs (replicate.go)
 }
 
 // Open opens (creating if needed) the data directory.
@@ -127,7 +126,7 @@ func Open(o Options) (*Service, error) {
 		rs.close()
 		return nil, openError(o.Dir, err)
 	}
-	return &Service{dir: o.Dir, fs: o.FS, guard: guard, db: db, chunks: chunks, tl: tl, now: o.Now, log: o.Logger, remote: rs, packsFS: packsFS}, nil
+	return &Service{dir: o.Dir, fs: o.FS, guard: guard, db: db, chunks: chunks, tl: tl, now: o.Now, log: o.Logger, remote: rs, packsFS: packsFS, replicating: make(chan struct{}, 1)}, nil
 }
 
 // openError says that a data directory too full to start in needs space.
