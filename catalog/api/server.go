@@ -7,9 +7,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/rewind-dev/rewind/catalog"
 )
@@ -248,7 +251,37 @@ func serveReplicate(api catalog.API, w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, fmt.Errorf("%w: bad request: %v", catalog.ErrInvalid, err))
 		return
 	}
+	if err := checkTargetOwner(r.Context(), req.To); err != nil {
+		writeError(w, statusOf(err), err)
+		return
+	}
 	s := newStreamer(w)
 	res, err := api.Replicate(r.Context(), req, s.progress)
 	s.finish(res, err)
+}
+
+// checkTargetOwner lets a caller of the local socket other than root
+// replicate to a directory only when it owns the directory (or, for one
+// not made yet, the nearest directory above it that is there): the
+// daemon, root, would otherwise write where the caller may not.
+func checkTargetOwner(ctx context.Context, to string) error {
+	uid, ok := PeerUID(ctx)
+	if !ok || uid == 0 || strings.HasPrefix(to, "s3://") {
+		return nil
+	}
+	dir := filepath.Clean(strings.TrimPrefix(to, "file://"))
+	for {
+		st, err := os.Stat(dir)
+		if err == nil {
+			if owner := st.Sys().(*syscall.Stat_t).Uid; owner != uid {
+				return Forbiddenf("%s belongs to uid %d, not to you (uid %d): replicate to a directory you own", dir, owner, uid)
+			}
+			return nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return Forbiddenf("%s: no directory above it could be checked", to)
+		}
+		dir = parent
+	}
 }

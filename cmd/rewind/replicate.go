@@ -41,7 +41,7 @@ func (c *replicateCmd) Run(e *env) error {
 	}
 	defer done()
 	bar, progress := newProgress("replicate", !e.globals.JSON)
-	res, err := api.Replicate(e.ctx, catalog.ReplicateRequest{To: c.To, Endpoint: c.ToEndpoint, Volumes: c.Volumes,
+	res, err := api.Replicate(e.ctx, catalog.ReplicateRequest{To: absPath(c.To), Endpoint: c.ToEndpoint, Volumes: c.Volumes,
 		BWLimit: int64(c.BWLimit), Window: c.Window}, progress)
 	bar.done()
 	if err != nil {

@@ -24,6 +24,7 @@ func (c *serveCmd) checkReplicate() error {
 		}
 		return nil
 	}
+	c.ReplicateTo = absPath(c.ReplicateTo)
 	if _, err := catalog.ParseWindow(c.ReplicateWindow); err != nil {
 		return fmt.Errorf("--replicate-window: %w", err)
 	}
