@@ -173,6 +173,9 @@ func (s *Service) Replicate(ctx context.Context, r ReplicateRequest, progress Pr
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	lease, err := remote.AcquireLease(target, "replicate-"+id, s.dir, false, s.log, func(err error) { cancel(err) })
+	if errors.Is(err, remote.ErrLeaseHeld) {
+		return nil, errorf(ErrConflict, "%s is being written by a data directory that holds its lease (a rewind serve on it without --read-only?): stop that, or serve the target with --read-only, and replicate again", r.To)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("replicate to %s: %w", r.To, err)
 	}

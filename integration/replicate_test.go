@@ -124,6 +124,15 @@ func TestReplicate(t *testing.T) {
 	}
 	site2.MustRun("clone", "vm@before", "mine")
 
+	// A daemon serving the target for writing holds it: a run is refused
+	// in one line and changes nothing there.
+	writer := site2.Serve(serveOptions{})
+	r := rw.Run("replicate", "--to", target)
+	if r.Code == 0 || !strings.Contains(r.Stderr, "--read-only") || strings.Count(strings.TrimSpace(r.Stderr), "\n") > 0 {
+		t.Fatalf("replicate to a target a daemon writes: %s", r)
+	}
+	writer.Stop()
+
 	// Through the daemon, by its socket; the daemon replicates on its own too.
 	srv := rw.Serve(serveOptions{HTTP: true, Args: []string{"--replicate-to", filepath.Join(dir, "site3"), "--replicate-every", "200ms"}})
 	if err := json.Unmarshal([]byte(rw.MustRun("--json", "replicate", "--to", target)), &res); err != nil {
