@@ -244,6 +244,9 @@ func (s *Service) Replicate(ctx context.Context, r ReplicateRequest, progress Pr
 	if err := rep.DropPacksExcept(keep); err != nil {
 		s.log.Warn("packs the target no longer needs could not be deleted; the next run tries again", "to", r.To, "err", err)
 	}
+	if err := rep.Forget(); err != nil {
+		return nil, err
+	}
 	if err := putObject(target, writerObject, []byte("replicate-"+id)); err != nil {
 		return nil, err
 	}

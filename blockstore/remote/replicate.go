@@ -399,6 +399,26 @@ func (r *Replicator) DropPacksExcept(keep map[string]bool) error {
 	return nil
 }
 
+// Forget drops from the journal what the target no longer holds (after a
+// complete run deleted it), so that the journal does not grow with every
+// run.
+func (r *Replicator) Forget() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	j := r.o.Journal
+	if j == nil {
+		return nil
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for name := range j.sent {
+		if _, ok := r.target[name]; !ok {
+			delete(j.sent, name)
+		}
+	}
+	return j.rewriteLocked()
+}
+
 // Journal remembers the objects a source sent to one target: a file of
 // lines "NAME SIZE SUM", appended as parts arrive.
 type Journal struct {
@@ -438,26 +458,36 @@ func OpenJournal(path string) (*Journal, error) {
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return nil, err
 	}
-	// Rewrite it compact, then append.
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return nil, err
 	}
-	tmp := path + ".tmp"
+	if err := j.rewriteLocked(); err != nil {
+		return nil, err
+	}
+	return j, nil
+}
+
+// rewriteLocked writes the journal anew, one line per object, and opens
+// it for appending.
+func (j *Journal) rewriteLocked() error {
+	if j.f != nil {
+		j.f.Close()
+		j.f = nil
+	}
+	tmp := j.path + ".tmp"
 	f, err := os.Create(tmp)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	w := bufio.NewWriter(f)
 	for name, e := range j.sent {
 		fmt.Fprintln(w, journalLine(name, e))
 	}
-	if err := errors.Join(w.Flush(), f.Close(), os.Rename(tmp, path)); err != nil {
-		return nil, err
+	if err := errors.Join(w.Flush(), f.Close(), os.Rename(tmp, j.path)); err != nil {
+		return err
 	}
-	if j.f, err = os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0o640); err != nil {
-		return nil, err
-	}
-	return j, nil
+	j.f, err = os.OpenFile(j.path, os.O_WRONLY|os.O_APPEND, 0o640)
+	return err
 }
 
 func journalLine(name string, e journalEntry) string {

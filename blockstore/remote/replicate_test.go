@@ -261,6 +261,16 @@ func TestReplicateIndex(t *testing.T) {
 	if target.puts[segName(indexPrefix, "000005.sst", 0)] != 1 || r.Stats().PartsSkipped != 1 {
 		t.Fatalf("an unchanged table was sent again: puts %v, %+v", target.puts, r.Stats())
 	}
+	// The journal forgets what the target no longer holds.
+	if err := r.Forget(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := j.entry(segName(indexPrefix, "MANIFEST-000001", 0)); ok {
+		t.Fatal("the journal still has a file the target no longer holds")
+	}
+	if err := j.Record("x", 1, ""); err != nil {
+		t.Fatalf("record after a rewrite: %v", err)
+	}
 	var names []string
 	target.List(ctx, indexPrefix+"/", func(o objstore.Object) error { names = append(names, o.Name); return nil })
 	want := []string{"index/000005.sst/0000000000000000", "index/000010.sst/0000000000000000",
