@@ -190,7 +190,7 @@ func (s *Service) Replicate(ctx context.Context, r ReplicateRequest, progress Pr
 	release := s.chunks.HoldGC()
 	defer release()
 	snapTime := s.now()
-	snap, kept, err := s.replicaSnapshot(r.Volumes, Time(snapTime.UnixNano()))
+	snap, kept, fromSource, err := s.replicaSnapshot(r.Volumes, Time(snapTime.UnixNano()))
 	if snap != "" {
 		defer os.RemoveAll(snap)
 	}
@@ -223,7 +223,7 @@ func (s *Service) Replicate(ctx context.Context, r ReplicateRequest, progress Pr
 	}
 	err = rep.CopyPacks(ctx, packs)
 	if err == nil {
-		err = rep.CopyIndex(ctx, filepath.Join(snap, "index"))
+		err = rep.CopyIndex(ctx, filepath.Join(snap, "index"), fromSource)
 	}
 	if errors.Is(err, errWindowClosed) {
 		res.Stopped = fmt.Sprintf("the window %s closed; the next run resumes where this one stopped", win)
@@ -280,10 +280,11 @@ func (s *Service) checkTarget(to string) error {
 // replicaSnapshot checkpoints the index under DATA/replicate, keeps the
 // named volumes only (all with none), and marks those kept replicas. It
 // returns the snapshot's directory (its index in index/) and the volumes
-// kept.
-func (s *Service) replicaSnapshot(volumes []string, at Time) (string, []string, error) {
+// kept, and the files the source's index made (the rest the snapshot
+// made itself).
+func (s *Service) replicaSnapshot(volumes []string, at Time) (string, []string, map[string]bool, error) {
 	if err := os.MkdirAll(s.replDir(), 0o750); err != nil {
-		return "", nil, err
+		return "", nil, nil, err
 	}
 	// Snapshots a killed run left.
 	if old, _ := filepath.Glob(filepath.Join(s.replDir(), "snap-*")); len(old) > 0 {
@@ -293,17 +294,25 @@ func (s *Service) replicaSnapshot(volumes []string, at Time) (string, []string, 
 	}
 	dir, err := os.MkdirTemp(s.replDir(), "snap-")
 	if err != nil {
-		return "", nil, err
+		return "", nil, nil, err
 	}
 	index := filepath.Join(dir, "index")
 	if err := s.db.Checkpoint(index, pebble.WithFlushedWAL()); err != nil {
-		return dir, nil, fmt.Errorf("snapshot the index: %w", err)
+		return dir, nil, nil, fmt.Errorf("snapshot the index: %w", err)
+	}
+	fromSource := map[string]bool{}
+	ents, err := os.ReadDir(index)
+	if err != nil {
+		return dir, nil, nil, err
+	}
+	for _, e := range ents {
+		fromSource[e.Name()] = true
 	}
 	o := timeline.PebbleOptions(vfs.Default, s.log)
 	o.DisableAutomaticCompactions = true
 	db, err := pebble.Open(index, o)
 	if err != nil {
-		return dir, nil, fmt.Errorf("open the snapshot of the index: %w", err)
+		return dir, nil, nil, fmt.Errorf("open the snapshot of the index: %w", err)
 	}
 	kept, dropped, err := timeline.KeepVolumes(db, volumes)
 	if err == nil {
@@ -314,7 +323,7 @@ func (s *Service) replicaSnapshot(volumes []string, at Time) (string, []string, 
 	if host != "" {
 		from = host + ":" + s.dir
 	}
-	var names []string
+	names := []string{}
 	if err == nil {
 		b := db.NewBatch()
 		for _, v := range kept {
@@ -330,10 +339,10 @@ func (s *Service) replicaSnapshot(volumes []string, at Time) (string, []string, 
 	}
 	err = errors.Join(err, db.Close())
 	if err != nil {
-		return dir, nil, fmt.Errorf("prepare the snapshot of the index: %w", err)
+		return dir, nil, nil, fmt.Errorf("prepare the snapshot of the index: %w", err)
 	}
 	sort.Strings(names)
-	return dir, names, nil
+	return dir, names, fromSource, nil
 }
 
 // dropCatalogKeys deletes the catalog's records of volumes a snapshot

@@ -117,9 +117,11 @@ func (r *Replicator) AddTotal(n int64) {
 	r.mu.Unlock()
 }
 
-// send puts data as name through the bucket, and journals it.
+// send puts data as name through the bucket, and journals it. Stop is
+// asked first, for a pack's part only: once the index is being sent, it
+// is sent whole.
 func (r *Replicator) send(ctx context.Context, name string, data io.ReaderAt, size int64, sum string) error {
-	if r.o.Stop != nil {
+	if r.o.Stop != nil && strings.HasPrefix(name, segPrefix+"/") {
 		if err := r.o.Stop(); err != nil {
 			return err
 		}
@@ -307,9 +309,12 @@ func indexOrder(name string) int {
 }
 
 // CopyIndex sends the index files in dir (a checkpoint, closed), each as
-// one segment, skipping tables the target already holds (a table never
-// changes), then deletes the target's index files dir does not hold.
-func (r *Replicator) CopyIndex(ctx context.Context, dir string) error {
+// one segment, then deletes the target's index files dir does not hold.
+// A table the source's index made (fromSource) is skipped when the
+// journal has it sent at its size: Pebble never writes a table again, nor
+// reuses its number. A table made in the snapshot itself is always sent,
+// and journalled as such: its number may be the source's later.
+func (r *Replicator) CopyIndex(ctx context.Context, dir string, fromSource map[string]bool) error {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return err
@@ -339,7 +344,11 @@ func (r *Replicator) CopyIndex(ctx context.Context, dir string) error {
 		name := segName(indexPrefix, base, 0)
 		others := r.targetUnder(indexPrefix + "/" + base + "/")
 		delete(others, name)
-		if got, ok := r.target[name]; ok && got == size && len(others) == 0 && indexOrder(base) == 0 && r.o.Journal.Has(name, size, "") {
+		sum := ""
+		if !fromSource[base] {
+			sum = "snapshot"
+		}
+		if got, ok := r.target[name]; ok && got == size && len(others) == 0 && indexOrder(base) == 0 && sum == "" && r.o.Journal.Has(name, size, "") {
 			r.skip(size)
 			r.mu.Lock()
 			r.stats.IndexFiles++
@@ -355,7 +364,7 @@ func (r *Replicator) CopyIndex(ctx context.Context, dir string) error {
 		if err != nil {
 			return err
 		}
-		err = r.send(ctx, name, f, size, "")
+		err = r.send(ctx, name, f, size, sum)
 		f.Close()
 		if err != nil {
 			return err
