@@ -297,6 +297,14 @@ func (s *Service) replicaSnapshot(volumes []string, at Time) (string, []string, 
 		return "", nil, nil, err
 	}
 	index := filepath.Join(dir, "index")
+	// What the memtable holds goes into a table of the source's, which
+	// the next run finds on the target; a store that takes no writes is
+	// snapshotted as it is (its log then goes whole).
+	if s.tl.Writable() == nil {
+		if err := s.flushIndex(); err != nil {
+			s.log.Warn("the index could not be written out before its snapshot; its log is sent instead", "err", err)
+		}
+	}
 	if err := s.db.Checkpoint(index, pebble.WithFlushedWAL()); err != nil {
 		return dir, nil, nil, fmt.Errorf("snapshot the index: %w", err)
 	}
