@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -187,7 +188,7 @@ func (s *Service) Replicate(ctx context.Context, r ReplicateRequest, progress Pr
 	defer journal.Close()
 
 	// No pack goes while the snapshot's packs are copied.
-	release := s.chunks.HoldGC()
+	release := sync.OnceFunc(s.chunks.HoldGC())
 	defer release()
 	snapTime := s.now()
 	snap, kept, fromSource, err := s.replicaSnapshot(r.Volumes, Time(snapTime.UnixNano()))
@@ -222,6 +223,7 @@ func (s *Service) Replicate(ctx context.Context, r ReplicateRequest, progress Pr
 		return res
 	}
 	err = rep.CopyPacks(ctx, packs)
+	release()
 	if err == nil {
 		err = rep.CopyIndex(ctx, filepath.Join(snap, "index"), fromSource)
 	}
