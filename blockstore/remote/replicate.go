@@ -191,9 +191,9 @@ func (r *Replicator) CopyPacks(ctx context.Context, packs []PackSource) error {
 func (r *Replicator) copyPack(ctx context.Context, p PackSource, buf []byte) error {
 	parts := (p.Size + PartSize - 1) / PartSize
 	whole, hasWhole := r.target[packsPrefix+"/"+p.Name]
-	if hasWhole && whole == p.Size && !p.Mutable && r.journaledAll(p) {
-		// A reader of the target that opened it for writing made the
-		// parts one object; the same bytes.
+	if hasWhole && whole == p.Size && r.journaledAll(p, buf) {
+		// A data directory that opened the target for writing made the
+		// parts this source sent one object (see Packs): the same bytes.
 		r.mu.Lock()
 		r.stats.PartsSkipped += parts
 		r.mu.Unlock()
@@ -263,10 +263,19 @@ func readFull(f io.ReaderAt, b []byte, off int64, name string) error {
 	return fmt.Errorf("read pack %s at %d: %w", name, off, err)
 }
 
-func (r *Replicator) journaledAll(p PackSource) bool {
+// journaledAll reports whether the journal has every part of p sent, at
+// its size and, where it has a checksum, with the bytes p has now.
+func (r *Replicator) journaledAll(p PackSource, buf []byte) bool {
 	for off := int64(0); off < p.Size; off += PartSize {
-		if e, ok := r.o.Journal.entry(partName(p.Name, off)); !ok || e.size != min(PartSize, p.Size-off) || e.sum != "" {
+		n := min(PartSize, p.Size-off)
+		e, ok := r.o.Journal.entry(partName(p.Name, off))
+		if !ok || e.size != n || (p.Mutable && e.sum == "") {
 			return false
+		}
+		if e.sum != "" {
+			if readFull(p.R, buf[:n], off, p.Name) != nil || checksum(buf[:n]) != e.sum {
+				return false
+			}
 		}
 	}
 	return true

@@ -210,6 +210,39 @@ func TestReplicateResumes(t *testing.T) {
 	if _, err := target.Stat(ctx, partName("00000001.pack", 12345)); !errors.Is(err, objstore.ErrNotExist) {
 		t.Fatalf("a segment off the grid is still there: %v", err)
 	}
+
+	// A data directory that opened the target for writing made each
+	// pack one object of the parts: nothing goes again for it; once the
+	// pack being written changes, its parts go again, and the whole
+	// object, which would be read instead, is deleted.
+	p, err := NewPacks(PacksOptions{Dir: filepath.Join(t.TempDir(), "packs"), CacheDir: filepath.Join(t.TempDir(), "cache"), Backend: target.Backend})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	if _, err := target.Stat(ctx, packsPrefix+"/00000002.pack"); err != nil {
+		t.Fatalf("the writer did not make the parts one object: %v", err)
+	}
+	before = target.bytes
+	if r, err = NewReplicator(ctx, ReplicateOptions{Target: target, Journal: j}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.CopyPacks(ctx, packsOf(data, "00000002.pack")); err != nil || target.bytes != before {
+		t.Fatalf("after the writer: sent %d bytes (%v), want none", target.bytes-before, err)
+	}
+	data["00000002.pack"][PartSize+1] ^= 0xff
+	if r, err = NewReplicator(ctx, ReplicateOptions{Target: target, Journal: j}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.CopyPacks(ctx, packsOf(data, "00000002.pack")); err != nil || target.bytes-before != int64(len(data["00000002.pack"])) {
+		t.Fatalf("after a change: sent %d bytes (%v), want the pack's %d", target.bytes-before, err, len(data["00000002.pack"]))
+	}
+	if _, err := target.Stat(ctx, packsPrefix+"/00000002.pack"); !errors.Is(err, objstore.ErrNotExist) {
+		t.Fatalf("the whole object of a changed pack is still there: %v", err)
+	}
+	if got := readPack(t, target, "00000002.pack", int64(len(data["00000002.pack"]))); !bytes.Equal(got, data["00000002.pack"]) {
+		t.Fatal("00000002.pack differs on the target after it changed")
+	}
 }
 
 // The index goes up file by file; a table the target holds is not sent
