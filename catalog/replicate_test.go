@@ -122,8 +122,8 @@ func TestReplicateVolumes(t *testing.T) {
 	}
 	defer r.Close()
 	vols, _ := r.Volumes(ctx)
-	if len(vols) != 2 || vols[0].Name != "test" || vols[1].Name != "vm" {
-		t.Fatalf("the target serves %+v, want test and vm", vols)
+	if len(vols) != 2 || vols[0].Name != "test" || vols[1].Name != "vm" || vols[1].Replica == nil || vols[1].Replica.Snapshot != again.Snapshot {
+		t.Fatalf("the target serves %+v, want test and vm, replicas as of %s", vols, again.Snapshot)
 	}
 	if !bytes.Equal(exportBytes(t, r, "vm@before"), v1) || !bytes.Equal(exportBytes(t, r, "vm"), v2) || !bytes.Equal(exportBytes(t, r, "test"), v1) {
 		t.Fatal("an instant reads differently on the target")

@@ -68,6 +68,9 @@ func (s *Service) info(v *timeline.Volume) VolumeInfo {
 		First: Time(v.First), Last: Time(v.Last), Versions: v.Versions,
 		LogicalBytes: v.LogicalBytes, StoredBytes: v.StoredBytes, Unwritable: s.unwritableNote(),
 		LastPrune: s.lastPrune(v.ID), LastGC: s.LastGC(), LastVerify: s.LastVerify()}
+	if ri := new(ReplicaInfo); s.getJSON(replicaKey(v.ID), ri) {
+		vi.Replica = ri
+	}
 	if v.IsClone() {
 		if p, err := s.tl.VolumeByID(v.Parent); err == nil {
 			vi.Parent = p.Name

@@ -94,6 +94,9 @@ type VolumeInfo struct {
 	// LastVerify is the last scrub of the store (rewind verify, or the
 	// daemon's schedule), the same for every volume.
 	LastVerify *VerifyResult `json:"last_verify,omitempty"`
+	// Replica, for a volume replicated from another site (rewind
+	// replicate), says from where and as of when: it takes no writes.
+	Replica *ReplicaInfo `json:"replica,omitempty"`
 }
 
 // CreateRequest is `rewind volume create`.
