@@ -263,10 +263,17 @@ func serveReplicate(api catalog.API, w http.ResponseWriter, r *http.Request) {
 // checkTargetOwner lets a caller of the local socket other than root
 // replicate to a directory only when it owns the directory (or, for one
 // not made yet, the nearest directory above it that is there): the
-// daemon, root, would otherwise write where the caller may not.
+// daemon, root, would otherwise write where the caller may not. Over TCP,
+// where no caller's uid is known, only s3:// targets are taken.
 func checkTargetOwner(ctx context.Context, to string) error {
+	if strings.HasPrefix(to, "s3://") {
+		return nil
+	}
 	uid, ok := PeerUID(ctx)
-	if !ok || uid == 0 || strings.HasPrefix(to, "s3://") {
+	if !ok {
+		return Forbiddenf("replicate to a directory (%s) is served on the local socket only; over HTTP, give an s3:// target", to)
+	}
+	if uid == 0 {
 		return nil
 	}
 	dir := filepath.Clean(strings.TrimPrefix(to, "file://"))
