@@ -149,3 +149,64 @@ func TestReplicateVolumes(t *testing.T) {
 		t.Fatalf("a clone of a replica is not writable: %v", err)
 	}
 }
+
+// A run that reaches its window's end stops between parts, ends well
+// and says so; the target keeps no index of it. The next run, inside the
+// window, sends the rest only.
+func TestReplicateWindowEnds(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	target := filepath.Join(dir, "target")
+	inside := time.Date(2026, 12, 6, 10, 30, 0, 0, time.Local)
+	closeAfterPart := true
+	// The window closes once the first part has arrived.
+	now := func() time.Time {
+		if parts, _ := filepath.Glob(filepath.Join(target, "packseg", "*", "*")); closeAfterPart && len(parts) > 0 {
+			return inside.Add(time.Hour)
+		}
+		return inside
+	}
+	s, err := Open(Options{Dir: filepath.Join(dir, "src"), Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	data := make([]byte, 6<<20)
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := range data {
+		data[i] = byte(rng.Uint32())
+	}
+	importBytes(t, s, "vm", data)
+	req := ReplicateRequest{To: target, Window: "10:00-11:00"}
+	res, err := s.Replicate(ctx, req, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Complete || res.Stopped == "" || res.PartsSent != 1 || res.LagSeconds != -1 {
+		t.Fatalf("a run past its window: %+v; want one part sent, stopped", res)
+	}
+	if idx, _ := filepath.Glob(filepath.Join(target, "index", "*")); len(idx) != 0 {
+		t.Fatalf("a stopped run sent index files: %v", idx)
+	}
+	closeAfterPart = false
+	again, err := s.Replicate(ctx, req, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !again.Complete || again.PartsSkipped != 1 || again.BytesSent > int64(len(data)) {
+		t.Fatalf("the next run: %+v; want it complete, the first part not sent again", again)
+	}
+	r, err := Open(Options{Dir: filepath.Join(dir, "site2"), Store: target, ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if !bytes.Equal(exportBytes(t, r, "vm"), data) {
+		t.Fatal("vm reads differently on the target")
+	}
+	// Outside its window, a run is refused at once.
+	closeAfterPart = true
+	if _, err := s.Replicate(ctx, req, nil); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "opens at 10:00") {
+		t.Fatalf("a run outside its window: %v", err)
+	}
+}
