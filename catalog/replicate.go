@@ -151,6 +151,11 @@ func (s *Service) Replicate(ctx context.Context, r ReplicateRequest, progress Pr
 	if err := s.checkTarget(r.To); err != nil {
 		return nil, err
 	}
+	// The snapshot is a Pebble checkpoint, which an index opened
+	// read-only cannot make.
+	if werr := s.tl.Writable(); werr != nil {
+		return nil, errorf(ErrConflict, "a replication snapshots the index, which a store that takes no writes cannot do (%v): open it without --read-only, or free space", werr)
+	}
 	// One at a time: a second waits for the first.
 	select {
 	case s.replicating <- struct{}{}:
@@ -300,12 +305,9 @@ func (s *Service) replicaSnapshot(volumes []string, at Time) (string, []string, 
 	}
 	index := filepath.Join(dir, "index")
 	// What the memtable holds goes into a table of the source's, which
-	// the next run finds on the target; a store that takes no writes is
-	// snapshotted as it is (its log then goes whole).
-	if s.tl.Writable() == nil {
-		if err := s.flushIndex(); err != nil {
-			s.log.Warn("the index could not be written out before its snapshot; its log is sent instead", "err", err)
-		}
+	// the next run finds on the target.
+	if err := s.flushIndex(); err != nil {
+		s.log.Warn("the index could not be written out before its snapshot; its log is sent instead", "err", err)
 	}
 	if err := s.db.Checkpoint(index, pebble.WithFlushedWAL()); err != nil {
 		return dir, nil, nil, fmt.Errorf("snapshot the index: %w", err)
