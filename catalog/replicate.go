@@ -203,8 +203,7 @@ func (s *Service) Replicate(ctx context.Context, r ReplicateRequest, progress Pr
 	if err != nil {
 		return nil, err
 	}
-	packs, closePacks, err := s.replicaPacks()
-	defer closePacks()
+	packs, err := s.replicaPacks()
 	if err != nil {
 		return nil, err
 	}
@@ -380,47 +379,66 @@ func dropCatalogKeys(db *pebble.DB, dropped []*timeline.Volume) error {
 // replicaPacks lists the packs a snapshot taken now can reference: every
 // pack there is. The newest, and one not yet sealed into the object
 // store, may still change.
-func (s *Service) replicaPacks() ([]remote.PackSource, func(), error) {
-	var files []vfs.File
-	closeAll := func() {
-		for _, f := range files {
-			f.Close()
-		}
-	}
+func (s *Service) replicaPacks() ([]remote.PackSource, error) {
 	dir := filepath.Join(s.dir, "packs")
 	names, err := s.packsFS.List(dir)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, closeAll, err
+		return nil, err
 	}
 	sort.Strings(names)
-	var out []remote.PackSource
 	newest := ""
 	for _, n := range names {
 		if strings.HasSuffix(n, ".pack") {
 			newest = n
 		}
 	}
+	var out []remote.PackSource
 	for _, n := range names {
 		if !strings.HasSuffix(n, ".pack") {
 			continue
 		}
 		path := filepath.Join(dir, n)
-		f, err := s.packsFS.Open(path)
+		fi, err := s.packsFS.Stat(path)
 		if err != nil {
-			return nil, closeAll, fmt.Errorf("pack %s: %w", n, err)
-		}
-		files = append(files, f)
-		fi, err := f.Stat()
-		if err != nil {
-			return nil, closeAll, fmt.Errorf("pack %s: %w", n, err)
+			return nil, fmt.Errorf("pack %s: %w", n, err)
 		}
 		mutable := n == newest
 		if s.remote != nil && !s.remote.packs.IsRemote(path) {
 			mutable = true // not sealed yet
 		}
-		out = append(out, remote.PackSource{Name: n, Size: fi.Size(), R: f, Mutable: mutable})
+		out = append(out, remote.PackSource{Name: n, Size: fi.Size(), R: &packReader{fs: s.packsFS, path: path}, Mutable: mutable})
 	}
-	return out, closeAll, nil
+	return out, nil
+}
+
+// packReader opens a pack at its first read.
+type packReader struct {
+	fs   vfs.FS
+	path string
+	f    vfs.File
+}
+
+func (p *packReader) ReadAt(b []byte, off int64) (int, error) {
+	if p.f == nil {
+		f, err := p.fs.Open(p.path)
+		if errors.Is(err, fs.ErrNotExist) {
+			return 0, fmt.Errorf("pack %s went during the replication (an import that failed gave its space back?): %w; run again", filepath.Base(p.path), err)
+		}
+		if err != nil {
+			return 0, err
+		}
+		p.f = f
+	}
+	return p.f.ReadAt(b, off)
+}
+
+func (p *packReader) Close() error {
+	if p.f == nil {
+		return nil
+	}
+	err := p.f.Close()
+	p.f = nil
+	return err
 }
 
 func writeFileAtomic(path string, data []byte) error {

@@ -39,7 +39,10 @@ const PartSize = 4 << 20
 type PackSource struct {
 	Name string // NNNNNNNN.pack
 	Size int64
-	R    io.ReaderAt
+	// R reads the pack; when it is an io.Closer, it is closed once the
+	// pack is copied (so that a store of many packs does not hold them
+	// all open).
+	R io.ReaderAt
 	// Mutable: bytes below Size may still change (the pack being
 	// written): a part counts as sent only with the same checksum.
 	Mutable bool
@@ -178,7 +181,11 @@ func (r *Replicator) CopyPacks(ctx context.Context, packs []PackSource) error {
 	}
 	buf := make([]byte, PartSize)
 	for _, p := range packs {
-		if err := r.copyPack(ctx, p, buf); err != nil {
+		err := r.copyPack(ctx, p, buf)
+		if c, ok := p.R.(io.Closer); ok {
+			c.Close()
+		}
+		if err != nil {
 			return err
 		}
 		r.mu.Lock()
