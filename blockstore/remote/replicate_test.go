@@ -320,3 +320,31 @@ func TestReplicateIndex(t *testing.T) {
 		t.Fatalf("target index %v, want %v", names, want)
 	}
 }
+
+// A replication's bytes go through its bucket: 8 MiB at 1 MiB/s wait 7 s
+// of the bucket's clock (a second of rate is free).
+func TestReplicateHoldsRate(t *testing.T) {
+	ctx := context.Background()
+	dir, err := objstore.OpenDir(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Unix(1000, 0)
+	var slept time.Duration
+	b := newBucket(1<<20, func() time.Time { return now }, func(_ context.Context, d time.Duration) error {
+		slept += d
+		now = now.Add(d)
+		return nil
+	})
+	r, err := NewReplicator(ctx, ReplicateOptions{Target: dir, Limit: b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := map[string][]byte{"00000001.pack": randomBytes(2*PartSize, 3)}
+	if err := r.CopyPacks(ctx, packsOf(data, "")); err != nil {
+		t.Fatal(err)
+	}
+	if r.Stats().BytesSent != 2*PartSize || slept != 7*time.Second {
+		t.Fatalf("sent %d bytes waiting %v; want %d bytes, 7s", r.Stats().BytesSent, slept, 2*PartSize)
+	}
+}
