@@ -86,7 +86,7 @@ type gcState struct {
 }
 
 // ErrGCRunning is returned by Collect while another collection runs.
-var ErrGCRunning = errors.New("a garbage collection or a verify is running")
+var ErrGCRunning = errors.New("a garbage collection, a verify or a replication is running")
 
 // Collect removes the chunks that mark does not report as referenced.
 // mark must call fn for every chunk referenced by the records in snap.
@@ -405,4 +405,13 @@ func (t *Txn) handOverLocked(g *gcState) {
 		g.touched[id] = true
 	}
 	t.mu.Unlock()
+}
+
+// HoldGC keeps collections (and scrubs) from starting until the returned
+// func is called, waiting for one that runs: a replication holds it while
+// it copies the packs a snapshot of the index references, so that no pack
+// goes meanwhile.
+func (s *Store) HoldGC() (release func()) {
+	s.gcMu.Lock()
+	return s.gcMu.Unlock
 }

@@ -14,10 +14,27 @@
 //	DATA/rewind.sock  the daemon's local socket (catalog/api), 0600
 //	DATA/.sock-*/     where the socket is made before it is renamed into place
 //	DATA/reserve  8 MiB kept free for the index (see timeline.Guard)
+//	DATA/replicate/   replication's state: the id this directory holds
+//	                  targets' leases by, a journal per target repository
+//	                  of what was sent, the last complete run per target,
+//	                  and the snapshot of the index a run is sending
 //
 // Catalog keys share the database with the timeline (see timeline/keys.go):
 //
 //	'p' | volume id u64 | label  -> recovery point (JSON)
+//	'r' | volume id u64          -> retention policy (JSON)
+//	'k' | "replica" | vol u64    -> the volume is a replica of another site
+//
+// # Replication
+//
+// Replicate (replicate.go) copies a snapshot of the store to a repository
+// of its own, which any data directory given it as --store serves. Its
+// volumes are marked replicas there: they take no import, label,
+// retention or writable head, prune leaves them alone, and clones of them
+// are ordinary volumes. One replication runs at a time per Service (the
+// next waits), and it keeps garbage collection from starting meanwhile
+// (blockstore.Store.HoldGC): a pack the snapshot references does not go
+// before it is copied. A verify waits for it too.
 //
 // # Concurrency
 //

@@ -63,7 +63,7 @@ type LastPrune struct {
 func (s *Service) GC(ctx context.Context, r GCRequest) (*GCResult, error) {
 	res, err := s.tl.Collect(ctx, blockstore.GCOptions{DryRun: r.DryRun})
 	if errors.Is(err, blockstore.ErrGCRunning) {
-		return nil, errorf(ErrConflict, "a garbage collection or a verify is running; wait for it to end")
+		return nil, errorf(ErrConflict, "a garbage collection, a verify or a replication is running; wait for it to end")
 	}
 	if err != nil {
 		return nil, fmt.Errorf("gc: %w", err)

@@ -45,6 +45,11 @@ func (s *Service) Import(ctx context.Context, r ImportRequest, progress Progress
 	if v, err := s.tl.Volume(r.Volume); err == nil && v.Kind == timeline.KindProtected {
 		return nil, errorf(ErrConflict, "%s is a protected volume: its versions come only from writes to its primary; import into another name, or clone it", r.Volume)
 	}
+	if v, err := s.tl.Volume(r.Volume); err == nil {
+		if err := s.replicaOf(v); err != nil {
+			return nil, err
+		}
+	}
 	// The block size of an existing volume is fixed; say so only when a
 	// different one is asked for.
 	if v, err := s.tl.Volume(r.Volume); err == nil && r.BlockSize != 0 && v.BlockSize != r.BlockSize {

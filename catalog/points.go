@@ -46,6 +46,9 @@ func (s *Service) AddPoint(_ context.Context, spec, label string) (*Point, error
 	if err != nil {
 		return nil, err
 	}
+	if err := s.replicaOf(v); err != nil {
+		return nil, err
+	}
 	if _, err := s.point(v, label); err == nil {
 		return nil, errorf(ErrExists, "%s already has a recovery point %q (remove it first with rewind point rm)", v.Name, label)
 	}
@@ -100,6 +103,9 @@ func (s *Service) RemovePoint(_ context.Context, volume, label string) error {
 		return err
 	}
 	if _, err := s.point(v, label); err != nil {
+		return err
+	}
+	if err := s.replicaOf(v); err != nil {
 		return err
 	}
 	if err := s.tl.Writable(); err != nil {

@@ -49,13 +49,14 @@ func (s *Service) Resolve(spec string) (*timeline.Volume, int64, Spec, error) {
 
 // OpenView opens what an export name or a mount names: VOLUME@WHEN,
 // always read-only; VOLUME alone, the writable head of a clone, or the
-// newest version of any other volume.
+// newest version of any other volume (or of a clone that is a replica of
+// another site).
 func (s *Service) OpenView(spec string) (*timeline.View, error) {
 	v, t, sp, err := s.Resolve(spec)
 	if err != nil {
 		return nil, err
 	}
-	if sp.Bare && v.IsClone() {
+	if sp.Bare && v.IsClone() && s.replicaOf(v) == nil {
 		return s.tl.Head(v.ID)
 	}
 	return s.tl.ViewAt(v.ID, t)
@@ -67,6 +68,9 @@ func (s *Service) info(v *timeline.Volume) VolumeInfo {
 		First: Time(v.First), Last: Time(v.Last), Versions: v.Versions,
 		LogicalBytes: v.LogicalBytes, StoredBytes: v.StoredBytes, Unwritable: s.unwritableNote(),
 		LastPrune: s.lastPrune(v.ID), LastGC: s.LastGC(), LastVerify: s.LastVerify()}
+	if ri := new(ReplicaInfo); s.getJSON(replicaKey(v.ID), ri) {
+		vi.Replica = ri
+	}
 	if v.IsClone() {
 		if p, err := s.tl.VolumeByID(v.Parent); err == nil {
 			vi.Parent = p.Name

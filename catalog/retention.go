@@ -93,6 +93,9 @@ func (s *Service) SetRetention(_ context.Context, r Retention) (*Retention, erro
 			return nil, errorf(ErrInvalid, "a retention span cannot be negative")
 		}
 	}
+	if err := s.replicaOf(v); err != nil {
+		return nil, err
+	}
 	r.Volume = v.Name
 	b, _ := json.Marshal(r)
 	if err := s.tl.Writable(); err != nil {
@@ -163,9 +166,15 @@ func (s *Service) Prune(_ context.Context, r PruneRequest) ([]PruneResult, error
 		if _, err := s.retention(v); err != nil {
 			return nil, err
 		}
+		if err := s.replicaOf(v); err != nil {
+			return nil, err
+		}
 		vols = append(vols, v)
 	} else {
 		for _, v := range s.tl.Volumes() {
+			if s.replicaOf(v) != nil {
+				continue // its source prunes it
+			}
 			if _, err := s.retention(v); err == nil {
 				vols = append(vols, v)
 			} else if !errors.Is(err, ErrNotFound) {

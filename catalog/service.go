@@ -64,7 +64,9 @@ type Service struct {
 	inUse  InUse
 	// removeCheck, when set, can refuse RemoveVolume even with force.
 	removeCheck func(volume string) error
-	remote      *remoteStore // nil for a store kept in the directory
+	remote      *remoteStore  // nil for a store kept in the directory
+	packsFS     vfs.FS        // where the packs are (the object store's layer)
+	replicating chan struct{} // holds a token while a replication runs (replicate.go)
 }
 
 // Open opens (creating if needed) the data directory.
@@ -139,7 +141,7 @@ func Open(o Options) (*Service, error) {
 		rs.close()
 		return nil, openError(o.Dir, err)
 	}
-	return &Service{dir: o.Dir, fs: o.FS, guard: guard, db: db, chunks: chunks, tl: tl, now: o.Now, log: o.Logger, remote: rs}, nil
+	return &Service{dir: o.Dir, fs: o.FS, guard: guard, db: db, chunks: chunks, tl: tl, now: o.Now, log: o.Logger, remote: rs, packsFS: packsFS, replicating: make(chan struct{}, 1)}, nil
 }
 
 // openError says that a data directory too full to start in needs space.

@@ -29,6 +29,7 @@ type API interface {
 	Prune(ctx context.Context, r PruneRequest) ([]PruneResult, error)
 	GC(ctx context.Context, r GCRequest) (*GCResult, error)
 	Verify(ctx context.Context, r VerifyRequest, progress ProgressFunc) (*VerifyResult, error)
+	Replicate(ctx context.Context, r ReplicateRequest, progress ProgressFunc) (*ReplicateResult, error)
 }
 
 // ProgressFunc receives how far a long operation is.
@@ -93,6 +94,9 @@ type VolumeInfo struct {
 	// LastVerify is the last scrub of the store (rewind verify, or the
 	// daemon's schedule), the same for every volume.
 	LastVerify *VerifyResult `json:"last_verify,omitempty"`
+	// Replica, for a volume replicated from another site (rewind
+	// replicate), says from where and as of when: it takes no writes.
+	Replica *ReplicaInfo `json:"replica,omitempty"`
 }
 
 // CreateRequest is `rewind volume create`.

@@ -44,7 +44,7 @@ func TestRemoteAPIRefusesStrangers(t *testing.T) {
 	nobody := []string{setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"}
 	for _, who := range [][]string{nil, nobody} {
 		for _, call := range []string{"volumes", "stats", "create", "remove", "log", "diff", "point-add", "points",
-			"point-rm", "clone", "retention-set", "retention", "prune", "gc", "verify", "import", "export", "mount", "umount", "nosuch"} {
+			"point-rm", "clone", "retention-set", "retention", "prune", "gc", "verify", "replicate", "import", "export", "mount", "umount", "nosuch"} {
 			code, body := curlStatus(t, who, "-X", "POST", "-H", json, "-d", `{"name":"db01","force":true}`, base+"/v1/"+call)
 			if code != "401" {
 				t.Errorf("POST /v1/%s without the token (as %v): %s %s", call, who, code, body)

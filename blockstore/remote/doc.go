@@ -28,6 +28,18 @@
 // writes, then they go on. Past that, the sync fails, and the store stops
 // taking writes (reads go on).
 //
+// Replication (replicate.go) copies a store to another repository: a
+// Replicator sends packs in PartSize segments and then an index snapshot
+// file by file, the MANIFEST and marker files last, so that the target
+// opens as it was before the run until the new index is whole. A Journal,
+// kept by the source, says which parts it sent; a part is skipped only
+// when the target holds it at its size and the journal has it (with the
+// same checksum, for a pack still being written). A Bucket limits the
+// bytes sent. Known limits: a killed Put on a directory target may leave
+// a temporary file behind (never listed); a reader that opened the target
+// before a run may find packs the run deleted (those the source
+// collected) gone.
+//
 // Object layout under the backend's root:
 //
 //	rewind.repo          what the repository is (repo.go)

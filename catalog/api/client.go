@@ -221,6 +221,12 @@ func (c *Client) Verify(ctx context.Context, r catalog.VerifyRequest, p catalog.
 	return out, c.stream(ctx, "verify", r, out, nil, p)
 }
 
+// Replicate copies the store to a second site, reporting progress to p.
+func (c *Client) Replicate(ctx context.Context, r catalog.ReplicateRequest, p catalog.ProgressFunc) (*catalog.ReplicateResult, error) {
+	out := new(catalog.ReplicateResult)
+	return out, c.stream(ctx, "replicate", r, out, nil, p)
+}
+
 // GC collects the chunks nothing references.
 func (c *Client) GC(ctx context.Context, r catalog.GCRequest) (*catalog.GCResult, error) {
 	out := new(catalog.GCResult)

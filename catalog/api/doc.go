@@ -43,4 +43,10 @@
 // net/http on both sides, ties a descriptor to exactly one request, and
 // leaves every other call unchanged. Over TCP no descriptor can come, so
 // there import and export by path are refused too.
+//
+// replicate to a directory is the one call that writes where a caller
+// names: the daemon takes it from root, or from a caller that owns the
+// directory (or the nearest one above it that is there), on the local
+// socket only (checkTargetOwner). Known limit: as for rewind mount, the
+// owner is checked before the daemon follows the path.
 package api

@@ -7,9 +7,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/rewind-dev/rewind/catalog"
 )
@@ -54,6 +57,9 @@ func Handler(api catalog.API, extra map[string]func(ctx context.Context, body js
 			return
 		case "verify":
 			serveVerify(api, w, r)
+			return
+		case "replicate":
+			serveReplicate(api, w, r)
 			return
 		}
 		call, ok := calls[method]
@@ -236,4 +242,53 @@ func serveVerify(api catalog.API, w http.ResponseWriter, r *http.Request) {
 	s := newStreamer(w)
 	res, err := api.Verify(r.Context(), req, s.progress)
 	s.finish(res, err)
+}
+
+// serveReplicate runs a replication, streaming its progress.
+func serveReplicate(api catalog.API, w http.ResponseWriter, r *http.Request) {
+	var req catalog.ReplicateRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("%w: bad request: %v", catalog.ErrInvalid, err))
+		return
+	}
+	if err := checkTargetOwner(r.Context(), req.To); err != nil {
+		writeError(w, statusOf(err), err)
+		return
+	}
+	s := newStreamer(w)
+	res, err := api.Replicate(r.Context(), req, s.progress)
+	s.finish(res, err)
+}
+
+// checkTargetOwner lets a caller of the local socket other than root
+// replicate to a directory only when it owns the directory (or, for one
+// not made yet, the nearest directory above it that is there): the
+// daemon, root, would otherwise write where the caller may not. Over TCP,
+// where no caller's uid is known, only s3:// targets are taken.
+func checkTargetOwner(ctx context.Context, to string) error {
+	if strings.HasPrefix(to, "s3://") {
+		return nil
+	}
+	uid, ok := PeerUID(ctx)
+	if !ok {
+		return Forbiddenf("replicate to a directory (%s) is served on the local socket only; over HTTP, give an s3:// target", to)
+	}
+	if uid == 0 {
+		return nil
+	}
+	dir := filepath.Clean(strings.TrimPrefix(to, "file://"))
+	for {
+		st, err := os.Stat(dir)
+		if err == nil {
+			if owner := st.Sys().(*syscall.Stat_t).Uid; owner != uid {
+				return Forbiddenf("%s belongs to uid %d, not to you (uid %d): replicate to a directory you own", dir, owner, uid)
+			}
+			return nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return Forbiddenf("%s: no directory above it could be checked", to)
+		}
+		dir = parent
+	}
 }

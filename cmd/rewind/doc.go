@@ -13,7 +13,8 @@
 // (verifyserve.go: the checks run in package mount/proof), and Prometheus
 // metrics (metrics.go). verify --boot runs qemu in the CLI, as the
 // caller, on a connection it accepts and passes to the daemon, which
-// serves it the pinned instant read-only as NBD.
+// serves it the pinned instant read-only as NBD. replicate.go and
+// replicatesched.go are rewind replicate and serve --replicate-to.
 //
 // # Acting for callers
 //
@@ -22,7 +23,9 @@
 // export open their files here, with the caller's rights, and pass them
 // open (catalog.OpenSource, catalog.OpenDest), in-process or not; an
 // export that fails removes the file it created. rewind mount mounts
-// only onto a directory the caller owns, unless the caller is root.
+// only onto a directory the caller owns, unless the caller is root, and
+// rewind replicate writes only to a directory target the caller owns
+// (catalog/api checks it).
 // Known limit: the owner is checked before mount(2) follows the path, so
 // a caller who owns a parent directory could swap the mount point for a
 // symlink in between; it could only cover an empty directory.

@@ -45,6 +45,7 @@ type cli struct {
 	Retention retentionCmd `cmd:"" help:"How much history prune keeps, per volume."`
 	Prune     pruneCmd     `cmd:"" help:"Thin volumes' history by their retention policies (labels, clones' fork instants and instants in use stay)."`
 	Verify    verifyCmd    `cmd:"" help:"Check every chunk against its checksums and parity, repairing what parity rebuilds; --fsck checks a recovery point's filesystems, --boot starts it in a VM."`
+	Replicate replicateCmd `cmd:"" help:"Copy the store (or some volumes) to a second site, an s3:// bucket or a directory, that rewind --store serves; what arrived before is not sent again."`
 	GC        gcCmd        `cmd:"" name:"gc" help:"Free the chunks no version references (after prune or volume rm), while everything keeps serving."`
 
 	Export exportCmd `cmd:"" help:"Restore VOLUME@WHEN into a file or block device (sparse where it can; - is standard output)."`

@@ -42,6 +42,13 @@ type serveCmd struct {
 	GCEvery     time.Duration `help:"Collect garbage (chunks no version references) this often (0: only rewind gc does)." default:"1h" name:"gc-every" placeholder:"DURATION"`
 	VerifyEvery time.Duration `help:"Scrub the store (rewind verify --repair) this often (0: only rewind verify does)." default:"24h" name:"verify-every" placeholder:"DURATION"`
 
+	// Replication to a second site (rewind replicate, on a schedule).
+	ReplicateTo       string        `help:"Replicate the store to this target (s3://BUCKET[/PREFIX] or a directory) every --replicate-every." name:"replicate-to" placeholder:"URL"`
+	ReplicateEndpoint string        `help:"The replication target's S3 endpoint, when it is not AWS_ENDPOINT_URL's." name:"replicate-endpoint" placeholder:"URL"`
+	ReplicateEvery    time.Duration `help:"How often to replicate (default 1h with --replicate-to)." name:"replicate-every" placeholder:"DURATION"`
+	ReplicateBWLimit  Rate          `help:"Replicate at most this many bytes a second (e.g. 2MiB/s)." name:"replicate-bwlimit" placeholder:"RATE"`
+	ReplicateWindow   string        `help:"Replicate only between these local times, HH:MM-HH:MM (may wrap midnight)." name:"replicate-window" placeholder:"HH:MM-HH:MM"`
+
 	// Limits on what NBD clients can make the daemon hold.
 	MaxConnsPerClient int           `help:"Most NBD connections from one IP address (negative: no limit)." default:"64" name:"max-conns-per-client"`
 	BufferMemory      Size          `help:"Memory for NBD read and write payloads, all connections together; a connection waiting for it stops reading requests." default:"256MiB" placeholder:"SIZE"`
@@ -67,6 +74,9 @@ func (c *serveCmd) Run(e *env) error {
 	}
 	tlsConf, err := c.tlsConfig()
 	if err != nil {
+		return err
+	}
+	if err := c.checkReplicate(); err != nil {
 		return err
 	}
 	o := e.catalogOptions(log)
@@ -184,6 +194,9 @@ func (d *daemon) start(ctx context.Context, c *serveCmd, tlsConf *tls.Config, so
 	d.every(c.PruneEvery, newPruneSchedule(reg).run)
 	d.every(c.VerifyEvery, newVerifySchedule(reg, d.svc).run)
 	d.every(c.GCEvery, newGCSchedule(reg, d.svc).run)
+	if c.ReplicateTo != "" {
+		d.every(c.ReplicateEvery, newReplicateSchedule(reg, d.svc, c).run)
+	}
 
 	if c.HTTP != "" {
 		if err := d.startHTTP(c, handler, reg, tlsConf); err != nil {

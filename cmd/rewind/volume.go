@@ -34,7 +34,11 @@ func (c *volumeListCmd) Run(e *env) error {
 			if v.Parent != "" {
 				parent = v.Parent + "@" + v.ForkTime.String()
 			}
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", v.Name, human(v.Size), human(v.BlockSize), v.Kind,
+			kind := v.Kind
+			if v.Replica != nil {
+				kind += ",replica"
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", v.Name, human(v.Size), human(v.BlockSize), kind,
 				parent, v.First, v.Last, v.Versions, human(v.LogicalBytes), human(v.StoredBytes))
 		}
 		w.Flush()
