@@ -52,19 +52,10 @@ func (e *storeEnv) importImage(t *testing.T, s *Service, i int) Time {
 	return res.Time
 }
 
-func exportBytes(t *testing.T, s *Service, spec string) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	if _, err := s.Export(context.Background(), ExportRequest{Spec: spec, Dest: "-"}, &buf, nil); err != nil {
-		t.Fatalf("export %s: %v", spec, err)
-	}
-	return buf.Bytes()
-}
-
 // TestStoreDisasterRecovery: what a writer acknowledged is in the object
 // store while the writer still runs (nothing closed, as when its machine
 // dies), and a new, empty data directory serves every instant and label
-// from it. The old writer learns it lost the store.
+// from it.
 func TestStoreDisasterRecovery(t *testing.T) {
 	e := newStoreEnv(t)
 	s1, err := e.open(t, "d1", Options{Store: e.bucket})

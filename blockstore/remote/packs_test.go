@@ -2,7 +2,6 @@ package remote
 
 import (
 	"bytes"
-	"crypto/rand"
 	"errors"
 	iofs "io/fs"
 	"os"
@@ -14,11 +13,6 @@ import (
 
 func readFile(path string) ([]byte, error) { return os.ReadFile(path) }
 
-func randomBytes(t *testing.T, n int) []byte {
-	b := make([]byte, n)
-	rand.Read(b)
-	return b
-}
 
 func objectNames(t *testing.T, p *Packs, prefix string) []string {
 	objs, err := p.c.list(prefix)
@@ -48,7 +42,7 @@ func TestPacksLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	data := randomBytes(t, 5*blockSize+1234)
+	data := randomBytes(5*blockSize+1234, 11)
 	half := len(data) / 2
 	if _, err := f.WriteAt(data[half:], int64(half)); err != nil {
 		t.Fatal(err)
@@ -155,7 +149,7 @@ func TestPacksSettleAndCut(t *testing.T) {
 	}
 	path := filepath.Join(dir, "00000007.pack")
 	f, _ := p.Create(path, vfs.WriteCategoryUnspecified)
-	data := randomBytes(t, 3000)
+	data := randomBytes(3000, 12)
 	f.WriteAt(data[:1000], 0)
 	f.Sync()
 	f.WriteAt(data[1000:], 1000)
