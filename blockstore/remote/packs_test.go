@@ -13,7 +13,6 @@ import (
 
 func readFile(path string) ([]byte, error) { return os.ReadFile(path) }
 
-
 func objectNames(t *testing.T, p *Packs, prefix string) []string {
 	objs, err := p.c.list(prefix)
 	if err != nil {
