@@ -2,10 +2,12 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -255,4 +257,78 @@ func TestStoreBadSettings(t *testing.T) {
 	rw := newRewind(t)
 	rw.Env = srv.Env()
 	oneLineError(t, "a bad URL", rw.Run("--store", "s3://", "volume", "list"), "s3://")
+}
+
+// TestStoreReplicate: a store on one SeaweedFS bucket replicated to
+// another. 26 MiB under --bwlimit 2MiB/s take at least 10 s; a run
+// killed half way and run again sends only the rest (counted in the
+// journal's bytes); a daemon on the second bucket serves every
+// replicated instant sha256-identical.
+func TestStoreReplicate(t *testing.T) {
+	srv := weed.Shared(t)
+	src, full, resumed := srv.NewBucket(t), srv.NewBucket(t), srv.NewBucket(t)
+	dir := t.TempDir()
+	a := randomBytes(41, 20<<20)
+	b := append(append([]byte(nil), a[:14<<20]...), randomBytes(42, 6<<20)...)
+	pa, pb := filepath.Join(dir, "a.img"), filepath.Join(dir, "b.img")
+	os.WriteFile(pa, a, 0o644)
+	os.WriteFile(pb, b, 0o644)
+	rw := newRewind(t)
+	rw.Env = append(srv.Env(), "REWIND_STORE="+src)
+	rw.MustRun("import", "vm", pa)
+	rw.MustRun("point", "add", "vm", "before")
+	rw.MustRun("import", "vm", pb)
+
+	start := time.Now()
+	var res replicateResult
+	if err := json.Unmarshal([]byte(rw.MustRun("--json", "replicate", "--to", full, "--bwlimit", "2MiB/s")), &res); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	if !res.Complete || res.BytesSent < 26<<20 || took < 10*time.Second {
+		t.Fatalf("replicate --bwlimit 2MiB/s: %+v in %v; want 26 MiB or more, in 10 s or more", res, took)
+	}
+	t.Logf("26 MiB at --bwlimit 2MiB/s: %+v in %v", res, took)
+
+	// Killed once about half has arrived, then run again. The journal of
+	// the first target counts already.
+	base, baseParts := journalled(t, rw.Data)
+	cmd := exec.Command(rw.Bin, "--data", rw.Data, "replicate", "--to", resumed, "--bwlimit", "4MiB/s")
+	cmd.Env = append(os.Environ(), rw.Env...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 60*time.Second, "half the packs sent", func() error {
+		if sent, _ := journalled(t, rw.Data); sent-base < 12<<20 {
+			return fmt.Errorf("%d bytes sent", sent)
+		}
+		return nil
+	})
+	cmd.Process.Kill()
+	cmd.Wait()
+	before, parts := journalled(t, rw.Data)
+	before, parts = before-base, parts-baseParts
+	if err := json.Unmarshal([]byte(rw.MustRun("--json", "replicate", "--to", resumed)), &res); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := journalled(t, rw.Data)
+	after -= base
+	if !res.Complete || res.PartsSkipped < int64(parts) || res.BytesSent > after-before+1<<20 {
+		t.Fatalf("the second run: %+v; the killed one had sent %d bytes in %d parts, %d sent in all", res, before, parts, after)
+	}
+	t.Logf("killed after %d bytes in %d parts; the second run: %+v", before, parts, res)
+
+	for _, target := range []string{full, resumed} {
+		site2 := newRewind(t)
+		site2.Env = append(srv.Env(), "REWIND_STORE="+target)
+		s := site2.Serve(serveOptions{Args: []string{"--verify-every", "0"}})
+		for spec, want := range map[string][]byte{"vm@before": a, "vm@latest": b} {
+			out := filepath.Join(t.TempDir(), "x.img")
+			mustRunCmd(t, requireTool(t, "nbdcopy", "libnbd-bin"), s.URI(spec), out)
+			if sha256File(t, out) != sha256Bytes(want) {
+				t.Fatalf("%s on %s differs", spec, target)
+			}
+		}
+		s.Stop()
+	}
 }
