@@ -101,9 +101,6 @@ func Open(o Options) (*Service, error) {
 	// here first (see timeline.Guard).
 	guard := timeline.NewGuard(indexFS, filepath.Join(o.Dir, "reserve"), timeline.DefaultReserveBytes, o.Logger)
 	lostTo.Store(guard)
-	if o.ReadOnly && rs != nil {
-		guard.SetReadOnly(fmt.Errorf("%s is opened read-only (a reader of %s)", o.Dir, rs.url))
-	}
 	db, err := openIndex(filepath.Join(o.Dir, "index"), guard, o.Logger)
 	if err != nil {
 		rs.close()
@@ -114,6 +111,11 @@ func Open(o Options) (*Service, error) {
 			return nil, openError(o.Dir, err)
 		}
 		return nil, fmt.Errorf("open %s: %w", o.Dir, err)
+	}
+	if o.ReadOnly && rs != nil {
+		// After the index opened: its copy here takes what verify and
+		// the like note down; none of it goes up.
+		guard.SetReadOnly(fmt.Errorf("%s is opened read-only (a reader of %s)", o.Dir, rs.url))
 	}
 	codec, err := blockstore.ParseCodec(o.Compression)
 	if err != nil {

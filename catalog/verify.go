@@ -24,13 +24,16 @@ type VerifyResult struct {
 	// NoParity names the packs written before parity (checked record by
 	// record, never repaired); Unsealed the pack being written, whose
 	// parity comes when it is sealed.
-	NoParity        []string `json:"no_parity,omitempty"`
-	Unsealed        string   `json:"unsealed,omitempty"`
-	Repairable      int      `json:"repairable_units"`
-	Repaired        int      `json:"repaired_units"`
-	ParityMissing   int      `json:"parity_missing"`
-	ParityRewritten int      `json:"parity_rewritten"`
-	Healed          int      `json:"healed_chunks"`
+	NoParity []string `json:"no_parity,omitempty"`
+	// Store is the object store the packs are in (--store), where packs
+	// carry no parity: every record is checked against its checksum.
+	Store           string `json:"store,omitempty"`
+	Unsealed        string `json:"unsealed,omitempty"`
+	Repairable      int    `json:"repairable_units"`
+	Repaired        int    `json:"repaired_units"`
+	ParityMissing   int    `json:"parity_missing"`
+	ParityRewritten int    `json:"parity_rewritten"`
+	Healed          int    `json:"healed_chunks"`
 	// LostChunks cannot be read (their slices records included) until
 	// the same data is imported or written again.
 	LostChunks int              `json:"lost_chunks"`
@@ -75,10 +78,12 @@ func (s *Service) Verify(ctx context.Context, r VerifyRequest, progress Progress
 	out := &VerifyResult{Time: Time(s.now().UnixNano()), Packs: sr.Packs, Bytes: sr.Bytes, WithParity: sr.WithParity,
 		Repairable: sr.Repairable, Repaired: sr.Repaired, ParityMissing: sr.ParityMissing,
 		ParityRewritten: sr.ParityRewritten, Healed: sr.Healed, LostChunks: len(sr.Lost) + len(sr.Using)}
-	for _, n := range sr.NoParity {
-		out.NoParity = append(out.NoParity, fmt.Sprintf("%08d.pack", n))
+	if out.Store = s.Store().URL; out.Store == "" {
+		for _, n := range sr.NoParity {
+			out.NoParity = append(out.NoParity, fmt.Sprintf("%08d.pack", n))
+		}
 	}
-	if sr.Unsealed != 0 {
+	if sr.Unsealed != 0 && out.Store == "" {
 		out.Unsealed = fmt.Sprintf("%08d.pack", sr.Unsealed)
 	}
 	aff, err := s.tl.Affected(append(sr.Lost, sr.Using...))

@@ -318,6 +318,12 @@ func TestStoreReplicate(t *testing.T) {
 	}
 	t.Logf("killed after %d bytes in %d parts; the second run: %+v", before, parts, res)
 
+	// The replica verifies, record by record, as a reader.
+	checker := newRewind(t)
+	checker.Env = srv.Env()
+	if out := checker.MustRun("--store", resumed, "--read-only", "verify"); !strings.Contains(out, "nothing lost") {
+		t.Fatalf("verify of the replica: %s", out)
+	}
 	for _, target := range []string{full, resumed} {
 		site2 := newRewind(t)
 		site2.Env = append(srv.Env(), "REWIND_STORE="+target)

@@ -42,6 +42,17 @@ func scrub(e *env, spec string, repair bool) error {
 }
 
 func printScrub(r *catalog.VerifyResult, repair bool) {
+	if r.Store != "" {
+		// Packs in an object store carry no parity (its engine keeps its
+		// own redundancy).
+		fmt.Printf("checked %d packs (%s) in %s, record by record\n", r.Packs, human(r.Bytes), r.Store)
+	} else {
+		printParityScrub(r)
+	}
+	printScrubRest(r, repair)
+}
+
+func printParityScrub(r *catalog.VerifyResult) {
 	fmt.Printf("checked %d packs (%s): %d with parity", r.Packs, human(r.Bytes), r.WithParity)
 	if len(r.NoParity) > 0 {
 		fmt.Printf(", %d written before parity (checked record by record): %s", len(r.NoParity), strings.Join(r.NoParity, " "))
@@ -50,6 +61,9 @@ func printScrub(r *catalog.VerifyResult, repair bool) {
 		fmt.Printf(", %s being written (parity once sealed)", r.Unsealed)
 	}
 	fmt.Println()
+}
+
+func printScrubRest(r *catalog.VerifyResult, repair bool) {
 	switch {
 	case r.Repaired > 0:
 		fmt.Printf("repaired: %d damaged units rebuilt from parity and rewritten\n", r.Repaired)
