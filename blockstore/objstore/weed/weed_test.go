@@ -114,4 +114,5 @@ func TestRestart(t *testing.T) {
 	if got, err := b.GetRange(ctx, "kept", 0, -1); err != nil || string(got) != "before" {
 		t.Fatalf("after a restart: %q, %v", got, err)
 	}
+	put(t, open(t, srv, srv.NewBucket(t)), "new", []byte("a new bucket after a restart"))
 }
