@@ -203,7 +203,9 @@ func (s *S3) Put(ctx context.Context, name string, r io.Reader, size int64) erro
 		}
 		ctx1, cancel := context.WithTimeout(ctx, attemptTimeout(size))
 		_, err = s.client.PutObject(ctx1, s.bucket, key, body, size, minio.PutObjectOptions{
-			ContentType: "application/octet-stream",
+			ContentType:          "application/octet-stream",
+			DisableContentSha256: true, // no chunk signatures: Content-MD5 guards the body
+			SendContentMd5:       true,
 		})
 		cancel()
 		if err == nil || !bo.again(ctx, err) {
