@@ -144,7 +144,9 @@ func (s *S3) ensureBucket(ctx context.Context, region string, readOnly bool) err
 			if readOnly {
 				return fmt.Errorf("objstore: bucket %s at %s: %w (opened read-only, so it was not created)", s.bucket, s.endpoint, ErrNotExist)
 			}
-			err = s.client.MakeBucket(ctx, s.bucket, minio.MakeBucketOptions{Region: region})
+			ctx1, cancel := context.WithTimeout(ctx, attemptTimeout(0))
+			err = s.client.MakeBucket(ctx1, s.bucket, minio.MakeBucketOptions{Region: region})
+			cancel()
 			if c := errorCode(err); c == minio.BucketAlreadyOwnedByYou || c == "BucketAlreadyExists" {
 				err = s.probe(ctx) // created meanwhile by someone: ours only if we can list it
 			}
@@ -300,13 +302,19 @@ func (s *S3) get(ctx context.Context, key string, off, n int64) (b []byte, short
 		return nil, false, err
 	}
 	defer body.Close()
-	avail := info.Size // Content-Length of this response
+	avail := info.Size // Content-Length of this response, or -1
 	if ranged && hdr.Get("Content-Range") == "" {
 		// The server sent the whole object: skip to off ourselves.
-		if _, err := io.CopyN(io.Discard, body, min(off, avail)); err != nil {
+		_, err := io.CopyN(io.Discard, body, off)
+		if err == io.EOF { // a body cut short ends in io.ErrUnexpectedEOF
+			return []byte{}, n > 0, nil
+		}
+		if err != nil {
 			return nil, false, err
 		}
-		avail = max(avail-off, 0)
+		if avail >= 0 {
+			avail -= off
+		}
 	}
 	want := avail
 	if n >= 0 && n < avail {
