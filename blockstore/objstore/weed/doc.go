@@ -8,7 +8,7 @@
 // server and still read every object. Both wait until a first PUT
 // succeeds, the only sign that SeaweedFS is write-ready, and SIGKILL their
 // processes and remove their directory at the end of the test. A test
-// binary whose tests share one server calls Main from TestMain and Shared
+// binary whose tests share one server calls Main (or Run) from TestMain and Shared
 // from each test: the server starts at the first Shared, once.
 //
 // The binary is $REWIND_WEED, or the one `make deps` builds into
