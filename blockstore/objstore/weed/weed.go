@@ -41,17 +41,19 @@ const readyTimeout = 120 * time.Second
 
 // Binary returns the weed binary to run, or an error that says to run
 // `make deps`.
-func Binary() (string, error) {
-	if p := os.Getenv("REWIND_WEED"); p != "" {
-		if _, err := os.Stat(p); err != nil {
-			return "", fmt.Errorf("weed: REWIND_WEED=%s: %w", p, err)
+func Binary() (string, error) { return binary(os.Getenv("REWIND_WEED"), CachedBinary) }
+
+func binary(env, cached string) (string, error) {
+	if env != "" {
+		if _, err := os.Stat(env); err != nil {
+			return "", fmt.Errorf("weed: REWIND_WEED=%s: %w (unset it to use the binary `make deps` builds)", env, err)
 		}
-		return p, nil
+		return env, nil
 	}
-	if _, err := os.Stat(CachedBinary); err != nil {
-		return "", fmt.Errorf("weed: no SeaweedFS binary at %s: run `make deps` to build it (or set REWIND_WEED)", CachedBinary)
+	if _, err := os.Stat(cached); err != nil {
+		return "", fmt.Errorf("weed: no SeaweedFS binary at %s: run `make deps` to build it (or set REWIND_WEED)", cached)
 	}
-	return CachedBinary, nil
+	return cached, nil
 }
 
 // Options tune a server.
