@@ -17,10 +17,12 @@ import (
 
 // fakeS3 serves bucket "bkt" holding object "obj" the way some servers do:
 // the whole object whatever the Range header asks, after answering the
-// first `busy` GETs with 503 SlowDown.
+// first `busy` GETs with 503 SlowDown and cutting the next `cuts` bodies
+// in half.
 type fakeS3 struct {
 	obj  []byte
 	busy atomic.Int64
+	cuts atomic.Int64
 	gets atomic.Int64
 }
 
@@ -45,6 +47,10 @@ func (f *fakeS3) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.Set("Last-Modified", time.Unix(0, 0).UTC().Format(http.TimeFormat))
 		h.Set("Content-Length", strconv.Itoa(len(f.obj)))
 		if r.Method == http.MethodGet {
+			if f.cuts.Add(-1) >= 0 {
+				w.Write(f.obj[:len(f.obj)/2])
+				panic(http.ErrAbortHandler) // drops the connection
+			}
 			w.Write(f.obj)
 		}
 	default:
@@ -87,16 +93,20 @@ func TestS3RangeIgnored(t *testing.T) {
 	}
 }
 
-// TestS3RetriesSlowDown: 503 SlowDown answers are retried.
-func TestS3RetriesSlowDown(t *testing.T) {
+// TestS3RetriesSlowDownAndCutBodies: 503 SlowDown answers and bodies cut
+// short are retried, and a cut body is never returned.
+func TestS3RetriesSlowDownAndCutBodies(t *testing.T) {
 	f := &fakeS3{obj: []byte("0123456789")}
-	f.busy.Store(3)
+	f.busy.Store(2)
+	f.cuts.Store(2)
 	s := openFake(t, f)
-	got, err := s.GetRange(context.Background(), "obj", 0, -1)
-	if err != nil || !bytes.Equal(got, f.obj) {
-		t.Fatalf("read through SlowDown answers: %q, %v", got, err)
+	for _, n := range []int64{-1, 10} {
+		got, err := s.GetRange(context.Background(), "obj", 0, n)
+		if err != nil || !bytes.Equal(got, f.obj) {
+			t.Fatalf("read through SlowDown answers and cut bodies: %q, %v", got, err)
+		}
 	}
-	if n := f.gets.Load(); n != 4 {
-		t.Fatalf("%d GETs for 3 SlowDown answers and a success", n)
+	if n := f.gets.Load(); n != 6 {
+		t.Fatalf("%d GETs for 2 SlowDown answers, 2 cut bodies and 2 successes", n)
 	}
 }

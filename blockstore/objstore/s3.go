@@ -264,9 +264,9 @@ func (s *S3) GetRange(ctx context.Context, name string, off, n int64) ([]byte, e
 	}
 	bo := s.backoff()
 	for {
-		ctx1, cancel := context.WithTimeout(ctx, attemptTimeout(n))
-		b, short, err := s.get(ctx1, key, off, n)
-		cancel()
+		ctx1, cancel := context.WithCancelCause(ctx)
+		b, short, err := s.get(ctx1, cancel, key, off, n)
+		cancel(nil)
 		switch {
 		case err == nil && short:
 			return b, fmt.Errorf("objstore: %s: %d bytes at %d: %w", name, n, off, io.ErrUnexpectedEOF)
@@ -280,7 +280,9 @@ func (s *S3) GetRange(ctx context.Context, name string, off, n int64) ([]byte, e
 
 // get makes one attempt. short reports a range past the end of the
 // object; a body cut off before its Content-Length is an error (retried).
-func (s *S3) get(ctx context.Context, key string, off, n int64) (b []byte, short bool, err error) {
+// The transport bounds the wait for the headers, and stop, called after
+// attemptTimeout of the body's length, bounds the body.
+func (s *S3) get(ctx context.Context, stop context.CancelCauseFunc, key string, off, n int64) (b []byte, short bool, err error) {
 	var opts minio.GetObjectOptions
 	ranged := true
 	switch {
@@ -302,6 +304,13 @@ func (s *S3) get(ctx context.Context, key string, off, n int64) (b []byte, short
 		return nil, false, err
 	}
 	defer body.Close()
+	timer := time.AfterFunc(attemptTimeout(info.Size), func() { stop(errStalled) })
+	defer timer.Stop()
+	defer func() {
+		if err != nil && context.Cause(ctx) == errStalled {
+			err = errStalled
+		}
+	}()
 	avail := info.Size // Content-Length of this response, or -1
 	if ranged && hdr.Get("Content-Range") == "" {
 		// The server sent the whole object: skip to off ourselves.
