@@ -144,7 +144,9 @@ func (s *S3) ensureBucket(ctx context.Context, region string, readOnly bool) err
 			if readOnly {
 				return fmt.Errorf("objstore: bucket %s at %s: %w (opened read-only, so it was not created)", s.bucket, s.endpoint, ErrNotExist)
 			}
-			err = s.client.MakeBucket(ctx, s.bucket, minio.MakeBucketOptions{Region: region})
+			ctx1, cancel := context.WithTimeout(ctx, attemptTimeout(0))
+			err = s.client.MakeBucket(ctx1, s.bucket, minio.MakeBucketOptions{Region: region})
+			cancel()
 			if c := errorCode(err); c == minio.BucketAlreadyOwnedByYou || c == "BucketAlreadyExists" {
 				err = s.probe(ctx) // created meanwhile by someone: ours only if we can list it
 			}
@@ -203,7 +205,9 @@ func (s *S3) Put(ctx context.Context, name string, r io.Reader, size int64) erro
 		}
 		ctx1, cancel := context.WithTimeout(ctx, attemptTimeout(size))
 		_, err = s.client.PutObject(ctx1, s.bucket, key, body, size, minio.PutObjectOptions{
-			ContentType: "application/octet-stream",
+			ContentType:          "application/octet-stream",
+			DisableContentSha256: true, // no chunk signatures: Content-MD5 guards the body
+			SendContentMd5:       true,
 		})
 		cancel()
 		if err == nil || !bo.again(ctx, err) {
@@ -260,9 +264,9 @@ func (s *S3) GetRange(ctx context.Context, name string, off, n int64) ([]byte, e
 	}
 	bo := s.backoff()
 	for {
-		ctx1, cancel := context.WithTimeout(ctx, attemptTimeout(n))
-		b, short, err := s.get(ctx1, key, off, n)
-		cancel()
+		ctx1, cancel := context.WithCancelCause(ctx)
+		b, short, err := s.get(ctx1, cancel, key, off, n)
+		cancel(nil)
 		switch {
 		case err == nil && short:
 			return b, fmt.Errorf("objstore: %s: %d bytes at %d: %w", name, n, off, io.ErrUnexpectedEOF)
@@ -276,7 +280,9 @@ func (s *S3) GetRange(ctx context.Context, name string, off, n int64) ([]byte, e
 
 // get makes one attempt. short reports a range past the end of the
 // object; a body cut off before its Content-Length is an error (retried).
-func (s *S3) get(ctx context.Context, key string, off, n int64) (b []byte, short bool, err error) {
+// The transport bounds the wait for the headers, and stop, called after
+// attemptTimeout of the body's length, bounds the body.
+func (s *S3) get(ctx context.Context, stop context.CancelCauseFunc, key string, off, n int64) (b []byte, short bool, err error) {
 	var opts minio.GetObjectOptions
 	ranged := true
 	switch {
@@ -298,13 +304,26 @@ func (s *S3) get(ctx context.Context, key string, off, n int64) (b []byte, short
 		return nil, false, err
 	}
 	defer body.Close()
-	avail := info.Size // Content-Length of this response
+	timer := time.AfterFunc(attemptTimeout(info.Size), func() { stop(errStalled) })
+	defer timer.Stop()
+	defer func() {
+		if err != nil && context.Cause(ctx) == errStalled {
+			err = errStalled
+		}
+	}()
+	avail := info.Size // Content-Length of this response, or -1
 	if ranged && hdr.Get("Content-Range") == "" {
 		// The server sent the whole object: skip to off ourselves.
-		if _, err := io.CopyN(io.Discard, body, min(off, avail)); err != nil {
+		_, err := io.CopyN(io.Discard, body, off)
+		if err == io.EOF { // a body cut short ends in io.ErrUnexpectedEOF
+			return []byte{}, n > 0, nil
+		}
+		if err != nil {
 			return nil, false, err
 		}
-		avail = max(avail-off, 0)
+		if avail >= 0 {
+			avail -= off
+		}
 	}
 	want := avail
 	if n >= 0 && n < avail {

@@ -23,6 +23,9 @@ func attemptTimeout(n int64) time.Duration {
 	return time.Minute + time.Duration(max(n, 0))*4*time.Second/(1<<20)
 }
 
+// errStalled ends an attempt that outlived attemptTimeout (retried).
+var errStalled = fmt.Errorf("transfer stalled: %w", context.DeadlineExceeded)
+
 // backoff paces the retries of one call.
 type backoff struct {
 	budget time.Duration

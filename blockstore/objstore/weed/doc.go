@@ -8,8 +8,9 @@
 // server and still read every object. Both wait until a first PUT
 // succeeds, the only sign that SeaweedFS is write-ready, and SIGKILL their
 // processes and remove their directory at the end of the test. A test
-// binary whose tests share one server calls Main from TestMain and Shared
-// from each test: the server starts at the first Shared, once.
+// binary whose tests share one server calls Main (or Run) from TestMain
+// and Shared from each test: the server starts at the first Shared, once.
+// Kill and Restart take a server away and bring it back on its data.
 //
 // The binary is $REWIND_WEED, or the one `make deps` builds into
 // /var/cache/rewind/weed-VERSION. Without it every test that asks for a

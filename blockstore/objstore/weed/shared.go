@@ -15,11 +15,16 @@ var shared struct {
 	err     error
 }
 
-// Main runs the tests of a package whose tests call Shared, then kills the
-// shared server if one was started. Call it from TestMain:
+// Main runs the tests of a package whose tests call Shared, kills the
+// shared server if one was started, and exits. Call it from TestMain:
 //
 //	func TestMain(m *testing.M) { weed.Main(m) }
-func Main(m *testing.M) {
+func Main(m *testing.M) { os.Exit(Run(m)) }
+
+// Run is Main for a TestMain that does more: it returns m.Run's code.
+//
+//	os.Exit(weed.Run(m))
+func Run(m *testing.M) int {
 	shared.Lock()
 	shared.main = true
 	shared.Unlock()
@@ -29,7 +34,7 @@ func Main(m *testing.M) {
 		shared.srv.Close()
 	}
 	shared.Unlock()
-	os.Exit(code)
+	return code
 }
 
 // Shared returns the test binary's server, starting it at the first call.
@@ -39,7 +44,7 @@ func Shared(t testing.TB) *Server {
 	shared.Lock()
 	defer shared.Unlock()
 	if !shared.main {
-		t.Fatal("weed.Shared needs weed.Main(m) in the package's TestMain, which stops the server")
+		t.Fatal("weed.Shared needs weed.Main(m) or weed.Run(m) in the package's TestMain, which stops the server")
 	}
 	if !shared.started {
 		shared.started = true

@@ -41,17 +41,19 @@ const readyTimeout = 120 * time.Second
 
 // Binary returns the weed binary to run, or an error that says to run
 // `make deps`.
-func Binary() (string, error) {
-	if p := os.Getenv("REWIND_WEED"); p != "" {
-		if _, err := os.Stat(p); err != nil {
-			return "", fmt.Errorf("weed: REWIND_WEED=%s: %w", p, err)
+func Binary() (string, error) { return binary(os.Getenv("REWIND_WEED"), CachedBinary) }
+
+func binary(env, cached string) (string, error) {
+	if env != "" {
+		if _, err := os.Stat(env); err != nil {
+			return "", fmt.Errorf("weed: REWIND_WEED=%s: %w (unset it to use the binary `make deps` builds)", env, err)
 		}
-		return p, nil
+		return env, nil
 	}
-	if _, err := os.Stat(CachedBinary); err != nil {
-		return "", fmt.Errorf("weed: no SeaweedFS binary at %s: run `make deps` to build it (or set REWIND_WEED)", CachedBinary)
+	if _, err := os.Stat(cached); err != nil {
+		return "", fmt.Errorf("weed: no SeaweedFS binary at %s: run `make deps` to build it (or set REWIND_WEED)", cached)
 	}
-	return CachedBinary, nil
+	return cached, nil
 }
 
 // Options tune a server.
@@ -68,6 +70,7 @@ type Server struct {
 	SecretKey string
 
 	dir     string
+	litter  []string // files weed leaves outside dir
 	buckets atomic.Int64
 	mu      sync.Mutex
 	procs   []*proc // every process, for Close
@@ -126,6 +129,10 @@ func start(o Options) (*Server, error) {
 	return startWith(func(s *Server, bin string, ports []int) error {
 		master, volume, filer, s3 := ports[0], ports[1], ports[2], ports[3]
 		s.Endpoint = fmt.Sprintf("http://127.0.0.1:%d", s3)
+		// weed server makes gRPC sockets in /tmp whatever the flags.
+		for i, name := range []string{"master", "volume", "filer", "s3"} {
+			s.litter = append(s.litter, fmt.Sprintf("/tmp/seaweedfs-%s-grpc-%d.sock", name, ports[i]+10000))
+		}
 		_, err := s.run(bin, "server", []string{
 			"-s3", "-dir=" + s.dir, "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
 			port("-master.port", master), port("-volume.port", volume),
@@ -261,7 +268,8 @@ func (s *Server) launch(p *proc) error {
 		return err
 	}
 	defer log.Close()
-	cmd := exec.Command(p.bin, append([]string{cmdName}, p.args...)...)
+	// Logs go to the log file, not to files of their own in /tmp.
+	cmd := exec.Command(p.bin, append([]string{"-logtostderr", cmdName}, p.args...)...)
 	cmd.Dir = s.dir
 	cmd.Env = append(os.Environ(), append(p.env, "WEED_MASTER_VOLUME_GROWTH_ALLOCATION_DEFERRAL=0s")...)
 	cmd.Stdout, cmd.Stderr = log, log
@@ -289,7 +297,8 @@ func (s *Server) Kill() {
 }
 
 // Restart kills the server if it runs, starts it again on the same ports
-// and data, and waits until it takes a PUT.
+// and data, and waits until it takes a PUT: about 30 s, most of it the
+// master's raft election timeout.
 func (s *Server) Restart(t testing.TB) {
 	t.Helper()
 	s.Kill()
@@ -391,4 +400,7 @@ func (s *Server) Close() {
 		p.kill()
 	}
 	os.RemoveAll(s.dir)
+	for _, f := range s.litter {
+		os.Remove(f)
+	}
 }

@@ -100,10 +100,11 @@ func TestClusterSurvivesVolumeServerKill(t *testing.T) {
 }
 
 // TestRestart: a killed server is gone, and restarted it serves what it
-// held.
+// held. It restarts the shared server: no test of this package runs in
+// parallel.
 func TestRestart(t *testing.T) {
 	ctx := context.Background()
-	srv := weed.Start(t, weed.Options{})
+	srv := weed.Shared(t)
 	b := open(t, srv, srv.NewBucket(t))
 	put(t, b, "kept", []byte("before"))
 	srv.Kill()
@@ -114,4 +115,5 @@ func TestRestart(t *testing.T) {
 	if got, err := b.GetRange(ctx, "kept", 0, -1); err != nil || string(got) != "before" {
 		t.Fatalf("after a restart: %q, %v", got, err)
 	}
+	put(t, open(t, srv, srv.NewBucket(t)), "new", []byte("a new bucket after a restart"))
 }
