@@ -16,6 +16,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// vectorReader is a pack file without a descriptor that still reads
+// into several buffers at once (remote.Packs): payloads then land in the
+// caller's buffers, as with preadv.
+type vectorReader interface {
+	ReadvAt(bufs [][]byte, off int64) (int, error)
+}
+
 // maxSpan bounds one coalesced read of neighbouring records.
 const maxSpan = 4 << 20
 
@@ -340,10 +347,11 @@ func (s *Store) readGroup(ids []ID, locs []location, group []int, span int64, di
 		return fmt.Errorf("chunk %s: %w", ids[group[0]], err)
 	}
 	fd := f.Fd()
+	vec, _ := f.(vectorReader)
 	inPlace := make([][]byte, len(group)) // payloads read into the caller's buffers
 	var scratchLen int64
 	for k, i := range group {
-		if fd != vfs.InvalidFd {
+		if fd != vfs.InvalidFd || vec != nil {
 			inPlace[k] = direct(i)
 		}
 		if inPlace[k] != nil {
@@ -383,9 +391,12 @@ func (s *Store) readGroup(ids []ID, locs []location, group []int, span int64, di
 		hdrs[k], payloads[k] = rec[:recordHeaderSize], rec[recordHeaderSize:]
 	}
 	var n int
-	if fd != vfs.InvalidFd {
+	switch {
+	case fd != vfs.InvalidFd:
 		n, err = preadvFull(int(fd), iov, first.offset)
-	} else {
+	case vec != nil:
+		n, err = vec.ReadvAt(iov, first.offset)
+	default:
 		n, err = f.ReadAt(scratch, first.offset) // everything went to scratch
 	}
 	if int64(n) != span && errors.Is(err, objstore.ErrUnreachable) {

@@ -23,7 +23,15 @@ type cache struct {
 	entries map[blockKey]*list.Element
 	lru     *list.List // of *cacheEntry, most recent first
 	loading map[blockKey]*load
+	// hot keeps the blocks fetched last in memory as well (a read that
+	// follows a fetch, or its read-ahead, finds them there), hotMax of
+	// them, oldest out first.
+	hot      map[blockKey][]byte
+	hotOrder []blockKey
 }
+
+// hotMax is how many fetched blocks stay in memory.
+const hotMax = 32
 
 type blockKey struct {
 	pack string
@@ -49,7 +57,7 @@ func newCache(dir string, max int64) (*cache, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("create the pack cache %s: %w", dir, err)
 	}
-	return &cache{dir: dir, max: max, entries: map[blockKey]*list.Element{}, lru: list.New(), loading: map[blockKey]*load{}}, nil
+	return &cache{dir: dir, max: max, entries: map[blockKey]*list.Element{}, lru: list.New(), loading: map[blockKey]*load{}, hot: map[blockKey][]byte{}}, nil
 }
 
 func (c *cache) path(k blockKey) string {
@@ -60,6 +68,13 @@ func (c *cache) path(k blockKey) string {
 // the block is not cached.
 func (c *cache) readAt(k blockKey, b []byte, off int64) (n int, ok bool) {
 	c.mu.Lock()
+	if data, hot := c.hot[k]; hot {
+		c.mu.Unlock()
+		if off >= int64(len(data)) {
+			return 0, false
+		}
+		return copy(b, data[off:]), true
+	}
 	e, ok := c.entries[k]
 	if ok {
 		c.lru.MoveToFront(e)
@@ -89,6 +104,10 @@ func (c *cache) get(k blockKey, fetch func() ([]byte, error)) ([]byte, error) {
 		<-l.done
 		return l.data, l.err
 	}
+	if data, ok := c.hot[k]; ok {
+		c.mu.Unlock()
+		return data, nil
+	}
 	if _, ok := c.entries[k]; ok {
 		c.mu.Unlock()
 		b, err := os.ReadFile(c.path(k))
@@ -103,12 +122,15 @@ func (c *cache) get(k blockKey, fetch func() ([]byte, error)) ([]byte, error) {
 
 	l.data, l.err = fetch()
 	if l.err == nil {
-		c.add(k, l.data)
+		c.addHot(k, l.data)
 	}
 	c.mu.Lock()
 	delete(c.loading, k)
 	c.mu.Unlock()
 	close(l.done)
+	if l.err == nil {
+		c.store(k, l.data) // after the waiters go: they read it in memory
+	}
 	return l.data, l.err
 }
 
@@ -118,10 +140,31 @@ func (c *cache) cached(k blockKey) bool {
 	defer c.mu.Unlock()
 	_, ok := c.entries[k]
 	_, loading := c.loading[k]
-	return ok || loading
+	_, hot := c.hot[k]
+	return ok || loading || hot
 }
 
 func (c *cache) add(k blockKey, data []byte) {
+	c.addHot(k, data)
+	c.store(k, data)
+}
+
+// addHot keeps a fetched block in memory.
+func (c *cache) addHot(k blockKey, data []byte) {
+	c.mu.Lock()
+	if _, ok := c.hot[k]; !ok {
+		c.hot[k] = data
+		c.hotOrder = append(c.hotOrder, k)
+		if len(c.hotOrder) > hotMax {
+			delete(c.hot, c.hotOrder[0])
+			c.hotOrder = c.hotOrder[1:]
+		}
+	}
+	c.mu.Unlock()
+}
+
+// store writes a fetched block to the cache on disk.
+func (c *cache) store(k blockKey, data []byte) {
 	if c.max <= 0 {
 		return
 	}
@@ -151,6 +194,11 @@ func (c *cache) add(k blockKey, data []byte) {
 func (c *cache) drop(pack string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	for k := range c.hot {
+		if k.pack == pack {
+			delete(c.hot, k) // its place in hotOrder goes in turn
+		}
+	}
 	for k, e := range c.entries {
 		if k.pack == pack {
 			c.size -= e.Value.(*cacheEntry).size

@@ -23,8 +23,9 @@ const (
 	packsPrefix = "packs"
 	segPrefix   = "packseg"
 	// readAhead is how many blocks past a sequential read are fetched
-	// in the background, each by its own GET.
-	readAhead = 8
+	// in the background, each by its own GET, up to readAhead at once in
+	// all.
+	readAhead = 16
 	// deleteAfter is how long a removed pack's objects stay: the chunk
 	// store keeps a removed pack's handle for in-flight reads a minute.
 	deleteAfter = time.Minute
@@ -385,6 +386,20 @@ func (p *Packs) SealPack(path string) error {
 	}
 	p.sealing.Add(1)
 	defer p.sealing.Done()
+	// What the writer wrote since its last sync goes up as segments, as
+	// a sync would: a pack filled between syncs then stays in its
+	// segments, and nothing goes up twice.
+	p.mu.Lock()
+	var writers []*packFile
+	for pf := range p.open[name] {
+		writers = append(writers, pf)
+	}
+	p.mu.Unlock()
+	for _, pf := range writers {
+		if err := pf.sync(true); err != nil {
+			return fmt.Errorf("seal pack %s: %w", name, err)
+		}
+	}
 	f, err := p.FS.Open(path)
 	if errors.Is(err, iofs.ErrNotExist) {
 		return nil // removed meanwhile
@@ -595,9 +610,9 @@ func (p *Packs) readRemote(name string, b []byte, off int64) (int, error) {
 		pos := off + int64(done)
 		k := blockKey{name, pos / blockSize}
 		boff := pos - k.blk*blockSize
+		p.readingAhead(name, k.blk, size)
 		n, ok := p.cache.readAt(k, want[done:min(len(want), done+int(blockSize-boff))], boff)
 		if !ok {
-			p.readingAhead(name, k.blk, size)
 			data, err := p.cache.get(k, func() ([]byte, error) { return p.fetch(name, k.blk, size) })
 			if err != nil {
 				return done, err
@@ -622,7 +637,13 @@ func (p *Packs) readingAhead(name string, blk, size int64) {
 	last, ok := p.seq[name]
 	p.seq[name] = blk
 	p.mu.Unlock()
-	if !ok || (blk != last+1 && blk != last) {
+	if ok && last == blk {
+		return // still in the block the last read was in
+	}
+	// In order when the block before is here: each of several streams
+	// reading one pack in order (NBD clients with a few connections)
+	// keeps its read-ahead going.
+	if blk > 0 && !p.cache.cached(blockKey{name, blk - 1}) {
 		return
 	}
 	for i := blk + 1; i <= blk+readAhead && i*blockSize < size; i++ {
@@ -652,6 +673,16 @@ func (p *Packs) fetch(name string, blk, size int64) ([]byte, error) {
 	n := min(blockSize, size-off)
 	if r.whole >= 0 {
 		return p.c.get(packsPrefix+"/"+name, off, n)
+	}
+	for _, sg := range r.segs {
+		if sg.off <= off && off+n <= sg.end() {
+			// Within one segment (the usual case): its bytes as they come.
+			data, err := p.c.get(segName(segPrefix, name, sg.off), off-sg.off, n)
+			if errors.Is(err, objstore.ErrNotExist) && p.refresh(name) {
+				return p.c.get(packsPrefix+"/"+name, off, n)
+			}
+			return data, err
+		}
 	}
 	b := make([]byte, n)
 	err := p.readSegs(name, r.segs, b, off)
@@ -711,6 +742,8 @@ type packFile struct {
 
 	smu   sync.Mutex
 	spans []span // written since the last sync
+
+	upMu sync.Mutex // one upload of spans at a time (see SealPack)
 }
 
 func (f *packFile) goRemote() {
@@ -730,6 +763,20 @@ func (f *packFile) ReadAt(b []byte, off int64) (int, error) {
 	}
 	f.mu.RUnlock()
 	return f.p.readRemote(f.name, b, off)
+}
+
+// ReadvAt reads into each of bufs in turn from off, as preadv does.
+func (f *packFile) ReadvAt(bufs [][]byte, off int64) (int, error) {
+	total := 0
+	for _, b := range bufs {
+		n, err := f.ReadAt(b, off)
+		total += n
+		off += int64(n)
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
 }
 
 func (f *packFile) Read([]byte) (int, error) {
@@ -770,6 +817,8 @@ func (f *packFile) sync(data bool) error {
 	if err != nil {
 		return err
 	}
+	f.upMu.Lock()
+	defer f.upMu.Unlock()
 	f.smu.Lock()
 	spans := f.spans
 	f.spans = nil
