@@ -11,13 +11,17 @@
 #           same SeaweedFS (restic -r s3:http://127.0.0.1:PORT/restic,
 #           repository initialised untimed): seconds and MiB/s of image
 #           bytes. Target: rewind on S3 at least 1.5x restic's speed.
+#           Bytes in DATA and in the buckets (rclone size), and after v1
+#           what is left under packseg/ (ranges synced before the pack
+#           was sealed, deleted once it is).
 #   reads   from rewind serve, export bench@T2, cold: page cache dropped
 #           and a fresh daemon (whose cache of pack blocks starts empty):
 #           nbdcopy of the whole image (median of STORE_REPEAT, the two
 #           stores taking turns) and fio 4 KiB random reads at QD32 for
 #           BENCH_FIO_RUNTIME seconds, local store against S3. Target:
 #           cold sequential reads from S3 at least 0.5 of the local
-#           store's.
+#           store's. For scale, the object store's own read speed:
+#           rclone copy of every pack object to the local disk.
 #   replicate  rewind replicate --to s3://rwbench-replica (packs and the
 #           index) against rclone copy of the same pack objects to
 #           another bucket of the same SeaweedFS, through rclone (two
@@ -145,6 +149,9 @@ st_import() {
 			return 1
 		fi
 		store=() # the data directory remembers it
+		if [[ $kind == s3 && $v == 1 ]]; then
+			ST[bucket1,s3]=$(s3_bytes "$S3_BUCKET") ST[seg1,s3]=$(s3_bytes "$S3_BUCKET/packseg")
+		fi
 	done
 	ST[data,$kind]=$(dusb "$(st_dir)/$kind")
 }
@@ -207,6 +214,16 @@ st_reads() {
 		st_cold "$k" fio || return 1
 		ST[fio,$k]=${COLD_V%% *} ST[fio99,$k]=${COLD_V#* }
 	done
+	# For scale: the object store's own read speed, all the packs
+	# downloaded by rclone (4 transfers at once) to the local disk.
+	local down
+	down=$(st_dir)/rclone-down
+	rm -rf "$down"
+	ST[down,bytes]=$(s3_bytes "$S3_BUCKET/packs")
+	drop_caches
+	log "store: rclone copy of the packs to the local disk"
+	timed "ST[down,t]" "$STEP_TIMEOUT" "${RCLONE[@]}" copy "src:$S3_BUCKET/packs" "$down" || ST[down,t]="failed: $(lasterr)"
+	rm -rf "$down"
 	# The export from S3 holds v2's bytes (warm: not timed).
 	st_serve s3 || return 1
 	if nbdcopy "$NBD_URI" - 2>/dev/null | cmp -s - "$W/img/v2.img"; then
@@ -270,6 +287,7 @@ st_table() {
 		out "| v$v, MiB/s of image | $l | $s | $r | $(ratio "$s" "$l") | $(ratio "$s" "$r") |"
 	done
 	out "| in DATA after v2 | $(human "${ST[data,local]:--}") | $(human "${ST[data,s3]:--}") | - | - | - |"
+	out "| in the bucket after v1 (of which packseg/, ranges of packs uploaded before they were sealed) | - | $(human "${ST[bucket1,s3]:--}") ($(human "${ST[seg1,s3]:--}")) | - | - | - |"
 	out "| in the bucket after v2 | - | $(human "${ST[bucket,s3]:--}") | $(human "${ST[bucket,restic]:--}") | - | $(ratio "${ST[bucket,s3]:--}" "${ST[bucket,restic]:--}") |"
 	out ""
 	# shellcheck disable=SC2086 # lists of figures
@@ -281,6 +299,9 @@ st_table() {
 	out "| 4 KiB random QD32 (fio, ${FIO_RUNTIME} s), IOPS | $l | $s | $(ratio "$s" "$l") |"
 	l=${ST[fio99,local]:--} s=${ST[fio99,s3]:--}
 	out "| fio p99 latency, µs (ratio: local / S3) | $l | $s | $(ratio "$l" "$s") |"
+	s=-
+	[[ ${ST[down,t]:-} =~ ^[0-9.]+$ && ${ST[down,bytes]:-} =~ ^[0-9]+$ ]] && s=$(mbps "${ST[down,bytes]}" "${ST[down,t]}")
+	out "| for scale: rclone copy of the packs ($(human "${ST[down,bytes]:--}")) from the bucket to the local disk, MiB/s of objects | - | $s | - |"
 	out ""
 	out "Runs, MiB/s: local${ST[seq,local]:- -}; S3${ST[seq,s3]:- -}. The export from S3 holds exactly v2's bytes: ${ST[same]:--}"
 	out ""
