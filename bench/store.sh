@@ -112,7 +112,7 @@ weed_start() {
 
 # weed_kill: SIGKILL, the data is thrown away.
 weed_kill() {
-	kill -KILL "$WEED_PID" 2>/dev/null || true
+	{ kill -KILL "$WEED_PID" && wait "$WEED_PID"; } 2>/dev/null || true # quiet: no "Killed"
 	stop "$WEED_PID"
 	rm -rf "$(st_dir)/weed"
 }
@@ -330,10 +330,10 @@ section_store() {
 	declare -gA ST=()
 	mkdir -p "$(st_dir)"
 	weed_start
-	local why=
+	local why= help
 	if ! rewind_supports import --at; then
 		why=$WHY
-	elif ! "$REWIND" --help 2>&1 | grep -q -- --store; then
+	elif ! help=$("$REWIND" --help 2>&1) || ! grep -q -- --store <<<"$help"; then
 		why="rewind has no --store yet"
 	fi
 	if [[ -z $why ]]; then
