@@ -276,6 +276,8 @@ st_speed() { [[ $1 =~ ^[0-9.]+$ ]] && mbps "$(image_bytes)" "$1" || echo -; }
 
 st_table() {
 	local v l s r
+	out "Command: \`BENCH_SIZE=$SIZE BENCH_STORE_REPEAT=$STORE_REPEAT BENCH_FIO_RUNTIME=$FIO_RUNTIME bench/run.sh store\` ($(nproc) cores, load average $ST_LOAD0 at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end; ${STORE_WEED##*/}, $(restic version | cut -d' ' -f1-2), $(rclone version 2>/dev/null | head -n 1))."
+	out ""
 	out "One SeaweedFS process (\`weed server -s3\`) on 127.0.0.1 holds the buckets; the page cache is dropped before every step (SeaweedFS's volume files too). Speed ratios: above 1, the first named is faster."
 	out ""
 	out "| import of the $SIZE image | rewind, local store | rewind, S3 | restic, S3 | rewind S3 / local | rewind S3 / restic S3 (target ≥ 1.5) |"
@@ -328,6 +330,7 @@ section_store() {
 	images
 	[[ -x $STORE_WEED ]] || die "no SeaweedFS binary at $STORE_WEED: run make deps"
 	declare -gA ST=()
+	ST_LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 	mkdir -p "$(st_dir)"
 	weed_start
 	local why= help
