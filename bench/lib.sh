@@ -226,9 +226,9 @@ write_latest() {
 		echo "- date: $(date -u +%FT%TZ); commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' (with local changes)')"
 		echo "- host: $(nproc) cores, $(awk '/model name/ { sub(/.*: /, ""); print; exit }' /proc/cpuinfo), $(free -g | awk '/Mem:/ { print $2 }') GiB RAM, Linux $(uname -r), $(. /etc/os-release && echo "$PRETTY_NAME")"
 		echo "- data: $SIZE ext4 image from \`scripts/mkimage.sh mixed\` (seed $SEED); v2 = \`mkimage.sh change\` $PCT% of file data: $(cat "$W/img/diff.txt" 2>/dev/null || echo '?')"
-		echo "- tools: $(restic version | cut -d' ' -f1-2), $(borg --version), $(nbdkit --version), $(qemu-nbd --version | head -n 1 | cut -d' ' -f1-2), $(fio --version), $(nbdcopy --version | head -n 1)"
+		echo "- tools: $(restic version | cut -d' ' -f1-2), $(borg --version), $(nbdkit --version), $(qemu-nbd --version | head -n 1 | cut -d' ' -f1-2), $(fio --version), $(nbdcopy --version | head -n 1), $(rclone version 2>/dev/null | head -n 1)"
 		echo
-		for s in ingest nbd fuse writes recover protect integrity scale; do
+		for s in ingest nbd fuse writes recover protect integrity scale store; do
 			[[ -f $RESULTS/$s.md ]] && cat "$RESULTS/$s.md"
 		done
 	} >"$f"

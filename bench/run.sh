@@ -3,7 +3,7 @@
 # one run (`make bench`):
 #
 #   bench/run.sh [ingest] [nbd] [fuse] [writes] [recover] [protect]
-#                [integrity] [scale]                  (no argument: all)
+#                [integrity] [scale] [store]          (no argument: all)
 #
 #   ingest  rewind import vs restic backup vs borg create of a 1 GiB mixed
 #           ext4 image and of its second version (5% of file data
@@ -27,6 +27,12 @@
 #   scale   a clone's history built up to 1, 10,000 and 1,000,000 writes:
 #           nbdcopy and fio random reads at the oldest and the newest
 #           instant, time to open an instant, Pebble bytes per write
+#   store   rewind with its packs on S3 (--store s3://, one SeaweedFS
+#           process on loopback) against its local store and restic on
+#           the same SeaweedFS: import of v1 and v2 (time, MiB/s), cold
+#           nbdcopy and fio 4 KiB random reads from a fresh rewind serve,
+#           rewind replicate to a second bucket against rclone copy of
+#           the same packs
 #
 # Each section can run alone; it makes what it needs (images, an untimed
 # import) when an earlier section did not. A section whose rewind command
@@ -47,7 +53,9 @@
 # per qemu-img bench), BENCH_REWIND (bin/rewind); for scale (see
 # bench/scale.sh): BENCH_SCALE_SIZE (256M), BENCH_SCALE_WRITES ("1 10000
 # 1000000", increasing), BENCH_SCALE_QD (32), BENCH_SCALE_REPEAT (3),
-# BENCH_SCALE_OPENS (20); for integrity: BENCH_INTEGRITY_REPEAT (3).
+# BENCH_SCALE_OPENS (20); for integrity: BENCH_INTEGRITY_REPEAT (3); for
+# store: BENCH_STORE_REPEAT (3 cold nbdcopy runs per store), BENCH_WEED
+# (the SeaweedFS binary, default the one make deps builds).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -61,18 +69,19 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/protect.sh"
 . "$here/integrity.sh"
 . "$here/scale.sh"
+. "$here/store.sh"
 
 sections=("$@")
-((${#sections[@]})) || sections=(ingest nbd fuse writes recover protect integrity scale)
+((${#sections[@]})) || sections=(ingest nbd fuse writes recover protect integrity scale store)
 for s in "${sections[@]}"; do
 	case $s in
-	ingest | nbd | fuse | writes | recover | protect | integrity) ;;
+	ingest | nbd | fuse | writes | recover | protect | integrity | store) ;;
 	scale) scale_check ;;
-	*) die "unknown section $s: want ingest, nbd, fuse, writes, recover, protect, integrity or scale" ;;
+	*) die "unknown section $s: want ingest, nbd, fuse, writes, recover, protect, integrity, scale or store" ;;
 	esac
 done
 
-for tool in restic borg nbdkit qemu-nbd qemu-img nbdcopy fio fusermount3 python3 mkfs.ext4 debugfs mountpoint; do
+for tool in restic borg nbdkit qemu-nbd qemu-img nbdcopy fio fusermount3 python3 mkfs.ext4 debugfs mountpoint rclone curl; do
 	command -v "$tool" >/dev/null || die "$tool is missing: run make deps"
 done
 

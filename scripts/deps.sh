@@ -28,6 +28,7 @@ packages=(
 	gdisk
 	parted
 	restic            # benchmark peers
+	rclone            # the store section's peer for replication between buckets
 	borgbackup
 	fio               # with the nbd ioengine
 	qemu-system-x86   # the VM fixture
