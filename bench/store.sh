@@ -12,8 +12,8 @@
 #           repository initialised untimed): seconds and MiB/s of image
 #           bytes. Target: rewind on S3 at least 1.5x restic's speed.
 #           Bytes in DATA and in the buckets (rclone size), and after v1
-#           what is left under packseg/ (ranges synced before the pack
-#           was sealed, deleted once it is).
+#           how much of it is packs kept in segments (packseg/: a pack
+#           whose synced ranges hold it in at most 32 objects stays so).
 #   reads   from rewind serve, export bench@T2, cold: page cache dropped
 #           and a fresh daemon (whose cache of pack blocks starts empty):
 #           nbdcopy of the whole image (median of STORE_REPEAT, the two
@@ -122,6 +122,17 @@ s3_bytes() {
 	"${RCLONE[@]}" size --json "src:$1" 2>/dev/null | python3 -c 'import json, sys; print(json.load(sys.stdin)["bytes"])' 2>/dev/null || echo -
 }
 
+# pack_bytes BUCKET: the bytes of its packs, sealed whole (packs/) or in
+# the segments a pack may stay in (packseg/).
+pack_bytes() {
+	local a b
+	a=$(s3_bytes "$1/packs") b=$(s3_bytes "$1/packseg")
+	[[ $a =~ ^[0-9]+$ && $b =~ ^[0-9]+$ ]] && echo $((a + b)) || echo -
+}
+
+# PACK_FILTER selects a bucket's pack objects, both kinds, for rclone.
+PACK_FILTER=(--include "/packs/**" --include "/packseg/**")
+
 # st_rewind KIND: into RW_CMD, bin/rewind on the data directory of KIND
 # (local or s3) with its environment.
 st_rewind() {
@@ -219,10 +230,10 @@ st_reads() {
 	local down
 	down=$(st_dir)/rclone-down
 	rm -rf "$down"
-	ST[down,bytes]=$(s3_bytes "$S3_BUCKET/packs")
+	ST[down,bytes]=$(pack_bytes "$S3_BUCKET")
 	drop_caches
 	log "store: rclone copy of the packs to the local disk"
-	timed "ST[down,t]" "$STEP_TIMEOUT" "${RCLONE[@]}" copy "src:$S3_BUCKET/packs" "$down" || ST[down,t]="failed: $(lasterr)"
+	timed "ST[down,t]" "$STEP_TIMEOUT" "${RCLONE[@]}" copy "${PACK_FILTER[@]}" "src:$S3_BUCKET" "$down" || ST[down,t]="failed: $(lasterr)"
 	rm -rf "$down"
 	# The export from S3 holds v2's bytes (warm: not timed).
 	st_serve s3 || return 1
@@ -237,12 +248,12 @@ st_reads() {
 # st_replicate: rewind replicate to a second bucket against rclone copy
 # of the first bucket's packs to a third.
 st_replicate() {
-	ST[rep,rclone,bytes]=$(s3_bytes "$S3_BUCKET/packs")
+	ST[rep,rclone,bytes]=$(pack_bytes "$S3_BUCKET")
 	drop_caches
 	log "store: rclone copy of the packs"
-	if timed "ST[rep,rclone,t]" "$STEP_TIMEOUT" "${RCLONE[@]}" copy "src:$S3_BUCKET/packs" "dst:$S3_RCLONE/packs"; then
+	if timed "ST[rep,rclone,t]" "$STEP_TIMEOUT" "${RCLONE[@]}" copy "${PACK_FILTER[@]}" "src:$S3_BUCKET" "dst:$S3_RCLONE"; then
 		local got
-		got=$(s3_bytes "$S3_RCLONE/packs")
+		got=$(pack_bytes "$S3_RCLONE")
 		[[ $got == "${ST[rep,rclone,bytes]}" ]] || ST[rep,rclone,t]="failed: $(human "$got") of $(human "${ST[rep,rclone,bytes]}") arrived"
 	else
 		ST[rep,rclone,t]="failed: $(lasterr)"
@@ -260,7 +271,7 @@ st_replicate() {
 		return
 	fi
 	ST[rep,rewind,bytes]=$(s3_bytes "$S3_REPLICA")
-	ST[rep,rewind,packs]=$(s3_bytes "$S3_REPLICA/packs")
+	ST[rep,rewind,packs]=$(pack_bytes "$S3_REPLICA")
 	# The replica serves v2 (a reader on it, its own data directory).
 	rm -rf "$(st_dir)/replica"
 	if "${S3ENV[@]}" "$REWIND" --store "s3://$S3_REPLICA" --read-only --data "$(st_dir)/replica" \
@@ -289,7 +300,7 @@ st_table() {
 		out "| v$v, MiB/s of image | $l | $s | $r | $(ratio "$s" "$l") | $(ratio "$s" "$r") |"
 	done
 	out "| in DATA after v2 | $(human "${ST[data,local]:--}") | $(human "${ST[data,s3]:--}") | - | - | - |"
-	out "| in the bucket after v1 (of which packseg/, ranges of packs uploaded before they were sealed) | - | $(human "${ST[bucket1,s3]:--}") ($(human "${ST[seg1,s3]:--}")) | - | - | - |"
+	out "| in the bucket after v1 (of which packs kept in segments, packseg/) | - | $(human "${ST[bucket1,s3]:--}") ($(human "${ST[seg1,s3]:--}")) | - | - | - |"
 	out "| in the bucket after v2 | - | $(human "${ST[bucket,s3]:--}") | $(human "${ST[bucket,restic]:--}") | - | $(ratio "${ST[bucket,s3]:--}" "${ST[bucket,restic]:--}") |"
 	out ""
 	# shellcheck disable=SC2086 # lists of figures

@@ -18,6 +18,7 @@ import (
 	"sync"
 
 	"github.com/rewind-dev/rewind/blockstore/objstore"
+	"golang.org/x/sync/errgroup"
 )
 
 // Replication copies a store to a repository of its own (the target), in
@@ -124,11 +125,6 @@ func (r *Replicator) AddTotal(n int64) {
 // asked first, for a pack's part only: once the index is being sent, it
 // is sent whole.
 func (r *Replicator) send(ctx context.Context, name string, data io.ReaderAt, size int64, sum string) error {
-	if r.o.Stop != nil && strings.HasPrefix(name, segPrefix+"/") {
-		if err := r.o.Stop(); err != nil {
-			return err
-		}
-	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -225,38 +221,63 @@ func (r *Replicator) copyPack(ctx context.Context, p PackSource, buf []byte) err
 			return err
 		}
 	}
+	// Parts go up side by side (an object store takes several PUTs at
+	// once faster than one after another); the pack is read part by part
+	// here, in order.
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(parallelParts)
 	for i := range parts {
 		off := i * PartSize
 		n := min(PartSize, p.Size-off)
 		name := partName(p.Name, off)
-		b := buf[:n]
+		b := make([]byte, n)
 		// A part sent while its pack was being written is compared by
 		// checksum, as long as the journal has one for it.
 		e, journaled := r.o.Journal.entry(name)
 		read, sum := false, ""
 		if p.Mutable || e.sum != "" {
 			if err := readFull(p.R, b, off, p.Name); err != nil {
+				g.Wait()
 				return err
 			}
 			read, sum = true, checksum(b)
 		}
-		if size, ok := r.target[name]; ok && size == n && journaled && e.size == n && e.sum == sum {
+		if size, ok := r.targetSize(name); ok && size == n && journaled && e.size == n && e.sum == sum {
 			r.skip(n)
 			continue
 		}
 		if !read {
 			if err := readFull(p.R, b, off, p.Name); err != nil {
+				g.Wait()
 				return err
 			}
 		}
 		if !p.Mutable {
 			sum = "" // it does not change any more
 		}
-		if err := r.send(ctx, name, bytes.NewReader(b), n, sum); err != nil {
-			return err
+		if r.o.Stop != nil {
+			// The window closed: what is on its way arrives, no more.
+			if err := r.o.Stop(); err != nil {
+				g.Wait()
+				return err
+			}
+		}
+		g.Go(func() error { return r.send(gctx, name, bytes.NewReader(b), n, sum) })
+		if gctx.Err() != nil {
+			break
 		}
 	}
-	return nil
+	return g.Wait()
+}
+
+// parallelParts is how many parts of a pack go up at once.
+const parallelParts = 4
+
+func (r *Replicator) targetSize(name string) (int64, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s, ok := r.target[name]
+	return s, ok
 }
 
 func readFull(f io.ReaderAt, b []byte, off int64, name string) error {
