@@ -163,6 +163,12 @@ func (d *Dir) List(ctx context.Context, prefix string, fn func(Object) error) er
 	if err != nil {
 		return fmt.Errorf("objstore: list %s: %w", d.root, err)
 	}
+	return sortedEach(ctx, objs, fn)
+}
+
+// sortedEach calls fn for each of objs in lexical order of names, until
+// it or ctx fails.
+func sortedEach(ctx context.Context, objs []Object, fn func(Object) error) error {
 	sort.Slice(objs, func(i, j int) bool { return objs[i].Name < objs[j].Name })
 	for _, o := range objs {
 		if err := ctx.Err(); err != nil {

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"sort"
 	"strings"
 	"time"
 
@@ -389,16 +388,7 @@ func (s *S3) List(ctx context.Context, prefix string, fn func(Object) error) err
 			return s.wrap(ctx, "list", prefix, err)
 		}
 	}
-	sort.Slice(objs, func(i, j int) bool { return objs[i].Name < objs[j].Name })
-	for _, o := range objs {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if err := fn(o); err != nil {
-			return err
-		}
-	}
-	return nil
+	return sortedEach(ctx, objs, fn)
 }
 
 func (s *S3) listFrom(ctx context.Context, prefix, after string, add func(Object)) error {
