@@ -3,6 +3,7 @@ package remote
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -59,6 +60,8 @@ type ReplicateOptions struct {
 	Stop     func() error
 	Progress func(done, total int64)
 	Logger   *slog.Logger
+	// Parallel is how many parts of a pack go up at once (default 4).
+	Parallel int
 }
 
 // ReplicateStats says what a replication sent.
@@ -225,7 +228,7 @@ func (r *Replicator) copyPack(ctx context.Context, p PackSource, buf []byte) err
 	// once faster than one after another); the pack is read part by part
 	// here, in order.
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(parallelParts)
+	g.SetLimit(cmp.Or(r.o.Parallel, parallelParts))
 	for i := range parts {
 		off := i * PartSize
 		n := min(PartSize, p.Size-off)
