@@ -75,7 +75,7 @@ func openRemote(o Options, onLost func(error)) (r *remoteStore, err error) {
 	if cfg.ID == "" {
 		cfg.ID = remote.NewID()
 	}
-	if _, _, err := remote.OpenRepo(b, !o.ReadOnly); err != nil {
+	if _, _, err := remote.OpenRepo(b, !o.ReadOnly, o.Logger); err != nil {
 		return nil, err
 	}
 	r = &remoteStore{url: url, backend: b}

@@ -168,7 +168,7 @@ func (s *Service) Replicate(ctx context.Context, r ReplicateRequest, progress Pr
 	if err != nil {
 		return nil, fmt.Errorf("replicate to %s: %w", r.To, err)
 	}
-	repo, _, err := remote.OpenRepo(target, true)
+	repo, _, err := remote.OpenRepo(target, true, s.log)
 	if err != nil {
 		return nil, fmt.Errorf("replicate to %s: %w", r.To, err)
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/rewind-dev/rewind/blockstore/objstore"
@@ -28,9 +29,10 @@ type Repo struct {
 var ErrNotRepo = errors.New("not a rewind repository")
 
 // OpenRepo reads the repository at b; with create, an empty location
-// becomes one. It reports whether the repository was created.
-func OpenRepo(b objstore.Backend, create bool) (Repo, bool, error) {
-	c := newConn(b, nil, 30*time.Second, false)
+// becomes one. It reports whether the repository was created. Calls that
+// fail and are retried are logged to log.
+func OpenRepo(b objstore.Backend, create bool, log *slog.Logger) (Repo, bool, error) {
+	c := newConn(b, log, 30*time.Second, false)
 	data, err := c.get(repoName, 0, -1)
 	if err == nil {
 		var r Repo
