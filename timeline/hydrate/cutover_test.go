@@ -3,6 +3,7 @@ package hydrate
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 )
 
@@ -16,6 +17,16 @@ func TestCutoverWaitsForConvergenceAndPauses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The copy of the block written during the first pause waits for
+	// that pause's resume: else a worker may copy it before Cutover
+	// looks, and Cutover rightly finds nothing left to do.
+	var gate atomic.Pointer[chan struct{}]
+	dst.onWrite = func(_ []byte, off int64) error {
+		if g := gate.Load(); g != nil && off == 3*gran {
+			<-*g
+		}
+		return nil
+	}
 	wait := run(context.Background(), c)
 	var pauses, resumes int
 	var sawDirty bool
@@ -26,6 +37,8 @@ func TestCutoverWaitsForConvergenceAndPauses(t *testing.T) {
 			sawDirty = true
 		}
 		if pauses == 1 { // a write that landed just before the pause
+			held := make(chan struct{})
+			gate.Store(&held)
 			w, err := c.BeginWrite(context.Background(), 3*gran, gran)
 			if err != nil {
 				t.Error(err)
@@ -34,6 +47,7 @@ func TestCutoverWaitsForConvergenceAndPauses(t *testing.T) {
 			if err := w.Finish(nil); err != nil {
 				t.Error(err)
 			}
+			return func() { resumes++; close(held) }
 		}
 		return func() { resumes++ }
 	}
