@@ -22,6 +22,9 @@ type Remote struct {
 	// Hosts are further names the server answers to (--http-host): the
 	// names a browser or a script uses to reach it through DNS.
 	Hosts []string
+	// Sessions, when set, lets the console's session cookie stand for the
+	// token, with the session's CSRF token on every call but GET and HEAD.
+	Sessions *Sessions
 }
 
 // Guard refuses, before next sees it, every request that Remote does not
@@ -32,7 +35,10 @@ type Remote struct {
 //     to this machine sends its own name);
 //   - an Origin other than this server's, or a browser's Sec-Fetch-Site
 //     "cross-site": 403 (a page the admin opened must not act for them);
-//   - no "Authorization: Bearer TOKEN", or another token: 401;
+//   - no "Authorization: Bearer TOKEN", or another token, and no valid
+//     console session (Remote.Sessions): 401;
+//   - a session without its CSRF token (X-CSRF-Token) on a call that
+//     changes state: 403;
 //   - a call that changes state (not GET or HEAD) with a body that is
 //     neither JSON nor, for imports, raw bytes: 415 (a form post cannot
 //     send JSON without a CORS preflight, which is never granted).
@@ -40,6 +46,35 @@ func Guard(next http.Handler, r Remote) http.Handler {
 	if r.Token == "" {
 		panic("api: Guard needs a token")
 	}
+	want := []byte("Bearer " + r.Token)
+	return PageGuard(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if subtle.ConstantTimeCompare([]byte(req.Header.Get("Authorization")), want) != 1 {
+			id, ok := "", false
+			if r.Sessions != nil {
+				id, ok = r.Sessions.Check(req)
+			}
+			if !ok {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="rewind"`)
+				refuse(w, http.StatusUnauthorized, "send Authorization: Bearer TOKEN; the token is in DATA/api-token on the server")
+				return
+			}
+			if req.Method != http.MethodGet && req.Method != http.MethodHead && !r.Sessions.checkCSRF(req, id) {
+				refuse(w, http.StatusForbidden, "a console session must send its CSRF token in "+CSRFHeader+"; reload the page")
+				return
+			}
+		}
+		if req.Method != http.MethodGet && req.Method != http.MethodHead && !acceptedBody(req) {
+			refuse(w, http.StatusUnsupportedMediaType, "send the request as Content-Type: application/json")
+			return
+		}
+		next.ServeHTTP(w, req)
+	}), r)
+}
+
+// PageGuard refuses what Guard refuses before authentication: a Host that
+// is none of this server's names, and a cross-site request. The console's
+// pages, which hold no data, are served behind it alone.
+func PageGuard(next http.Handler, r Remote) http.Handler {
 	hosts := map[string]bool{"localhost": true}
 	if h, _, err := net.SplitHostPort(r.Addr); err == nil && h != "" {
 		hosts[strings.ToLower(h)] = true
@@ -47,7 +82,6 @@ func Guard(next http.Handler, r Remote) http.Handler {
 	for _, h := range r.Hosts {
 		hosts[strings.ToLower(h)] = true
 	}
-	want := []byte("Bearer " + r.Token)
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if !hostAllowed(req.Host, hosts) {
 			refuse(w, http.StatusForbidden, fmt.Sprintf("Host %q is not a name of this server; add it with rewind serve --http-host", req.Host))
@@ -55,15 +89,6 @@ func Guard(next http.Handler, r Remote) http.Handler {
 		}
 		if !sameOrigin(req) {
 			refuse(w, http.StatusForbidden, "cross-site requests are refused")
-			return
-		}
-		if subtle.ConstantTimeCompare([]byte(req.Header.Get("Authorization")), want) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="rewind"`)
-			refuse(w, http.StatusUnauthorized, "send Authorization: Bearer TOKEN; the token is in DATA/api-token on the server")
-			return
-		}
-		if req.Method != http.MethodGet && req.Method != http.MethodHead && !acceptedBody(req) {
-			refuse(w, http.StatusUnsupportedMediaType, "send the request as Content-Type: application/json")
 			return
 		}
 		next.ServeHTTP(w, req)

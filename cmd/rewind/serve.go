@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rewind-dev/rewind/catalog"
 	"github.com/rewind-dev/rewind/catalog/api"
+	"github.com/rewind-dev/rewind/catalog/api/console"
 	"github.com/rewind-dev/rewind/catalog/protect"
 	"github.com/rewind-dev/rewind/catalog/recovery"
 	"github.com/rewind-dev/rewind/mount"
@@ -206,9 +207,9 @@ func (d *daemon) start(ctx context.Context, c *serveCmd, tlsConf *tls.Config, so
 	return d.startMount(ctx, c)
 }
 
-// startHTTP serves /metrics, open to all, and the API behind the bearer
-// token and the checks of api.Guard; HTTPS with the NBD certificate when
-// one is given.
+// startHTTP serves /metrics, open to all, the API behind the bearer
+// token (or a console session) and the checks of api.Guard, and the web
+// console at /; HTTPS with the NBD certificate when one is given.
 func (d *daemon) startHTTP(c *serveCmd, handler http.Handler, reg *prometheus.Registry, tlsConf *tls.Config) error {
 	tokenFile := c.HTTPToken
 	if tokenFile == "" {
@@ -222,10 +223,11 @@ func (d *daemon) startHTTP(c *serveCmd, handler http.Handler, reg *prometheus.Re
 	if err != nil {
 		return fmt.Errorf("listen for HTTP on %s: %w (choose another with --http)", c.HTTP, err)
 	}
-	remote := api.Remote{Token: token, Addr: c.HTTP, Hosts: c.HTTPHosts}
+	remote := api.Remote{Token: token, Addr: c.HTTP, Hosts: c.HTTPHosts, Sessions: api.NewSessions(token)}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.Handle("/v1/", api.Guard(handler, remote))
+	mux.Handle("/", console.Handler(remote))
 	if c.DebugPprof {
 		prof := http.NewServeMux()
 		prof.HandleFunc("/debug/pprof/", pprof.Index)
