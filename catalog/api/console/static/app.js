@@ -6,6 +6,8 @@
 const state = { csrf: "", server: null, poll: null, pollEvery: 0, view: "" };
 const $ = (sel, root = document) => root.querySelector(sel);
 const view = () => $("#view");
+// put replaces node's children with kids, skipping the absent ones.
+const put = (node, ...kids) => node.replaceChildren(...kids.flat().filter(k => k != null && k !== false));
 
 // --- formatting ---------------------------------------------------------
 
@@ -121,7 +123,7 @@ function signedOut() {
   stopPolling();
   state.csrf = "";
   document.body.dataset.signedIn = "false";
-  view().replaceChildren();
+  put(view(), );
   view().hidden = true;
   delete view().dataset.ready;
   $("#signin-view").hidden = false;
@@ -154,7 +156,7 @@ function ready(name) {
 }
 function showError(e) {
   if (e instanceof APIError && e.status === 401) return;
-  view().replaceChildren(el("div", { class: "card" }, el("p", { class: "error", id: "view-error", text: e.message })));
+  put(view(), el("div", { class: "card" }, el("p", { class: "error", id: "view-error", text: e.message })));
   view().dataset.ready = "error";
 }
 
@@ -178,21 +180,21 @@ async function volumesView() {
     return el("tr", { "data-volume": v.name },
       el("td", {}, el("a", { class: "open", href: "#/volumes/" + encodeURIComponent(v.name), text: v.name }),
         v.replica ? el("span", { class: "badge", title: "replicated from " + v.replica.from, text: " replica" }) : null),
-      el("td", { class: "kind", text: v.kind + (v.parent ? " of " + v.parent : "") }),
+      el("td", { class: "kind hide-narrow", text: v.kind + (v.parent ? " of " + v.parent : "") }),
       el("td", { class: "size num", text: bytes(v.size) }),
-      el("td", { class: "last", title: v.last, text: v.versions ? `${when(v.last)} (${ago(v.last)})` : "–" }),
+      el("td", { class: "last", title: v.last }, v.versions ? [el("span", { class: "hide-narrow", text: when(v.last) + " " }), `(${ago(v.last)})`] : "–"),
       el("td", { class: "versions num", text: count(v.versions) }),
       el("td", { class: "stored num hide-narrow", text: bytes(v.stored_bytes) }),
       el("td", { class: "protection" }, p ? el("span", { class: "badge " + (p.state === "protected" ? "on" : "warn"), title: p.primary, text: p.state }) : el("span", { class: "muted", text: "–" })),
       el("td", { class: "recovery" }, r ? el("a", { href: "#/recoveries", class: "badge " + (r.state === "failed" ? "warn" : "on"), text: recoveryText(r) }) : el("span", { class: "muted", text: "–" })));
   });
   const unwritable = (vols || []).find(v => v.unwritable);
-  view().replaceChildren(
+  put(view(), 
     el("h1", { text: "Volumes" }),
     unwritable ? el("p", { class: "card error", text: unwritable.unwritable }) : null,
     rows.length ? el("div", { class: "scroll" }, el("table", { id: "volumes" },
       el("thead", {}, el("tr", {}, ...["Volume", "Kind", "Size", "Newest write", "Versions", "Stored", "Protection", "Recovery"].map((h, i) =>
-        el("th", { class: [2, 4, 5].includes(i) ? "num" + (i === 5 ? " hide-narrow" : "") : null, text: h })))),
+        el("th", { class: ([2, 4, 5].includes(i) ? "num" : "") + ([1, 5].includes(i) ? " hide-narrow" : ""), text: h })))),
       el("tbody", {}, rows)))
       : el("div", { class: "card" }, el("p", { text: "No volume yet. Import a disk with rewind import VOLUME IMAGE, or protect one with rewind protect." })));
   ready("volumes");
@@ -234,7 +236,7 @@ async function volumeView(name, params) {
         moveCursor(chart, (t - from) / (to - from));
       }
     } catch (e) {
-      picked.replaceChildren(el("p", { class: "error", id: "pick-error", text: e.message }));
+      put(picked, el("p", { class: "error", id: "pick-error", text: e.message }));
     }
   };
   range.addEventListener("input", () => moveCursor(chart, range.value / 1000));
@@ -256,13 +258,13 @@ async function volumeView(name, params) {
     el("td", { text: v.kind }), el("td", { class: "num", text: count(v.blocks) }), el("td", { class: "num", text: bytes(v.bytes) }),
     el("td", { class: "num hide-narrow", text: bytes(v.stored) })));
 
-  view().replaceChildren(
+  put(view(), 
     el("h1", {}, el("a", { href: "#/volumes", text: "Volumes" }), " / ", name),
     el("p", { class: "muted" }, `${vol.kind}${vol.parent ? " of " + vol.parent : ""}, ${bytes(vol.size)}, ${count(vol.versions)} versions from ${when(vol.first)} to ${when(vol.last)}, ${bytes(vol.stored_bytes)} stored`),
     el("div", { class: "card" },
       el("div", { class: "row" }, el("b", { class: "grow", text: `${count(act.versions)} versions from ${when(act.from)} to ${when(act.to)}` }),
         zoomed ? el("a", { href: `#/volumes/${encodeURIComponent(name)}`, id: "zoom-out", text: "Whole history" }) : el("span", { class: "muted", text: "click a bar to zoom in" })),
-      chart, range,
+      chart, el("div", { class: "row axis" }, el("span", { class: "grow", text: when(act.from) }), el("span", { text: when(act.to) })), range,
       el("div", { class: "row" }, whenInput, el("button", { id: "when-go", type: "button", onclick: go, text: "Go" })),
       points.length ? el("div", { class: "labels", style: null },
         el("span", { class: "muted", text: "Labels:" }),
@@ -280,7 +282,7 @@ async function volumeView(name, params) {
 // timelineChart draws writes per interval as bars (height: versions,
 // title: bytes changed) and the labels as marks.
 function timelineChart(act, points, from, to, name) {
-  const W = 1000, H = 160, top = 18, base = H - 16;
+  const W = 1000, H = 150, top = 18, base = H - 2;
   const ns = "http://www.w3.org/2000/svg";
   const svg = document.createElementNS(ns, "svg");
   const set = (e, a) => { for (const [k, v] of Object.entries(a)) e.setAttribute(k, v); return e; };
@@ -302,9 +304,6 @@ function timelineChart(act, points, from, to, name) {
     svg.append(r);
   });
   svg.append(set(document.createElementNS(ns, "line"), { class: "axis", x1: 0, x2: W, y1: base, y2: base }));
-  const label = (x, text, anchor) => { const t = set(document.createElementNS(ns, "text"), { x, y: H - 3, "text-anchor": anchor }); t.textContent = text; svg.append(t); };
-  label(2, when(act.from), "start");
-  label(W - 2, when(act.to), "end");
   for (const p of points) {
     const t = Date.parse(p.time);
     if (!(t >= from && t <= to)) continue;
@@ -345,7 +344,7 @@ function showInstant(card, name, r, vol) {
   const uri = nbdURI(r.export);
   const fuse = state.server && state.server.mount ? `${state.server.mount}/${name}/at/${compact}/disk.img` : "";
   const copy = text => el("button", { type: "button", class: "copy quiet", disabled: !text, onclick: e => copyText(text, e.target), text: "Copy" });
-  card.replaceChildren(
+  put(card, 
     el("div", { class: "row" }, el("b", { text: "Instant" }),
       el("span", { id: "instant", "data-spec": r.spec, title: r.instant, text: `${when(r.instant)} (${r.instant})` })),
     el("div", { class: "addr" },
@@ -444,12 +443,12 @@ async function recoveriesView() {
       el("td", { class: "num hide-narrow", text: `${bytes(r.done_bytes)} of ${bytes(r.total_bytes)}` }),
       el("td", { class: "rate num", text: r.state === "copying" ? bytes(r.rate_bytes_per_second) + "/s" : "–" }),
       el("td", { class: "eta num", text: r.state === "copying" ? duration(r.eta_seconds) : "–" }),
-      el("td", {},
+      el("td", { class: "actions" },
         el("button", { type: "button", class: "cutover", disabled: r.state !== "copying" && r.state !== "converged", onclick: () => cutover(r), text: "Cut over" }), " ",
         el("button", { type: "button", class: "cancel quiet", disabled: r.state !== "copying" && r.state !== "converged", onclick: () => cancelRecovery(r), text: "Cancel" })),
       r.reason ? el("td", { class: "error", text: r.reason }) : null);
   });
-  view().replaceChildren(
+  put(view(), 
     el("h1", { text: "Recoveries" }),
     el("p", { class: "muted", text: "Each recovery serves an instant as a writable volume while it copies it to the production disk. Cut over when it has converged: writes stop for a moment, the last changes are copied, and the disk is ready." }),
     el("p", { class: "error", id: "recoveries-error" }),
@@ -489,7 +488,7 @@ async function storeView() {
   if (v0.unwritable) errors.push(v0.unwritable);
   if (vr && !vr.ok) errors.push(`The last verify found ${count(vr.lost_chunks)} lost chunks` + (vr.affected || []).map(a => `; ${a.volume}: ${count(a.block_versions)} block versions from ${when(a.first)}`).join(""));
   const stat = (cls, label, value, title) => el("div", { class: cls, title }, el("span", { class: "muted", text: label }), el("b", { text: value }));
-  view().replaceChildren(
+  put(view(), 
     el("h1", { text: "Store" }),
     el("div", { id: "store" },
       el("div", { class: "stats" },
