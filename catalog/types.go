@@ -181,4 +181,7 @@ type Stats struct {
 	// the object store (--store), with the bytes of its local cache.
 	Store      string `json:"store,omitempty"`
 	CacheBytes int64  `json:"cache_bytes,omitempty"`
+	// FreeBytes is the space left on the data directory's filesystem
+	// (-1: unknown).
+	FreeBytes int64 `json:"free_bytes"`
 }

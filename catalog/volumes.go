@@ -209,6 +209,10 @@ func (s *Service) Stats(context.Context) (*Stats, error) {
 	st.IndexBytes = int64(m.DiskSpaceUsage())
 	si := s.Store()
 	st.Store, st.CacheBytes = si.URL, si.CacheBytes
+	st.FreeBytes = -1
+	if du, err := s.fs.GetDiskUsage(s.dir); err == nil {
+		st.FreeBytes = int64(du.AvailBytes)
+	}
 	if cs.DecodedBytes > 0 {
 		st.DedupRatio = float64(st.LogicalBytes) / float64(cs.DecodedBytes)
 	}

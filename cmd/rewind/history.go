@@ -85,6 +85,9 @@ func (c *statsCmd) Run(e *env) error {
 		fmt.Fprintf(w, "shifted duplicates\t%d chunks\t(%s stored as slices of others)\n", st.SlicedChunks, human(st.SlicedBytes))
 		fmt.Fprintf(w, "dedup ratio\t%.2f\n", st.DedupRatio)
 		fmt.Fprintf(w, "compression ratio\t%.2f\n", st.CompressionRatio)
+		if st.FreeBytes >= 0 {
+			fmt.Fprintf(w, "free space\t%s\t(%d)\n", human(st.FreeBytes), st.FreeBytes)
+		}
 		w.Flush()
 	})
 }
