@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -180,10 +181,20 @@ func (b *browser) where(t testing.TB) string {
 }
 
 // open loads url and waits until the console's view has loaded its data:
-// main#view[data-ready=view]. An empty view only waits for the load.
+// main#view[data-ready=view]. An empty view only waits for the load. A
+// page that is not found, or a server error, fails the test at once.
 func (b *browser) open(t testing.TB, url, view string) {
 	t.Helper()
-	b.do(t, "open "+url, chromedp.Navigate(url))
+	ctx, cancel := b.step()
+	defer cancel()
+	resp, err := chromedp.Run(ctx, chromedp.NavigateResponse(url))
+	if err != nil {
+		b.failed(t, "open "+url, err)
+	}
+	// resp is nil for a change of the hash only, or about:blank.
+	if resp != nil && (resp.Status == http.StatusNotFound || resp.Status >= 500) {
+		t.Fatalf("browser: GET %s answered %d %s: is the console served at / on --http?", resp.URL, resp.Status, resp.StatusText)
+	}
 	if view != "" {
 		b.waitView(t, view)
 	}
@@ -213,12 +224,13 @@ func (b *browser) waitJS(t testing.TB, what, expr string) {
 	}
 }
 
-// eval returns the value of a JavaScript expression in the page.
-func evalJS[T any](t testing.TB, b *browser, expr string) T {
+// evalJS returns the value of a JavaScript expression in the page
+// (with chromedp.EvalAwaitPromise, of the promise it gives).
+func evalJS[T any](t testing.TB, b *browser, expr string, opts ...chromedp.EvaluateOption) T {
 	t.Helper()
 	ctx, cancel := b.step()
 	defer cancel()
-	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr))
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr, opts...))
 	if err != nil {
 		b.failed(t, "evaluate "+expr, err)
 	}
