@@ -70,14 +70,14 @@ func signIn(t testing.TB, b *browser, base, token string) {
 	b.waitJS(t, `the signed-in page (body[data-signed-in="true"])`, `document.body?.dataset.signedIn === "true"`)
 }
 
-// TestConsole walks the console's flows in order in one browser: sign in
-// with the token link, see the volumes, open a volume's timeline and
-// pick a label's instant, clone it, recover it to a file served over
-// NBD and watch the progress reach 100%, cut over; a screenshot of each
-// page is saved. Without the token no volume shows, and the volumes page
-// fits a phone.
+// TestConsole: without the token no volume shows; the volumes page fits
+// a phone; then, in order in one browser: sign in with the token link,
+// see the volumes, open a volume's timeline and pick a label's instant,
+// clone it, recover it to a file served over NBD and watch the progress
+// reach 100%, cut over, see the store. A screenshot of each page is
+// saved.
 func TestConsole(t *testing.T) {
-	qemuNBD := requireTool(t, "qemu-nbd", "qemu-utils")
+	requireTool(t, "qemu-nbd", "qemu-utils")
 	requireTool(t, "nbdcopy", "libnbd-bin")
 	rw := newRewind(t)
 	vol := newConsoleVolume(t, rw)
@@ -85,8 +85,13 @@ func TestConsole(t *testing.T) {
 		t.Fatal("the labelled instant reads as the latest one")
 	}
 	srv := rw.Serve(serveOptions{HTTP: true})
-	base := "http://" + srv.HTTPAddr
-	token := srv.APIToken(t)
+	consoleFlows(t, srv, "http://"+srv.HTTPAddr, srv.APIToken(t), vol)
+}
+
+// consoleFlows is TestConsole once rewind serves vol: the console at
+// base, signed in with token.
+func consoleFlows(t *testing.T, srv *server, base, token string, vol consoleVolume) {
+	qemuNBD := requireTool(t, "qemu-nbd", "qemu-utils")
 	const cloneName, recName = "db01-fix", "db01-rec"
 	row := func(name string) string { return fmt.Sprintf(`tr[data-volume=%q]`, name) }
 	recRow := fmt.Sprintf(`tr[data-recovery=%q]`, recName)
@@ -101,14 +106,28 @@ func TestConsole(t *testing.T) {
 		}
 		b.screenshot(t, "signin")
 
-		b.open(t, base+"/?token=wrong"+token, "")
-		b.waitJS(t, "an error for a wrong token in the link (#signin-error)", `document.querySelector("#signin-error")?.textContent.trim()`)
-		requireNoVolume(t, b)
-		b.fill(t, "input#token", "wrong")
+		b.fill(t, "input#token", "wrong"+token)
 		b.click(t, "button#signin-go")
 		b.waitJS(t, "an error for a wrong token typed (#signin-error)", `document.querySelector("#signin-error")?.textContent.trim()`)
 		requireNoVolume(t, b)
+
+		b.open(t, base+"/?token=wrong"+token, "")
+		b.waitJS(t, "an error for a wrong token in the link (#signin-error)", `document.querySelector("#signin-error")?.textContent.trim()`)
+		requireNoVolume(t, b)
 		b.screenshot(t, "wrong-token")
+	})
+
+	t.Run("on a phone", func(t *testing.T) {
+		p := newBrowser(t, true)
+		signIn(t, p, base, token)
+		p.open(t, base+"/#/volumes", "volumes")
+		if p.count(t, row(vol.Name)) != 1 {
+			t.Errorf("the phone's #/volumes does not list %s", vol.Name)
+		}
+		if w := evalJS[int](t, p, `document.documentElement.scrollWidth`); w > phoneWidth {
+			t.Errorf("the volumes page is %d px wide on a %d px phone: it scrolls sideways", w, phoneWidth)
+		}
+		p.screenshot(t, "volumes-phone")
 	})
 
 	b := newBrowser(t, false)
@@ -241,18 +260,6 @@ func TestConsole(t *testing.T) {
 		}
 	}
 
-	t.Run("on a phone", func(t *testing.T) {
-		p := newBrowser(t, true)
-		signIn(t, p, base, token)
-		p.open(t, base+"/#/volumes", "volumes")
-		if p.count(t, row(cloneName)) != 1 {
-			t.Errorf("the phone's #/volumes does not list %s", cloneName)
-		}
-		if w := evalJS[int](t, p, `document.documentElement.scrollWidth`); w > phoneWidth {
-			t.Errorf("the volumes page is %d px wide on a %d px phone: it scrolls sideways", w, phoneWidth)
-		}
-		p.screenshot(t, "volumes-phone")
-	})
 }
 
 // requireNoVolume fails the test when the page shows any volume or says
@@ -346,17 +353,22 @@ func TestConsoleLoad(t *testing.T) {
 	if len(listed) != volumes {
 		t.Fatalf("the daemon lists %d volumes, want %d", len(listed), volumes)
 	}
-	base := "http://" + srv.HTTPAddr
+	consoleLoad(t, "http://"+srv.HTTPAddr, srv.APIToken(t), seed)
+}
+
+// consoleLoad is TestConsoleLoad once rewind serves seed: the console at
+// base, signed in with token.
+func consoleLoad(t *testing.T, base, token string, seed loadSeed) {
 	b := newBrowser(t, false)
-	signIn(t, b, base, srv.APIToken(t))
+	signIn(t, b, base, token)
 	b.watchReady(t)
 
 	const runs = 3
 	var list, timeline []time.Duration
 	for range runs {
 		d, rows := b.timeLoad(t, base+"/#/volumes", "volumes")
-		if rows != volumes {
-			t.Fatalf("#/volumes was ready with %d rows, want %d", rows, volumes)
+		if rows != len(seed.Volumes) {
+			t.Fatalf("#/volumes was ready with %d rows, want %d", rows, len(seed.Volumes))
 		}
 		list = append(list, d)
 	}
@@ -379,7 +391,7 @@ func TestConsoleLoad(t *testing.T) {
 		"volume list, %d volumes: %s\n"+
 		"timeline of %s, %d versions: %s\n"+
 		"seeding the data directory in-process: %v\n",
-		runs, volumes, durations(list), seed.Big, seed.Versions, durations(timeline), seed.Took.Round(time.Millisecond))
+		runs, len(seed.Volumes), durations(list), seed.Big, seed.Versions, durations(timeline), seed.Took.Round(time.Millisecond))
 	t.Log(report)
 	dir, err := artifactsDir(t)
 	if err != nil {

@@ -212,15 +212,26 @@ func (b *browser) waitView(t testing.TB, view string) {
 }
 
 // waitJS polls a JavaScript expression in the page until it is truthy,
-// and fails the test after browserTimeout.
+// and fails the test after browserTimeout. A poll that a navigation cuts
+// short (the page it ran in is gone) starts again in the new page.
 func (b *browser) waitJS(t testing.TB, what, expr string) {
 	t.Helper()
 	ctx, cancel := b.step()
 	defer cancel()
-	_, err := chromedp.Run(ctx, chromedp.Poll[bool](`!!(`+expr+`)`,
-		chromedp.WithPollingInterval(20*time.Millisecond), chromedp.WithPollingTimeout(browserTimeout)))
-	if err != nil {
-		b.failed(t, "wait for "+what, err)
+	for {
+		deadline, _ := ctx.Deadline()
+		_, err := chromedp.Run(ctx, chromedp.Poll[bool](`!!(`+expr+`)`,
+			chromedp.WithPollingInterval(pollInterval), chromedp.WithPollingTimeout(time.Until(deadline))))
+		switch {
+		case err == nil:
+			return
+		case ctx.Err() != nil || errors.Is(err, chromedp.ErrPollingTimeout):
+			b.failed(t, "wait for "+what, context.DeadlineExceeded)
+		}
+		select { // the page navigated away under the poll
+		case <-ctx.Done():
+		case <-time.After(pollInterval):
+		}
 	}
 }
 
