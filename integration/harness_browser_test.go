@@ -66,7 +66,10 @@ func newBrowser(t testing.TB, phone bool) *browser {
 		opts = append(opts, chromedp.NoSandbox)
 	}
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancelTab := chromedp.NewContext(allocCtx, chromedp.WithLogf(t.Logf))
+	// chromedp's own messages join Chromium's output, logged if the test
+	// fails: t.Logf could be called after the test ended.
+	note := func(format string, args ...any) { fmt.Fprintf(&output, "chromedp: "+format+"\n", args...) }
+	ctx, cancelTab := chromedp.NewContext(allocCtx, chromedp.WithLogf(note), chromedp.WithErrorf(note))
 	b := &browser{ctx: ctx, Phone: phone, Scale: 1}
 	t.Cleanup(func() {
 		cancelTab()
