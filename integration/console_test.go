@@ -230,8 +230,13 @@ func consoleFlows(t *testing.T, srv *server, base, token string, vol consoleVolu
 			if err := os.WriteFile(file, make([]byte, vol.Size), 0o644); err != nil {
 				t.Fatal(err)
 			}
+			// qemu-nbd takes writes at 4 MiB/s, so that the copy lasts
+			// long enough for the page to show it moving.
 			port := freePort(t)
-			startDaemon(t, daemonSpec{Path: qemuNBD, Args: []string{"-f", "raw", "-t", "-b", "127.0.0.1", "-p", fmt.Sprint(port), "-x", "prod", file},
+			startDaemon(t, daemonSpec{Path: qemuNBD, Args: []string{
+				"--object", "throttle-group,id=slow,x-bps-write=" + fmt.Sprint(4<<20),
+				"--image-opts", "driver=throttle,throttle-group=slow,file.driver=raw,file.file.driver=file,file.file.filename=" + file,
+				"-t", "-b", "127.0.0.1", "-p", fmt.Sprint(port), "-x", "prod"},
 				ReadyTCP: []string{fmt.Sprintf("127.0.0.1:%d", port)}})
 			target := fmt.Sprintf("nbd://127.0.0.1:%d/prod", port)
 
@@ -243,11 +248,19 @@ func consoleFlows(t *testing.T, srv *server, base, token string, vol consoleVolu
 			b.click(t, "button#recover-go")
 			b.waitView(t, "recoveries")
 			b.waitJS(t, recRow+" on #/recoveries", fmt.Sprintf(`document.querySelector(%s)`, jsString(recRow)))
-			first := b.text(t, recRow+" .progress")
-			b.waitJS(t, recRow+" .progress to reach 100%", fmt.Sprintf(`parseFloat(document.querySelector(%s)?.textContent) >= 100`, jsString(recRow+" .progress")))
-			b.waitJS(t, recRow+`[data-state="converged"]`, fmt.Sprintf(`document.querySelector(%s)`, jsString(recRow+`[data-state="converged"]`)))
-			t.Logf("progress went from %q to %q; rate %q, eta %q, state %q", first, b.text(t, recRow+" .progress"),
+			// Each poll notes the progress the page shows, when it changed.
+			b.waitJS(t, recRow+" .progress to reach 100%", fmt.Sprintf(`((shown) => {
+				const seen = (window.__progressSeen ||= []);
+				if (shown && seen.at(-1) !== shown) seen.push(shown);
+				return parseFloat(shown) >= 100;
+			})(document.querySelector(%s)?.textContent.trim())`, jsString(recRow+" .progress")))
+			seen := evalJS[[]string](t, b, `window.__progressSeen`)
+			t.Logf("the page showed the progress as %q; rate %q, eta %q, state %q", seen,
 				b.text(t, recRow+" .rate"), b.text(t, recRow+" .eta"), b.text(t, recRow+" .state"))
+			if len(seen) < 2 {
+				t.Errorf("the page showed the progress only as %q while the copy took seconds: it does not update by itself", seen)
+			}
+			b.waitJS(t, recRow+`[data-state="converged"]`, fmt.Sprintf(`document.querySelector(%s)`, jsString(recRow+`[data-state="converged"]`)))
 			b.screenshot(t, "recoveries")
 			if got := sha256File(t, file); got != vol.SHA {
 				t.Errorf("the target file holds sha256 %s, want the labelled instant's %s", got[:12], vol.SHA[:12])
