@@ -38,6 +38,7 @@ packages=(
 	kmod
 	openssl           # TLS certificates
 	curl              # the HTTP API's tests
+	chromium          # the web console's tests drive it headless (chromedp)
 	util-linux        # setpriv: tests run commands as an unprivileged user
 	postgresql        # rewind recover's test runs PostgreSQL from a recovering export
 	python3           # the benchmark parses JSON with it
