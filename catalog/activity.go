@@ -70,9 +70,11 @@ func (s *Service) Activity(_ context.Context, r ActivityRequest) (*Activity, err
 	if to < from {
 		return nil, errorf(ErrInvalid, "the range ends (%s) before it starts (%s): swap since and until", Time(to), Time(from))
 	}
-	span := uint64(to-from) + 1
-	step := (span + uint64(n) - 1) / uint64(n)
-	count := (span + step - 1) / step
+	// n intervals of step ns cover [from, to]; the last one also takes a
+	// version at to itself.
+	width := uint64(to - from)
+	step := max((width+uint64(n)-1)/uint64(n), 1)
+	count := max((width+step-1)/step, 1)
 	a := &Activity{Volume: v.Name, From: Time(from), To: Time(to), Step: int64(step),
 		Buckets: make([]ActivityBucket, count)}
 	for i := range a.Buckets {
@@ -82,7 +84,7 @@ func (s *Service) Activity(_ context.Context, r ActivityRequest) (*Activity, err
 		if x.Time < from {
 			return
 		}
-		b := &a.Buckets[uint64(x.Time-from)/step]
+		b := &a.Buckets[min(uint64(x.Time-from)/step, count-1)]
 		b.Versions++
 		b.Bytes += x.Bytes
 		a.Versions++
