@@ -243,7 +243,7 @@ func (c *Client) Diff(ctx context.Context, a, b string) (*catalog.DiffResult, er
 	va, wa := splitSpec(a)
 	vb, wb := splitSpec(b)
 	if va != vb {
-		return nil, fmt.Errorf("%w: diff compares two instants of one volume, not %s and %s", catalog.ErrInvalid, va, vb)
+		return nil, catalog.Errorf(catalog.ErrInvalid, "diff compares two instants of one volume, not %s and %s", va, vb)
 	}
 	out := new(catalog.DiffResult)
 	return out, c.Call(ctx, http.MethodGet, query(vpath(va, "/diff"), "from", wa, "to", wb), nil, out)

@@ -3,7 +3,6 @@ package api
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -44,12 +43,12 @@ func Serve(routes []Route) http.Handler {
 			w.Header().Set("Allow", allow)
 		}
 		if rec.Code == http.StatusMethodNotAllowed {
-			writeError(w, rec.Code, fmt.Errorf("%w: %s %s is not a call of the API (it takes %s; see /v1/openapi.json)",
-				catalog.ErrInvalid, r.Method, r.URL.Path, rec.Header().Get("Allow")))
+			writeError(w, rec.Code, catalog.Errorf(catalog.ErrInvalid, "%s %s is not a call of the API (it takes %s; see /v1/openapi.json)",
+				r.Method, r.URL.Path, rec.Header().Get("Allow")))
 			return
 		}
-		writeError(w, http.StatusNotFound, fmt.Errorf("%w: %s %s is not a call of the API: see /v1/openapi.json",
-			catalog.ErrNotFound, r.Method, r.URL.Path))
+		writeError(w, http.StatusNotFound, catalog.Errorf(catalog.ErrNotFound, "%s %s is not a call of the API: see /v1/openapi.json",
+			r.Method, r.URL.Path))
 	})
 }
 
@@ -95,7 +94,7 @@ func Decode[T any](r *http.Request) (T, error) {
 	var v T
 	err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&v)
 	if err != nil && !errors.Is(err, io.EOF) {
-		return v, fmt.Errorf("%w: the request body is not the JSON this call takes (see /v1/openapi.json): %v", catalog.ErrInvalid, err)
+		return v, catalog.Errorf(catalog.ErrInvalid, "the request body is not the JSON this call takes (see /v1/openapi.json): %v", err)
 	}
 	return v, nil
 }

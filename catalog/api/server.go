@@ -126,7 +126,7 @@ func Routes(api catalog.API, info ServerInfo) []Route {
 					return nil, err
 				}
 				if req.Volume != "" && req.Volume != name(r) {
-					return nil, fmt.Errorf("%w: the body names volume %q, the path %q: leave the body's volume out", catalog.ErrInvalid, req.Volume, name(r))
+					return nil, catalog.Errorf(catalog.ErrInvalid, "the body names volume %q, the path %q: leave the body's volume out", req.Volume, name(r))
 				}
 				req.Volume = name(r)
 				return api.SetRetention(r.Context(), req)
@@ -135,7 +135,7 @@ func Routes(api catalog.API, info ServerInfo) []Route {
 			Handler: OK(func(r *http.Request) (any, error) {
 				spec := r.URL.Query().Get("spec")
 				if spec == "" {
-					return nil, fmt.Errorf("%w: give the recovery point as ?spec=VOLUME@WHEN", catalog.ErrInvalid)
+					return nil, catalog.Errorf(catalog.ErrInvalid, "give the recovery point as ?spec=VOLUME@WHEN")
 				}
 				return api.Instant(r.Context(), spec)
 			})},
@@ -146,7 +146,7 @@ func Routes(api catalog.API, info ServerInfo) []Route {
 					return nil, "", err
 				}
 				if req.From == "" {
-					return nil, "", fmt.Errorf("%w: give the instant to clone as \"from\": \"VOLUME@WHEN\"", catalog.ErrInvalid)
+					return nil, "", catalog.Errorf(catalog.ErrInvalid, "give the instant to clone as \"from\": \"VOLUME@WHEN\"")
 				}
 				v, err := api.Clone(r.Context(), req.From, req.Name)
 				if err != nil {
@@ -194,7 +194,7 @@ func volumeInfo(ctx context.Context, api catalog.API, name string) (*catalog.Vol
 			return &vols[i], nil
 		}
 	}
-	return nil, fmt.Errorf("%w: no volume %q (see GET /v1/volumes)", catalog.ErrNotFound, name)
+	return nil, catalog.Errorf(catalog.ErrNotFound, "no volume %q (see GET /v1/volumes)", name)
 }
 
 func volumePath(name string) string { return "/v1/volumes/" + url.PathEscape(name) }
@@ -207,7 +207,7 @@ func boolQuery(r *http.Request, key string) (bool, error) {
 	}
 	b, err := strconv.ParseBool(s)
 	if err != nil {
-		return false, fmt.Errorf("%w: %s=%q: give %s=true or %s=false", catalog.ErrInvalid, key, s, key, key)
+		return false, catalog.Errorf(catalog.ErrInvalid, "%s=%q: give %s=true or %s=false", key, s, key, key)
 	}
 	return b, nil
 }
@@ -220,7 +220,7 @@ func intQuery(r *http.Request, key string) (int, error) {
 	}
 	n, err := strconv.Atoi(s)
 	if err != nil || n < 0 {
-		return 0, fmt.Errorf("%w: %s=%q: give a whole number, 0 or more", catalog.ErrInvalid, key, s)
+		return 0, catalog.Errorf(catalog.ErrInvalid, "%s=%q: give a whole number, 0 or more", key, s)
 	}
 	return n, nil
 }
@@ -291,7 +291,7 @@ func serveImport(api catalog.API, w http.ResponseWriter, r *http.Request) {
 	}
 	var req catalog.ImportRequest
 	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
-		writeError(w, http.StatusBadRequest, fmt.Errorf("%w: bad request: %v", catalog.ErrInvalid, err))
+		writeError(w, http.StatusBadRequest, catalog.Errorf(catalog.ErrInvalid, "bad request: %v", err))
 		return
 	}
 	// An nbd:// source is a network address the daemon dials; any other
@@ -319,7 +319,7 @@ func serveImportStream(api catalog.API, w http.ResponseWriter, r *http.Request) 
 	if bs := q.Get("block_size"); bs != "" {
 		n, err := strconv.ParseInt(bs, 10, 64)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, fmt.Errorf("%w: block_size %q is not a number of bytes", catalog.ErrInvalid, bs))
+			writeError(w, http.StatusBadRequest, catalog.Errorf(catalog.ErrInvalid, "block_size %q is not a number of bytes", bs))
 			return
 		}
 		req.BlockSize = n
@@ -338,7 +338,7 @@ func errNoFile(what, path string) error {
 func serveExport(api catalog.API, w http.ResponseWriter, r *http.Request) {
 	var req catalog.ExportRequest
 	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
-		writeError(w, http.StatusBadRequest, fmt.Errorf("%w: bad request: %v", catalog.ErrInvalid, err))
+		writeError(w, http.StatusBadRequest, catalog.Errorf(catalog.ErrInvalid, "bad request: %v", err))
 		return
 	}
 	if req.Dest != "-" {
@@ -366,7 +366,7 @@ func serveExport(api catalog.API, w http.ResponseWriter, r *http.Request) {
 func serveVerify(api catalog.API, w http.ResponseWriter, r *http.Request) {
 	var req catalog.VerifyRequest
 	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil && !errors.Is(err, io.EOF) {
-		writeError(w, http.StatusBadRequest, fmt.Errorf("%w: bad request: %v", catalog.ErrInvalid, err))
+		writeError(w, http.StatusBadRequest, catalog.Errorf(catalog.ErrInvalid, "bad request: %v", err))
 		return
 	}
 	s := newStreamer(w)
@@ -378,7 +378,7 @@ func serveVerify(api catalog.API, w http.ResponseWriter, r *http.Request) {
 func serveReplicate(api catalog.API, w http.ResponseWriter, r *http.Request) {
 	var req catalog.ReplicateRequest
 	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
-		writeError(w, http.StatusBadRequest, fmt.Errorf("%w: bad request: %v", catalog.ErrInvalid, err))
+		writeError(w, http.StatusBadRequest, catalog.Errorf(catalog.ErrInvalid, "bad request: %v", err))
 		return
 	}
 	if err := checkTargetOwner(r.Context(), req.To); err != nil {

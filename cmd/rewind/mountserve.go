@@ -219,8 +219,8 @@ func (d *daemon) mountDir(spec string) (string, error) {
 	_, taken := d.mounts.mu.byDir[dir]
 	d.mounts.mu.Unlock()
 	if taken {
-		return "", fmt.Errorf("%w: %s is mounted already, at %s: use it, or unmount it first (DELETE /v1/mounts?dir=%s)",
-			catalog.ErrExists, at.Spec, dir, url.QueryEscape(dir))
+		return "", catalog.Errorf(catalog.ErrExists, "%s is mounted already, at %s: use it, or unmount it first (DELETE /v1/mounts?dir=%s)",
+			at.Spec, dir, url.QueryEscape(dir))
 	}
 	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return "", err
@@ -243,7 +243,7 @@ func (d *daemon) mount(ctx context.Context, r MountRequest) (_ *MountResult, err
 		}()
 	} else {
 		if !filepath.IsAbs(r.Dir) {
-			return nil, fmt.Errorf("%w: mount point %q must be an absolute path", catalog.ErrInvalid, r.Dir)
+			return nil, catalog.Errorf(catalog.ErrInvalid, "mount point %q must be an absolute path", r.Dir)
 		}
 		if err := checkMountOwner(ctx, r.Dir); err != nil {
 			return nil, err
@@ -253,7 +253,7 @@ func (d *daemon) mount(ctx context.Context, r MountRequest) (_ *MountResult, err
 	spec := r.Spec
 	if r.RW {
 		if r.Files {
-			return nil, fmt.Errorf("%w: --files --rw is not supported yet: mount --rw and loop-mount its disk.img, or use --files alone", catalog.ErrInvalid)
+			return nil, catalog.Errorf(catalog.ErrInvalid, "--files --rw is not supported yet: mount --rw and loop-mount its disk.img, or use --files alone")
 		}
 		name := r.As
 		if name == "" {
@@ -329,7 +329,7 @@ func checkMountOwner(ctx context.Context, dir string) error {
 	}
 	st, err := os.Stat(dir)
 	if err != nil {
-		return fmt.Errorf("%w: mount point %s: %v", catalog.ErrInvalid, dir, err)
+		return catalog.Errorf(catalog.ErrInvalid, "mount point %s: %v", dir, err)
 	}
 	if owner := st.Sys().(*syscall.Stat_t).Uid; owner != uid {
 		return api.Forbiddenf("mount point %s belongs to uid %d, not to you (uid %d): mount onto a directory you own",
@@ -341,14 +341,14 @@ func checkMountOwner(ctx context.Context, dir string) error {
 // umount carries out rewind umount.
 func (d *daemon) umount(dir string) error {
 	if dir == "" {
-		return fmt.Errorf("%w: name the mount to unmount: DELETE /v1/mounts?dir=/abs/dir", catalog.ErrInvalid)
+		return catalog.Errorf(catalog.ErrInvalid, "name the mount to unmount: DELETE /v1/mounts?dir=/abs/dir")
 	}
 	d.mounts.mu.Lock()
 	am, ok := d.mounts.mu.byDir[dir]
 	delete(d.mounts.mu.byDir, dir)
 	d.mounts.mu.Unlock()
 	if !ok {
-		return fmt.Errorf("%w: nothing of rewind's is mounted on %s (see GET /v1/mounts)", catalog.ErrNotFound, dir)
+		return catalog.Errorf(catalog.ErrNotFound, "nothing of rewind's is mounted on %s (see GET /v1/mounts)", dir)
 	}
 	err := am.m.Unmount()
 	am.img.Close()

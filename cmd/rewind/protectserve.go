@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"net/http"
 	"net/url"
 
@@ -40,7 +39,7 @@ func (d *daemon) protectionRoutes() []api.Route {
 						return s, nil
 					}
 				}
-				return nil, fmt.Errorf("%w: %s is not protected (see GET /v1/protections)", catalog.ErrNotFound, volume(r))
+				return nil, catalog.Errorf(catalog.ErrNotFound, "%s is not protected (see GET /v1/protections)", volume(r))
 			})},
 		{Method: "DELETE", Pattern: "/v1/protections/{volume}", Answer: protect.Status{},
 			Handler: api.OK(func(r *http.Request) (any, error) { return d.exports.prot.Unprotect(volume(r)) })},

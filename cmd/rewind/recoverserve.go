@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -46,7 +45,7 @@ func (d *daemon) recoveryRoutes() []api.Route {
 						return s, nil
 					}
 				}
-				return nil, fmt.Errorf("%w: no recovery of a volume named %s (see GET /v1/recoveries)", catalog.ErrNotFound, name(r))
+				return nil, catalog.Errorf(catalog.ErrNotFound, "no recovery of a volume named %s (see GET /v1/recoveries)", name(r))
 			})},
 		{Method: "PATCH", Pattern: "/v1/recoveries/{name}", Body: RecoverLimit{}, Answer: recovery.Status{},
 			Handler: api.OK(func(r *http.Request) (any, error) {
