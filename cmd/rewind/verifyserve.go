@@ -125,7 +125,7 @@ func (d *daemon) verifyFsck(ctx context.Context, spec string) (*proof.FsckReport
 func (d *daemon) verifyNBD(ctx context.Context, spec string) (any, error) {
 	f := api.PassedFile(ctx)
 	if f == nil {
-		return nil, fmt.Errorf("%w: verify-nbd serves the connection passed with the call, and none was", catalog.ErrInvalid)
+		return nil, catalog.Errorf(catalog.ErrInvalid, "POST /v1/verify/nbd serves the connection passed with the call, and none was")
 	}
 	t, err := d.pin(spec)
 	if err != nil {
