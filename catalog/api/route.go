@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 
 	"github.com/rewind-dev/rewind/catalog"
@@ -37,7 +36,7 @@ func Serve(routes []Route) http.Handler {
 			return
 		}
 		// ServeMux's own 404 or 405 (with its Allow header), in our shape.
-		rec := httptest.NewRecorder()
+		rec := &statusRecorder{header: http.Header{}}
 		mux.ServeHTTP(rec, r)
 		if allow := rec.Header().Get("Allow"); allow != "" {
 			w.Header().Set("Allow", allow)
@@ -113,3 +112,14 @@ func isRaw(r *http.Request) bool {
 	ct, _, _ := strings.Cut(r.Header.Get("Content-Type"), ";")
 	return strings.EqualFold(strings.TrimSpace(ct), "application/octet-stream")
 }
+
+// statusRecorder keeps what ServeMux answers to a request no route takes
+// (its status and Allow header), to answer it again in the API's shape.
+type statusRecorder struct {
+	header http.Header
+	Code   int
+}
+
+func (s *statusRecorder) Header() http.Header         { return s.header }
+func (s *statusRecorder) Write(b []byte) (int, error) { return len(b), nil }
+func (s *statusRecorder) WriteHeader(code int)        { s.Code = code }
