@@ -30,6 +30,8 @@ type API interface {
 	GC(ctx context.Context, r GCRequest) (*GCResult, error)
 	Verify(ctx context.Context, r VerifyRequest, progress ProgressFunc) (*VerifyResult, error)
 	Replicate(ctx context.Context, r ReplicateRequest, progress ProgressFunc) (*ReplicateResult, error)
+	Activity(ctx context.Context, r ActivityRequest) (*Activity, error)
+	Instant(ctx context.Context, spec string) (*Resolved, error)
 }
 
 // ProgressFunc receives how far a long operation is.
@@ -111,6 +113,8 @@ type LogRequest struct {
 	Volume string `json:"volume"`
 	Since  string `json:"since,omitempty"`
 	Until  string `json:"until,omitempty"`
+	// Limit, when above 0, keeps the newest Limit versions of the range.
+	Limit int `json:"limit,omitempty"`
 }
 
 // LogEntry is one recorded version.

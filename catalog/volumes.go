@@ -114,16 +114,43 @@ func (s *Service) Log(_ context.Context, r LogRequest) ([]LogEntry, error) {
 			return nil, err
 		}
 	}
-	vs, err := s.tl.Log(v.ID, since, until)
+	if r.Limit < 0 {
+		return nil, errorf(ErrInvalid, "limit %d is negative: give a number of versions, or 0 for all", r.Limit)
+	}
+	entry := func(x timeline.VersionInfo) LogEntry {
+		return LogEntry{Time: Time(x.Time), Kind: x.Kind.String(), Blocks: x.Blocks,
+			Bytes: x.Bytes, Stored: x.Stored, Size: x.Size}
+	}
+	if r.Limit == 0 {
+		vs, err := s.tl.Log(v.ID, since, until)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]LogEntry, 0, len(vs))
+		for _, x := range vs {
+			out = append(out, entry(x))
+		}
+		return out, nil
+	}
+	// The newest Limit of the range, in a ring, oldest first at the end.
+	ring := make([]LogEntry, 0, min(r.Limit, 4096))
+	n := 0
+	err = s.tl.EachVersion(v.ID, since, until, func(x timeline.VersionInfo) {
+		if len(ring) < r.Limit {
+			ring = append(ring, entry(x))
+		} else {
+			ring[n%r.Limit] = entry(x)
+		}
+		n++
+	})
 	if err != nil {
 		return nil, err
 	}
-	out := make([]LogEntry, 0, len(vs))
-	for _, x := range vs {
-		out = append(out, LogEntry{Time: Time(x.Time), Kind: x.Kind.String(), Blocks: x.Blocks,
-			Bytes: x.Bytes, Stored: x.Stored, Size: x.Size})
+	if n <= r.Limit {
+		return ring, nil
 	}
-	return out, nil
+	k := n % r.Limit
+	return append(ring[k:len(ring):len(ring)], ring[:k]...), nil
 }
 
 // bound resolves a --since/--until WHEN; unlike a view, it may lie

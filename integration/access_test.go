@@ -261,12 +261,12 @@ func TestAccessServesDataOwner(t *testing.T) {
 	// A client other than bin/rewind, naming paths instead of passing
 	// them open, gets nothing the daemon's rights would give it.
 	body, _ := json.Marshal(map[string]string{"volume": "s", "source": secret})
-	if got := rw.rawAsNobody(base, "import", string(body)); !strings.HasPrefix(got, "400 ") || !strings.Contains(got, "opens no path") {
+	if got := rw.rawAsNobody(base, "imports", string(body)); !strings.HasPrefix(got, "400 ") || !strings.Contains(got, "opens no path") {
 		t.Errorf("raw import of a root-only path: %s", got)
 	}
 	rootDest := filepath.Join(rootDir, "raw")
 	body, _ = json.Marshal(map[string]string{"spec": "v@latest", "dest": rootDest})
-	if got := rw.rawAsNobody(base, "export", string(body)); !strings.HasPrefix(got, "400 ") || !strings.Contains(got, "opens no path") {
+	if got := rw.rawAsNobody(base, "exports", string(body)); !strings.HasPrefix(got, "400 ") || !strings.Contains(got, "opens no path") {
 		t.Errorf("raw export to a root-only path: %s", got)
 	}
 	if _, err := os.Lstat(rootDest); !os.IsNotExist(err) {

@@ -244,7 +244,7 @@ func TestGCReclaimsKilledImport(t *testing.T) {
 	pr, pw := io.Pipe()
 	ctx, kill := context.WithCancel(context.Background())
 	defer kill()
-	req, err := http.NewRequestWithContext(ctx, "POST", "http://"+srv.HTTPAddr+"/v1/import?volume=big", pr)
+	req, err := http.NewRequestWithContext(ctx, "POST", "http://"+srv.HTTPAddr+"/v1/imports?volume=big", pr)
 	if err != nil {
 		t.Fatal(err)
 	}

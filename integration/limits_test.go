@@ -24,7 +24,7 @@ import (
 func createVolume(t *testing.T, srv *server, name string, size int64) {
 	t.Helper()
 	body := fmt.Sprintf(`{"volume":%q,"size":%d}`, name, size)
-	req, err := http.NewRequest(http.MethodPost, "http://"+srv.HTTPAddr+"/v1/create", strings.NewReader(body))
+	req, err := http.NewRequest(http.MethodPost, "http://"+srv.HTTPAddr+"/v1/volumes", strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +35,7 @@ func createVolume(t *testing.T, srv *server, name string, size int64) {
 		t.Fatalf("create %s: %v", name, err)
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
+	if resp.StatusCode != http.StatusCreated {
 		b, _ := io.ReadAll(resp.Body)
 		t.Fatalf("create %s: %s: %s", name, resp.Status, b)
 	}

@@ -187,14 +187,15 @@ func TestProtectBadInput(t *testing.T) {
 	bearer := "Authorization: Bearer " + srv.APIToken(t)
 	api := "http://" + srv.HTTPAddr + "/v1/"
 	body := fmt.Sprintf(`{"volume":"bad","primary":%q}`, other)
-	code, answer := curlStatus(t, nil, "-X", "POST", "-H", "Content-Type: application/json", "-H", bearer, "-d", body, api+"protect")
+	code, answer := curlStatus(t, nil, "-X", "POST", "-H", "Content-Type: application/json", "-H", bearer, "-d", body, api+"protections")
 	if code != "400" || !strings.Contains(answer, "not passed open") {
 		t.Errorf("protect of a path over --http: %s %s", code, answer)
 	}
-	for _, call := range []string{"protect", "unprotect", "protect-status"} {
-		code, answer := curlStatus(t, nil, "-X", "POST", "-H", "Content-Type: application/json", "-d", `{"volume":"running"}`, api+call)
+	for _, call := range []string{"POST protections", "GET protections", "GET protections/running", "DELETE protections/running"} {
+		method, path, _ := strings.Cut(call, " ")
+		code, answer := curlStatus(t, nil, "-X", method, "-H", "Content-Type: application/json", "-d", `{"volume":"running"}`, api+path)
 		if code != "401" {
-			t.Errorf("POST /v1/%s without the token: %s %s", call, code, answer)
+			t.Errorf("%s /v1/%s without the token: %s %s", method, path, code, answer)
 		}
 	}
 	// Prometheus sees the protection.

@@ -480,8 +480,8 @@ func TestRecoverBadInput(t *testing.T) {
 	bearer := "Authorization: Bearer " + srv.APIToken(t)
 	remote := filepath.Join(base, "remote.img")
 	api := "http://" + srv.HTTPAddr + "/v1/"
-	body := fmt.Sprintf(`{"spec":"v@latest","target":%q,"as":"bad"}`, remote)
-	code, answer := curlStatus(t, nil, "-X", "POST", "-H", "Content-Type: application/json", "-H", bearer, "-d", body, api+"recover")
+	body := fmt.Sprintf(`{"from":"v@latest","target":%q,"as":"bad"}`, remote)
+	code, answer := curlStatus(t, nil, "-X", "POST", "-H", "Content-Type: application/json", "-H", bearer, "-d", body, api+"recoveries")
 	if code != "400" || !strings.Contains(answer, "nbd://") {
 		t.Errorf("recover of a path over --http: %s %s", code, answer)
 	}
@@ -489,15 +489,17 @@ func TestRecoverBadInput(t *testing.T) {
 		t.Errorf("the daemon made %s for a caller (%v)", remote, err)
 	}
 	// Nor does it connect to a Unix socket a caller names.
-	body = fmt.Sprintf(`{"spec":"v@latest","target":"nbd+unix:///x?socket=%s","as":"bad"}`, rw.Socket())
-	code, answer = curlStatus(t, nil, "-X", "POST", "-H", "Content-Type: application/json", "-H", bearer, "-d", body, api+"recover")
+	body = fmt.Sprintf(`{"from":"v@latest","target":"nbd+unix:///x?socket=%s","as":"bad"}`, rw.Socket())
+	code, answer = curlStatus(t, nil, "-X", "POST", "-H", "Content-Type: application/json", "-H", bearer, "-d", body, api+"recoveries")
 	if code != "400" || !strings.Contains(answer, "unix") {
 		t.Errorf("recover into a Unix socket over --http: %s %s", code, answer)
 	}
-	for _, call := range []string{"recover", "recover-status", "recover-cutover", "recover-cancel", "recover-limit"} {
-		code, answer := curlStatus(t, nil, "-X", "POST", "-H", "Content-Type: application/json", "-d", `{"name":"running"}`, api+call)
+	for _, call := range []string{"POST recoveries", "GET recoveries", "GET recoveries/running", "PATCH recoveries/running",
+		"POST recoveries/running/cutover", "DELETE recoveries/running"} {
+		method, path, _ := strings.Cut(call, " ")
+		code, answer := curlStatus(t, nil, "-X", method, "-H", "Content-Type: application/json", "-d", `{"from":"v@latest","bwlimit":1}`, api+path)
 		if code != "401" {
-			t.Errorf("POST /v1/%s without the token: %s %s", call, code, answer)
+			t.Errorf("%s /v1/%s without the token: %s %s", method, path, code, answer)
 		}
 	}
 

@@ -2,11 +2,40 @@ package integration
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
+	"sort"
 	"strings"
 	"testing"
+
+	"github.com/rewind-dev/rewind/catalog/api"
 )
+
+// apiRoutes lists every route of the API's OpenAPI document as "METHOD
+// /path", with each {parameter} replaced by name.
+func apiRoutes(t *testing.T, name string) []string {
+	t.Helper()
+	var doc struct {
+		Paths map[string]map[string]any `json:"paths"`
+	}
+	if err := json.Unmarshal(api.OpenAPI(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	param := regexp.MustCompile(`\{[a-z]+\}`)
+	var out []string
+	for path, ops := range doc.Paths {
+		for method := range ops {
+			out = append(out, strings.ToUpper(method)+" "+param.ReplaceAllString(path, name))
+		}
+	}
+	sort.Strings(out)
+	if len(out) < 30 {
+		t.Fatalf("the OpenAPI document lists %d routes", len(out))
+	}
+	return out
+}
 
 // curlStatus runs curl as the given user (nil: root) and returns the HTTP
 // status and body of one request.
@@ -43,27 +72,25 @@ func TestRemoteAPIRefusesStrangers(t *testing.T) {
 
 	nobody := []string{setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"}
 	for _, who := range [][]string{nil, nobody} {
-		for _, call := range []string{"volumes", "stats", "create", "remove", "log", "diff", "point-add", "points",
-			"point-rm", "clone", "retention-set", "retention", "prune", "gc", "verify", "replicate", "import", "export", "mount", "umount", "nosuch"} {
-			code, body := curlStatus(t, who, "-X", "POST", "-H", json, "-d", `{"name":"db01","force":true}`, base+"/v1/"+call)
+		// Every route of the API, and one that is none.
+		for _, call := range append(apiRoutes(t, "db01"), "POST /v1/nosuch") {
+			method, path, _ := strings.Cut(call, " ")
+			code, body := curlStatus(t, who, "-X", method, "-H", json, "-d", `{"name":"db01","force":true}`, base+path+"?force=true")
 			if code != "401" {
-				t.Errorf("POST /v1/%s without the token (as %v): %s %s", call, who, code, body)
+				t.Errorf("%s without the token (as %v): %s %s", call, who, code, body)
 			}
-		}
-		if code, _ := curlStatus(t, who, base+"/v1/volumes"); code != "401" {
-			t.Errorf("GET /v1/volumes without the token: %s", code)
 		}
 		// A page on another site posts a form with the token it could not
 		// know, or even with it: refused either way.
 		for _, auth := range []string{"X-None: 1", bearer} {
-			code, body := curlStatus(t, who, "-X", "POST", "-H", "Content-Type: text/plain", "-H", "Origin: http://evil.example",
-				"-H", auth, "-d", `{"name":"db01","force":true}`, base+"/v1/remove")
+			code, body := curlStatus(t, who, "-X", "DELETE", "-H", "Content-Type: text/plain", "-H", "Origin: http://evil.example",
+				"-H", auth, base+"/v1/volumes/db01?force=true")
 			if code != "403" {
 				t.Errorf("cross-site text/plain remove (%s): %s %s", auth, code, body)
 			}
 		}
-		code, body := curlStatus(t, who, "-X", "POST", "-H", json, "-H", bearer, "-H", "Host: evil.example",
-			"-d", `{"name":"db01","force":true}`, base+"/v1/remove")
+		code, body := curlStatus(t, who, "-X", "DELETE", "-H", bearer, "-H", "Host: evil.example",
+			base+"/v1/volumes/db01?force=true")
 		if code != "403" {
 			t.Errorf("remove with a foreign Host: %s %s", code, body)
 		}
@@ -80,11 +107,11 @@ func TestRemoteAPIRefusesStrangers(t *testing.T) {
 
 	// With the token, the API answers.
 	code, body := curlStatus(t, nil, "-X", "POST", "-H", json, "-H", bearer,
-		"-d", `{"spec":"db01@latest","name":"db01-test"}`, base+"/v1/clone")
-	if code != "200" || !strings.Contains(body, `"db01-test"`) {
+		"-d", `{"from":"db01@latest","name":"db01-test"}`, base+"/v1/clones")
+	if code != "201" || !strings.Contains(body, `"db01-test"`) {
 		t.Fatalf("clone with the token: %s %s", code, body)
 	}
-	code, body = curlStatus(t, nil, "-X", "POST", "-H", json, "-H", bearer, "-d", `{}`, base+"/v1/volumes")
+	code, body = curlStatus(t, nil, "-H", bearer, base+"/v1/volumes")
 	if code != "200" || !strings.Contains(body, `"db01-test"`) {
 		t.Fatalf("volumes with the token: %s %s", code, body)
 	}
@@ -95,12 +122,12 @@ func TestRemoteAPIRefusesStrangers(t *testing.T) {
 	data := bytes.Repeat([]byte("rewind over the network "), 1<<16) // 1.5 MiB, not a multiple of a block
 	os.WriteFile(img, data, 0o644)
 	code, body = curlStatus(t, nil, "-X", "POST", "-H", bearer, "-H", "Content-Type: application/octet-stream",
-		"--data-binary", "@"+img, base+"/v1/import?volume=web01&block_size=4096")
+		"--data-binary", "@"+img, base+"/v1/imports?volume=web01&block_size=4096")
 	if code != "200" || !strings.Contains(body, `"created":true`) {
 		t.Fatalf("import of a stream: %s %s", code, body)
 	}
 	back := filepath.Join(t.TempDir(), "back.img")
-	mustRunCmd(t, "curl", "-sf", "-o", back, "-H", bearer, "-H", json, "-d", `{"spec":"web01@latest","dest":"-"}`, base+"/v1/export")
+	mustRunCmd(t, "curl", "-sf", "-o", back, "-H", bearer, "-H", json, "-d", `{"spec":"web01@latest","dest":"-"}`, base+"/v1/exports")
 	if got, _ := os.ReadFile(back); !bytes.Equal(got, data) {
 		t.Fatalf("export of the streamed import: %d bytes differ from the %d sent", len(got), len(data))
 	}
@@ -108,8 +135,8 @@ func TestRemoteAPIRefusesStrangers(t *testing.T) {
 	os.WriteFile(secret, []byte("root only"), 0o600)
 	dest := filepath.Join(t.TempDir(), "written-by-the-daemon")
 	for call, req := range map[string]string{
-		"import": `{"volume":"stolen","source":"` + secret + `"}`,
-		"export": `{"spec":"web01@latest","dest":"` + dest + `"}`,
+		"imports": `{"volume":"stolen","source":"` + secret + `"}`,
+		"exports": `{"spec":"web01@latest","dest":"` + dest + `"}`,
 	} {
 		if code, body := curlStatus(t, nil, "-X", "POST", "-H", bearer, "-H", json, "-d", req, base+"/v1/"+call); code != "400" {
 			t.Errorf("%s of a path on the server over TCP: %s %s", call, code, body)
@@ -149,7 +176,7 @@ func TestRemoteAPIOverHTTPS(t *testing.T) {
 	_, port, _ := strings.Cut(srv.HTTPAddr, ":")
 	url := "https://localhost:" + port + "/v1/volumes"
 	bearer := "Authorization: Bearer " + strings.TrimSpace(string(tok))
-	if code, body := curlStatus(t, nil, "--cacert", ca, "-H", bearer, "-H", "Content-Type: application/json", "-d", "{}", url); code != "200" || !strings.Contains(body, `"db01"`) {
+	if code, body := curlStatus(t, nil, "--cacert", ca, "-H", bearer, url); code != "200" || !strings.Contains(body, `"db01"`) {
 		t.Errorf("HTTPS with the token: %s %s", code, body)
 	}
 	if code, _ := curlStatus(t, nil, "--cacert", ca, url); code != "401" {

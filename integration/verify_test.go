@@ -215,13 +215,13 @@ func TestVerifyAccess(t *testing.T) {
 		t.Fatal(err)
 	}
 	oneLineError(t, "verify --fsck through a 0666 socket", rw.runAsNobody("verify", "v", "--fsck"), "not uid 65534")
-	for _, call := range []string{"verify-fsck", "verify-nbd", "verify-resolve"} {
+	for _, call := range []string{"verify/fsck", "verify/nbd", "verify/resolve"} {
 		if got := rw.rawAsNobody(base, call, `{"spec":"v"}`); !strings.HasPrefix(got, "403 ") {
 			t.Errorf("raw %s as %d: %s, want 403", call, nobody, got)
 		}
 	}
 	// The HTTP API, even with the token, does not run them.
-	for _, call := range []string{"verify-fsck", "verify-nbd"} {
+	for _, call := range []string{"verify/fsck", "verify/nbd"} {
 		req, err := http.NewRequest("POST", "http://"+srv.HTTPAddr+"/v1/"+call, strings.NewReader(`{"spec":"v"}`))
 		if err != nil {
 			t.Fatal(err)

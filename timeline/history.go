@@ -16,14 +16,22 @@ type VersionInfo struct {
 
 // Log lists the versions of vol recorded in [since, until], oldest first.
 func (s *Store) Log(vol uint64, since, until int64) ([]VersionInfo, error) {
+	var out []VersionInfo
+	err := s.EachVersion(vol, since, until, func(v VersionInfo) { out = append(out, v) })
+	return out, err
+}
+
+// EachVersion calls fn with each version of vol recorded in [since,
+// until], oldest first, in one pass over the index and without keeping
+// them: for summaries of long histories.
+func (s *Store) EachVersion(vol uint64, since, until int64, fn func(VersionInfo)) error {
 	lo := timeKey(vol, max(since, 0), 0)
 	hi := timeKey(vol+1, 0, 0)
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer it.Close()
-	var out []VersionInfo
 	for it.First(); it.Valid(); it.Next() {
 		_, t, part, ok := parseTimeKey(it.Key())
 		if !ok || part != summaryPart {
@@ -34,12 +42,12 @@ func (s *Store) Log(vol uint64, since, until int64) ([]VersionInfo, error) {
 		}
 		sum, err := unmarshalSummary(it.Value())
 		if err != nil {
-			return nil, err
+			return err
 		}
-		out = append(out, VersionInfo{Time: t, Kind: sum.Kind, Blocks: int64(sum.Blocks),
+		fn(VersionInfo{Time: t, Kind: sum.Kind, Blocks: int64(sum.Blocks),
 			Bytes: int64(sum.Bytes), Stored: int64(sum.Stored), Size: int64(sum.Size)})
 	}
-	return out, it.Error()
+	return it.Error()
 }
 
 // Range is a run of bytes.

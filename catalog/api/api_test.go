@@ -22,7 +22,7 @@ func TestRoundTrip(t *testing.T) {
 	}
 	defer svc.Close()
 	sock := filepath.Join(dir, "rewind.sock")
-	s, err := ListenSocket(sock, Handler(svc, nil))
+	s, err := ListenSocket(sock, Handler(svc, ServerInfo{}))
 	if err != nil {
 		t.Fatal(err)
 	}

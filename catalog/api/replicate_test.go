@@ -36,7 +36,7 @@ func TestReplicateTargetOwner(t *testing.T) {
 	}
 	fake := &replicateOnly{}
 	owner := uint32(1000)
-	_, c := serveSocket(t, Handler(fake, nil), func(*net.UnixConn) (uint32, error) { return 1000, nil }, &owner)
+	_, c := serveSocket(t, Handler(fake, ServerInfo{}), func(*net.UnixConn) (uint32, error) { return 1000, nil }, &owner)
 	ctx := context.Background()
 	rootDir := t.TempDir()
 	for _, to := range []string{rootDir, filepath.Join(rootDir, "new", "site2")} {
@@ -60,11 +60,11 @@ func TestReplicateTargetOwner(t *testing.T) {
 	}
 
 	// Over TCP (the HTTP API behind its token), no uid is known.
-	srv := httptest.NewServer(Handler(fake, nil))
+	srv := httptest.NewServer(Handler(fake, ServerInfo{}))
 	defer srv.Close()
 	for to, allowed := range map[string]bool{mine: false, "s3://bucket/prefix": true} {
 		fake.called.Store(false)
-		resp, err := http.Post(srv.URL+"/v1/replicate", "application/json", strings.NewReader(`{"to":"`+to+`"}`))
+		resp, err := http.Post(srv.URL+"/v1/replications", "application/json", strings.NewReader(`{"to":"`+to+`"}`))
 		if err != nil {
 			t.Fatal(err)
 		}

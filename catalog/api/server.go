@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -17,82 +18,211 @@ import (
 	"github.com/rewind-dev/rewind/catalog"
 )
 
-// Handler serves api over HTTP. Extra holds daemon-only calls (mount,
-// umount, ...) by name; they get the raw request body.
-func Handler(api catalog.API, extra map[string]func(ctx context.Context, body json.RawMessage) (any, error)) http.Handler {
-	calls := map[string]func(ctx context.Context, body json.RawMessage) (any, error){
-		"volumes": func(ctx context.Context, _ json.RawMessage) (any, error) { return api.Volumes(ctx) },
-		"stats":   func(ctx context.Context, _ json.RawMessage) (any, error) { return api.Stats(ctx) },
-		"create":  decodeThen(func(ctx context.Context, r catalog.CreateRequest) (any, error) { return api.CreateVolume(ctx, r) }),
-		"remove":  decodeThen(func(ctx context.Context, r nameReq) (any, error) { return nil, api.RemoveVolume(ctx, r.Name, r.Force) }),
-		"log":     decodeThen(func(ctx context.Context, r catalog.LogRequest) (any, error) { return api.Log(ctx, r) }),
-		"diff":    decodeThen(func(ctx context.Context, r diffReq) (any, error) { return api.Diff(ctx, r.From, r.To) }),
-		"point-add": decodeThen(func(ctx context.Context, r pointReq) (any, error) {
-			return api.AddPoint(ctx, r.Spec, r.Label)
-		}),
-		"points": decodeThen(func(ctx context.Context, r pointReq) (any, error) { return api.Points(ctx, r.Volume) }),
-		"point-rm": decodeThen(func(ctx context.Context, r pointReq) (any, error) {
-			return nil, api.RemovePoint(ctx, r.Volume, r.Label)
-		}),
-		"clone": decodeThen(func(ctx context.Context, r cloneReq) (any, error) { return api.Clone(ctx, r.Spec, r.Name) }),
-		"retention-set": decodeThen(func(ctx context.Context, r catalog.Retention) (any, error) {
-			return api.SetRetention(ctx, r)
-		}),
-		"retention": decodeThen(func(ctx context.Context, r nameReq) (any, error) { return api.Retention(ctx, r.Name) }),
-		"prune":     decodeThen(func(ctx context.Context, r catalog.PruneRequest) (any, error) { return api.Prune(ctx, r) }),
-		"gc":        decodeThen(func(ctx context.Context, r catalog.GCRequest) (any, error) { return api.GC(ctx, r) }),
-	}
-	for k, v := range extra {
-		calls[k] = v
-	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/{method}", func(w http.ResponseWriter, r *http.Request) {
-		method := r.PathValue("method")
-		switch method {
-		case "import":
-			serveImport(api, w, r)
-			return
-		case "export":
-			serveExport(api, w, r)
-			return
-		case "verify":
-			serveVerify(api, w, r)
-			return
-		case "replicate":
-			serveReplicate(api, w, r)
-			return
-		}
-		call, ok := calls[method]
-		if !ok {
-			writeError(w, http.StatusNotFound, fmt.Errorf("%w: unknown call %q", catalog.ErrInvalid, method))
-			return
-		}
-		body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-		if err != nil {
-			writeError(w, http.StatusBadRequest, err)
-			return
-		}
-		res, err := call(r.Context(), body)
-		if err != nil {
-			writeError(w, statusOf(err), err)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(res)
-	})
-	return mux
+// ServerInfo is GET /v1/server: what the daemon serves and where.
+type ServerInfo struct {
+	Version string `json:"version"`
+	NBD     string `json:"nbd"` // host:port, "" when NBD is off
+	NBDTLS  bool   `json:"nbd_tls"`
+	Mount   string `json:"mount"` // the --mount tree, "" when none
+	Store   string `json:"store"` // the object store, "" for the data directory
+	Data    string `json:"data"`
 }
 
-func decodeThen[T any](f func(context.Context, T) (any, error)) func(context.Context, json.RawMessage) (any, error) {
-	return func(ctx context.Context, body json.RawMessage) (any, error) {
-		var req T
-		if len(body) > 0 {
-			if err := json.Unmarshal(body, &req); err != nil {
-				return nil, fmt.Errorf("%w: bad request: %v", catalog.ErrInvalid, err)
-			}
+// Handler serves the routes of api and info, then extra (the daemon's
+// own), on one table: Serve(append(Routes(api, info), extra...)).
+func Handler(api catalog.API, info ServerInfo, extra ...Route) http.Handler {
+	return Serve(append(Routes(api, info), extra...))
+}
+
+// Routes are the catalog's routes of the API, with /v1/server and
+// /v1/openapi.json.
+func Routes(api catalog.API, info ServerInfo) []Route {
+	name := func(r *http.Request) string { return r.PathValue("name") }
+	at := func(volume, when string) string {
+		if when == "" {
+			return volume
 		}
-		return f(ctx, req)
+		return volume + "@" + when
 	}
+	return []Route{
+		{Method: "GET", Pattern: "/v1/openapi.json", Handler: http.HandlerFunc(serveOpenAPI)},
+		{Method: "GET", Pattern: "/v1/server", Answer: ServerInfo{},
+			Handler: OK(func(*http.Request) (any, error) { return info, nil })},
+		{Method: "GET", Pattern: "/v1/volumes", Answer: []catalog.VolumeInfo{},
+			Handler: OK(func(r *http.Request) (any, error) { return api.Volumes(r.Context()) })},
+		{Method: "POST", Pattern: "/v1/volumes", Body: catalog.CreateRequest{}, Answer: catalog.VolumeInfo{},
+			Handler: Created(func(r *http.Request) (any, string, error) {
+				req, err := Decode[catalog.CreateRequest](r)
+				if err != nil {
+					return nil, "", err
+				}
+				v, err := api.CreateVolume(r.Context(), req)
+				if err != nil {
+					return nil, "", err
+				}
+				return v, volumePath(v.Name), nil
+			})},
+		{Method: "GET", Pattern: "/v1/volumes/{name}", Answer: catalog.VolumeInfo{},
+			Handler: OK(func(r *http.Request) (any, error) { return volumeInfo(r.Context(), api, name(r)) })},
+		{Method: "DELETE", Pattern: "/v1/volumes/{name}",
+			Handler: NoContent(func(r *http.Request) error {
+				force, err := boolQuery(r, "force")
+				if err != nil {
+					return err
+				}
+				return api.RemoveVolume(r.Context(), name(r), force)
+			})},
+		{Method: "GET", Pattern: "/v1/volumes/{name}/versions", Answer: []catalog.LogEntry{},
+			Handler: OK(func(r *http.Request) (any, error) {
+				q := r.URL.Query()
+				limit, err := intQuery(r, "limit")
+				if err != nil {
+					return nil, err
+				}
+				return api.Log(r.Context(), catalog.LogRequest{Volume: name(r), Since: q.Get("since"), Until: q.Get("until"), Limit: limit})
+			})},
+		{Method: "GET", Pattern: "/v1/volumes/{name}/activity", Answer: catalog.Activity{},
+			Handler: OK(func(r *http.Request) (any, error) {
+				q := r.URL.Query()
+				n, err := intQuery(r, "buckets")
+				if err != nil {
+					return nil, err
+				}
+				return api.Activity(r.Context(), catalog.ActivityRequest{Volume: name(r), Since: q.Get("since"), Until: q.Get("until"), Buckets: n})
+			})},
+		{Method: "GET", Pattern: "/v1/volumes/{name}/diff", Answer: catalog.DiffResult{},
+			Handler: OK(func(r *http.Request) (any, error) {
+				q := r.URL.Query()
+				return api.Diff(r.Context(), at(name(r), q.Get("from")), at(name(r), q.Get("to")))
+			})},
+		{Method: "GET", Pattern: "/v1/volumes/{name}/points", Answer: []catalog.Point{},
+			Handler: OK(func(r *http.Request) (any, error) { return api.Points(r.Context(), name(r)) })},
+		{Method: "POST", Pattern: "/v1/volumes/{name}/points", Body: PointRequest{}, Answer: catalog.Point{},
+			Handler: Created(func(r *http.Request) (any, string, error) {
+				req, err := Decode[PointRequest](r)
+				if err != nil {
+					return nil, "", err
+				}
+				when := req.At
+				if when == "" {
+					when = "latest"
+				}
+				p, err := api.AddPoint(r.Context(), at(name(r), when), req.Label)
+				if err != nil {
+					return nil, "", err
+				}
+				return p, volumePath(p.Volume) + "/points/" + url.PathEscape(p.Label), nil
+			})},
+		{Method: "DELETE", Pattern: "/v1/volumes/{name}/points/{label}",
+			Handler: NoContent(func(r *http.Request) error {
+				return api.RemovePoint(r.Context(), name(r), r.PathValue("label"))
+			})},
+		{Method: "GET", Pattern: "/v1/volumes/{name}/retention", Answer: catalog.Retention{},
+			Handler: OK(func(r *http.Request) (any, error) { return api.Retention(r.Context(), name(r)) })},
+		{Method: "PUT", Pattern: "/v1/volumes/{name}/retention", Body: catalog.Retention{}, Answer: catalog.Retention{},
+			Handler: OK(func(r *http.Request) (any, error) {
+				req, err := Decode[catalog.Retention](r)
+				if err != nil {
+					return nil, err
+				}
+				if req.Volume != "" && req.Volume != name(r) {
+					return nil, catalog.Errorf(catalog.ErrInvalid, "the body names volume %q, the path %q: leave the body's volume out", req.Volume, name(r))
+				}
+				req.Volume = name(r)
+				return api.SetRetention(r.Context(), req)
+			})},
+		{Method: "GET", Pattern: "/v1/resolve", Answer: catalog.Resolved{},
+			Handler: OK(func(r *http.Request) (any, error) {
+				spec := r.URL.Query().Get("spec")
+				if spec == "" {
+					return nil, catalog.Errorf(catalog.ErrInvalid, "give the recovery point as ?spec=VOLUME@WHEN")
+				}
+				return api.Instant(r.Context(), spec)
+			})},
+		{Method: "POST", Pattern: "/v1/clones", Body: CloneRequest{}, Answer: catalog.VolumeInfo{},
+			Handler: Created(func(r *http.Request) (any, string, error) {
+				req, err := Decode[CloneRequest](r)
+				if err != nil {
+					return nil, "", err
+				}
+				if req.From == "" {
+					return nil, "", catalog.Errorf(catalog.ErrInvalid, "give the instant to clone as \"from\": \"VOLUME@WHEN\"")
+				}
+				v, err := api.Clone(r.Context(), req.From, req.Name)
+				if err != nil {
+					return nil, "", err
+				}
+				return v, volumePath(v.Name), nil
+			})},
+		{Method: "GET", Pattern: "/v1/stats", Answer: catalog.Stats{},
+			Handler: OK(func(r *http.Request) (any, error) { return api.Stats(r.Context()) })},
+		{Method: "POST", Pattern: "/v1/prune", Body: catalog.PruneRequest{}, Answer: []catalog.PruneResult{},
+			Handler: OK(func(r *http.Request) (any, error) {
+				req, err := Decode[catalog.PruneRequest](r)
+				if err != nil {
+					return nil, err
+				}
+				return api.Prune(r.Context(), req)
+			})},
+		{Method: "POST", Pattern: "/v1/gc", Body: catalog.GCRequest{}, Answer: catalog.GCResult{},
+			Handler: OK(func(r *http.Request) (any, error) {
+				req, err := Decode[catalog.GCRequest](r)
+				if err != nil {
+					return nil, err
+				}
+				return api.GC(r.Context(), req)
+			})},
+		{Method: "POST", Pattern: "/v1/verify", Body: catalog.VerifyRequest{},
+			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { serveVerify(api, w, r) })},
+		{Method: "POST", Pattern: "/v1/imports", Body: catalog.ImportRequest{},
+			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { serveImport(api, w, r) })},
+		{Method: "POST", Pattern: "/v1/exports", Body: catalog.ExportRequest{},
+			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { serveExport(api, w, r) })},
+		{Method: "POST", Pattern: "/v1/replications", Body: catalog.ReplicateRequest{},
+			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { serveReplicate(api, w, r) })},
+	}
+}
+
+// volumeInfo is one volume's row of the list.
+func volumeInfo(ctx context.Context, api catalog.API, name string) (*catalog.VolumeInfo, error) {
+	vols, err := api.Volumes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for i := range vols {
+		if vols[i].Name == name {
+			return &vols[i], nil
+		}
+	}
+	return nil, catalog.Errorf(catalog.ErrNotFound, "no volume %q (see GET /v1/volumes)", name)
+}
+
+func volumePath(name string) string { return "/v1/volumes/" + url.PathEscape(name) }
+
+// boolQuery reads ?key=true|false (absent: false).
+func boolQuery(r *http.Request, key string) (bool, error) {
+	s := r.URL.Query().Get(key)
+	if s == "" {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(s)
+	if err != nil {
+		return false, catalog.Errorf(catalog.ErrInvalid, "%s=%q: give %s=true or %s=false", key, s, key, key)
+	}
+	return b, nil
+}
+
+// intQuery reads ?key=N (absent: 0).
+func intQuery(r *http.Request, key string) (int, error) {
+	s := r.URL.Query().Get(key)
+	if s == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 {
+		return 0, catalog.Errorf(catalog.ErrInvalid, "%s=%q: give a whole number, 0 or more", key, s)
+	}
+	return n, nil
 }
 
 func statusOf(err error) int {
@@ -155,13 +285,13 @@ func (s *streamer) finish(res any, err error) {
 }
 
 func serveImport(api catalog.API, w http.ResponseWriter, r *http.Request) {
-	if isStream(r) {
+	if isRaw(r) {
 		serveImportStream(api, w, r)
 		return
 	}
 	var req catalog.ImportRequest
 	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
-		writeError(w, http.StatusBadRequest, fmt.Errorf("%w: bad request: %v", catalog.ErrInvalid, err))
+		writeError(w, http.StatusBadRequest, catalog.Errorf(catalog.ErrInvalid, "bad request: %v", err))
 		return
 	}
 	// An nbd:// source is a network address the daemon dials; any other
@@ -189,7 +319,7 @@ func serveImportStream(api catalog.API, w http.ResponseWriter, r *http.Request) 
 	if bs := q.Get("block_size"); bs != "" {
 		n, err := strconv.ParseInt(bs, 10, 64)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, fmt.Errorf("%w: block_size %q is not a number of bytes", catalog.ErrInvalid, bs))
+			writeError(w, http.StatusBadRequest, catalog.Errorf(catalog.ErrInvalid, "block_size %q is not a number of bytes", bs))
 			return
 		}
 		req.BlockSize = n
@@ -208,7 +338,7 @@ func errNoFile(what, path string) error {
 func serveExport(api catalog.API, w http.ResponseWriter, r *http.Request) {
 	var req catalog.ExportRequest
 	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
-		writeError(w, http.StatusBadRequest, fmt.Errorf("%w: bad request: %v", catalog.ErrInvalid, err))
+		writeError(w, http.StatusBadRequest, catalog.Errorf(catalog.ErrInvalid, "bad request: %v", err))
 		return
 	}
 	if req.Dest != "-" {
@@ -236,7 +366,7 @@ func serveExport(api catalog.API, w http.ResponseWriter, r *http.Request) {
 func serveVerify(api catalog.API, w http.ResponseWriter, r *http.Request) {
 	var req catalog.VerifyRequest
 	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil && !errors.Is(err, io.EOF) {
-		writeError(w, http.StatusBadRequest, fmt.Errorf("%w: bad request: %v", catalog.ErrInvalid, err))
+		writeError(w, http.StatusBadRequest, catalog.Errorf(catalog.ErrInvalid, "bad request: %v", err))
 		return
 	}
 	s := newStreamer(w)
@@ -248,7 +378,7 @@ func serveVerify(api catalog.API, w http.ResponseWriter, r *http.Request) {
 func serveReplicate(api catalog.API, w http.ResponseWriter, r *http.Request) {
 	var req catalog.ReplicateRequest
 	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
-		writeError(w, http.StatusBadRequest, fmt.Errorf("%w: bad request: %v", catalog.ErrInvalid, err))
+		writeError(w, http.StatusBadRequest, catalog.Errorf(catalog.ErrInvalid, "bad request: %v", err))
 		return
 	}
 	if err := checkTargetOwner(r.Context(), req.To); err != nil {

@@ -202,7 +202,7 @@ func PeerUID(ctx context.Context) (uint32, bool) {
 
 // PassedFile takes the descriptor the caller passed on the request's
 // connection (Client.CallWithFile), or returns nil; the handler owns it
-// from then on. Calls of the daemon's own (Handler's extra) use it.
+// from then on. The daemon's own routes (recoveries, protections, verify/nbd) use it.
 func PassedFile(ctx context.Context) *os.File { return passedFile(ctx) }
 
 // passedFile takes the descriptor the caller passed on the request's

@@ -107,7 +107,7 @@ func TestSocketRefusesOthers(t *testing.T) {
 	owner := uint32(1000)
 	_, c := serveSocket(t, h, func(*net.UnixConn) (uint32, error) { return 4242, nil }, &owner)
 
-	err := c.Call(context.Background(), "volumes", struct{}{}, nil)
+	err := c.Call(context.Background(), "GET", "/v1/volumes", nil, nil)
 	if !errors.Is(err, ErrForbidden) || !strings.Contains(err.Error(), "serves root and the owner") || strings.Contains(err.Error(), "\n") {
 		t.Fatalf("call as uid 4242: %v", err)
 	}
@@ -129,15 +129,13 @@ func TestSocketRefusesOthers(t *testing.T) {
 func TestSocketPeerUID(t *testing.T) {
 	var got uint32
 	var ok bool
-	h := Handler(nil, map[string]func(context.Context, json.RawMessage) (any, error){
-		"whoami": func(ctx context.Context, _ json.RawMessage) (any, error) {
-			got, ok = PeerUID(ctx)
-			return nil, nil
-		},
-	})
+	h := Handler(nil, ServerInfo{}, Route{Method: "GET", Pattern: "/v1/whoami", Handler: OK(func(r *http.Request) (any, error) {
+		got, ok = PeerUID(r.Context())
+		return nil, nil
+	})})
 	owner := uint32(1000)
 	_, c := serveSocket(t, h, func(*net.UnixConn) (uint32, error) { return 1000, nil }, &owner)
-	if err := c.Call(context.Background(), "whoami", struct{}{}, nil); err != nil {
+	if err := c.Call(context.Background(), "GET", "/v1/whoami", nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	if !ok || got != 1000 {
@@ -171,7 +169,7 @@ func TestPassFile(t *testing.T) {
 	defer f.Close()
 	os.Remove(path)
 	for i := range 2 { // each call passes it on a connection of its own
-		resp, err := c.post(context.Background(), "any", struct{}{}, f)
+		resp, err := c.do(context.Background(), "POST", "/v1/any", struct{}{}, f)
 		if err != nil {
 			t.Fatalf("call %d: %v", i, err)
 		}
@@ -181,7 +179,7 @@ func TestPassFile(t *testing.T) {
 			t.Fatalf("call %d: the handler read %q", i, got)
 		}
 	}
-	resp, err := c.post(context.Background(), "any", struct{}{}, nil)
+	resp, err := c.do(context.Background(), "POST", "/v1/any", struct{}{}, nil)
 	if err == nil {
 		resp.Body.Close()
 		t.Fatal("a call without a file found one")
@@ -197,7 +195,7 @@ func TestNoFileRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer svc.Close()
-	_, c := serveSocket(t, Handler(svc, nil), nil, nil)
+	_, c := serveSocket(t, Handler(svc, ServerInfo{}), nil, nil)
 	ctx := context.Background()
 	img := filepath.Join(dir, "disk.img")
 	os.WriteFile(img, bytes.Repeat([]byte{7}, 1<<16), 0o644)

@@ -10,7 +10,10 @@ import (
 // errorBody is the JSON of a failed call.
 type errorBody struct {
 	Error string `json:"error"`
-	Class string `json:"class"`
+	// Class is the stable code: invalid, not_found, exists, conflict,
+	// busy, forbidden, no_space, internal (and, from Guard,
+	// unauthorized and unsupported_media_type).
+	Class string `json:"code"`
 }
 
 // streamLine is one line of a streamed answer.
@@ -59,23 +62,16 @@ func encodeError(err error) errorBody {
 	return errorBody{Error: err.Error(), Class: catalog.Class(err)}
 }
 
-// The requests of calls whose arguments are not one catalog struct.
+// The bodies of routes that are not one catalog struct.
 type (
-	nameReq struct {
-		Name  string `json:"name"`
-		Force bool   `json:"force,omitempty"`
+	// PointRequest is POST /v1/volumes/{name}/points.
+	PointRequest struct {
+		Label string `json:"label"`
+		At    string `json:"at,omitempty"` // WHEN; default latest
 	}
-	diffReq struct {
-		From string `json:"from"`
-		To   string `json:"to"`
-	}
-	pointReq struct {
-		Spec   string `json:"spec,omitempty"`
-		Volume string `json:"volume,omitempty"`
-		Label  string `json:"label,omitempty"`
-	}
-	cloneReq struct {
-		Spec string `json:"spec"`
+	// CloneRequest is POST /v1/clones.
+	CloneRequest struct {
+		From string `json:"from"` // VOLUME@WHEN
 		Name string `json:"name"`
 	}
 )

@@ -7,7 +7,10 @@
 // export.go, mount.go, serve.go). Every command calls a catalog.API: the
 // daemon's, through DATA/rewind.sock, when `rewind serve` runs on the data
 // directory, otherwise the data directory opened in-process. serve.go
-// builds the daemon: the socket, the NBD server (exports.go adapts
+// builds the daemon: the REST API's one route table (catalog/api's
+// routes, then the daemon's own from recoverserve.go, protectserve.go,
+// mountserve.go and verifyserve.go, as api.Route values), served on the
+// socket and on --http; the NBD server (exports.go adapts
 // timeline views to nbd.Backend), the FUSE tree and rewind mount
 // (mountserve.go), the daemon's side of verify --fsck and --boot
 // (verifyserve.go: the checks run in package mount/proof), and Prometheus
@@ -26,6 +29,9 @@
 // only onto a directory the caller owns, unless the caller is root, and
 // rewind replicate writes only to a directory target the caller owns
 // (catalog/api checks it).
+// Over --http no caller owns anything here: a mount names no directory,
+// and the daemon mounts at DATA/mounts/VOLUME@INSTANT, a 0700 directory
+// it makes and removes at unmount (a dir given over HTTP is refused).
 // Known limit: the owner is checked before mount(2) follows the path, so
 // a caller who owns a parent directory could swap the mount point for a
 // symlink in between; it could only cover an empty directory.

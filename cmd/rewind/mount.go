@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"path/filepath"
 	"strings"
 
@@ -39,7 +40,7 @@ func (c *mountCmd) Run(e *env) error {
 	}
 	defer cl.Close()
 	var res MountResult
-	if err := cl.Call(e.ctx, "mount", MountRequest{Spec: c.Spec, Dir: c.Dir, Files: c.Files, RW: c.RW, As: c.As}, &res); err != nil {
+	if err := cl.Call(e.ctx, "POST", "/v1/mounts", MountRequest{Spec: c.Spec, Dir: c.Dir, Files: c.Files, RW: c.RW, As: c.As}, &res); err != nil {
 		return err
 	}
 	return e.print(res, func() {
@@ -69,7 +70,7 @@ func (c *umountCmd) Run(e *env) error {
 		return err
 	}
 	defer cl.Close()
-	if err := cl.Call(e.ctx, "umount", MountRequest{Dir: strings.TrimSuffix(c.Dir, "/")}, nil); err != nil {
+	if err := cl.Call(e.ctx, "DELETE", "/v1/mounts?"+url.Values{"dir": {strings.TrimSuffix(c.Dir, "/")}}.Encode(), nil, nil); err != nil {
 		return err
 	}
 	return e.print(map[string]string{"unmounted": c.Dir}, func() { fmt.Printf("unmounted %s\n", c.Dir) })

@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -117,12 +119,17 @@ type mounts struct {
 type activeMount struct {
 	m   *mount.Mount
 	img mount.Image
+	res MountResult
+	// made is set when the daemon made the directory (a mount over
+	// HTTP); it removes it at unmount.
+	made bool
 }
 
-// MountRequest is rewind mount, sent to the daemon.
+// MountRequest is POST /v1/mounts (rewind mount). Without Dir the daemon
+// mounts at DATA/mounts/VOLUME@INSTANT, a directory it makes.
 type MountRequest struct {
 	Spec  string `json:"spec"`
-	Dir   string `json:"dir"`
+	Dir   string `json:"dir,omitempty"`
 	Files bool   `json:"files,omitempty"`
 	RW    bool   `json:"rw,omitempty"`
 	As    string `json:"as,omitempty"`
@@ -132,6 +139,7 @@ type MountRequest struct {
 type MountResult struct {
 	Dir     string   `json:"dir"`
 	Spec    string   `json:"spec"`
+	Files   bool     `json:"files"`
 	Clone   string   `json:"clone,omitempty"`
 	Skipped []string `json:"skipped,omitempty"`
 }
@@ -160,23 +168,92 @@ func (d *daemon) mountOptions() mount.Options {
 	return mount.Options{StateDir: filepath.Join(d.svc.Dir(), "run"), Logger: d.log}
 }
 
+// mountRoutes are /v1/mounts.
+func (d *daemon) mountRoutes() []api.Route {
+	return []api.Route{
+		{Method: "GET", Pattern: "/v1/mounts", Answer: []MountResult{},
+			Handler: api.OK(func(*http.Request) (any, error) { return d.mountList(), nil })},
+		{Method: "POST", Pattern: "/v1/mounts", Body: MountRequest{}, Answer: MountResult{},
+			Handler: api.Created(func(r *http.Request) (any, string, error) {
+				req, err := api.Decode[MountRequest](r)
+				if err != nil {
+					return nil, "", err
+				}
+				res, err := d.mount(r.Context(), req)
+				if err != nil {
+					return nil, "", err
+				}
+				return res, "/v1/mounts?" + url.Values{"dir": {res.Dir}}.Encode(), nil
+			})},
+		{Method: "DELETE", Pattern: "/v1/mounts",
+			Handler: api.NoContent(func(r *http.Request) error { return d.umount(r.URL.Query().Get("dir")) })},
+	}
+}
+
+// mountList lists the single-view mounts, by directory.
+func (d *daemon) mountList() []MountResult {
+	d.mounts.mu.Lock()
+	defer d.mounts.mu.Unlock()
+	out := make([]MountResult, 0, len(d.mounts.mu.byDir))
+	for _, am := range d.mounts.mu.byDir {
+		out = append(out, am.res)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Dir < out[j].Dir })
+	return out
+}
+
+// mountDir makes DATA/mounts/VOLUME@INSTANT (0700, the daemon's) for a
+// mount that names no directory: the daemon opens no path a caller names
+// over HTTP, so the caller gets one of the daemon's.
+func (d *daemon) mountDir(spec string) (string, error) {
+	at, err := d.svc.Instant(context.Background(), spec)
+	if err != nil {
+		return "", err
+	}
+	parent := filepath.Join(d.svc.Dir(), "mounts")
+	if err := os.MkdirAll(parent, 0o700); err != nil {
+		return "", err
+	}
+	dir := filepath.Join(parent, at.Spec)
+	d.mounts.mu.Lock()
+	_, taken := d.mounts.mu.byDir[dir]
+	d.mounts.mu.Unlock()
+	if taken {
+		return "", catalog.Errorf(catalog.ErrExists, "%s is mounted already, at %s: use it, or unmount it first (DELETE /v1/mounts?dir=%s)",
+			at.Spec, dir, url.QueryEscape(dir))
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return "", err
+	}
+	return dir, nil
+}
+
 // mount carries out rewind mount.
-func (d *daemon) mount(ctx context.Context, body json.RawMessage) (any, error) {
-	var r MountRequest
-	if err := json.Unmarshal(body, &r); err != nil {
-		return nil, err
+func (d *daemon) mount(ctx context.Context, r MountRequest) (_ *MountResult, err error) {
+	made := false
+	if r.Dir == "" {
+		if r.Dir, err = d.mountDir(r.Spec); err != nil {
+			return nil, err
+		}
+		made = true
+		defer func() {
+			if err != nil {
+				os.Remove(r.Dir)
+			}
+		}()
+	} else {
+		if !filepath.IsAbs(r.Dir) {
+			return nil, catalog.Errorf(catalog.ErrInvalid, "mount point %q must be an absolute path", r.Dir)
+		}
+		if err := checkMountOwner(ctx, r.Dir); err != nil {
+			return nil, err
+		}
 	}
-	if !filepath.IsAbs(r.Dir) {
-		return nil, fmt.Errorf("%w: mount point %q must be an absolute path", catalog.ErrInvalid, r.Dir)
-	}
-	if err := checkMountOwner(ctx, r.Dir); err != nil {
-		return nil, err
-	}
-	res := &MountResult{Dir: r.Dir, Spec: r.Spec}
+	res := &MountResult{Dir: r.Dir, Spec: r.Spec, Files: r.Files}
 	spec := r.Spec
 	if r.RW {
 		if r.Files {
-			return nil, fmt.Errorf("%w: --files --rw is not supported yet: mount --rw and loop-mount its disk.img, or use --files alone", catalog.ErrInvalid)
+			return nil, catalog.Errorf(catalog.ErrInvalid, "--files --rw is not supported yet: mount --rw and loop-mount its disk.img, or use --files alone")
 		}
 		name := r.As
 		if name == "" {
@@ -212,7 +289,7 @@ func (d *daemon) mount(ctx context.Context, body json.RawMessage) (any, error) {
 		res.Skipped = append(res.Skipped, s.Error())
 	}
 	d.mounts.mu.Lock()
-	d.mounts.mu.byDir[r.Dir] = &activeMount{m: m, img: img}
+	d.mounts.mu.byDir[r.Dir] = &activeMount{m: m, img: img, res: *res, made: made}
 	d.mounts.mu.Unlock()
 	d.log.Info("mounted", "spec", spec, "dir", r.Dir, "files", r.Files)
 	return res, nil
@@ -252,7 +329,7 @@ func checkMountOwner(ctx context.Context, dir string) error {
 	}
 	st, err := os.Stat(dir)
 	if err != nil {
-		return fmt.Errorf("%w: mount point %s: %v", catalog.ErrInvalid, dir, err)
+		return catalog.Errorf(catalog.ErrInvalid, "mount point %s: %v", dir, err)
 	}
 	if owner := st.Sys().(*syscall.Stat_t).Uid; owner != uid {
 		return api.Forbiddenf("mount point %s belongs to uid %d, not to you (uid %d): mount onto a directory you own",
@@ -262,21 +339,23 @@ func checkMountOwner(ctx context.Context, dir string) error {
 }
 
 // umount carries out rewind umount.
-func (d *daemon) umount(_ context.Context, body json.RawMessage) (any, error) {
-	var r MountRequest
-	if err := json.Unmarshal(body, &r); err != nil {
-		return nil, err
+func (d *daemon) umount(dir string) error {
+	if dir == "" {
+		return catalog.Errorf(catalog.ErrInvalid, "name the mount to unmount: DELETE /v1/mounts?dir=/abs/dir")
 	}
 	d.mounts.mu.Lock()
-	am, ok := d.mounts.mu.byDir[r.Dir]
-	delete(d.mounts.mu.byDir, r.Dir)
+	am, ok := d.mounts.mu.byDir[dir]
+	delete(d.mounts.mu.byDir, dir)
 	d.mounts.mu.Unlock()
 	if !ok {
-		return nil, fmt.Errorf("%w: nothing of rewind's is mounted on %s", catalog.ErrNotFound, r.Dir)
+		return catalog.Errorf(catalog.ErrNotFound, "nothing of rewind's is mounted on %s (see GET /v1/mounts)", dir)
 	}
 	err := am.m.Unmount()
 	am.img.Close()
-	return map[string]string{"unmounted": r.Dir}, err
+	if err == nil && am.made {
+		os.Remove(dir)
+	}
+	return err
 }
 
 func (d *daemon) unmountAll() error {
@@ -290,6 +369,9 @@ func (d *daemon) unmountAll() error {
 			errs = append(errs, fmt.Errorf("unmount %s: %w", dir, err))
 		}
 		am.img.Close()
+		if am.made {
+			os.Remove(dir)
+		}
 	}
 	return errors.Join(errs...)
 }

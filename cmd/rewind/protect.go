@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"strings"
 
@@ -29,7 +30,7 @@ func (c *protectCmd) Run(e *env) error {
 	defer f.Close()
 	var st protect.Status
 	req := ProtectRequest{Volume: c.Volume, Primary: path, Size: int64(c.Size)}
-	if err := cl.CallWithFile(e.ctx, "protect", req, f, &st); err != nil {
+	if err := cl.CallWithFile(e.ctx, "POST", "/v1/protections", req, f, &st); err != nil {
 		return err
 	}
 	return e.print(st, func() {
@@ -77,7 +78,7 @@ func (c *unprotectCmd) Run(e *env) error {
 	}
 	defer cl.Close()
 	var st protect.Status
-	if err := cl.Call(e.ctx, "unprotect", ProtectRequest{Volume: c.Volume}, &st); err != nil {
+	if err := cl.Call(e.ctx, "DELETE", "/v1/protections/"+url.PathEscape(c.Volume), nil, &st); err != nil {
 		return err
 	}
 	return e.print(st, func() {

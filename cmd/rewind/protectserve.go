@@ -1,51 +1,64 @@
 package main
 
 import (
-	"context"
-	"encoding/json"
+	"net/http"
+	"net/url"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rewind-dev/rewind/catalog"
 	"github.com/rewind-dev/rewind/catalog/api"
 	"github.com/rewind-dev/rewind/catalog/protect"
 )
 
-// ProtectRequest is rewind protect and unprotect, sent to the daemon.
-// The primary travels as a descriptor beside it.
+// ProtectRequest is POST /v1/protections (rewind protect). The primary
+// travels as a descriptor beside it.
 type ProtectRequest struct {
 	Volume  string `json:"volume"`
 	Primary string `json:"primary,omitempty"`
 	Size    int64  `json:"size,omitempty"`
 }
 
-func decodeProtect(body json.RawMessage) (ProtectRequest, error) {
-	return decodeBody[ProtectRequest](body)
+// protectionRoutes are /v1/protections.
+func (d *daemon) protectionRoutes() []api.Route {
+	volume := func(r *http.Request) string { return r.PathValue("volume") }
+	return []api.Route{
+		{Method: "GET", Pattern: "/v1/protections", Answer: []protect.Status{},
+			Handler: api.OK(func(*http.Request) (any, error) { return d.exports.prot.List(), nil })},
+		{Method: "POST", Pattern: "/v1/protections", Body: ProtectRequest{}, Answer: protect.Status{},
+			Handler: api.Created(func(r *http.Request) (any, string, error) {
+				st, err := d.protect(r)
+				if err != nil {
+					return nil, "", err
+				}
+				return st, "/v1/protections/" + url.PathEscape(st.Name), nil
+			})},
+		{Method: "GET", Pattern: "/v1/protections/{volume}", Answer: protect.Status{},
+			Handler: api.OK(func(r *http.Request) (any, error) {
+				for _, s := range d.exports.prot.List() {
+					if s.Name == volume(r) {
+						return s, nil
+					}
+				}
+				return nil, catalog.Errorf(catalog.ErrNotFound, "%s is not protected (see GET /v1/protections)", volume(r))
+			})},
+		{Method: "DELETE", Pattern: "/v1/protections/{volume}", Answer: protect.Status{},
+			Handler: api.OK(func(r *http.Request) (any, error) { return d.exports.prot.Unprotect(volume(r)) })},
+	}
 }
 
 // protect starts a protection. The primary comes as a descriptor the
 // caller opened on the local socket; over --http there is none, and the
 // call is refused (the daemon opens no path for a caller).
-func (d *daemon) protect(ctx context.Context, body json.RawMessage) (any, error) {
-	f := api.PassedFile(ctx)
-	r, err := decodeProtect(body)
+func (d *daemon) protect(r *http.Request) (*protect.Status, error) {
+	f := api.PassedFile(r.Context())
+	req, err := api.Decode[ProtectRequest](r)
 	if err != nil {
 		if f != nil {
 			f.Close()
 		}
 		return nil, err
 	}
-	return d.exports.prot.Protect(ctx, protect.Request{Volume: r.Volume, Primary: r.Primary, Size: r.Size, File: f})
-}
-
-func (d *daemon) unprotect(_ context.Context, body json.RawMessage) (any, error) {
-	r, err := decodeProtect(body)
-	if err != nil {
-		return nil, err
-	}
-	return d.exports.prot.Unprotect(r.Volume)
-}
-
-func (d *daemon) protectStatus(_ context.Context, _ json.RawMessage) (any, error) {
-	return d.exports.prot.List(), nil
+	return d.exports.prot.Protect(r.Context(), protect.Request{Volume: req.Volume, Primary: req.Primary, Size: req.Size, File: f})
 }
 
 // protectCollector reports every protection to Prometheus, read at each

@@ -1,13 +1,16 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"strings"
 	"time"
 
+	"github.com/rewind-dev/rewind/catalog/api"
 	"github.com/rewind-dev/rewind/catalog/recovery"
 )
 
@@ -32,7 +35,7 @@ func (c *recoverStartCmd) Run(e *env) error {
 		return err
 	}
 	defer cl.Close()
-	req := RecoverRequest{Spec: c.Spec, Target: c.To, As: c.As, Limit: int64(c.BWLimit)}
+	req := RecoverRequest{From: c.Spec, Target: c.To, As: c.As, Limit: int64(c.BWLimit)}
 	var f *os.File
 	if !strings.Contains(c.To, "://") {
 		req.Target = absPath(c.To)
@@ -42,7 +45,7 @@ func (c *recoverStartCmd) Run(e *env) error {
 		defer f.Close()
 	}
 	var st recovery.Status
-	if err := cl.CallWithFile(e.ctx, "recover", req, f, &st); err != nil {
+	if err := cl.CallWithFile(e.ctx, "POST", "/v1/recoveries", req, f, &st); err != nil {
 		if req.Created {
 			os.Remove(req.Target) // nothing is left behind
 		}
@@ -100,8 +103,8 @@ func (c *recoverStatusCmd) Run(e *env) error {
 	}
 	defer cl.Close()
 	for {
-		var all []recovery.Status
-		if err := cl.Call(e.ctx, "recover-status", RecoverRequest{Name: c.Name}, &all); err != nil {
+		all, err := recoveries(e.ctx, cl, c.Name)
+		if err != nil {
 			return err
 		}
 		if e.globals.JSON {
@@ -200,8 +203,8 @@ func (c *recoverCutoverCmd) Run(e *env) error {
 	if !e.globals.JSON {
 		// Said, and a bar drawn, only for a copy that may make the caller
 		// wait: a refused cutover stays one line of error.
-		var all []recovery.Status
-		if err := cl.Call(e.ctx, "recover-status", RecoverRequest{Name: c.Name}, &all); err != nil {
+		all, err := recoveries(e.ctx, cl, c.Name)
+		if err != nil {
 			return err
 		}
 		if copying = len(all) == 1 && all[0].State == recovery.StateCopying; copying {
@@ -216,8 +219,7 @@ func (c *recoverCutoverCmd) Run(e *env) error {
 		go func() { // the copy's progress while the cutover waits for it
 			defer close(stopped)
 			for {
-				var all []recovery.Status
-				if cl.Call(e.ctx, "recover-status", RecoverRequest{Name: c.Name}, &all) == nil && len(all) == 1 {
+				if all, err := recoveries(e.ctx, cl, c.Name); err == nil && len(all) == 1 {
 					update(all[0].Done, all[0].Total)
 				}
 				select {
@@ -229,7 +231,7 @@ func (c *recoverCutoverCmd) Run(e *env) error {
 		}()
 	}
 	var st recovery.Status
-	err = cl.Call(e.ctx, "recover-cutover", RecoverRequest{Name: c.Name}, &st)
+	err = cl.Call(e.ctx, "POST", recoveryPath(c.Name)+"/cutover", nil, &st)
 	close(stop)
 	<-stopped
 	bar.done()
@@ -253,7 +255,7 @@ func (c *recoverCancelCmd) Run(e *env) error {
 	}
 	defer cl.Close()
 	var st recovery.Status
-	if err := cl.Call(e.ctx, "recover-cancel", RecoverRequest{Name: c.Name}, &st); err != nil {
+	if err := cl.Call(e.ctx, "DELETE", recoveryPath(c.Name), nil, &st); err != nil {
 		return err
 	}
 	return e.print(st, func() {
@@ -273,7 +275,7 @@ func (c *recoverLimitCmd) Run(e *env) error {
 	}
 	defer cl.Close()
 	var st recovery.Status
-	if err := cl.Call(e.ctx, "recover-limit", RecoverRequest{Name: c.Name, Limit: int64(c.Rate)}, &st); err != nil {
+	if err := cl.Call(e.ctx, "PATCH", recoveryPath(c.Name), RecoverLimit{Limit: int64(c.Rate)}, &st); err != nil {
 		return err
 	}
 	return e.print(st, func() {
@@ -284,3 +286,19 @@ func (c *recoverLimitCmd) Run(e *env) error {
 		fmt.Printf("the copy of %s takes at most %s/s now\n", st.Name, human(st.Limit))
 	})
 }
+
+// recoveries asks the daemon for the recovery named name, or all of them
+// when name is empty.
+func recoveries(ctx context.Context, cl *api.Client, name string) ([]recovery.Status, error) {
+	if name == "" {
+		var all []recovery.Status
+		return all, cl.Call(ctx, "GET", "/v1/recoveries", nil, &all)
+	}
+	var st recovery.Status
+	if err := cl.Call(ctx, "GET", recoveryPath(name), nil, &st); err != nil {
+		return nil, err
+	}
+	return []recovery.Status{st}, nil
+}
+
+func recoveryPath(name string) string { return "/v1/recoveries/" + url.PathEscape(name) }

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"context"
-	"encoding/json"
-	"fmt"
+	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rewind-dev/rewind/catalog"
@@ -11,92 +9,77 @@ import (
 	"github.com/rewind-dev/rewind/catalog/recovery"
 )
 
-// RecoverRequest is rewind recover and its subcommands, sent to the
-// daemon. The target file or device, when there is one, travels as a
-// descriptor beside it.
+// RecoverRequest is POST /v1/recoveries (rewind recover). The target
+// file or device, when there is one, travels as a descriptor beside it.
 type RecoverRequest struct {
-	Spec    string `json:"spec,omitempty"`
-	Target  string `json:"target,omitempty"`
+	From    string `json:"from"` // VOLUME@WHEN
+	Target  string `json:"target"`
 	As      string `json:"as,omitempty"`
 	Limit   int64  `json:"bwlimit,omitempty"`
 	Created bool   `json:"created,omitempty"`
-	Name    string `json:"name,omitempty"`
 }
 
-// decodeBody decodes a daemon call's JSON body (empty: the zero value).
-func decodeBody[T any](body json.RawMessage) (T, error) {
-	var r T
-	if len(body) > 0 {
-		if err := json.Unmarshal(body, &r); err != nil {
-			return r, fmt.Errorf("%w: bad request: %v", catalog.ErrInvalid, err)
-		}
+// RecoverLimit is PATCH /v1/recoveries/{name} (rewind recover bwlimit).
+type RecoverLimit struct {
+	Limit int64 `json:"bwlimit"`
+}
+
+// recoveryRoutes are /v1/recoveries.
+func (d *daemon) recoveryRoutes() []api.Route {
+	name := func(r *http.Request) string { return r.PathValue("name") }
+	return []api.Route{
+		{Method: "GET", Pattern: "/v1/recoveries", Answer: []recovery.Status{},
+			Handler: api.OK(func(*http.Request) (any, error) { return d.exports.rec.List(), nil })},
+		{Method: "POST", Pattern: "/v1/recoveries", Body: RecoverRequest{}, Answer: recovery.Status{},
+			Handler: api.Created(func(r *http.Request) (any, string, error) {
+				st, err := d.recover(r)
+				if err != nil {
+					return nil, "", err
+				}
+				return st, recoveryPath(st.Name), nil
+			})},
+		{Method: "GET", Pattern: "/v1/recoveries/{name}", Answer: recovery.Status{},
+			Handler: api.OK(func(r *http.Request) (any, error) {
+				for _, s := range d.exports.rec.List() {
+					if s.Name == name(r) {
+						return s, nil
+					}
+				}
+				return nil, catalog.Errorf(catalog.ErrNotFound, "no recovery of a volume named %s (see GET /v1/recoveries)", name(r))
+			})},
+		{Method: "PATCH", Pattern: "/v1/recoveries/{name}", Body: RecoverLimit{}, Answer: recovery.Status{},
+			Handler: api.OK(func(r *http.Request) (any, error) {
+				req, err := api.Decode[RecoverLimit](r)
+				if err != nil {
+					return nil, err
+				}
+				return d.exports.rec.SetLimit(name(r), req.Limit)
+			})},
+		{Method: "POST", Pattern: "/v1/recoveries/{name}/cutover", Answer: recovery.Status{},
+			Handler: api.OK(func(r *http.Request) (any, error) { return d.exports.rec.Cutover(r.Context(), name(r)) })},
+		{Method: "DELETE", Pattern: "/v1/recoveries/{name}", Answer: recovery.Status{},
+			Handler: api.OK(func(r *http.Request) (any, error) { return d.exports.rec.Cancel(name(r)) })},
 	}
-	return r, nil
-}
-
-func decodeRecover(body json.RawMessage) (RecoverRequest, error) {
-	return decodeBody[RecoverRequest](body)
 }
 
 // recover starts a recovery. Over the local socket a file target comes
 // as a descriptor the caller opened; over --http only nbd:// targets
 // are taken (the daemon opens no path for a caller).
-func (d *daemon) recover(ctx context.Context, body json.RawMessage) (any, error) {
-	f := api.PassedFile(ctx)
-	r, err := decodeRecover(body)
+func (d *daemon) recover(r *http.Request) (*recovery.Status, error) {
+	f := api.PassedFile(r.Context())
+	req, err := api.Decode[RecoverRequest](r)
 	if err != nil {
 		if f != nil {
 			f.Close()
 		}
 		return nil, err
 	}
-	st, err := d.exports.rec.Start(ctx, recovery.Request{Spec: r.Spec, Target: r.Target, As: r.As, Limit: r.Limit,
-		File: f, Created: r.Created})
+	st, err := d.exports.rec.Start(r.Context(), recovery.Request{Spec: req.From, Target: req.Target, As: req.As, Limit: req.Limit,
+		File: f, Created: req.Created})
 	if err != nil && f != nil {
 		f.Close() // Start owns it only on success
 	}
 	return st, err
-}
-
-func (d *daemon) recoverStatus(_ context.Context, body json.RawMessage) (any, error) {
-	r, err := decodeRecover(body)
-	if err != nil {
-		return nil, err
-	}
-	all := d.exports.rec.List()
-	if r.Name == "" {
-		return all, nil
-	}
-	for _, s := range all {
-		if s.Name == r.Name {
-			return []recovery.Status{s}, nil
-		}
-	}
-	return nil, fmt.Errorf("%w: no recovery of a volume named %s", catalog.ErrNotFound, r.Name)
-}
-
-func (d *daemon) recoverCutover(ctx context.Context, body json.RawMessage) (any, error) {
-	r, err := decodeRecover(body)
-	if err != nil {
-		return nil, err
-	}
-	return d.exports.rec.Cutover(ctx, r.Name)
-}
-
-func (d *daemon) recoverCancel(_ context.Context, body json.RawMessage) (any, error) {
-	r, err := decodeRecover(body)
-	if err != nil {
-		return nil, err
-	}
-	return d.exports.rec.Cancel(r.Name)
-}
-
-func (d *daemon) recoverLimit(_ context.Context, body json.RawMessage) (any, error) {
-	r, err := decodeRecover(body)
-	if err != nil {
-		return nil, err
-	}
-	return d.exports.rec.SetLimit(r.Name, r.Limit)
 }
 
 // recoveryCollector reports every recovery to Prometheus, read at each

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,6 +12,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -50,6 +50,8 @@ type serveCmd struct {
 	ReplicateBWLimit  Rate          `help:"Replicate at most this many bytes a second (e.g. 2MiB/s)." name:"replicate-bwlimit" placeholder:"RATE"`
 	ReplicateWindow   string        `help:"Replicate only between these local times, HH:MM-HH:MM (may wrap midnight)." name:"replicate-window" placeholder:"HH:MM-HH:MM"`
 
+	store string // the global --store, for GET /v1/server
+
 	// Limits on what NBD clients can make the daemon hold.
 	MaxConnsPerClient int           `help:"Most NBD connections from one IP address (negative: no limit)." default:"64" name:"max-conns-per-client"`
 	BufferMemory      Size          `help:"Memory for NBD read and write payloads, all connections together; a connection waiting for it stops reading requests." default:"256MiB" placeholder:"SIZE"`
@@ -81,6 +83,7 @@ func (c *serveCmd) Run(e *env) error {
 		return err
 	}
 	o := e.catalogOptions(log)
+	c.store = o.Store
 	o.CacheBytes = int64(c.CacheSize)
 	svc, err := catalog.Open(o)
 	if err != nil {
@@ -145,36 +148,32 @@ func (d *daemon) start(ctx context.Context, c *serveCmd, tlsConf *tls.Config, so
 	if err := mount.CleanupStale(filepath.Join(d.svc.Dir(), "run"), d.log); err != nil {
 		d.log.Warn("cleaning up the mounts of a previous daemon", "err", err)
 	}
-	calls := map[string]func(context.Context, json.RawMessage) (any, error){
-		"mount":           d.mount,
-		"umount":          d.umount,
-		"recover":         d.recover,
-		"recover-status":  d.recoverStatus,
-		"recover-cutover": d.recoverCutover,
-		"recover-cancel":  d.recoverCancel,
-		"recover-limit":   d.recoverLimit,
-		"protect":         d.protect,
-		"unprotect":       d.unprotect,
-		"protect-status":  d.protectStatus,
+	info := api.ServerInfo{Version: version(), Data: d.svc.Dir(), Store: c.store, NBDTLS: c.NBD != "" && tlsConf != nil}
+	if c.Mount != "" {
+		info.Mount, _ = filepath.Abs(c.Mount)
 	}
-	for name, call := range d.verifyCalls(ctx) {
-		calls[name] = call
+	var nbdListener net.Listener
+	if c.NBD != "" {
+		l, err := net.Listen("tcp", c.NBD)
+		if err != nil {
+			return fmt.Errorf("listen for NBD on %s: %w (is another server using the port? choose another with --nbd)", c.NBD, err)
+		}
+		nbdListener, info.NBD = l, l.Addr().String()
 	}
-	handler := api.Handler(d.svc, calls)
+	handler := api.Serve(d.routes(ctx, info))
 
 	sock, err := api.ListenSocket(sockPath, handler)
 	if err != nil {
+		if nbdListener != nil {
+			nbdListener.Close()
+		}
 		return err
 	}
 	d.sock = sock
 	go d.sock.Serve()
 	d.stops = append(d.stops, d.sock.Shutdown)
 
-	if c.NBD != "" {
-		l, err := net.Listen("tcp", c.NBD)
-		if err != nil {
-			return fmt.Errorf("listen for NBD on %s: %w (is another server using the port? choose another with --nbd)", c.NBD, err)
-		}
+	if l := nbdListener; l != nil {
 		if tlsConf == nil {
 			warnIfExposed(d.log, "NBD", l.Addr())
 		}
@@ -205,6 +204,25 @@ func (d *daemon) start(ctx context.Context, c *serveCmd, tlsConf *tls.Config, so
 		}
 	}
 	return d.startMount(ctx, c)
+}
+
+// routes is the API's one route table: the catalog's, then the daemon's
+// own (recoveries, protections, mounts, verify/*). stopping ends when
+// the daemon begins to stop.
+func (d *daemon) routes(stopping context.Context, info api.ServerInfo) []api.Route {
+	rs := api.Routes(d.svc, info)
+	rs = append(rs, d.recoveryRoutes()...)
+	rs = append(rs, d.protectionRoutes()...)
+	rs = append(rs, d.mountRoutes()...)
+	return append(rs, d.verifyRoutes(stopping)...)
+}
+
+// version is the daemon's version: the module's, as built.
+func version() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "devel"
 }
 
 // startHTTP serves /metrics, open to all, the API behind the bearer

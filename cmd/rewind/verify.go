@@ -65,7 +65,7 @@ func (c *verifyCmd) Run(e *env) error {
 	}
 	defer cl.Close()
 	var rep VerifyReport
-	if err := cl.Call(e.ctx, "verify-resolve", VerifyRequest{Spec: c.Spec}, &rep.VerifyTarget); err != nil {
+	if err := cl.Call(e.ctx, "POST", "/v1/verify/resolve", VerifyRequest{Spec: c.Spec}, &rep.VerifyTarget); err != nil {
 		return err
 	}
 	rep.Pass = true
@@ -73,7 +73,7 @@ func (c *verifyCmd) Run(e *env) error {
 	if c.Fsck {
 		stop := spin(show, "checking the filesystems of "+rep.Spec)
 		rep.Fsck = new(proof.FsckReport)
-		err := cl.Call(e.ctx, "verify-fsck", VerifyRequest{Spec: rep.Spec}, rep.Fsck)
+		err := cl.Call(e.ctx, "POST", "/v1/verify/fsck", VerifyRequest{Spec: rep.Spec}, rep.Fsck)
 		stop()
 		if err != nil {
 			return err
@@ -167,7 +167,7 @@ func (c *verifyCmd) boot(ctx context.Context, cl *api.Client, spec string, expec
 		f, err := conn.File()
 		conn.Close()
 		if err == nil {
-			err = cl.CallWithFile(ctx, "verify-nbd", VerifyRequest{Spec: spec}, f, nil)
+			err = cl.CallWithFile(ctx, "POST", "/v1/verify/nbd", VerifyRequest{Spec: spec}, f, nil)
 			f.Close()
 		}
 		served = err

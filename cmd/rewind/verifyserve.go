@@ -2,9 +2,9 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"strings"
 
 	"github.com/rewind-dev/rewind/catalog"
@@ -50,52 +50,52 @@ func (d *daemon) pin(spec string) (VerifyTarget, error) {
 	return VerifyTarget{Volume: v.Name, Instant: catalog.Time(t), Spec: v.Name + "@" + catalog.Time(t).String()}, nil
 }
 
-// verifyCalls are the daemon calls of verify; stopping ends when the
-// daemon begins to stop, and ends the checks and VMs' disks with it.
-func (d *daemon) verifyCalls(stopping context.Context) map[string]func(context.Context, json.RawMessage) (any, error) {
+// verifyRoutes are /v1/verify/*, the daemon's side of verify --fsck and
+// --boot; stopping ends when the daemon begins to stop, and ends the
+// checks and VMs' disks with it.
+func (d *daemon) verifyRoutes(stopping context.Context) []api.Route {
 	merged := func(ctx context.Context) (context.Context, func()) {
 		ctx, cancel := context.WithCancel(ctx)
 		stop := context.AfterFunc(stopping, cancel)
 		return ctx, func() { stop(); cancel() }
 	}
-	return map[string]func(context.Context, json.RawMessage) (any, error){
-		"verify-resolve": func(ctx context.Context, body json.RawMessage) (any, error) {
-			r, err := verifyRequest(ctx, body)
-			if err != nil {
-				return nil, err
-			}
-			return d.pin(r.Spec)
-		},
-		"verify-fsck": func(ctx context.Context, body json.RawMessage) (any, error) {
-			r, err := verifyRequest(ctx, body)
-			if err != nil {
-				return nil, err
-			}
-			ctx, done := merged(ctx)
-			defer done()
-			return d.verifyFsck(ctx, r.Spec)
-		},
-		"verify-nbd": func(ctx context.Context, body json.RawMessage) (any, error) {
-			r, err := verifyRequest(ctx, body)
-			if err != nil {
-				return nil, err
-			}
-			ctx, done := merged(ctx)
-			defer done()
-			return d.verifyNBD(ctx, r.Spec)
-		},
+	return []api.Route{
+		{Method: "POST", Pattern: "/v1/verify/resolve", Body: VerifyRequest{}, Answer: VerifyTarget{},
+			Handler: api.OK(func(r *http.Request) (any, error) {
+				req, err := verifyRequest(r)
+				if err != nil {
+					return nil, err
+				}
+				return d.pin(req.Spec)
+			})},
+		{Method: "POST", Pattern: "/v1/verify/fsck", Body: VerifyRequest{}, Answer: proof.FsckReport{},
+			Handler: api.OK(func(r *http.Request) (any, error) {
+				req, err := verifyRequest(r)
+				if err != nil {
+					return nil, err
+				}
+				ctx, done := merged(r.Context())
+				defer done()
+				return d.verifyFsck(ctx, req.Spec)
+			})},
+		{Method: "POST", Pattern: "/v1/verify/nbd", Body: VerifyRequest{}, Answer: VerifyTarget{},
+			Handler: api.OK(func(r *http.Request) (any, error) {
+				req, err := verifyRequest(r)
+				if err != nil {
+					return nil, err
+				}
+				ctx, done := merged(r.Context())
+				defer done()
+				return d.verifyNBD(ctx, req.Spec)
+			})},
 	}
 }
 
-func verifyRequest(ctx context.Context, body json.RawMessage) (VerifyRequest, error) {
-	var r VerifyRequest
-	if err := verifyLocal(ctx); err != nil {
-		return r, err
+func verifyRequest(r *http.Request) (VerifyRequest, error) {
+	if err := verifyLocal(r.Context()); err != nil {
+		return VerifyRequest{}, err
 	}
-	if err := json.Unmarshal(body, &r); err != nil {
-		return r, fmt.Errorf("%w: %v", catalog.ErrInvalid, err)
-	}
-	return r, nil
+	return api.Decode[VerifyRequest](r)
 }
 
 // verifyFsck checks the filesystems of spec's instant on a throwaway
@@ -125,7 +125,7 @@ func (d *daemon) verifyFsck(ctx context.Context, spec string) (*proof.FsckReport
 func (d *daemon) verifyNBD(ctx context.Context, spec string) (any, error) {
 	f := api.PassedFile(ctx)
 	if f == nil {
-		return nil, fmt.Errorf("%w: verify-nbd serves the connection passed with the call, and none was", catalog.ErrInvalid)
+		return nil, catalog.Errorf(catalog.ErrInvalid, "POST /v1/verify/nbd serves the connection passed with the call, and none was")
 	}
 	t, err := d.pin(spec)
 	if err != nil {
