@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/rewind-dev/rewind/catalog"
 )
@@ -96,5 +97,32 @@ func TestRoundTrip(t *testing.T) {
 	}
 	if _, err := c.Log(ctx, catalog.LogRequest{Volume: "nosuch"}); !errors.Is(err, catalog.ErrNotFound) {
 		t.Fatalf("log of an unknown volume: %v", err)
+	}
+	if log, err := c.Log(ctx, catalog.LogRequest{Volume: "v", Since: "2026-11-25T10:00:00Z", Limit: 1}); err != nil || len(log) != 1 {
+		t.Fatalf("log with a limit: %+v, %v", log, err)
+	}
+	if a, err := c.Activity(ctx, catalog.ActivityRequest{Volume: "v", Buckets: 3}); err != nil || a.Versions != 1 || len(a.Buckets) != 1 {
+		t.Fatalf("activity: %+v, %v", a, err)
+	}
+	if at, err := c.Instant(ctx, "v@p1"); err != nil || at.Spec != "v@20261125T100000Z" {
+		t.Fatalf("instant: %+v, %v", at, err)
+	}
+	if _, err := c.Instant(ctx, "v@2026-11-25T99:00:00Z"); !errors.Is(err, catalog.ErrInvalid) {
+		t.Fatalf("instant of a bad WHEN: %v", err)
+	}
+	if err := c.RemovePoint(ctx, "v", "p1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.RemovePoint(ctx, "v", "p1"); !errors.Is(err, catalog.ErrNotFound) {
+		t.Fatalf("removing a removed point: %v", err)
+	}
+	if _, err := c.SetRetention(ctx, catalog.Retention{Volume: "v", KeepAll: catalog.Span(48 * time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := c.Retention(ctx, "v"); err != nil || r.KeepAll != catalog.Span(48*time.Hour) {
+		t.Fatalf("retention: %+v, %v", r, err)
+	}
+	if err := c.RemoveVolume(ctx, "c", false); err != nil {
+		t.Fatal(err)
 	}
 }
