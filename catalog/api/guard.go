@@ -144,7 +144,7 @@ func acceptedBody(req *http.Request) bool {
 // bytes of the image.
 func isStream(req *http.Request) bool {
 	ct, _, _ := strings.Cut(req.Header.Get("Content-Type"), ";")
-	return req.URL.Path == "/v1/import" && strings.EqualFold(strings.TrimSpace(ct), "application/octet-stream")
+	return req.URL.Path == "/v1/imports" && strings.EqualFold(strings.TrimSpace(ct), "application/octet-stream")
 }
 
 func refuse(w http.ResponseWriter, status int, msg string) {
@@ -152,8 +152,11 @@ func refuse(w http.ResponseWriter, status int, msg string) {
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
 	class := "forbidden"
-	if status == http.StatusUnauthorized {
+	switch status {
+	case http.StatusUnauthorized:
 		class = "unauthorized"
+	case http.StatusUnsupportedMediaType:
+		class = "unsupported_media_type"
 	}
 	json.NewEncoder(w).Encode(errorBody{Error: msg, Class: class})
 }

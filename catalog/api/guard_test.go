@@ -29,18 +29,18 @@ func TestGuard(t *testing.T) {
 		{"wrong token", "POST", "/v1/volumes", "127.0.0.1:8080", "application/json", "Bearer " + strings.Repeat("0", 32), nil, 401},
 		{"token in another scheme", "POST", "/v1/volumes", "127.0.0.1:8080", "application/json", "Basic " + testToken, nil, 401},
 		{"token", "POST", "/v1/volumes", "127.0.0.1:8080", "application/json", bearer, nil, 200},
-		{"json with charset", "POST", "/v1/remove", "127.0.0.1:8080", "application/json; charset=utf-8", bearer, nil, 200},
+		{"json with charset", "POST", "/v1/clones", "127.0.0.1:8080", "application/json; charset=utf-8", bearer, nil, 200},
 		{"GET", "GET", "/v1/volumes", "127.0.0.1:8080", "", bearer, nil, 200},
-		{"text/plain post", "POST", "/v1/export", "127.0.0.1:8080", "text/plain", bearer, nil, 415},
-		{"form post", "POST", "/v1/remove", "127.0.0.1:8080", "application/x-www-form-urlencoded", bearer, nil, 415},
-		{"no content type", "POST", "/v1/remove", "127.0.0.1:8080", "", bearer, nil, 415},
-		{"raw bytes to import", "POST", "/v1/import", "127.0.0.1:8080", "application/octet-stream", bearer, nil, 200},
-		{"raw bytes elsewhere", "POST", "/v1/remove", "127.0.0.1:8080", "application/octet-stream", bearer, nil, 415},
-		{"foreign origin", "POST", "/v1/remove", "127.0.0.1:8080", "text/plain", bearer, map[string]string{"Origin": "http://evil.example"}, 403},
-		{"foreign origin, no token", "POST", "/v1/remove", "127.0.0.1:8080", "text/plain", "", map[string]string{"Origin": "http://evil.example"}, 403},
-		{"null origin", "POST", "/v1/remove", "127.0.0.1:8080", "application/json", bearer, map[string]string{"Origin": "null"}, 403},
-		{"same origin", "POST", "/v1/remove", "127.0.0.1:8080", "application/json", bearer, map[string]string{"Origin": "http://127.0.0.1:8080"}, 200},
-		{"cross-site fetch", "POST", "/v1/remove", "127.0.0.1:8080", "application/json", bearer, map[string]string{"Sec-Fetch-Site": "cross-site"}, 403},
+		{"text/plain post", "POST", "/v1/exports", "127.0.0.1:8080", "text/plain", bearer, nil, 415},
+		{"form post", "POST", "/v1/clones", "127.0.0.1:8080", "application/x-www-form-urlencoded", bearer, nil, 415},
+		{"no content type", "POST", "/v1/clones", "127.0.0.1:8080", "", bearer, nil, 415},
+		{"raw bytes to import", "POST", "/v1/imports", "127.0.0.1:8080", "application/octet-stream", bearer, nil, 200},
+		{"raw bytes elsewhere", "POST", "/v1/clones", "127.0.0.1:8080", "application/octet-stream", bearer, nil, 415},
+		{"foreign origin", "POST", "/v1/clones", "127.0.0.1:8080", "text/plain", bearer, map[string]string{"Origin": "http://evil.example"}, 403},
+		{"foreign origin, no token", "POST", "/v1/clones", "127.0.0.1:8080", "text/plain", "", map[string]string{"Origin": "http://evil.example"}, 403},
+		{"null origin", "POST", "/v1/clones", "127.0.0.1:8080", "application/json", bearer, map[string]string{"Origin": "null"}, 403},
+		{"same origin", "POST", "/v1/clones", "127.0.0.1:8080", "application/json", bearer, map[string]string{"Origin": "http://127.0.0.1:8080"}, 200},
+		{"cross-site fetch", "POST", "/v1/clones", "127.0.0.1:8080", "application/json", bearer, map[string]string{"Sec-Fetch-Site": "cross-site"}, 403},
 		{"foreign host", "POST", "/v1/volumes", "evil.example:8080", "application/json", bearer, nil, 403},
 		{"rebound host, same origin", "POST", "/v1/volumes", "evil.example:8080", "application/json", bearer, map[string]string{"Origin": "http://evil.example:8080"}, 403},
 		{"empty host", "POST", "/v1/volumes", "", "application/json", bearer, nil, 403},
@@ -64,6 +64,9 @@ func TestGuard(t *testing.T) {
 		h.ServeHTTP(w, r)
 		if w.Code != c.want || reached != (c.want == 200) {
 			t.Errorf("%s: status %d (want %d), reached the API: %v; %s", c.name, w.Code, c.want, reached, w.Body.String())
+		}
+		if c.want != 200 && !strings.Contains(w.Body.String(), map[int]string{401: `"code":"unauthorized"`, 403: `"code":"forbidden"`, 415: `"code":"unsupported_media_type"`}[c.want]) {
+			t.Errorf("%s: error body %s lacks the code of a %d", c.name, w.Body.String(), c.want)
 		}
 		if c.want == 401 && w.Header().Get("WWW-Authenticate") == "" {
 			t.Errorf("%s: 401 without WWW-Authenticate", c.name)
