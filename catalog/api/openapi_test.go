@@ -15,7 +15,7 @@ func TestOpenAPICatalogRoutes(t *testing.T) {
 	if err == nil {
 		t.Fatal("the document describes no daemon route")
 	}
-	daemon := []string{"/v1/recoveries", "/v1/protections", "/v1/mounts", "/v1/verify/"}
+	daemon := []string{"/v1/recoveries", "/v1/protections", "/v1/mounts", "/v1/verify/", "/v1/console"}
 	for _, line := range strings.Split(err.Error(), "\n")[1:] {
 		ok := strings.HasSuffix(line, "is in the document but no route serves it")
 		if ok {

@@ -55,6 +55,8 @@ type cli struct {
 	Mount  mountCmd  `cmd:"" help:"Mount one view as DIR/disk.img, or its files with --files (carried out by the daemon)."`
 	Umount umountCmd `cmd:"" help:"Unmount what rewind mount mounted."`
 
+	Console consoleCmd `cmd:"" help:"Print the web console's sign-in link (the daemon's --http address, with the API token)."`
+
 	Recover recoverCmd `cmd:"" help:"Instant recovery: serve VOLUME@WHEN now, copy it to production in the background, cut over (carried out by the daemon)."`
 
 	Protect   protectCmd   `cmd:"" help:"Serve a production disk as the writable export VOLUME and record every write with its own time (carried out by the daemon)."`

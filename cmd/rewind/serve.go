@@ -67,6 +67,7 @@ type daemon struct {
 	sock    *api.Socket
 	web     *http.Server
 	mounts  mounts
+	console consoleLink
 	stops   []func(ctx context.Context) error // run in reverse on shutdown
 }
 
@@ -214,6 +215,7 @@ func (d *daemon) routes(stopping context.Context, info api.ServerInfo) []api.Rou
 	rs = append(rs, d.recoveryRoutes()...)
 	rs = append(rs, d.protectionRoutes()...)
 	rs = append(rs, d.mountRoutes()...)
+	rs = append(rs, d.consoleRoutes()...)
 	return append(rs, d.verifyRoutes(stopping)...)
 }
 
@@ -264,7 +266,8 @@ func (d *daemon) startHTTP(c *serveCmd, handler http.Handler, reg *prometheus.Re
 	}
 	go d.web.Serve(l)
 	d.stops = append(d.stops, d.web.Shutdown)
-	d.log.Info("API on HTTP needs the bearer token", "token_file", tokenFile, "tls", tlsConf != nil)
+	d.console.set(l.Addr(), tlsConf != nil, token, c.HTTPHosts)
+	d.log.Info("API on HTTP needs the bearer token; rewind console prints the console's sign-in link", "token_file", tokenFile, "tls", tlsConf != nil)
 	return nil
 }
 

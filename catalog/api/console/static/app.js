@@ -216,7 +216,7 @@ async function volumeView(name, params) {
   const since = params.get("since") || "", until = params.get("until") || "";
   const [vol, act, points] = await Promise.all([
     get(vpath(name)), get(vpath(name) + "/activity" + q({ since, until, buckets: 120 })), get(vpath(name) + "/points")]);
-  const versions = await get(vpath(name) + "/versions" + q({ since: act.from, until: act.to, limit: 50 }));
+  const versions = await get(vpath(name) + "/versions" + q({ since: act.from, until: act.to, limit: 25 }));
   const from = Date.parse(act.from), to = Date.parse(act.to);
   const zoomed = since || until;
 
