@@ -112,7 +112,7 @@ func (m *Mount) mountPart(img Image, backing string, p partition, target string)
 		if note == "" {
 			note = "unknown filesystem type; rewind shows ext4 and xfs (and btrfs, vfat, ntfs3, iso9660 if the kernel has them): use disk.img instead"
 		}
-		return fmt.Errorf("%s: %s", label, note)
+		return &noFilesystemError{fmt.Sprintf("%s: %s", label, note)}
 	}
 	if p.Name != "" {
 		if err := os.Mkdir(target, 0o555); err != nil {
@@ -220,3 +220,12 @@ func joinLine(errs []error) string {
 	}
 	return strings.Join(s, "; ")
 }
+
+// ErrNoFilesystem is the class of a MountFiles error for a disk (or
+// partition) that holds no filesystem rewind can show.
+var ErrNoFilesystem = errors.New("no filesystem rewind can show")
+
+type noFilesystemError struct{ msg string }
+
+func (e *noFilesystemError) Error() string        { return e.msg }
+func (e *noFilesystemError) Is(target error) bool { return target == ErrNoFilesystem }

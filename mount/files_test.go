@@ -304,6 +304,9 @@ func TestMountFilesRefusesWhatItCannotShow(t *testing.T) {
 		if !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
 			t.Errorf("MountFiles(%s): %q, want one line with %q", tc.dir, err, tc.want)
 		}
+		if errors.Is(err, ErrNoFilesystem) != (tc.img == junk) {
+			t.Errorf("MountFiles(%s): errors.Is(%q, ErrNoFilesystem) = %v", tc.dir, err, !(tc.img == junk))
+		}
 		assertNoLeftovers(t, tc.dir, state)
 		if left, _ := os.ReadDir(state); len(left) > 2 {
 			t.Errorf("state directory not clean: %v", left)

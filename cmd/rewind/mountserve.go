@@ -281,6 +281,9 @@ func (d *daemon) mount(ctx context.Context, r MountRequest) (_ *MountResult, err
 	} else {
 		m, err = mount.MountImage(r.Dir, img, writable, opts)
 	}
+	if errors.Is(err, mount.ErrNoFilesystem) {
+		err = catalog.Errorf(catalog.ErrInvalid, "%s: %v", spec, err)
+	}
 	if err != nil {
 		img.Close()
 		return nil, err
