@@ -275,9 +275,15 @@ async function volumeView(name, params) {
       el("thead", {}, el("tr", {}, el("th", { text: "Time" }), el("th", { text: "Kind" }), el("th", { class: "num", text: "Blocks" }),
         el("th", { class: "num", text: "Bytes" }), el("th", { class: "num hide-narrow", text: "Stored" }))),
       el("tbody", {}, rows))));
-  await pick(`${name}@${act.to || "latest"}`);
+  // #/volumes/NAME?at=WHEN links to an instant.
+  await pick(`${name}@${params.get("at") || act.to || "latest"}`);
   ready("volume");
 }
+
+// The chart is 1000 units wide; marks and the cursor at either end of the
+// interval keep PAD units of room.
+const PAD = 8;
+const xAt = f => PAD + f * (1000 - 2 * PAD);
 
 // timelineChart draws writes per interval as bars (height: versions,
 // title: bytes changed) and the labels as marks.
@@ -290,24 +296,24 @@ function timelineChart(act, points, from, to, name) {
     "aria-label": `writes to ${name} over time` });
   const buckets = act.buckets || [];
   const max = Math.max(1, ...buckets.map(b => b.versions));
-  const bw = buckets.length ? W / buckets.length : W;
+  const bw = buckets.length ? (W - 2 * PAD) / buckets.length : W - 2 * PAD;
   const stepMs = (act.step_ns || 0) / 1e6;
   buckets.forEach((b, i) => {
     if (!b.versions) return;
     const h = Math.max(2, (base - top) * Math.sqrt(b.versions / max));
     const start = Date.parse(b.start);
-    const r = set(document.createElementNS(ns, "rect"), { class: "bar", x: i * bw + bw * 0.1, y: base - h, width: Math.max(1, bw * 0.8), height: h,
+    const r = set(document.createElementNS(ns, "rect"), { class: "bar", x: PAD + i * bw + bw * 0.1, y: base - h, width: Math.max(1, bw * 0.8), height: h,
       "data-start": b.start, "data-end": new Date(start + stepMs).toISOString() });
     const t = document.createElementNS(ns, "title");
     t.textContent = `${when(b.start)}: ${count(b.versions)} writes, ${bytes(b.bytes)} changed`;
     r.append(t);
     svg.append(r);
   });
-  svg.append(set(document.createElementNS(ns, "line"), { class: "axis", x1: 0, x2: W, y1: base, y2: base }));
+  svg.append(set(document.createElementNS(ns, "line"), { class: "axis", x1: PAD, x2: W - PAD, y1: base, y2: base }));
   for (const p of points) {
     const t = Date.parse(p.time);
     if (!(t >= from && t <= to)) continue;
-    const x = to > from ? (W * (t - from)) / (to - from) : W / 2;
+    const x = xAt(to > from ? (t - from) / (to - from) : 0.5);
     const g = set(document.createElementNS(ns, "g"), { class: "mark", "data-label": p.label });
     g.append(set(document.createElementNS(ns, "rect"), { x: x - 8, y: 0, width: 16, height: base, fill: "transparent" }));
     g.append(set(document.createElementNS(ns, "line"), { x1: x, x2: x, y1: top - 6, y2: base }));
@@ -317,13 +323,13 @@ function timelineChart(act, points, from, to, name) {
     g.append(tt);
     svg.append(g);
   }
-  svg.append(set(document.createElementNS(ns, "line"), { class: "cursor", x1: W, x2: W, y1: 0, y2: base }));
+  svg.append(set(document.createElementNS(ns, "line"), { class: "cursor", x1: xAt(1), x2: xAt(1), y1: 0, y2: base }));
   return svg;
 }
 
 function moveCursor(svg, f) {
   const c = svg.querySelector("line.cursor");
-  const x = 1000 * Math.min(1, Math.max(0, f));
+  const x = xAt(Math.min(1, Math.max(0, f)));
   c.setAttribute("x1", x);
   c.setAttribute("x2", x);
 }
