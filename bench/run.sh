@@ -3,7 +3,7 @@
 # one run (`make bench`):
 #
 #   bench/run.sh [ingest] [nbd] [fuse] [writes] [recover] [protect]
-#                [integrity] [scale] [store]          (no argument: all)
+#                [integrity] [scale] [store] [console]  (no argument: all)
 #
 #   ingest  rewind import vs restic backup vs borg create of a 1 GiB mixed
 #           ext4 image and of its second version (5% of file data
@@ -33,6 +33,9 @@
 #           nbdcopy and fio 4 KiB random reads from a fresh rewind serve,
 #           rewind replicate to a second bucket against rclone copy of
 #           the same packs
+#   console the web console in headless Chromium: the volume list with
+#           200 volumes and the timeline of a volume with 100,000
+#           versions, navigation to data shown (no peer; target < 1 s)
 #
 # Each section can run alone; it makes what it needs (images, an untimed
 # import) when an earlier section did not. A section whose rewind command
@@ -70,14 +73,15 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/integrity.sh"
 . "$here/scale.sh"
 . "$here/store.sh"
+. "$here/console.sh"
 
 sections=("$@")
-((${#sections[@]})) || sections=(ingest nbd fuse writes recover protect integrity scale store)
+((${#sections[@]})) || sections=(ingest nbd fuse writes recover protect integrity scale store console)
 for s in "${sections[@]}"; do
 	case $s in
-	ingest | nbd | fuse | writes | recover | protect | integrity | store) ;;
+	ingest | nbd | fuse | writes | recover | protect | integrity | store | console) ;;
 	scale) scale_check ;;
-	*) die "unknown section $s: want ingest, nbd, fuse, writes, recover, protect, integrity, scale or store" ;;
+	*) die "unknown section $s: want ingest, nbd, fuse, writes, recover, protect, integrity, scale, store or console" ;;
 	esac
 done
 

@@ -69,4 +69,16 @@
 // directory (or the nearest one above it that is there), on the local
 // socket only (checkTargetOwner). Known limit: as for rewind mount, the
 // owner is checked before the daemon follows the path.
+//
+// # Access on --http (guard.go, session.go)
+//
+// Guard lets a request through to the routes only with the bearer token,
+// or with a console session (Sessions: a cookie signed with a key derived
+// from the token, HttpOnly and SameSite=Strict) together with the
+// session's CSRF token in X-CSRF-Token on every call but GET and HEAD;
+// before either, PageGuard refuses a Host that is none of the server's
+// names (DNS rebinding) and any cross-site request. Sessions keep no
+// state but the revocations of signing out (in memory, until the session
+// would have expired), so a restart keeps sessions and a new token ends
+// them all. Package console serves the pages behind PageGuard alone.
 package api
