@@ -263,6 +263,7 @@ async function volumeView(name, params) {
     el("p", { class: "muted" }, `${vol.kind}${vol.parent ? " of " + vol.parent : ""}, ${bytes(vol.size)}, ${count(vol.versions)} versions from ${when(vol.first)} to ${when(vol.last)}, ${bytes(vol.stored_bytes)} stored`),
     el("div", { class: "card" },
       el("div", { class: "row" }, el("b", { class: "grow", text: `${count(act.versions)} versions from ${when(act.from)} to ${when(act.to)}` }),
+        el("span", { class: "legend muted" }, el("i", { class: "sw-bar" }), " writes ", el("i", { class: "sw-bytes" }), " bytes changed ", el("i", { class: "sw-mark" }), " labels"),
         zoomed ? el("a", { href: `#/volumes/${encodeURIComponent(name)}`, id: "zoom-out", text: "Whole history" }) : el("span", { class: "muted", text: "click a bar to zoom in" })),
       chart, el("div", { class: "row axis" }, el("span", { class: "grow", text: when(act.from) }), el("span", { text: when(act.to) })), range,
       el("div", { class: "row" }, whenInput, el("button", { id: "when-go", type: "button", onclick: go, text: "Go" })),
@@ -309,6 +310,12 @@ function timelineChart(act, points, from, to, name) {
     r.append(t);
     svg.append(r);
   });
+  // Bytes changed per interval, as a line over the bars.
+  const maxB = Math.max(1, ...buckets.map(b => b.bytes));
+  if (buckets.some(b => b.bytes > 0)) {
+    const pts = buckets.map((b, i) => `${(PAD + (i + 0.5) * bw).toFixed(1)},${(base - (base - top) * Math.sqrt(b.bytes / maxB)).toFixed(1)}`);
+    svg.append(set(document.createElementNS(ns, "polyline"), { class: "bytes", points: pts.join(" "), "vector-effect": "non-scaling-stroke" }));
+  }
   svg.append(set(document.createElementNS(ns, "line"), { class: "axis", x1: PAD, x2: W - PAD, y1: base, y2: base }));
   for (const p of points) {
     const t = Date.parse(p.time);
