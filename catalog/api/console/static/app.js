@@ -423,13 +423,26 @@ function recoverDialog(name, r, vol) {
   dialog(`Recover ${r.spec}`, [
     el("p", { class: "muted", text: "Serve this instant now as a writable volume, and copy it in the background to the target disk; cut over when it has caught up." }),
     ...field("recover-target", "Target (an NBD address of the production disk)", { required: true, placeholder: "nbd://host:10809/export" }),
-    ...field("recover-as", "Serve as volume (optional)", { placeholder: `${name}-recovered` })],
+    ...field("recover-as", "Serve as volume (optional)", { placeholder: `${name}-recovered` }),
+    ...field("recover-bwlimit", "Copy at most (bytes per second, optional)", { placeholder: "unlimited, or 200M" })],
   "recover-go", "Start recovery", async () => {
-    const st = await call("POST", "/v1/recoveries", { from: r.spec, target: $("#recover-target").value.trim(), as: $("#recover-as").value.trim() || undefined });
+    const limit = rate($("#recover-bwlimit").value);
+    const st = await call("POST", "/v1/recoveries", { from: r.spec, target: $("#recover-target").value.trim(),
+      as: $("#recover-as").value.trim() || undefined, bwlimit: limit || undefined });
     $("#action").close();
     location.hash = "#/recoveries";
     return `Recovery ${st.name} started.`;
   });
+}
+
+// rate reads a bandwidth like 200M, 1.5GiB/s or 50000 as bytes per
+// second (0: none given).
+function rate(text) {
+  const t = text.trim();
+  if (!t) return 0;
+  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?(?:\/s)?$/i.exec(t);
+  if (!m) throw new Error(`${t} is not a rate: give bytes per second, like 200M or 1G`);
+  return Math.round(Number(m[1]) * 1024 ** " kmgt".indexOf((m[2] || " ").toLowerCase()));
 }
 
 async function mountAction(r) {
