@@ -19,6 +19,7 @@ function bytes(n) {
   return (i ? n.toFixed(n < 10 ? 2 : n < 100 ? 1 : 0) : n) + " " + u[i];
 }
 function count(n) { return (n ?? 0).toLocaleString("en-US"); }
+function versionsText(n) { return `${count(n)} version${n === 1 ? "" : "s"}`; }
 function when(iso) {
   if (!iso) return "–";
   const d = new Date(iso);
@@ -260,9 +261,9 @@ async function volumeView(name, params) {
 
   put(view(), 
     el("h1", {}, el("a", { href: "#/volumes", text: "Volumes" }), " / ", name),
-    el("p", { class: "muted" }, `${vol.kind}${vol.parent ? " of " + vol.parent : ""}, ${bytes(vol.size)}, ${count(vol.versions)} versions from ${when(vol.first)} to ${when(vol.last)}, ${bytes(vol.stored_bytes)} stored`),
+    el("p", { class: "muted" }, `${vol.kind}${vol.parent ? " of " + vol.parent : ""}, ${bytes(vol.size)}, ${versionsText(vol.versions)} from ${when(vol.first)} to ${when(vol.last)}, ${bytes(vol.stored_bytes)} stored`),
     el("div", { class: "card" },
-      el("div", { class: "row" }, el("b", { class: "grow", text: `${count(act.versions)} versions from ${when(act.from)} to ${when(act.to)}` }),
+      el("div", { class: "row" }, el("b", { class: "grow", text: `${versionsText(act.versions)} from ${when(act.from)} to ${when(act.to)}` }),
         el("span", { class: "legend muted" }, el("i", { class: "sw-bar" }), " writes ", el("i", { class: "sw-bytes" }), " bytes changed ", el("i", { class: "sw-mark" }), " labels"),
         zoomed ? el("a", { href: `#/volumes/${encodeURIComponent(name)}`, id: "zoom-out", text: "Whole history" }) : el("span", { class: "muted", text: "click a bar to zoom in" })),
       chart, el("div", { class: "row axis" }, el("span", { class: "grow", text: when(act.from) }), el("span", { text: when(act.to) })), range,
@@ -299,11 +300,12 @@ function timelineChart(act, points, from, to, name) {
   const max = Math.max(1, ...buckets.map(b => b.versions));
   const bw = buckets.length ? (W - 2 * PAD) / buckets.length : W - 2 * PAD;
   const stepMs = (act.step_ns || 0) / 1e6;
+  const barW = Math.max(1, Math.min(bw * 0.8, 24));
   buckets.forEach((b, i) => {
     if (!b.versions) return;
     const h = Math.max(2, (base - top) * Math.sqrt(b.versions / max));
     const start = Date.parse(b.start);
-    const r = set(document.createElementNS(ns, "rect"), { class: "bar", x: PAD + i * bw + bw * 0.1, y: base - h, width: Math.max(1, bw * 0.8), height: h,
+    const r = set(document.createElementNS(ns, "rect"), { class: "bar", x: PAD + i * bw + (bw - barW) / 2, y: base - h, width: barW, height: h,
       "data-start": b.start, "data-end": new Date(start + stepMs).toISOString() });
     const t = document.createElementNS(ns, "title");
     t.textContent = `${when(b.start)}: ${count(b.versions)} writes, ${bytes(b.bytes)} changed`;
