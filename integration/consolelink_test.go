@@ -67,6 +67,27 @@ func TestConsoleLink(t *testing.T) {
 	if resp.StatusCode != http.StatusForbidden {
 		t.Fatalf("GET /v1/console over --http: %s, want 403", resp.Status)
 	}
+	// The daemon counts the calls by route, the refusals and the
+	// sign-ins; a wrong token in the link is a refused sign-in.
+	resp, err = http.Get("http://" + srv.HTTPAddr + "/?token=" + strings.Repeat("0", 64))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	page := metrics(t, srv)
+	for series, want := range map[string]float64{
+		`rewind_api_requests_total{code="200",method="GET",route="/v1/console",transport="socket"}`: 2,
+		`rewind_api_requests_total{code="200",method="GET",route="/v1/volumes",transport="http"}`:   1,
+		`rewind_api_requests_total{code="403",method="GET",route="/v1/console",transport="http"}`:   1,
+		`rewind_api_refused_total{code="401"}`:                                                      1,
+		`rewind_console_signins_total{result="ok"}`:                                                 1,
+		`rewind_console_signins_total{result="refused"}`:                                            1,
+	} {
+		if got := metricValue(page, series); got != want {
+			t.Errorf("%s = %v, want %v", series, got, want)
+		}
+	}
+
 	// Nor to another user on the socket.
 	if err := os.Chmod(rw.Socket(), 0o666); err != nil {
 		t.Fatal(err)

@@ -68,6 +68,7 @@ type daemon struct {
 	web     *http.Server
 	mounts  mounts
 	console consoleLink
+	metrics *apiMetrics
 	stops   []func(ctx context.Context) error // run in reverse on shutdown
 }
 
@@ -161,7 +162,8 @@ func (d *daemon) start(ctx context.Context, c *serveCmd, tlsConf *tls.Config, so
 		}
 		nbdListener, info.NBD = l, l.Addr().String()
 	}
-	handler := api.Serve(d.routes(ctx, info))
+	d.metrics = newAPIMetrics(reg)
+	handler := api.Serve(d.metrics.routes(d.routes(ctx, info)))
 
 	sock, err := api.ListenSocket(sockPath, handler)
 	if err != nil {
@@ -246,8 +248,8 @@ func (d *daemon) startHTTP(c *serveCmd, handler http.Handler, reg *prometheus.Re
 	remote := api.Remote{Token: token, Addr: c.HTTP, Hosts: c.HTTPHosts, Sessions: api.NewSessions(token)}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	mux.Handle("/v1/", api.Guard(handler, remote))
-	mux.Handle("/", console.Handler(remote))
+	mux.Handle("/v1/", d.metrics.guarded(api.Guard(handler, remote)))
+	mux.Handle("/", console.Handler(remote, d.metrics.signIn))
 	if c.DebugPprof {
 		prof := http.NewServeMux()
 		prof.HandleFunc("/debug/pprof/", pprof.Index)

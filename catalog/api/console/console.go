@@ -25,16 +25,22 @@ var security = map[string]string{
 
 // Handler serves the console for the holder of remote's token; remote's
 // Sessions must be set, and the same Sessions given to api.Guard.
-func Handler(remote api.Remote) http.Handler {
+// signedIn, when not nil, hears of each sign-in, with whether its token
+// was right.
+func Handler(remote api.Remote, signedIn func(ok bool)) http.Handler {
 	if remote.Sessions == nil {
 		panic("console: Handler needs Remote.Sessions")
 	}
 	s := remote.Sessions
+	if signedIn == nil {
+		signedIn = func(bool) {}
+	}
 	files, _ := fs.Sub(static, "static")
 	assets := http.FileServerFS(files)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		if tok := r.URL.Query().Get("token"); tok != "" {
+			signedIn(s.ValidToken(tok))
 			if !s.ValidToken(tok) {
 				http.Redirect(w, r, "/?signin=refused", http.StatusSeeOther)
 				return
@@ -70,7 +76,9 @@ func Handler(remote api.Remote) http.Handler {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "send the token as JSON: {\"token\":\"...\"}", "code": "invalid"})
 			return
 		}
-		if !s.ValidToken(strings.TrimSpace(req.Token)) {
+		ok := s.ValidToken(strings.TrimSpace(req.Token))
+		signedIn(ok)
+		if !ok {
 			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "that is not this server's API token (it is in DATA/api-token on the server; rewind console prints a sign-in link)", "code": "unauthorized"})
 			return
 		}

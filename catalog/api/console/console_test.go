@@ -27,7 +27,7 @@ func server(t *testing.T) (*httptest.Server, *int) {
 		*reached++
 		w.Write([]byte(`[]`))
 	}), remote))
-	mux.Handle("/", Handler(remote))
+	mux.Handle("/", Handler(remote, nil))
 	srv.Config.Handler = mux
 	srv.Start()
 	t.Cleanup(srv.Close)
