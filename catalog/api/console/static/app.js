@@ -464,8 +464,8 @@ async function recoveriesView() {
     const pct = percent(r);
     return el("tr", { "data-recovery": r.name, "data-state": r.state },
       el("td", {}, el("a", { href: "#/volumes/" + encodeURIComponent(r.name), text: r.name })),
-      el("td", { class: "hide-narrow", title: r.source, text: r.source }),
-      el("td", { class: "hide-narrow" }, el("code", { text: r.target })),
+      el("td", { class: "hide-narrow wrap", title: r.source, text: r.source }),
+      el("td", { class: "hide-narrow wrap" }, el("code", { text: r.target })),
       el("td", { class: "state" }, el("span", { class: "badge " + (r.state === "failed" ? "warn" : "on"), title: r.reason || r.mode || "", text: r.state })),
       el("td", { class: "progress num" }, el("progress", { max: 100, value: pct }), ` ${pct}%`),
       el("td", { class: "num hide-narrow", text: `${bytes(r.done_bytes)} of ${bytes(r.total_bytes)}` }),
@@ -473,6 +473,8 @@ async function recoveriesView() {
       el("td", { class: "eta num", text: r.state === "copying" ? duration(r.eta_seconds) : "–" }),
       el("td", { class: "actions" },
         el("button", { type: "button", class: "cutover", disabled: r.state !== "copying" && r.state !== "converged", onclick: () => cutover(r), text: "Cut over" }), " ",
+        el("button", { type: "button", class: "limit quiet", disabled: r.state !== "copying", onclick: () => limitRecovery(r),
+          title: r.bwlimit ? `at most ${bytes(r.bwlimit)}/s` : "no limit", text: r.bwlimit ? `${bytes(r.bwlimit)}/s` : "Limit…" }), " ",
         el("button", { type: "button", class: "cancel quiet", disabled: r.state !== "copying" && r.state !== "converged", onclick: () => cancelRecovery(r), text: "Cancel" })),
       r.reason ? el("td", { class: "error", text: r.reason }) : null);
   });
@@ -493,6 +495,14 @@ async function recoveriesView() {
 async function cutover(r) {
   if (!confirm(`Cut over ${r.name} to ${r.target}?\n\nWrites to ${r.name} pause while the last changes are copied; afterwards the target disk holds the volume and the recovery ends.`)) return;
   try { await call("POST", `/v1/recoveries/${encodeURIComponent(r.name)}/cutover`); }
+  catch (e) { $("#recoveries-error").textContent = e.message; return; }
+  route();
+}
+
+async function limitRecovery(r) {
+  const text = prompt(`Copy ${r.name} at most how fast? Bytes per second, like 200M; empty for no limit.`, r.bwlimit ? String(r.bwlimit) : "");
+  if (text === null) return;
+  try { await call("PATCH", `/v1/recoveries/${encodeURIComponent(r.name)}`, { bwlimit: rate(text) }); }
   catch (e) { $("#recoveries-error").textContent = e.message; return; }
   route();
 }
