@@ -27,7 +27,7 @@ func newAPIMetrics(reg prometheus.Registerer) *apiMetrics {
 			Help: "API calls answered, by transport (socket or http), method, route pattern and status code."},
 			[]string{"transport", "method", "route", "code"}),
 		seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "rewind_api_request_seconds",
-			Help: "Time to answer an API call (streamed calls: until the last line), by method and route pattern.",
+			Help:    "Time to answer an API call (streamed calls: until the last line), by method and route pattern.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 9)}, []string{"method", "route"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rewind_api_refused_total",
 			Help: "Requests on --http /v1 refused before reaching a call (401: no or a wrong token or session; 403: a foreign Host or Origin, or no CSRF token; 415), by status code."},
