@@ -54,40 +54,32 @@ func (d *daemon) pin(spec string) (VerifyTarget, error) {
 // --boot; stopping ends when the daemon begins to stop, and ends the
 // checks and VMs' disks with it.
 func (d *daemon) verifyRoutes(stopping context.Context) []api.Route {
-	merged := func(ctx context.Context) (context.Context, func()) {
-		ctx, cancel := context.WithCancel(ctx)
-		stop := context.AfterFunc(stopping, cancel)
-		return ctx, func() { stop(); cancel() }
+	// call serves one verify call on the request's spec, local callers
+	// only; a long one (a check, a VM's disk) also ends when the daemon
+	// begins to stop.
+	call := func(long bool, run func(ctx context.Context, spec string) (any, error)) http.Handler {
+		return api.OK(func(r *http.Request) (any, error) {
+			req, err := verifyRequest(r)
+			if err != nil {
+				return nil, err
+			}
+			ctx := r.Context()
+			if long {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithCancel(ctx)
+				defer context.AfterFunc(stopping, cancel)()
+				defer cancel()
+			}
+			return run(ctx, req.Spec)
+		})
 	}
 	return []api.Route{
 		{Method: "POST", Pattern: "/v1/verify/resolve", Body: VerifyRequest{}, Answer: VerifyTarget{},
-			Handler: api.OK(func(r *http.Request) (any, error) {
-				req, err := verifyRequest(r)
-				if err != nil {
-					return nil, err
-				}
-				return d.pin(req.Spec)
-			})},
+			Handler: call(false, func(_ context.Context, spec string) (any, error) { return d.pin(spec) })},
 		{Method: "POST", Pattern: "/v1/verify/fsck", Body: VerifyRequest{}, Answer: proof.FsckReport{},
-			Handler: api.OK(func(r *http.Request) (any, error) {
-				req, err := verifyRequest(r)
-				if err != nil {
-					return nil, err
-				}
-				ctx, done := merged(r.Context())
-				defer done()
-				return d.verifyFsck(ctx, req.Spec)
-			})},
+			Handler: call(true, func(ctx context.Context, spec string) (any, error) { return d.verifyFsck(ctx, spec) })},
 		{Method: "POST", Pattern: "/v1/verify/nbd", Body: VerifyRequest{}, Answer: VerifyTarget{},
-			Handler: api.OK(func(r *http.Request) (any, error) {
-				req, err := verifyRequest(r)
-				if err != nil {
-					return nil, err
-				}
-				ctx, done := merged(r.Context())
-				defer done()
-				return d.verifyNBD(ctx, req.Spec)
-			})},
+			Handler: call(true, func(ctx context.Context, spec string) (any, error) { return d.verifyNBD(ctx, spec) })},
 	}
 }
 
