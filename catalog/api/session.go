@@ -36,7 +36,6 @@ const SessionTTL = 12 * time.Hour
 // SameSite=Strict besides.
 type Sessions struct {
 	key []byte
-	now func() time.Time
 
 	mu      sync.Mutex
 	revoked map[string]time.Time // session id -> its expiry
@@ -46,7 +45,7 @@ type Sessions struct {
 func NewSessions(token string) *Sessions {
 	m := hmac.New(sha256.New, []byte(token))
 	m.Write([]byte("rewind console session key"))
-	return &Sessions{key: m.Sum(nil), now: time.Now, revoked: map[string]time.Time{}}
+	return &Sessions{key: m.Sum(nil), revoked: map[string]time.Time{}}
 }
 
 func (s *Sessions) mac(kind, id string) string {
@@ -60,7 +59,7 @@ func (s *Sessions) mac(kind, id string) string {
 func (s *Sessions) Issue(w http.ResponseWriter, r *http.Request) string {
 	var b [16]byte
 	rand.Read(b[:])
-	id := strconv.FormatInt(s.now().Unix(), 10) + "." + hex.EncodeToString(b[:])
+	id := strconv.FormatInt(time.Now().Unix(), 10) + "." + hex.EncodeToString(b[:])
 	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: id + "." + s.mac("session", id), Path: "/",
 		MaxAge: int(SessionTTL / time.Second), HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode})
 	return s.mac("csrf", id)
@@ -83,7 +82,7 @@ func (s *Sessions) Check(r *http.Request) (id string, ok bool) {
 	}
 	issued, _, _ := strings.Cut(id, ".")
 	sec, err := strconv.ParseInt(issued, 10, 64)
-	if err != nil || s.now().After(time.Unix(sec, 0).Add(SessionTTL)) {
+	if err != nil || time.Now().After(time.Unix(sec, 0).Add(SessionTTL)) {
 		return "", false
 	}
 	s.mu.Lock()
@@ -102,7 +101,7 @@ func (s *Sessions) checkCSRF(r *http.Request, id string) bool {
 
 // Revoke ends session id and clears the cookie on w.
 func (s *Sessions) Revoke(w http.ResponseWriter, r *http.Request, id string) {
-	now := s.now()
+	now := time.Now()
 	s.mu.Lock()
 	for k, exp := range s.revoked {
 		if now.After(exp) {
