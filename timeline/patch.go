@@ -103,6 +103,57 @@ func (s *Store) assembleFrom(r *blockRef, blk []byte, keep bool) error {
 	return nil
 }
 
+// patchInPlace lays the patches of blocks[i], for each i in patched,
+// over the base that part(i) already holds (read in place, or zeroes),
+// oldest first. The patches of all the blocks are read in one call;
+// they are small, and kept in the cache with keep as any chunk read in
+// part is.
+func (s *Store) patchInPlace(blocks []blockRef, patched []int, part func(int) ([]byte, int64), keep bool) error {
+	var ids []blockstore.ID
+	at := map[blockstore.ID]int{}
+	for _, i := range patched {
+		for _, p := range blocks[i].patches {
+			if _, ok := at[p.id]; !ok && !p.zero {
+				at[p.id] = len(ids)
+				ids = append(ids, p.id)
+			}
+		}
+	}
+	datas := make([][]byte, len(ids))
+	if len(ids) > 0 {
+		read := s.cache.ReadMany
+		if !keep {
+			read = s.cache.ReadManyScan
+		}
+		err := read(ids, nil, func(k int, data []byte) {
+			datas[k] = append([]byte(nil), data...)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	for _, i := range patched {
+		blk, _ := part(i)
+		for _, p := range blocks[i].patches {
+			lo, hi := int64(p.off), int64(p.off)+int64(p.n)
+			if hi > int64(len(blk)) {
+				return fmt.Errorf("%w: a patch of bytes %d-%d of a block of %d", blockstore.ErrCorrupt, lo, hi, len(blk))
+			}
+			dst := blk[lo:hi]
+			if p.zero {
+				clear(dst)
+				continue
+			}
+			data := datas[at[p.id]]
+			if len(data) != len(dst) {
+				return fmt.Errorf("%w: a patch of %d bytes holds %d", blockstore.ErrCorrupt, len(dst), len(data))
+			}
+			copy(dst, data)
+		}
+	}
+	return nil
+}
+
 // patchRuns remembers, per block of a writable head, how many patches
 // follow the block's newest base in the volume's own versions (at least:
 // a write that failed after counting leaves the count high, which only

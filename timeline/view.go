@@ -190,11 +190,10 @@ func (s *Store) readAt(m *Volume, t int64, p []byte, off int64, refs *refCache, 
 		return p[lo-off : hi-off], lo - start
 	}
 	var chunks []int
+	var patched []int // patched blocks read whole: put together in place
 	var blk []byte
 	for i, r := range blocks {
 		if !r.plain() {
-			// A patched block is put together whole, then copied; the
-			// cache keeps it put together.
 			dst, within := part(i)
 			hit := s.cache.Peek(blocks[i].assembled(), func(data []byte) {
 				clear(dst[copy(dst, data[min(within, int64(len(data))):]):])
@@ -202,6 +201,21 @@ func (s *Store) readAt(m *Volume, t int64, p []byte, off int64, refs *refCache, 
 			if hit {
 				continue
 			}
+			if within == 0 && int64(len(dst)) == bs {
+				// Read whole (a copy of the disk): the base is read in
+				// place with the plain blocks and the patches laid over
+				// it, as for a raw chunk read whole, nothing of the
+				// block is kept put together.
+				patched = append(patched, i)
+				if r.kind == refChunk {
+					chunks = append(chunks, i)
+				} else {
+					clear(dst)
+				}
+				continue
+			}
+			// Read in part: put together whole, then copied; the cache
+			// keeps it put together.
 			if blk == nil {
 				blk = make([]byte, bs)
 			}
@@ -220,9 +234,23 @@ func (s *Store) readAt(m *Volume, t int64, p []byte, off int64, refs *refCache, 
 		dst, _ := part(i)
 		clear(dst)
 	}
-	if len(chunks) == 0 {
-		return nil
+	if len(chunks) > 0 {
+		if err := s.readChunks(m, b0, b1, blocks, chunks, part, keep); err != nil {
+			return err
+		}
 	}
+	if len(patched) > 0 {
+		if err := s.patchInPlace(blocks, patched, part, keep); err != nil {
+			return fmt.Errorf("read %s blocks %d-%d: %w", m.Name, b0, b1-1, err)
+		}
+	}
+	return nil
+}
+
+// readChunks reads the chunks of blocks[i] for each i in chunks into
+// their parts of p (see readAt).
+func (s *Store) readChunks(m *Volume, b0, b1 int64, blocks []blockRef, chunks []int, part func(int) ([]byte, int64), keep bool) error {
+	bs := m.BlockSize
 	ids := make([]blockstore.ID, len(chunks))
 	into := make([][]byte, len(chunks)) // whole blocks can be read in place
 	for k, i := range chunks {
