@@ -39,7 +39,8 @@
 // its work on so few bytes.
 //
 // Whether a chunk is indexed is first asked of a Bloom filter of the IDs
-// in the index, loaded in the background at Open (idfilter.go): an ID it
+// in the index, loaded in the background from the first write after Open
+// (idfilter.go): an ID it
 // does not hold is stored at once, without a Pebble lookup. Every ID a
 // Txn stores is added before its entry can commit. StopReadingIndex ends
 // the loading (and WarmLocations); it must run before the database

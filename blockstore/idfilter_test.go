@@ -74,6 +74,7 @@ func TestIDFilterNeverHidesAStoredChunk(t *testing.T) {
 // more and more often.
 func TestIDFilterGivesUpWhenFull(t *testing.T) {
 	f := &idFilter{words: make([]atomic.Uint64, 1), mask: 63, max: 8}
+	f.start.Do(func() {}) // loaded already: no index to read
 	f.ready.Store(true)
 	var id ID
 	for i := range 9 {
