@@ -231,9 +231,9 @@ func (s *Service) Dir() string { return s.dir }
 // Timeline returns the timeline store, for the servers that serve views.
 func (s *Service) Timeline() *timeline.Store { return s.tl }
 
-// WarmIndex loads what fits of the chunk index into memory, in the
-// background (see blockstore.Store.WarmLocations): a long-lived process
-// (the daemon) calls it when it starts.
+// WarmIndex loads the chunk index into memory, in the background, when
+// at least half of it fits (see blockstore.Store.WarmLocations): a
+// long-lived process (the daemon) calls it when it starts.
 //
 // It also says in the log, once, if the store starts without taking
 // writes (its disk is full): a command learns it from its errors.
