@@ -2,6 +2,7 @@ package timeline
 
 import (
 	"cmp"
+	"errors"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -44,6 +45,8 @@ type folder struct {
 	queue     map[foldKey]bool
 	running   bool
 	searched  bool       // findFolds is done
+	complete  bool       // and it looked at every block
+	dropped   bool       // a block was not queued: the queue was full
 	done      *sync.Cond // broadcast when a run ends (tests wait on it)
 }
 
@@ -70,6 +73,8 @@ func (s *Store) queueFold(vol, block uint64) {
 	}
 	if len(f.queue) < maxFoldQueue {
 		f.queue[foldKey{vol, block}] = true
+	} else {
+		f.dropped = true
 	}
 	start := !f.running
 	f.running = true
@@ -174,21 +179,38 @@ func (s *Store) closing() bool {
 // findFolds queues, in the background, the blocks of writable heads
 // whose newest versions end in a run of foldAt patches or more: the queue
 // of a store that stopped is lost, and its blocks would stay unfolded
-// until written again. One pass over those volumes' version keys.
-func (s *Store) findFolds() {
+// until written again. One pass over those volumes' version keys: a
+// million of them after a million clone writes, which a daemon that had
+// just started read beside its first clients' reads. A store closed with
+// nothing left to fold says so (foldedKey, see markFolded), and the next
+// Open takes that instead of the pass; the key is deleted, durably,
+// before any write, so a store that stops uncleanly later looks again.
+func (s *Store) findFolds() error {
+	if _, closer, err := s.db.Get(foldedKey); err == nil {
+		closer.Close()
+		if err := s.db.Delete(foldedKey, pebble.Sync); err != nil {
+			return err
+		}
+		s.fold.searched, s.fold.complete = true, true
+		return nil
+	} else if !errors.Is(err, pebble.ErrNotFound) {
+		return err
+	}
 	bg := &s.background
 	bg.Lock()
 	defer bg.Unlock()
 	if bg.closing {
 		s.fold.searched = true
-		return
+		return nil
 	}
 	bg.wg.Add(1)
 	go func() {
 		defer bg.wg.Done()
+		complete := true
 		defer func() {
 			s.fold.mu.Lock()
 			s.fold.searched = true
+			s.fold.complete = complete && !s.closing()
 			s.fold.mu.Unlock()
 		}()
 		for _, v := range s.Volumes() {
@@ -196,10 +218,32 @@ func (s *Store) findFolds() {
 				continue
 			}
 			if err := s.findFoldsOf(v.ID); err != nil {
+				complete = false
 				s.log.Debug("looking for runs of patches to fold", "volume", v.Name, "err", err)
 			}
 		}
 	}()
+	return nil
+}
+
+// foldedKey, present, says that the store was closed with no block left
+// to fold (see findFolds).
+var foldedKey = globalKey("folded")
+
+// markFolded writes foldedKey when nothing is left to fold: the search
+// after Open looked at every block, no block was dropped from the queue,
+// and the queue is empty. The background goroutines have ended.
+func (s *Store) markFolded() {
+	f := &s.fold
+	f.mu.Lock()
+	done := f.complete && !f.dropped && !f.running && len(f.queue) == 0
+	f.mu.Unlock()
+	if !done || s.guard.Err() != nil {
+		return
+	}
+	if err := s.db.Set(foldedKey, nil, pebble.Sync); err != nil {
+		s.log.Debug("noting that nothing is left to fold", "err", err)
+	}
 }
 
 func (s *Store) findFoldsOf(vol uint64) error {

@@ -116,7 +116,9 @@ func Open(o Options) (*Store, error) {
 	if err := s.loadRanges(); err != nil {
 		return nil, err
 	}
-	s.findFolds()
+	if err := s.findFolds(); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -180,6 +182,7 @@ func (s *Store) Close() error {
 	s.background.closing = true
 	s.background.Unlock()
 	s.background.wg.Wait()
+	s.markFolded()
 	s.cache.Close()
 	return nil
 }
