@@ -250,6 +250,7 @@ func (s *Service) WarmIndex() {
 // stopped taking writes is closed as it is, and Close says why: what was
 // flushed before is on disk, and what was not cannot be.
 func (s *Service) Close() error {
+	s.tl.StopBackground()
 	err := s.tl.Writable()
 	if err == nil {
 		err = s.tl.Flush()

@@ -185,14 +185,17 @@ func (s *Store) closing() bool {
 // nothing left to fold says so (foldedKey, see markFolded), and the next
 // Open takes that instead of the pass; the key is deleted, durably,
 // before any write, so a store that stops uncleanly later looks again.
+// The key is written before the index is written out at a clean close
+// (see StopBackground), so that it leaves no log behind.
 func (s *Store) findFolds() error {
 	if _, closer, err := s.db.Get(foldedKey); err == nil {
 		closer.Close()
-		if err := s.db.Delete(foldedKey, pebble.Sync); err != nil {
-			return err
+		// A store that cannot delete it (a full disk: it opens taking no
+		// writes) searches as before.
+		if err := s.db.Delete(foldedKey, pebble.Sync); err == nil {
+			s.fold.searched, s.fold.complete = true, true
+			return nil
 		}
-		s.fold.searched, s.fold.complete = true, true
-		return nil
 	} else if !errors.Is(err, pebble.ErrNotFound) {
 		return err
 	}

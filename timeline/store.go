@@ -178,13 +178,25 @@ func (s *Store) load() error {
 // Close empties the cache of decoded chunks, whose memory the next store
 // of the process reuses. The caller closes the DB and the chunk store.
 func (s *Store) Close() error {
+	s.StopBackground()
+	s.cache.Close()
+	return nil
+}
+
+// StopBackground ends the store's work in the background (folding,
+// read-ahead, the search for runs of patches) and waits for it; the
+// first call then notes in the index whether anything is left to fold
+// (see findFolds). Close calls it; a caller that writes the index out
+// before Close calls it first, so that the note is written out too.
+func (s *Store) StopBackground() {
 	s.background.Lock()
+	first := !s.background.closing
 	s.background.closing = true
 	s.background.Unlock()
 	s.background.wg.Wait()
-	s.markFolded()
-	s.cache.Close()
-	return nil
+	if first {
+		s.markFolded()
+	}
 }
 
 // Now returns the store's clock reading.
