@@ -247,15 +247,20 @@ func (s *Store) saveMeta() error {
 	defer func() {
 		for _, vs := range held {
 			vs.commitMu.Unlock()
+			vs.writeMu.RUnlock()
 		}
 	}()
+	// Each volume's writeMu, shared, keeps RemoveVolume from deleting it
+	// before this batch commits (its record would come back); commitMu
+	// keeps its clone writes out.
 	for _, vs := range vols {
+		vs.writeMu.RLock()
 		vs.commitMu.Lock()
 		held = append(held, vs)
 		s.mu.Lock()
-		m := vs.meta
+		m, live := vs.meta, s.mu.vols[vs.meta.ID] == vs
 		s.mu.Unlock()
-		if vs.unsaved == 0 || m == nil || m.Versions == 0 {
+		if !live || vs.unsaved == 0 || m.Versions == 0 {
 			continue
 		}
 		b.Set(metaKey(m.ID), m.clone().marshal(), nil)
