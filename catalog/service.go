@@ -250,7 +250,7 @@ func (s *Service) WarmIndex() {
 // stopped taking writes is closed as it is, and Close says why: what was
 // flushed before is on disk, and what was not cannot be.
 func (s *Service) Close() error {
-	s.tl.StopBackground()
+	stopErr := s.tl.StopBackground()
 	err := s.tl.Writable()
 	if err == nil {
 		err = s.tl.Flush()
@@ -263,7 +263,7 @@ func (s *Service) Close() error {
 	s.guard.Close()
 	s.chunks.StopReadingIndex()
 	// The index closes first: writing out its log syncs the packs first.
-	return errors.Join(err, s.tl.Close(), s.db.Close(), s.chunks.Close(), s.remote.close())
+	return errors.Join(err, stopErr, s.tl.Close(), s.db.Close(), s.chunks.Close(), s.remote.close())
 }
 
 // flushIndex writes the memtable out, or gives up when the store stops

@@ -42,10 +42,15 @@
 // and the new metadata go to one Pebble batch. A version too large for one
 // batch (an import) commits in parts behind a pending marker; Open undoes
 // the parts of a version whose final batch never committed, so a killed
-// import leaves no version. A durable commit (import, clone, Flush) syncs
-// the packs before it syncs the batch that points at them; clone writes
+// import leaves no version. A durable commit (import, clone) syncs the
+// packs before it syncs the batch that points at them; clone writes
 // commit without sync, and Flush (NBD FLUSH and FUA, FUSE fsync) makes
-// everything acknowledged so far durable. A clone write that changes part
+// everything acknowledged so far durable by syncing Pebble's log, whose
+// writes the Guard precedes with a sync of the packs (see Durability).
+// A clone write commits the volume's metadata record only every
+// maxUnsavedVersions versions: its summary record says the rest, and
+// Open rolls the metadata forward over the summaries after its Last;
+// Store.Close writes the records that are behind. A clone write that changes part
 // of a block stores only the bytes it writes, as a patch over the block's
 // previous version (keys.go), and reads nothing. Once a block has
 // maxPatches patches in a row (patch.go), the next partial write reads the

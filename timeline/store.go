@@ -74,6 +74,10 @@ type volState struct {
 	// and commits their versions one at a time, in time order.
 	blocks   blockLocks
 	commitMu sync.Mutex
+	// unsaved counts the clone writes committed since the volume's
+	// metadata record was last written (see maxUnsavedVersions); under
+	// commitMu.
+	unsaved int
 	// patches counts the patches of blocks that writes left (patch.go).
 	patches patchRuns
 	// pruneMu is held alone by Prune, and shared while a view or a clone
@@ -168,35 +172,148 @@ func (s *Store) load() error {
 		s.mu.nextID = max(s.mu.nextID, v.ID)
 		s.mu.last = max(s.mu.last, v.Last)
 	}
+	if err := it.Error(); err != nil {
+		return err
+	}
 	if v, closer, err := s.db.Get(globalKey("next-id")); err == nil {
 		s.mu.nextID = max(s.mu.nextID, binary.BigEndian.Uint64(v))
 		closer.Close()
 	}
-	return it.Error()
-}
-
-// Close empties the cache of decoded chunks, whose memory the next store
-// of the process reuses. The caller closes the DB and the chunk store.
-func (s *Store) Close() error {
-	s.StopBackground()
-	s.cache.Close()
+	for _, vs := range s.mu.vols {
+		if err := s.rollForward(vs); err != nil {
+			return err
+		}
+		s.mu.last = max(s.mu.last, vs.meta.Last)
+	}
 	return nil
 }
 
+// rollForward brings vs.meta, as its record was read, up to the newest
+// version committed: clone writes commit their summary records and leave
+// the metadata record behind (see maxUnsavedVersions). A summary is
+// committed only in the batch that makes its version visible, so every
+// one after Last belongs to a visible version; the parts of an import
+// that never finished have none.
+func (s *Store) rollForward(vs *volState) error {
+	m := vs.meta
+	_, hi := volumeBounds(tagTime, m.ID)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: timeKey(m.ID, m.Last+1, 0), UpperBound: hi})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	for it.First(); it.Valid(); it.Next() {
+		_, t, part, ok := parseTimeKey(it.Key())
+		if !ok {
+			return fmt.Errorf("timeline: bad time key %x", it.Key())
+		}
+		if part != summaryPart {
+			continue
+		}
+		sum, err := unmarshalSummary(it.Value())
+		if err != nil {
+			return err
+		}
+		if m.Versions == 0 {
+			m.First = t
+		}
+		m.Last = t
+		m.Versions++
+		m.LogicalBytes += int64(sum.Bytes)
+		m.StoredBytes += int64(sum.Stored)
+		if size := int64(sum.Size); size != m.Size {
+			m.Size = size
+			m.Sizes = append(m.Sizes, SizeChange{T: t, Size: size})
+		}
+		vs.unsaved++
+	}
+	return it.Error()
+}
+
+// saveMeta writes the metadata records that clone writes left behind
+// (see maxUnsavedVersions), so that the next Open has nothing to roll
+// forward.
+func (s *Store) saveMeta() error {
+	if s.guard.Err() != nil {
+		return nil // the next open rolls them forward
+	}
+	s.mu.Lock()
+	vols := make([]*volState, 0, len(s.mu.vols))
+	for _, vs := range s.mu.vols {
+		vols = append(vols, vs)
+	}
+	s.mu.Unlock()
+	b := s.db.NewBatch()
+	defer b.Close()
+	var held []*volState
+	defer func() {
+		for _, vs := range held {
+			vs.commitMu.Unlock()
+			vs.writeMu.RUnlock()
+		}
+	}()
+	// Each volume's writeMu, shared, keeps RemoveVolume from deleting it
+	// before this batch commits (its record would come back); commitMu
+	// keeps its clone writes out.
+	for _, vs := range vols {
+		vs.writeMu.RLock()
+		vs.commitMu.Lock()
+		held = append(held, vs)
+		s.mu.Lock()
+		m, live := vs.meta, s.mu.vols[vs.meta.ID] == vs
+		s.mu.Unlock()
+		if !live || vs.unsaved == 0 || m.Versions == 0 {
+			continue
+		}
+		b.Set(metaKey(m.ID), m.clone().marshal(), nil)
+	}
+	if b.Empty() {
+		return nil
+	}
+	s.mu.Lock()
+	last := s.mu.last
+	s.mu.Unlock()
+	b.Set(globalKey("clock"), clockValue(last), nil)
+	if err := s.commit(b, pebble.Sync); err != nil {
+		return err
+	}
+	for _, vs := range held {
+		vs.unsaved = 0
+	}
+	return nil
+}
+
+// Close stops the background work and writes what it leaves behind (see
+// StopBackground), and empties the cache of decoded chunks, whose memory
+// the next store of the process reuses. The caller closes the DB and the
+// chunk store.
+func (s *Store) Close() error {
+	err := s.StopBackground()
+	s.cache.Close()
+	return err
+}
+
 // StopBackground ends the store's work in the background (folding,
-// read-ahead, the search for runs of patches) and waits for it; the
-// first call then notes in the index whether anything is left to fold
-// (see findFolds). Close calls it; a caller that writes the index out
-// before Close calls it first, so that the note is written out too.
-func (s *Store) StopBackground() {
+// read-ahead, the search for runs of patches) and waits for it. The first
+// call then writes the metadata records that clone writes left behind
+// (saveMeta) and notes in the index whether anything is left to fold (see
+// findFolds). Close calls it; a caller that writes the index out before
+// Close calls it first, so that these are written out too and leave no
+// log of the index behind.
+func (s *Store) StopBackground() error {
 	s.background.Lock()
 	first := !s.background.closing
 	s.background.closing = true
 	s.background.Unlock()
 	s.background.wg.Wait()
-	if first {
-		s.markFolded()
+	if !first {
+		return nil
 	}
+	s.markFolded()
+	if err := s.saveMeta(); err != nil {
+		return fmt.Errorf("timeline: save volume metadata: %w", err)
+	}
+	return nil
 }
 
 // Now returns the store's clock reading.
@@ -293,8 +410,15 @@ func (s *Store) Flush() error {
 	if err := s.guard.Err(); err != nil {
 		return err
 	}
-	if err := s.syncPacks(); err != nil {
-		return err
+	// On a Guard, the packs are synced before Pebble writes the log records
+	// of the writes acknowledged so far (every one wrote its pack bytes
+	// before it committed), so the log's sync below makes both durable:
+	// syncing the packs here as well put a third sync, in turn with the
+	// other two, in every FLUSH.
+	if s.guard == nil {
+		if err := s.syncPacks(); err != nil {
+			return err
+		}
 	}
 	if err := s.db.LogData(nil, pebble.Sync); err != nil {
 		return fmt.Errorf("timeline: sync: %w", err)

@@ -146,6 +146,7 @@ func (v *View) write(off, n int64, kind VersionKind, fill func(buf []byte, at in
 	w.t = v.s.nextTimeLocked(0)
 	v.s.mu.Unlock()
 	w.meta = m.clone()
+	w.lazy = vs
 	for _, sb := range staged {
 		if err := w.setStaged(sb); err != nil {
 			w.abort()

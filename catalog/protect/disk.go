@@ -34,7 +34,9 @@ type Disk struct {
 	// diverged is set when a write reached the timeline but not the
 	// primary and could not be undone: the next start compares them.
 	diverged atomic.Bool
-	stats    counters
+	// primarySync runs the primary's fdatasync for concurrent FLUSHes.
+	primarySync syncer
+	stats       counters
 	// afterRecord, when set (by tests), runs between recording a request
 	// in the timeline and writing the primary.
 	afterRecord func()
@@ -207,7 +209,7 @@ func (d *Disk) flush() error {
 // needs (allocation, size), not timestamps.
 func (d *Disk) sync() error {
 	primary := make(chan error, 1)
-	go func() { primary <- unix.Fdatasync(int(d.p.f.Fd())) }()
+	go func() { primary <- d.primarySync.sync(func() error { return unix.Fdatasync(int(d.p.f.Fd())) }) }()
 	var errs []error
 	if err := d.view.Flush(); err != nil {
 		errs = append(errs, fmt.Errorf("flush the timeline: %w", err))
