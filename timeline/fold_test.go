@@ -46,6 +46,13 @@ func TestFoldAfterReopen(t *testing.T) {
 	}
 	p.e.close()
 	p.e.open()
+	requireFoldsAfterReopen(t, p)
+}
+
+// requireFoldsAfterReopen lets the reopened store fold what waits and
+// checks every instant.
+func requireFoldsAfterReopen(t *testing.T, p *pruneEnv) {
+	t.Helper()
 	p.e.s.fold.idle.Store(int64(time.Millisecond))
 	deadline := time.Now().Add(30 * time.Second)
 	for p.e.s.FoldsPending() > 0 && time.Now().Before(deadline) {
@@ -99,13 +106,7 @@ func TestFoldMarkAfterCleanClose(t *testing.T) {
 		t.Fatal("a store closed with blocks waiting to be folded says none is left")
 	}
 	p.e.open()
-	p.e.s.fold.idle.Store(int64(time.Millisecond))
-	deadline := time.Now().Add(30 * time.Second)
-	for p.e.s.FoldsPending() > 0 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	requireFolded(t, p)
-	p.check(t, "folded after reopen")
+	requireFoldsAfterReopen(t, p)
 }
 
 // closeMarked closes e and reports whether the store left foldedKey.

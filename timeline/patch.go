@@ -84,7 +84,13 @@ func (s *Store) assembleFrom(r *blockRef, blk []byte, keep bool) error {
 	} else {
 		clear(blk)
 	}
-	for _, p := range r.patches {
+	return applyPatches(blk, r.patches, datas, at)
+}
+
+// applyPatches lays patches over blk, oldest first; the bytes of patch
+// chunk id are datas[at[id]].
+func applyPatches(blk []byte, patches []patch, datas [][]byte, at map[blockstore.ID]int) error {
+	for _, p := range patches {
 		lo, hi := int64(p.off), int64(p.off)+int64(p.n)
 		if hi > int64(len(blk)) {
 			return fmt.Errorf("%w: a patch of bytes %d-%d of a block of %d", blockstore.ErrCorrupt, lo, hi, len(blk))
@@ -134,21 +140,8 @@ func (s *Store) patchInPlace(blocks []blockRef, patched []int, part func(int) ([
 	}
 	for _, i := range patched {
 		blk, _ := part(i)
-		for _, p := range blocks[i].patches {
-			lo, hi := int64(p.off), int64(p.off)+int64(p.n)
-			if hi > int64(len(blk)) {
-				return fmt.Errorf("%w: a patch of bytes %d-%d of a block of %d", blockstore.ErrCorrupt, lo, hi, len(blk))
-			}
-			dst := blk[lo:hi]
-			if p.zero {
-				clear(dst)
-				continue
-			}
-			data := datas[at[p.id]]
-			if len(data) != len(dst) {
-				return fmt.Errorf("%w: a patch of %d bytes holds %d", blockstore.ErrCorrupt, len(dst), len(data))
-			}
-			copy(dst, data)
+		if err := applyPatches(blk, blocks[i].patches, datas, at); err != nil {
+			return err
 		}
 	}
 	return nil
