@@ -63,7 +63,8 @@
 // folded (fold.go): the newest version becomes a base holding the same
 // bytes, under the same key, so that cold reads of the newest instant
 // find whole blocks; Open looks for such runs again, since the queue is
-// kept in memory only. A block put together from its patches for a read
+// kept in memory only, unless the store was closed with nothing left to
+// fold and said so (fold.go). A block put together from its patches for a read
 // of part of it is kept in the chunk cache under a digest of its base and
 // patches; a read of the whole block (a copy of the disk) reads the base
 // in place with the blocks around it, lays the patches over it and keeps
