@@ -231,7 +231,7 @@ func (w *versionWriter) commit(sync bool) error {
 	w.sum.Size = uint64(m.Size)
 	b := w.batch
 	b.Set(timeKey(m.ID, w.t, summaryPart), w.sum.marshal(), nil)
-	if w.saveMeta(first) {
+	if w.writesMeta(first) {
 		b.Set(metaKey(m.ID), m.marshal(), nil)
 		b.Set(globalKey("clock"), clockValue(w.t), nil)
 	}
@@ -274,10 +274,10 @@ func (w *versionWriter) commit(sync bool) error {
 // record that is behind.
 const maxUnsavedVersions = 1024
 
-// saveMeta says whether commit writes the metadata record and the clock:
+// writesMeta says whether commit writes the metadata record and the clock:
 // always but for a clone write (lazy) of a volume that has versions and
 // fewer than maxUnsavedVersions of them since its record was written.
-func (w *versionWriter) saveMeta(first bool) bool {
+func (w *versionWriter) writesMeta(first bool) bool {
 	vs := w.lazy
 	if vs == nil || first || w.pending || vs.unsaved >= maxUnsavedVersions {
 		if vs != nil {
