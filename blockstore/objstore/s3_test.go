@@ -23,8 +23,11 @@ type proxy struct {
 	l       net.Listener
 	target  string
 	dropped atomic.Int64
-	wg      sync.WaitGroup
-	mu      struct {
+	// flip, when set, changes the last byte of each flip found in what
+	// clients send: a body damaged on its way.
+	flip atomic.Pointer[[]byte]
+	wg   sync.WaitGroup
+	mu   struct {
 		sync.Mutex
 		drops int // connections still to drop; < 0 for all
 		conns map[net.Conn]bool
@@ -102,10 +105,30 @@ func (p *proxy) serve() {
 				return
 			}
 			defer s.Close()
-			go func() { io.Copy(s, c); s.Close() }()
+			go func() { io.Copy(flipWriter{s, p}, c); s.Close() }()
 			io.Copy(c, s)
 		}()
 	}
+}
+
+// flipWriter writes to w what the client sent, damaged as p.flip says.
+type flipWriter struct {
+	w io.Writer
+	p *proxy
+}
+
+func (f flipWriter) Write(b []byte) (int, error) {
+	if m := f.p.flip.Load(); m != nil {
+		for i := 0; ; {
+			j := bytes.Index(b[i:], *m)
+			if j < 0 {
+				break
+			}
+			i += j + len(*m)
+			b[i-1] ^= 1
+		}
+	}
+	return f.w.Write(b)
 }
 
 func openVia(t *testing.T, srv *weed.Server, p *proxy, retryFor time.Duration) *objstore.S3 {
@@ -149,6 +172,40 @@ func TestS3RetriesWhileEndpointAway(t *testing.T) {
 		}
 		if got, err := s.GetRange(ctx, "big", 0, -1); err != nil || !bytes.Equal(got, big) {
 			t.Fatalf("read back %d bytes, %v, after a put across an outage", len(got), err)
+		}
+	}
+}
+
+// TestS3PutDamagedOnTheWay: a body changed between rewind and the store
+// is refused, by the checksum that goes with it, and nothing is stored.
+func TestS3PutDamagedOnTheWay(t *testing.T) {
+	ctx := context.Background()
+	srv := weed.Shared(t)
+	p := newProxy(t, strings.TrimPrefix(srv.Endpoint, "http://"))
+	s := openVia(t, srv, p, 2*time.Second)
+	marker := []byte("a pack's bytes, damaged on the way")
+	p.flip.Store(&marker)
+	readers := []func([]byte) io.Reader{
+		func(b []byte) io.Reader { return bytes.NewReader(b) },
+		func(b []byte) io.Reader { return objstore.NewBytesReader(b) }, // checksummed in place
+	}
+	for i, size := range []int{4 << 10, 8 << 20, 4 << 10, 8 << 20} {
+		data := bytes.Repeat(marker, size/len(marker))
+		err := s.Put(ctx, "damaged", readers[i/2](data), int64(len(data)))
+		if err == nil {
+			got, _ := s.GetRange(ctx, "damaged", 0, -1)
+			t.Fatalf("a %d-byte put damaged on the way was accepted (stored %d bytes, equal to what was sent: %v)",
+				len(data), len(got), bytes.Equal(got, data))
+		}
+		if _, err := s.Stat(ctx, "damaged"); !errors.Is(err, objstore.ErrNotExist) {
+			t.Fatalf("after a refused put: stat %v, want not found", err)
+		}
+	}
+	p.flip.Store(nil)
+	data := bytes.Repeat(marker, 100)
+	for _, r := range readers {
+		if err := s.Put(ctx, "whole", r(data), int64(len(data))); err != nil {
+			t.Fatal(err)
 		}
 	}
 }

@@ -1,7 +1,6 @@
 package remote
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -98,7 +97,7 @@ func (c conn) put(name string, b []byte) error {
 		return err
 	}
 	err := c.retry("put "+name, func(ctx context.Context) error {
-		return c.b.Put(ctx, name, bytes.NewReader(b), int64(len(b)))
+		return c.b.Put(ctx, name, objstore.NewBytesReader(b), int64(len(b)))
 	})
 	if err == nil {
 		Stats.UploadedBytes.Add(int64(len(b)))
