@@ -121,27 +121,97 @@ func (c *cache) get(k blockKey, fetch func() ([]byte, error)) ([]byte, error) {
 	c.mu.Unlock()
 
 	l.data, l.err = fetch()
-	if l.err == nil {
-		c.addHot(k, l.data)
+	c.settle(k.pack, k.blk, []*load{l})
+	return l.data, l.err
+}
+
+// settle ends the loads of blocks first, first+1, ... of a pack (nil:
+// not this caller's), whose data or err is set: the blocks fetched go
+// in memory, the waiters go, and then the blocks go to disk.
+func (c *cache) settle(pack string, first int64, loads []*load) {
+	for i, l := range loads {
+		if l != nil && l.err == nil {
+			c.addHot(blockKey{pack, first + int64(i)}, l.data)
+		}
 	}
 	c.mu.Lock()
-	delete(c.loading, k)
-	c.mu.Unlock()
-	close(l.done)
-	if l.err == nil {
-		c.store(k, l.data) // after the waiters go: they read it in memory
+	for i, l := range loads {
+		if l != nil {
+			delete(c.loading, blockKey{pack, first + int64(i)})
+		}
 	}
-	return l.data, l.err
+	c.mu.Unlock()
+	for _, l := range loads {
+		if l != nil {
+			close(l.done)
+		}
+	}
+	for i, l := range loads {
+		if l != nil && l.err == nil {
+			c.store(blockKey{pack, first + int64(i)}, l.data) // after the waiters go: they read it in memory
+		}
+	}
+}
+
+// getRun fetches blocks first to last of a pack with one call of fetch,
+// which returns their bytes one after another, and caches each. Blocks
+// cached or being fetched at either end are left out of the run; one
+// in the middle is fetched again but not cached again.
+func (c *cache) getRun(pack string, first, last int64, fetch func(first, last int64) ([]byte, error)) {
+	c.mu.Lock()
+	for first <= last && c.presentLocked(blockKey{pack, first}) {
+		first++
+	}
+	for last >= first && c.presentLocked(blockKey{pack, last}) {
+		last--
+	}
+	if first > last {
+		c.mu.Unlock()
+		return
+	}
+	loads := make([]*load, last-first+1)
+	for i := range loads {
+		k := blockKey{pack, first + int64(i)}
+		if !c.presentLocked(k) {
+			loads[i] = &load{done: make(chan struct{})}
+			c.loading[k] = loads[i]
+		}
+	}
+	c.mu.Unlock()
+
+	data, err := fetch(first, last)
+	for i, l := range loads {
+		if l == nil {
+			continue
+		}
+		lo := int64(i) * blockSize
+		hi := min(lo+blockSize, int64(len(data)))
+		switch {
+		case err != nil:
+			l.err = err
+		case lo >= hi:
+			l.err = fmt.Errorf("pack %s: %d bytes fetched for blocks %d-%d", pack, len(data), first, last)
+		default:
+			l.data = data[lo:hi:hi]
+		}
+	}
+	c.settle(pack, first, loads)
+}
+
+// presentLocked reports whether block k is cached or being fetched;
+// c.mu is held.
+func (c *cache) presentLocked(k blockKey) bool {
+	_, ok := c.entries[k]
+	_, loading := c.loading[k]
+	_, hot := c.hot[k]
+	return ok || loading || hot
 }
 
 // cached reports whether block k is cached or being fetched.
 func (c *cache) cached(k blockKey) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	_, ok := c.entries[k]
-	_, loading := c.loading[k]
-	_, hot := c.hot[k]
-	return ok || loading || hot
+	return c.presentLocked(k)
 }
 
 func (c *cache) add(k blockKey, data []byte) {

@@ -12,11 +12,14 @@
 //     empty directory.
 //   - Packs, under the chunk store's packs: a pack is written in the data
 //     directory, and each sync uploads the ranges written since the last
-//     as packseg/NAME/OFFSET. Once the store seals a pack (it is full, or
-//     the store closes) the whole file goes up as packs/NAME, the
-//     segments go, and the local file is deleted. Reads of a pack that is
-//     not local are range GETs through a bounded cache of 1 MiB blocks on
-//     local disk (cache.go), with read-ahead on sequential reads.
+//     as packseg/NAME/OFFSET, in parts that end at multiples of partSize.
+//     Once the store seals a pack (it is full, or the store closes) it
+//     stays in its segments if they hold it in at most maxSegs objects;
+//     else the whole file goes up as packs/NAME and the segments go. The
+//     local file is deleted. Reads of a pack that is not local are range
+//     GETs through a bounded cache of 1 MiB blocks on local disk
+//     (cache.go): a block alone, or for reads in order a run of aheadRun
+//     blocks in one GET, with read-ahead (packread.go).
 //
 // Since the chunk store syncs its packs before the index commits anything
 // that points into them (timeline.Guard runs that sync before Pebble syncs

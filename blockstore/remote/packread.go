@@ -33,6 +33,10 @@ func (p *Packs) readRemote(name string, b []byte, off int64) (int, error) {
 		p.readingAhead(name, k.blk, size)
 		n, ok := p.cache.readAt(k, want[done:min(len(want), done+int(blockSize-boff))], boff)
 		if !ok {
+			if k.blk > 0 && p.cache.cached(blockKey{name, k.blk - 1}) {
+				// Read in order: the rest of the run comes with it.
+				p.fetchRun(name, k.blk, min(runEnd(k.blk), (size-1)/blockSize), size)
+			}
 			data, err := p.cache.get(k, func() ([]byte, error) { return p.fetch(name, k.blk, size) })
 			if err != nil {
 				return done, err
@@ -51,7 +55,7 @@ func (p *Packs) readRemote(name string, b []byte, off int64) (int, error) {
 }
 
 // readingAhead starts fetching the blocks after blk when the pack is
-// being read in order.
+// being read in order, aheadRun blocks to a request.
 func (p *Packs) readingAhead(name string, blk, size int64) {
 	p.mu.Lock()
 	last, ok := p.seq[name]
@@ -66,11 +70,14 @@ func (p *Packs) readingAhead(name string, blk, size int64) {
 	if blk > 0 && !p.cache.cached(blockKey{name, blk - 1}) {
 		return
 	}
-	for i := blk + 1; i <= blk+readAhead && i*blockSize < size; i++ {
-		k := blockKey{name, i}
-		if p.cache.cached(k) {
-			continue
-		}
+	// The last block to fetch: readAhead past blk, on to the end of
+	// its run, so that the window moving on asks for whole runs.
+	end := min(runEnd(blk+readAhead), (size-1)/blockSize)
+	for next := blk + 1; next <= end; {
+		// Runs end at multiples of aheadRun blocks, so that streams
+		// ask for the same runs.
+		first, last := next, min(end, runEnd(next))
+		next = last + 1
 		select {
 		case p.sem <- struct{}{}:
 		default:
@@ -78,19 +85,36 @@ func (p *Packs) readingAhead(name string, blk, size int64) {
 		}
 		go func() {
 			defer func() { <-p.sem }()
-			p.cache.get(k, func() ([]byte, error) { return p.fetch(name, k.blk, size) })
+			p.fetchRun(name, first, last, size)
 		}()
 	}
 }
 
+// runEnd returns the last block of the run of aheadRun blocks that
+// holds blk.
+func runEnd(blk int64) int64 { return (blk/aheadRun+1)*aheadRun - 1 }
+
+// fetchRun fetches blocks first to last of a pack, those not cached or
+// on their way, in one GET, and caches them.
+func (p *Packs) fetchRun(name string, first, last, size int64) {
+	p.cache.getRun(name, first, last, func(first, last int64) ([]byte, error) {
+		off := first * blockSize
+		return p.fetchRange(name, off, min((last+1)*blockSize, size)-off)
+	})
+}
+
 // fetch reads block blk of a pack from the object store.
 func (p *Packs) fetch(name string, blk, size int64) ([]byte, error) {
+	off := blk * blockSize
+	return p.fetchRange(name, off, min(blockSize, size-off))
+}
+
+// fetchRange reads n bytes of a pack at off from the object store.
+func (p *Packs) fetchRange(name string, off, n int64) ([]byte, error) {
 	r, ok := p.remoteOf(name)
 	if !ok {
 		return nil, fmt.Errorf("pack %s: %w", name, os.ErrNotExist)
 	}
-	off := blk * blockSize
-	n := min(blockSize, size-off)
 	if r.whole >= 0 {
 		return p.c.get(packsPrefix+"/"+name, off, n)
 	}

@@ -13,16 +13,19 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/rewind-dev/rewind/blockstore/objstore"
-	"golang.org/x/sync/errgroup"
 )
 
 const (
 	packsPrefix = "packs"
 	segPrefix   = "packseg"
 	// readAhead is how many blocks past a sequential read are fetched
-	// in the background, each by its own GET, up to readAhead at once in
-	// all.
+	// in the background, aheadRun blocks to a GET, up to aheads GETs at
+	// once in all. An object store serves a few large ranges for less
+	// than many small ones: SeaweedFS spent 3.8 ms of CPU per MiB on
+	// 1 MiB ranges and 1.6-2.1 ms on 4 MiB ones.
 	readAhead = 16
+	aheadRun  = 4
+	aheads    = 8
 	// deleteAfter is how long a removed pack's objects stay: the chunk
 	// store keeps a removed pack's handle for in-flight reads a minute.
 	deleteAfter = time.Minute
@@ -90,7 +93,7 @@ func NewPacks(o PacksOptions) (*Packs, error) {
 		return nil, err
 	}
 	p := &Packs{FS: o.FS, dir: filepath.Clean(o.Dir), c: newConn(o.Backend, o.Logger, o.RetryFor, o.ReadOnly), cache: ca,
-		sem: make(chan struct{}, readAhead), remote: map[string]*remotePack{}, open: map[string]map[*packFile]bool{},
+		sem: make(chan struct{}, aheads), remote: map[string]*remotePack{}, open: map[string]map[*packFile]bool{},
 		seq: map[string]int64{}, doomed: map[string]*time.Timer{}}
 	if err := o.FS.MkdirAll(o.Dir, 0o750); err != nil {
 		return nil, err
@@ -482,107 +485,3 @@ func (p *Packs) Close() {
 
 // CacheBytes returns the bytes the local cache holds.
 func (p *Packs) CacheBytes() int64 { return p.cache.bytes() }
-
-// uploadSpans uploads the ranges of a local pack written since its last
-// sync, as segments; segments past the file's end (it was cut) go.
-func (p *Packs) uploadSpans(name string, f vfs.File, spans []span) error {
-	if p.c.readOnly {
-		return nil
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	size := fi.Size()
-	p.mu.Lock()
-	r := p.rp(name)
-	var cut []seg
-	kept := r.segs[:0]
-	for _, s := range r.segs {
-		switch {
-		case s.off >= size:
-			cut = append(cut, s)
-		case s.end() > size:
-			spans = append(spans, span{s.off, size})
-		default:
-			kept = append(kept, s)
-		}
-	}
-	r.segs = kept
-	p.mu.Unlock()
-	for _, s := range cut {
-		if err := p.c.del(segName(segPrefix, name, s.off)); err != nil {
-			return err
-		}
-	}
-	var parts []span
-	for _, sp := range coalesce(spans) {
-		sp.end = min(sp.end, size)
-		for off := sp.off; off < sp.end; off += partSize {
-			parts = append(parts, span{off, min(off+partSize, sp.end)})
-		}
-	}
-	var g errgroup.Group
-	g.SetLimit(parallelPuts)
-	for _, sp := range parts {
-		g.Go(func() error {
-			b := make([]byte, sp.end-sp.off)
-			if n, err := f.ReadAt(b, sp.off); n < len(b) {
-				return fmt.Errorf("upload pack %s: read %d bytes at %d: %v", name, len(b), sp.off, err)
-			}
-			if err := p.c.put(segName(segPrefix, name, sp.off), b); err != nil {
-				return err
-			}
-			p.mu.Lock()
-			r := p.rp(name)
-			r.segs = append(r.segs, seg{sp.off, sp.end - sp.off})
-			sort.Slice(r.segs, func(i, j int) bool { return r.segs[i].off < r.segs[j].off })
-			p.mu.Unlock()
-			return nil
-		})
-	}
-	return g.Wait()
-}
-
-const (
-	// partSize bounds a segment: larger ranges go up in parts, side by
-	// side.
-	partSize = 8 << 20
-	// parallelPuts is how many parts go up at once.
-	parallelPuts = 4
-)
-
-// maxSegs is how many segments a sealed pack may stay in; a pack synced
-// more often than that (small writes, each flushed) goes up whole.
-const maxSegs = 32
-
-// wholeInSegs reports whether segs cover [0, size) one after another, in
-// at most maxSegs objects.
-func wholeInSegs(segs []seg, size int64) bool {
-	if len(segs) == 0 || len(segs) > maxSegs {
-		return false
-	}
-	var end int64
-	for _, s := range segs {
-		if s.off != end {
-			return false
-		}
-		end = s.end()
-	}
-	return end == size
-}
-
-type span struct{ off, end int64 }
-
-func coalesce(spans []span) []span {
-	sort.Slice(spans, func(i, j int) bool { return spans[i].off < spans[j].off })
-	var out []span
-	for _, s := range spans {
-		if n := len(out); n > 0 && s.off <= out[n-1].end {
-			out[n-1].end = max(out[n-1].end, s.end)
-			continue
-		}
-		out = append(out, s)
-	}
-	return out
-}

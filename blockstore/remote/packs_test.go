@@ -2,13 +2,19 @@ package remote
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	iofs "io/fs"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/rewind-dev/rewind/blockstore/objstore"
 )
 
 func readFile(path string) ([]byte, error) { return os.ReadFile(path) }
@@ -52,8 +58,8 @@ func TestPacksLifecycle(t *testing.T) {
 	if err := f.SyncData(); err != nil {
 		t.Fatal(err)
 	}
-	if segs := objectNames(t, p, segPrefix+"/"); len(segs) != 1 {
-		t.Fatalf("after a sync: segments %v, want one (adjacent writes coalesce)", segs)
+	if segs, want := objectNames(t, p, segPrefix+"/"), (len(data)+partSize-1)/partSize; len(segs) != want {
+		t.Fatalf("after a sync: segments %v, want %d: one span's parts (adjacent writes coalesce)", segs, want)
 	}
 	// A second process (another machine) reads the segments.
 	q, err := NewPacks(PacksOptions{Dir: filepath.Join(t.TempDir(), "packs"), CacheDir: filepath.Join(t.TempDir(), "c"), Backend: b, ReadOnly: true})
@@ -68,9 +74,9 @@ func TestPacksLifecycle(t *testing.T) {
 	if _, err := os.Stat(path); !errors.Is(err, iofs.ErrNotExist) {
 		t.Fatalf("the local pack is still there after sealing: %v", err)
 	}
-	// One sync left it in one segment: that is how it stays.
-	if segs, whole := objectNames(t, p, segPrefix+"/"), objectNames(t, p, packsPrefix+"/"); len(segs) != 1 || len(whole) != 0 {
-		t.Fatalf("after sealing: segments %v, whole %v; want the one segment", segs, whole)
+	// One sync left it in one span's parts: that is how it stays.
+	if segs, whole := objectNames(t, p, segPrefix+"/"), objectNames(t, p, packsPrefix+"/"); len(segs) != (len(data)+partSize-1)/partSize || len(whole) != 0 {
+		t.Fatalf("after sealing: segments %v, whole %v; want the parts of the one sync", segs, whole)
 	}
 	got := make([]byte, 100)
 	if _, err := f.ReadAt(got, 4096); err != nil || !bytes.Equal(got, data[4096:4196]) {
@@ -115,6 +121,22 @@ func checkRead(t *testing.T, p *Packs, path string, data []byte) {
 	}
 	defer f.Close()
 	// In order (read-ahead), then across a block boundary, then past the end.
+	readInOrder(t, f, data)
+	b := make([]byte, 10)
+	if len(data) > blockSize+5 {
+		if _, err := f.ReadAt(b, blockSize-5); err != nil || !bytes.Equal(b, data[blockSize-5:blockSize+5]) {
+			t.Fatalf("read across a block boundary: %v", err)
+		}
+	}
+	if n, err := f.ReadAt(b, int64(len(data))-4); n != 4 || err == nil {
+		t.Fatalf("read past the end: %d, %v", n, err)
+	}
+}
+
+// readInOrder reads f from the start in 64 KiB pieces, as a disk is
+// read, and checks that it holds data.
+func readInOrder(t *testing.T, f vfs.File, data []byte) {
+	t.Helper()
 	got := make([]byte, len(data))
 	for off := 0; off < len(data); off += 65536 {
 		n := min(65536, len(data)-off)
@@ -124,15 +146,6 @@ func checkRead(t *testing.T, p *Packs, path string, data []byte) {
 	}
 	if !bytes.Equal(got, data) {
 		t.Fatal("read back differs")
-	}
-	b := make([]byte, 10)
-	if len(data) > blockSize+5 {
-		if _, err := f.ReadAt(b, blockSize-5); err != nil || !bytes.Equal(b, data[blockSize-5:blockSize+5]) {
-			t.Fatalf("read across a block boundary: %v", err)
-		}
-	}
-	if n, err := f.ReadAt(b, int64(len(data))-4); n != 4 || err == nil {
-		t.Fatalf("read past the end: %d, %v", n, err)
 	}
 }
 
@@ -198,4 +211,76 @@ func TestPacksSettleAndCut(t *testing.T) {
 		t.Fatalf("segments after settling: %v, want only pack 7's", segs)
 	}
 	checkRead(t, p3, filepath.Join(p3.dir, "00000008.pack"), data)
+}
+
+// countingGets counts the range reads of a backend.
+type countingGets struct {
+	objstore.Backend
+	gets atomic.Int64
+}
+
+func (c *countingGets) GetRange(ctx context.Context, name string, off, n int64) ([]byte, error) {
+	c.gets.Add(1)
+	return c.Backend.GetRange(ctx, name, off, n)
+}
+
+// TestPacksReadInRuns: segments end at multiples of the part size after
+// the first of each sync, and a pack read in order comes down in runs of
+// aheadRun blocks, each one range of one object: 8 GETs for 22 blocks,
+// where a GET a block took 23 (a block straddles two segments).
+func TestPacksReadInRuns(t *testing.T) {
+	b := &countingGets{Backend: openBackend(t)}
+	dir := filepath.Join(t.TempDir(), "packs")
+	p, err := NewPacks(PacksOptions{Dir: dir, CacheDir: dir + ".cache", Backend: b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "00000009.pack")
+	f, err := p.Create(path, vfs.WriteCategoryUnspecified)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := randomBytes(21*blockSize+blockSize/2, 9)
+	for _, w := range [][2]int{{0, 3 * blockSize / 2}, {3 * blockSize / 2, len(data)}} {
+		if _, err := f.WriteAt(data[w[0]:w[1]], int64(w[0])); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.SyncData(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var offs []int64
+	for _, name := range objectNames(t, p, segPrefix+"/") {
+		_, off, ok := parseSeg(strings.TrimPrefix(name, segPrefix+"/"))
+		if !ok {
+			t.Fatalf("segment name %q", name)
+		}
+		offs = append(offs, off)
+	}
+	slices.Sort(offs)
+	want := []int64{0, 3 * blockSize / 2}
+	for off := int64(partSize); off < int64(len(data)); off += partSize {
+		want = append(want, off)
+	}
+	if !slices.Equal(offs, want) {
+		t.Fatalf("segments at %v, want %v", offs, want)
+	}
+
+	q, err := NewPacks(PacksOptions{Dir: filepath.Join(t.TempDir(), "packs"), CacheDir: filepath.Join(t.TempDir(), "c"), Backend: b, ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	b.gets.Store(0)
+	g, err := q.Open(filepath.Join(q.dir, "00000009.pack"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	readInOrder(t, g, data)
+	// Block 0 alone, blocks 1-3 in two ranges (a sync ended at 1.5 MiB),
+	// then 4-7, 8-11, 12-15, 16-19 and 20-21.
+	if n := b.gets.Load(); n > 8 {
+		t.Fatalf("%d GETs for a pack of 22 blocks read in order, want 8", n)
+	}
 }
