@@ -138,7 +138,7 @@ func (c *verifyCmd) checkBoot() (*regexp.Regexp, error) {
 }
 
 // boot starts the VM on the daemon's read-only export of spec: qemu
-// connects to a socket in a private directory, and the connection is
+// connects to a socket in a private directory, and each connection is
 // handed to the daemon, which serves it until qemu is gone.
 func (c *verifyCmd) boot(ctx context.Context, cl *api.Client, spec string, expect *regexp.Regexp) (*proof.BootResult, error) {
 	dir, err := os.MkdirTemp("", "rewind-verify-")
@@ -159,25 +159,28 @@ func (c *verifyCmd) boot(ctx context.Context, cl *api.Client, spec string, expec
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		conn, err := l.AcceptUnix()
-		l.Close() // one connection: the VM's
-		if err != nil {
-			return
+		// One connection at a time, the VM's: a second comes only when
+		// Boot starts the VM again (under TCG, when KVM could not).
+		for {
+			conn, err := l.AcceptUnix()
+			if err != nil {
+				return
+			}
+			f, err := conn.File()
+			conn.Close()
+			if err == nil {
+				err = cl.CallWithFile(ctx, "POST", "/v1/verify/nbd", VerifyRequest{Spec: spec}, f, nil)
+				f.Close()
+			}
+			served = err
 		}
-		f, err := conn.File()
-		conn.Close()
-		if err == nil {
-			err = cl.CallWithFile(ctx, "POST", "/v1/verify/nbd", VerifyRequest{Spec: spec}, f, nil)
-			f.Close()
-		}
-		served = err
 	}()
 	res, err := proof.Boot(ctx, proof.BootOptions{
 		Drive:  "nbd+unix:///verify?socket=" + sock,
 		Kernel: absFile(c.Kernel), Initrd: absFile(c.Initrd), Append: c.Append,
 		Expect: expect, Timeout: c.Timeout, TempDir: dir,
 	})
-	l.Close() // qemu never connected: stop waiting
+	l.Close() // the VM is gone: no more connections
 	wg.Wait()
 	if err != nil {
 		return nil, err
@@ -226,6 +229,9 @@ func printVerify(rep VerifyReport) {
 			verdict = "pass"
 		}
 		fmt.Printf("  boot %s (%s, %.1fs): %s\n", verdict, b.Accel, b.Duration.Seconds(), b.Reason)
+		if b.KVMFailed != "" {
+			fmt.Printf("    (KVM could not start it, so it ran under TCG: %s)\n", b.KVMFailed)
+		}
 		if b.Pass {
 			fmt.Printf("    | %s\n", b.Matched)
 		} else {

@@ -46,6 +46,9 @@ type BootResult struct {
 	Accel    string        `json:"accel"` // kvm or tcg
 	Duration time.Duration `json:"duration_ns"`
 	Console  []string      `json:"console"` // the last console lines
+	// KVMFailed says why the VM did not start under KVM, when it was
+	// then booted under TCG.
+	KVMFailed string `json:"kvm_failed,omitempty"`
 }
 
 // Qemu returns the path of qemu-system-x86_64, or ErrNoQemu.
@@ -57,9 +60,12 @@ func Qemu() (string, error) {
 	return p, nil
 }
 
+// kvmDevice is KVM's device (a variable for tests).
+var kvmDevice = "/dev/kvm"
+
 // accel is kvm when this process may open /dev/kvm, else tcg.
 func accel() []string {
-	if f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0); err == nil {
+	if f, err := os.OpenFile(kvmDevice, os.O_RDWR, 0); err == nil {
 		f.Close()
 		return []string{"kvm", "-cpu", "host"}
 	}
@@ -89,6 +95,23 @@ func Boot(ctx context.Context, o BootOptions) (*BootResult, error) {
 	defer os.RemoveAll(tmp)
 
 	acc := accel()
+	res, early, err := boot(ctx, qemu, acc, mem, tmp, o)
+	if err == nil && early && acc[0] == "kvm" {
+		// /dev/kvm opens on hosts whose KVM cannot run this VM (nested
+		// virtualization that refuses the host CPU's MSRs aborts qemu
+		// at once): the same VM under TCG is slower, not wrong.
+		why := res.Reason
+		res, _, err = boot(ctx, qemu, []string{"tcg"}, mem, tmp, o)
+		if res != nil {
+			res.KVMFailed = why
+		}
+	}
+	return res, err
+}
+
+// boot runs the VM once with accelerator acc; early reports that qemu
+// stopped before it wrote a console line.
+func boot(ctx context.Context, qemu string, acc []string, mem int, tmp string, o BootOptions) (_ *BootResult, early bool, _ error) {
 	args := []string{"-accel", acc[0]}
 	args = append(args, acc[1:]...)
 	args = append(args,
@@ -111,13 +134,13 @@ func Boot(ctx context.Context, o BootOptions) (*BootResult, error) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", qemu, err)
+		return nil, false, fmt.Errorf("start %s: %w", qemu, err)
 	}
 	res := &BootResult{Accel: acc[0]}
 	console := &tail{n: tailLines}
@@ -176,9 +199,9 @@ func Boot(ctx context.Context, o BootOptions) (*BootResult, error) {
 	}
 	res.Console = console.lines()
 	if err := ctx.Err(); err != nil && !res.Pass && res.Reason == "" {
-		return nil, err
+		return nil, false, err
 	}
-	return res, nil
+	return res, waited && !res.Pass && len(res.Console) == 0, nil
 }
 
 func exitReason(err error, stderr *bytes.Buffer) string {

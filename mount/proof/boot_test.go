@@ -88,3 +88,29 @@ func TestBootNoQemu(t *testing.T) {
 		t.Fatalf("got %v, want ErrNoQemu", err)
 	}
 }
+
+// A VM that KVM cannot start (qemu aborts before the console says
+// anything) is started again under TCG, and the result says why.
+func TestBootFallsBackToTCG(t *testing.T) {
+	kvm := filepath.Join(t.TempDir(), "kvm") // a /dev/kvm that opens
+	if err := os.WriteFile(kvm, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	defer func(d string) { kvmDevice = d }(kvmDevice)
+	kvmDevice = kvm
+	dir := fakeQemu(t, `case "$*" in
+*"-accel kvm"*) echo "kvm_buf_set_msrs: Assertion failed" >&2; kill -ABRT $$ ;;
+esac
+echo "-accel tcg ran" >> `+"\"$(dirname \"$0\")/runs\""+`; echo 'login:'; exec sleep 600`)
+	res, err := Boot(context.Background(), bootOpts(t, `^login:`, time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Pass || res.Accel != "tcg" || !strings.Contains(res.KVMFailed, "kvm_buf_set_msrs") {
+		t.Fatalf("got %+v", res)
+	}
+	runs, _ := os.ReadFile(filepath.Join(dir, "runs"))
+	if string(runs) != "-accel tcg ran\n" {
+		t.Fatalf("runs under TCG: %q", runs)
+	}
+}
