@@ -27,7 +27,7 @@
 #           another bucket of the same SeaweedFS, through rclone (two
 #           remotes, as for two sites, so no server-side copy): MiB/s of
 #           bytes that arrived.
-STORE_REPEAT=${BENCH_STORE_REPEAT:-3}
+STORE_REPEAT=${BENCH_STORE_REPEAT:-5}
 STORE_WEED=${BENCH_WEED:-${REWIND_WEED:-/var/cache/rewind/weed-$(sed -n 's/^weed_version=//p' "$ROOT/scripts/deps.sh")}}
 S3_KEY=rewindbench
 S3_SECRET=rewindbenchsecret
