@@ -230,7 +230,7 @@ func printVerify(rep VerifyReport) {
 		}
 		fmt.Printf("  boot %s (%s, %.1fs): %s\n", verdict, b.Accel, b.Duration.Seconds(), b.Reason)
 		if b.KVMFailed != "" {
-			fmt.Printf("    (KVM could not start it, so it ran under TCG: %s)\n", b.KVMFailed)
+			fmt.Printf("    (under TCG: KVM could not start it: %s)\n", b.KVMFailed)
 		}
 		if b.Pass {
 			fmt.Printf("    | %s\n", b.Matched)

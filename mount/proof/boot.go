@@ -96,22 +96,21 @@ func Boot(ctx context.Context, o BootOptions) (*BootResult, error) {
 
 	acc := accel()
 	res, early, err := boot(ctx, qemu, acc, mem, tmp, o)
-	if err == nil && early && acc[0] == "kvm" {
+	if err == nil && early != "" && acc[0] == "kvm" {
 		// /dev/kvm opens on hosts whose KVM cannot run this VM (nested
 		// virtualization that refuses the host CPU's MSRs aborts qemu
 		// at once): the same VM under TCG is slower, not wrong.
-		why := res.Reason
 		res, _, err = boot(ctx, qemu, []string{"tcg"}, mem, tmp, o)
 		if res != nil {
-			res.KVMFailed = why
+			res.KVMFailed = early
 		}
 	}
 	return res, err
 }
 
-// boot runs the VM once with accelerator acc; early reports that qemu
-// stopped before it wrote a console line.
-func boot(ctx context.Context, qemu string, acc []string, mem int, tmp string, o BootOptions) (_ *BootResult, early bool, _ error) {
+// boot runs the VM once with accelerator acc; early is why qemu stopped
+// before it wrote a console line, if it did.
+func boot(ctx context.Context, qemu string, acc []string, mem int, tmp string, o BootOptions) (_ *BootResult, early string, _ error) {
 	args := []string{"-accel", acc[0]}
 	args = append(args, acc[1:]...)
 	args = append(args,
@@ -134,13 +133,13 @@ func boot(ctx context.Context, qemu string, acc []string, mem int, tmp string, o
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		return nil, false, err
+		return nil, "", err
 	}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
-		return nil, false, fmt.Errorf("start %s: %w", qemu, err)
+		return nil, "", fmt.Errorf("start %s: %w", qemu, err)
 	}
 	res := &BootResult{Accel: acc[0]}
 	console := &tail{n: tailLines}
@@ -173,7 +172,7 @@ func boot(ctx context.Context, qemu string, acc []string, mem int, tmp string, o
 	timer := time.NewTimer(o.Timeout)
 	defer timer.Stop()
 	var werr error
-	waited := false
+	waited, stopped := false, ""
 	select {
 	case line := <-matched:
 		res.Pass, res.Matched = true, line
@@ -187,7 +186,8 @@ func boot(ctx context.Context, qemu string, acc []string, mem int, tmp string, o
 			res.Pass, res.Matched = true, line
 			res.Reason = fmt.Sprintf("a console line matched %q", o.Expect)
 		default:
-			res.Reason = fmt.Sprintf("the VM stopped before a console line matched %q: %s", o.Expect, exitReason(werr, &stderr))
+			stopped = exitReason(werr, &stderr)
+			res.Reason = fmt.Sprintf("the VM stopped before a console line matched %q: %s", o.Expect, stopped)
 		}
 	case <-ctx.Done():
 	}
@@ -199,9 +199,12 @@ func boot(ctx context.Context, qemu string, acc []string, mem int, tmp string, o
 	}
 	res.Console = console.lines()
 	if err := ctx.Err(); err != nil && !res.Pass && res.Reason == "" {
-		return nil, false, err
+		return nil, "", err
 	}
-	return res, waited && !res.Pass && len(res.Console) == 0, nil
+	if len(res.Console) > 0 {
+		stopped = "" // it ran
+	}
+	return res, stopped, nil
 }
 
 func exitReason(err error, stderr *bytes.Buffer) string {
