@@ -89,7 +89,10 @@ func TestFullDisk(t *testing.T) {
 	rw := newRewind(t)
 	rw.Data = filepath.Join(mnt, "data")
 	src := t.TempDir()
-	rw.MustRun("volume", "list") // makes the data directory
+	if err := os.Mkdir(rw.Data, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	rw.MustRun("volume", "list") // makes the store in it
 	start := usedBytes(t, mnt)
 
 	// An import three times the size of the disk fails fast, in one line.

@@ -64,3 +64,25 @@ func TestConcurrentClonesMakeOneVolume(t *testing.T) {
 		t.Fatalf("volumes left after removing both: %+v", vols)
 	}
 }
+
+// TestMissingDataDirectory: a command given a --data that does not exist
+// (a mistyped path) says so in one line and makes nothing there; import
+// makes it.
+func TestMissingDataDirectory(t *testing.T) {
+	rw := newRewind(t)
+	rw.Data = filepath.Join(t.TempDir(), "no-such-data")
+	for _, args := range [][]string{{"volume", "list"}, {"--json", "volume", "list"}, {"log", "db01"}, {"gc"}} {
+		oneLineError(t, strings.Join(args, " "), rw.Run(args...), "no data directory at "+rw.Data)
+		if _, err := os.Stat(rw.Data); !os.IsNotExist(err) {
+			t.Fatalf("after %v: %s is there (%v)", args, rw.Data, err)
+		}
+	}
+	img := filepath.Join(t.TempDir(), "disk.img")
+	if err := os.WriteFile(img, randomBytes(3, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rw.MustRun("import", "db01", img)
+	if out := rw.MustRun("volume", "list"); !strings.Contains(out, "db01") {
+		t.Fatalf("volume list after import: %s", out)
+	}
+}

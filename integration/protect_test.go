@@ -273,7 +273,10 @@ func TestProtectFullDisk(t *testing.T) {
 	mnt := loopFS(t, 128<<20)
 	rw := newRewind(t)
 	rw.Data = filepath.Join(mnt, "data")
-	rw.MustRun("volume", "list") // makes the data directory
+	if err := os.Mkdir(rw.Data, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	rw.MustRun("volume", "list") // makes the store in it
 	primary := filepath.Join(t.TempDir(), "prod.img")
 	if err := os.WriteFile(primary, nil, 0o644); err != nil {
 		t.Fatal(err)

@@ -32,7 +32,7 @@ func (c *importCmd) Run(e *env) error {
 		}
 		defer f.Close()
 	}
-	api, done, err := e.api()
+	api, done, err := e.apiCreating()
 	if err != nil {
 		return err
 	}

@@ -73,14 +73,28 @@ type env struct {
 // api returns the catalog: the daemon's, through its socket, when one
 // runs on the data directory; else the data directory opened in-process.
 // A socket that refuses this user is an answer, not a reason to open the
-// store in-process.
-func (e *env) api() (catalog.API, func(), error) {
+// store in-process. A data directory that does not exist is an error
+// (a mistyped --data would otherwise get an empty catalog made for it),
+// but for a command that makes one (import) or one given --store, whose
+// index comes down from the bucket.
+func (e *env) api() (catalog.API, func(), error) { return e.openAPI(false) }
+
+// apiCreating is api for a command that makes the data directory when it
+// is not there.
+func (e *env) apiCreating() (catalog.API, func(), error) { return e.openAPI(true) }
+
+func (e *env) openAPI(create bool) (catalog.API, func(), error) {
 	c, err := api.Dial(filepath.Join(e.dataDir, "rewind.sock"))
 	if err == nil {
 		return c, c.Close, nil
 	}
 	if errors.Is(err, api.ErrForbidden) {
 		return nil, nil, err
+	}
+	if !create && e.globals.Store == "" {
+		if _, err := os.Stat(e.dataDir); errors.Is(err, os.ErrNotExist) {
+			return nil, nil, fmt.Errorf("no data directory at %s: give --data (or REWIND_DATA) the directory that rewind serve or import uses; rewind import makes a new one", e.dataDir)
+		}
 	}
 	svc, err := catalog.Open(e.catalogOptions(e.logger()))
 	if errors.Is(err, os.ErrPermission) {
