@@ -67,7 +67,7 @@ func TestConcurrentClonesMakeOneVolume(t *testing.T) {
 
 // TestMissingDataDirectory: a command given a --data that does not exist
 // (a mistyped path) says so in one line and makes nothing there; import
-// makes it.
+// and volume create make it.
 func TestMissingDataDirectory(t *testing.T) {
 	rw := newRewind(t)
 	rw.Data = filepath.Join(t.TempDir(), "no-such-data")
@@ -84,5 +84,10 @@ func TestMissingDataDirectory(t *testing.T) {
 	rw.MustRun("import", "db01", img)
 	if out := rw.MustRun("volume", "list"); !strings.Contains(out, "db01") {
 		t.Fatalf("volume list after import: %s", out)
+	}
+	rw.Data = filepath.Join(t.TempDir(), "new-data")
+	rw.MustRun("volume", "create", "blank", "--size", "16MiB")
+	if out := rw.MustRun("volume", "list"); !strings.Contains(out, "blank") {
+		t.Fatalf("volume list after volume create: %s", out)
 	}
 }

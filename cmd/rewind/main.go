@@ -75,8 +75,8 @@ type env struct {
 // A socket that refuses this user is an answer, not a reason to open the
 // store in-process. A data directory that does not exist is an error
 // (a mistyped --data would otherwise get an empty catalog made for it),
-// but for a command that makes one (import) or one given --store, whose
-// index comes down from the bucket.
+// but for a command that makes one (import, volume create) or one given
+// --store, whose index comes down from the bucket.
 func (e *env) api() (catalog.API, func(), error) { return e.openAPI(false) }
 
 // apiCreating is api for a command that makes the data directory when it
@@ -93,7 +93,7 @@ func (e *env) openAPI(create bool) (catalog.API, func(), error) {
 	}
 	if !create && e.globals.Store == "" {
 		if _, err := os.Stat(e.dataDir); errors.Is(err, os.ErrNotExist) {
-			return nil, nil, fmt.Errorf("no data directory at %s: give --data (or REWIND_DATA) the directory that rewind serve or import uses; rewind import makes a new one", e.dataDir)
+			return nil, nil, fmt.Errorf("no data directory at %s: give --data (or REWIND_DATA) the directory that rewind serve or import uses; rewind import or volume create makes a new one", e.dataDir)
 		}
 	}
 	svc, err := catalog.Open(e.catalogOptions(e.logger()))

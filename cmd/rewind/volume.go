@@ -56,7 +56,7 @@ type volumeCreateCmd struct {
 }
 
 func (c *volumeCreateCmd) Run(e *env) error {
-	api, done, err := e.api()
+	api, done, err := e.apiCreating()
 	if err != nil {
 		return err
 	}
