@@ -6,7 +6,11 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,8 +31,8 @@ const SessionTTL = 12 * time.Hour
 // API token: a session is ISSUED.RANDOM.MAC, checked without server state,
 // so that it survives a restart of the daemon and every session ends when
 // the token changes. Signing out revokes a session until it would have
-// expired (kept in memory: a restart forgets revocations, not sessions,
-// within SessionTTL).
+// expired; KeepRevocations saves the revocations in a file, so that a
+// restarted daemon still refuses a signed-out cookie.
 //
 // A session authenticates only together with its CSRF token (a MAC of
 // the session, which only a page of this origin can read, from
@@ -39,6 +43,7 @@ type Sessions struct {
 
 	mu      sync.Mutex
 	revoked map[string]time.Time // session id -> its expiry
+	file    string               // where revocations are saved; "" for nowhere
 }
 
 // NewSessions returns the sessions of the holder of token.
@@ -99,8 +104,10 @@ func (s *Sessions) checkCSRF(r *http.Request, id string) bool {
 	return subtle.ConstantTimeCompare([]byte(r.Header.Get(CSRFHeader)), []byte(s.CSRF(id))) == 1
 }
 
-// Revoke ends session id and clears the cookie on w.
-func (s *Sessions) Revoke(w http.ResponseWriter, r *http.Request, id string) {
+// Revoke ends session id and clears the cookie on w. The session ends
+// in this process even when the revocation cannot be saved; the error
+// says so.
+func (s *Sessions) Revoke(w http.ResponseWriter, r *http.Request, id string) error {
 	now := time.Now()
 	s.mu.Lock()
 	for k, exp := range s.revoked {
@@ -109,9 +116,71 @@ func (s *Sessions) Revoke(w http.ResponseWriter, r *http.Request, id string) {
 		}
 	}
 	s.revoked[id] = now.Add(SessionTTL)
+	err := s.saveLocked()
 	s.mu.Unlock()
 	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true,
 		Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode})
+	return err
+}
+
+// KeepRevocations loads the revocations saved in file (none if it does
+// not exist) and saves every later one there: a line "SESSION EXPIRY"
+// each (EXPIRY in Unix seconds), those expired left out. A file that
+// cannot be read is an error: forgetting it would let signed-out
+// sessions back in.
+func (s *Sessions) KeepRevocations(file string) error {
+	b, err := os.ReadFile(file)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("read the console's sign-outs: %w", err)
+	}
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, line := range strings.Split(string(b), "\n") {
+		if line == "" {
+			continue
+		}
+		id, exp, ok := strings.Cut(line, " ")
+		sec, err := strconv.ParseInt(exp, 10, 64)
+		if !ok || err != nil || id == "" {
+			return fmt.Errorf("the console's sign-outs in %s are damaged at line %d: delete the file and change the API token (every console session ends with it)", file, i+1)
+		}
+		if t := time.Unix(sec, 0); t.After(now) {
+			s.revoked[id] = t
+		}
+	}
+	s.file = file
+	return nil
+}
+
+// saveLocked writes the revocations to s.file, whole or not at all.
+func (s *Sessions) saveLocked() error {
+	if s.file == "" {
+		return nil
+	}
+	var b strings.Builder
+	for id, exp := range s.revoked {
+		fmt.Fprintf(&b, "%s %d\n", id, exp.Unix())
+	}
+	tmp := s.file + ".new"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err == nil {
+		_, err = f.WriteString(b.String())
+		if err == nil {
+			err = f.Sync()
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err == nil {
+		err = os.Rename(tmp, s.file)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("save the sign-out in %s: %w", s.file, err)
+	}
+	return nil
 }
 
 // ValidToken reports whether token is the API token these sessions

@@ -241,11 +241,15 @@ func (d *daemon) startHTTP(c *serveCmd, handler http.Handler, reg *prometheus.Re
 	if err != nil {
 		return err
 	}
+	sessions := api.NewSessions(token)
+	if err := sessions.KeepRevocations(filepath.Join(d.svc.Dir(), "console-signouts")); err != nil {
+		return err
+	}
 	l, err := net.Listen("tcp", c.HTTP)
 	if err != nil {
 		return fmt.Errorf("listen for HTTP on %s: %w (choose another with --http)", c.HTTP, err)
 	}
-	remote := api.Remote{Token: token, Addr: c.HTTP, Hosts: c.HTTPHosts, Sessions: api.NewSessions(token)}
+	remote := api.Remote{Token: token, Addr: c.HTTP, Hosts: c.HTTPHosts, Sessions: sessions}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.Handle("/v1/", d.metrics.guarded(api.Guard(handler, remote)))

@@ -86,7 +86,10 @@ func Handler(remote api.Remote, signedIn func(ok bool)) http.Handler {
 	})
 	mux.HandleFunc("DELETE /session", func(w http.ResponseWriter, r *http.Request) {
 		if id, ok := s.Check(r); ok {
-			s.Revoke(w, r, id)
+			if err := s.Revoke(w, r, id); err != nil {
+				writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "signed out until the server restarts, not after: " + err.Error(), "code": "internal"})
+				return
+			}
 		}
 		w.WriteHeader(http.StatusNoContent)
 	})

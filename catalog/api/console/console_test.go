@@ -6,6 +6,8 @@ import (
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -18,10 +20,15 @@ const token = "0123456789abcdef0123456789abcdef"
 // server serves the console and, behind the same guard, an API that
 // answers 200 to whoever the guard lets through.
 func server(t *testing.T) (*httptest.Server, *int) {
+	return serverWith(t, api.NewSessions(token))
+}
+
+// serverWith is server with the given sessions.
+func serverWith(t *testing.T, sessions *api.Sessions) (*httptest.Server, *int) {
 	t.Helper()
 	reached := new(int)
 	srv := httptest.NewUnstartedServer(nil)
-	remote := api.Remote{Token: token, Addr: srv.Listener.Addr().String(), Sessions: api.NewSessions(token)}
+	remote := api.Remote{Token: token, Addr: srv.Listener.Addr().String(), Sessions: sessions}
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", api.Guard(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		*reached++
@@ -132,6 +139,59 @@ func TestSignInLink(t *testing.T) {
 	replay.Jar.SetCookies(u, saved)
 	if resp := do(t, replay, "GET", srv.URL+"/v1/volumes", "", nil); resp.StatusCode != http.StatusUnauthorized || *reached != 2 {
 		t.Fatalf("the signed-out cookie replayed: %d; want 401", resp.StatusCode)
+	}
+}
+
+// TestSignOutSurvivesRestart: a signed-out cookie stays refused by a
+// server started again on the same file of sign-outs (the daemon's
+// DATA/console-signouts), while a session that did not sign out goes on;
+// a damaged file is an error, not a fresh start.
+func TestSignOutSurvivesRestart(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "console-signouts")
+	start := func() *httptest.Server {
+		s := api.NewSessions(token)
+		if err := s.KeepRevocations(file); err != nil {
+			t.Fatal(err)
+		}
+		srv, _ := serverWith(t, s)
+		return srv
+	}
+	srv := start()
+	u, _ := url.Parse(srv.URL)
+	out, stays := client(t), client(t)
+	for _, c := range []*http.Client{out, stays} {
+		if resp := do(t, c, "GET", srv.URL+"/?token="+token, "", nil); resp.StatusCode != http.StatusSeeOther {
+			t.Fatalf("sign in: %d", resp.StatusCode)
+		}
+	}
+	saved := out.Jar.Cookies(u)
+	if resp := do(t, out, "DELETE", srv.URL+"/session", "", nil); resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("sign out: %d; want 204", resp.StatusCode)
+	}
+	srv.Close()
+
+	srv = start() // the daemon restarted
+	u2, _ := url.Parse(srv.URL)
+	replay := client(t)
+	for _, c := range saved {
+		c.Domain = ""
+	}
+	replay.Jar.SetCookies(u2, saved)
+	if resp := do(t, replay, "GET", srv.URL+"/v1/volumes", "", nil); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("the signed-out cookie after a restart: %d; want 401", resp.StatusCode)
+	}
+	kept := client(t)
+	kept.Jar.SetCookies(u2, stays.Jar.Cookies(u))
+	if resp := do(t, kept, "GET", srv.URL+"/v1/volumes", "", nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("a session that did not sign out, after a restart: %d; want 200", resp.StatusCode)
+	}
+
+	if err := os.WriteFile(file, []byte("garbage\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err := api.NewSessions(token).KeepRevocations(file)
+	if err == nil || !strings.Contains(err.Error(), "damaged") {
+		t.Fatalf("a damaged file of sign-outs: %v; want an error that says so", err)
 	}
 }
 
