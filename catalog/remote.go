@@ -128,7 +128,7 @@ func openRemote(o Options, onLost func(error)) (r *remoteStore, err error) {
 		r.close()
 		return nil, err
 	}
-	mirror, err := remote.NewMirror(remote.MirrorOptions{FS: o.FS, Dir: index, Backend: b, Logger: o.Logger, ReadOnly: o.ReadOnly})
+	mirror, err := remote.NewMirror(remote.MirrorOptions{FS: o.FS, Dir: index, Backend: b, Logger: o.Logger, ReadOnly: o.ReadOnly, Lease: r.lease})
 	if err != nil {
 		r.close()
 		return nil, err
@@ -141,7 +141,7 @@ func openRemote(o Options, onLost func(error)) (r *remoteStore, err error) {
 		cacheBytes = remote.DefaultCacheBytes
 	}
 	packs, err := remote.NewPacks(remote.PacksOptions{FS: o.FS, Dir: filepath.Join(o.Dir, "packs"), CacheDir: filepath.Join(o.Dir, "cache"),
-		CacheBytes: cacheBytes, Backend: b, Logger: o.Logger, ReadOnly: o.ReadOnly})
+		CacheBytes: cacheBytes, Backend: b, Logger: o.Logger, ReadOnly: o.ReadOnly, Lease: r.lease})
 	if err != nil {
 		r.close()
 		return nil, err

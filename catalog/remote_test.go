@@ -8,7 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
+	"github.com/rewind-dev/rewind/blockstore/remote"
 	"github.com/rewind-dev/rewind/timeline"
 )
 
@@ -57,6 +59,11 @@ func (e *storeEnv) importImage(t *testing.T, s *Service, i int) Time {
 // dies), and a new, empty data directory serves every instant and label
 // from it.
 func TestStoreDisasterRecovery(t *testing.T) {
+	// The new directory takes the store over, and uploads only a lease
+	// time later (remote.Lease): a short one keeps the test short.
+	old := remote.LeaseTTL
+	remote.LeaseTTL = 3 * time.Second
+	defer func() { remote.LeaseTTL = old }()
 	e := newStoreEnv(t)
 	s1, err := e.open(t, "d1", Options{Store: e.bucket})
 	if err != nil {

@@ -42,6 +42,9 @@ type MirrorOptions struct {
 	Logger   *slog.Logger
 	RetryFor time.Duration // default DefaultRetryFor
 	ReadOnly bool          // upload nothing (a reader of another writer's bucket)
+	// Lease, the writer's, bounds every upload and delete (see Lease);
+	// nil for none.
+	Lease *Lease
 }
 
 // NewMirror lists what the object store holds of the directory.
@@ -49,7 +52,7 @@ func NewMirror(o MirrorOptions) (*Mirror, error) {
 	if o.FS == nil {
 		o.FS = vfs.Default
 	}
-	m := &Mirror{FS: o.FS, dir: filepath.Clean(o.Dir), c: newConn(o.Backend, o.Logger, o.RetryFor, o.ReadOnly), segs: map[string][]seg{}}
+	m := &Mirror{FS: o.FS, dir: filepath.Clean(o.Dir), c: newConn(o.Backend, o.Logger, o.RetryFor, o.ReadOnly).withLease(o.Lease), segs: map[string][]seg{}}
 	objs, err := m.c.list(indexPrefix + "/")
 	if err != nil {
 		return nil, fmt.Errorf("list the index in %s: %w", o.Backend, err)

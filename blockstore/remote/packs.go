@@ -44,6 +44,9 @@ type PacksOptions struct {
 	Logger     *slog.Logger
 	RetryFor   time.Duration
 	ReadOnly   bool // upload and delete nothing
+	// Lease, the writer's, bounds every upload and delete (see Lease);
+	// nil for none.
+	Lease *Lease
 }
 
 // Packs is a vfs.FS for the chunk store's packs directory that keeps
@@ -92,7 +95,7 @@ func NewPacks(o PacksOptions) (*Packs, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Packs{FS: o.FS, dir: filepath.Clean(o.Dir), c: newConn(o.Backend, o.Logger, o.RetryFor, o.ReadOnly), cache: ca,
+	p := &Packs{FS: o.FS, dir: filepath.Clean(o.Dir), c: newConn(o.Backend, o.Logger, o.RetryFor, o.ReadOnly).withLease(o.Lease), cache: ca,
 		sem: make(chan struct{}, aheads), remote: map[string]*remotePack{}, open: map[string]map[*packFile]bool{},
 		seq: map[string]int64{}, doomed: map[string]*time.Timer{}}
 	if err := o.FS.MkdirAll(o.Dir, 0o750); err != nil {

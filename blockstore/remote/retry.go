@@ -28,6 +28,10 @@ type conn struct {
 	retryFor time.Duration
 	readOnly bool
 	fenced   *atomic.Pointer[error] // set once another writer took the store
+	// lease, when not nil, bounds every upload and delete: none starts
+	// while the process does not count on it, and each request is cut
+	// off when it stops counting on it (see Lease).
+	lease *Lease
 }
 
 func newConn(b objstore.Backend, log *slog.Logger, retryFor time.Duration, readOnly bool) conn {
@@ -40,6 +44,33 @@ func newConn(b objstore.Backend, log *slog.Logger, retryFor time.Duration, readO
 	return conn{b: b, log: log, retryFor: retryFor, readOnly: readOnly, fenced: new(atomic.Pointer[error])}
 }
 
+// withLease returns c with uploads and deletes bounded by l.
+func (c conn) withLease(l *Lease) conn {
+	c.lease = l
+	return c
+}
+
+// leased runs fn, an upload or a delete, with a context that the lease
+// cancels when this process stops counting on it; it returns why it may
+// not write instead, now or once cut off: ErrLeaseLapsed (retried) or
+// ErrLeaseHeld (not).
+func (c conn) leased(ctx context.Context, fn func(context.Context) error) error {
+	if c.lease == nil {
+		return fn(ctx)
+	}
+	lc, err := c.lease.Context()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(lc)
+	defer cancel()
+	err = fn(ctx)
+	if lc.Err() != nil {
+		return fmt.Errorf("cut off: %w", context.Cause(lc))
+	}
+	return err
+}
+
 // permanent reports whether retrying err cannot help.
 func permanent(err error) bool {
 	return errors.Is(err, objstore.ErrNotExist) || errors.Is(err, objstore.ErrReadOnly) || errors.Is(err, ErrLeaseHeld) ||
@@ -50,6 +81,7 @@ func permanent(err error) bool {
 // passed since the first failure, backing off from 100 ms to 5 s.
 func (c conn) retry(what string, fn func(ctx context.Context) error) error {
 	var deadline time.Time
+	var last error
 	wait := 100 * time.Millisecond
 	for attempt := 0; ; attempt++ {
 		Stats.Requests.Add(1)
@@ -58,17 +90,25 @@ func (c conn) retry(what string, fn func(ctx context.Context) error) error {
 		}
 		err := fn(context.Background())
 		if err == nil {
-			if attempt > 0 {
+			switch {
+			case errors.Is(last, ErrLeaseLapsed):
+				c.log.Info("the store's lease is held: uploads go on", "op", what, "attempts", attempt+1)
+			case attempt > 0:
 				c.log.Info("the object store answers again", "op", what, "attempts", attempt+1)
 			}
 			return nil
 		}
+		last = err
 		if permanent(err) {
 			return err
 		}
 		if attempt == 0 {
 			deadline = time.Now().Add(c.retryFor)
-			c.log.Warn("object store call failed; retrying", "op", what, "for", c.retryFor, "err", err)
+			if errors.Is(err, ErrLeaseLapsed) {
+				c.log.Info("waiting for the store's lease", "op", what, "for", c.retryFor, "why", err)
+			} else {
+				c.log.Warn("object store call failed; retrying", "op", what, "for", c.retryFor, "err", err)
+			}
 		}
 		if time.Now().After(deadline) {
 			if errors.Is(err, objstore.ErrUnreachable) {
@@ -97,7 +137,9 @@ func (c conn) put(name string, b []byte) error {
 		return err
 	}
 	err := c.retry("put "+name, func(ctx context.Context) error {
-		return c.b.Put(ctx, name, objstore.NewBytesReader(b), int64(len(b)))
+		return c.leased(ctx, func(ctx context.Context) error {
+			return c.b.Put(ctx, name, objstore.NewBytesReader(b), int64(len(b)))
+		})
 	})
 	if err == nil {
 		Stats.UploadedBytes.Add(int64(len(b)))
@@ -120,7 +162,9 @@ func (c conn) del(name string) error {
 	if err := c.writable("delete", name); err != nil {
 		return err
 	}
-	return c.retry("delete "+name, func(ctx context.Context) error { return c.b.Delete(ctx, name) })
+	return c.retry("delete "+name, func(ctx context.Context) error {
+		return c.leased(ctx, func(ctx context.Context) error { return c.b.Delete(ctx, name) })
+	})
 }
 
 func (c conn) list(prefix string) ([]objstore.Object, error) {

@@ -34,7 +34,7 @@ type cli struct {
 	Store      string `help:"Keep the packs and a copy of the index in an object store: s3://BUCKET[/PREFIX] (endpoint and keys from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION) or a directory. The data directory remembers it; an empty one brings the index down from it." env:"REWIND_STORE" placeholder:"URL"`
 	StoreCache Size   `help:"Local disk for blocks of packs read from the object store." default:"1GiB" placeholder:"SIZE" name:"store-cache"`
 	ReadOnly   bool   `help:"Open an object store as a reader: the index is brought down afresh, nothing is written." name:"read-only"`
-	TakeOver   bool   `help:"Take an object store over from another data directory whose lease has not lapsed (its machine is gone)." name:"take-over"`
+	TakeOver   bool   `help:"Take an object store over from another data directory whose lease has not lapsed (its machine is gone); uploads start 26 s later, once the old writer has surely stopped." name:"take-over"`
 
 	Import importCmd `cmd:"" help:"Record a raw image or block device as a new version of VOLUME."`
 	Volume volumeCmd `cmd:"" help:"List, create and remove volumes."`
