@@ -37,6 +37,7 @@ func Run(t *testing.T, open func(t *testing.T) objstore.Backend) {
 		{"ReaderPosition", testReaderPosition},
 		{"ConcurrentPuts", testConcurrentPuts},
 		{"Large", testLarge},
+		{"Swap", testSwap},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -389,5 +390,72 @@ func testLarge(t *testing.T, b objstore.Backend) {
 	}
 	if size, err := b.Stat(ctx, "large"); err != nil || size != int64(len(data)) {
 		t.Fatalf("stat = %d, %v; want %d", size, err, len(data))
+	}
+}
+
+// testSwap: conditional writes, for a backend that offers them. Of
+// claimers that all saw no object, exactly one creates it; a write with a
+// stale tag is refused and changes nothing; one with the current tag
+// replaces the object and gives a new tag; the listing shows nothing else.
+func testSwap(t *testing.T, b objstore.Backend) {
+	sw, ok := b.(objstore.Swapper)
+	if !ok {
+		t.Fatalf("%T is not an objstore.Swapper: every backend takes conditional writes", b)
+	}
+	const claimers = 6
+	var wg sync.WaitGroup
+	wins := make(chan int, claimers)
+	errs := make(chan error, claimers)
+	for i := range claimers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			data := []byte(fmt.Sprintf("claimer %d", i))
+			_, err := sw.PutIf(ctx, "lease", bytes.NewReader(data), int64(len(data)), "")
+			switch {
+			case err == nil:
+				wins <- i
+			case !errors.Is(err, objstore.ErrChanged):
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(wins)
+	close(errs)
+	for err := range errs {
+		t.Fatalf("a claim that lost: %v, want ErrChanged", err)
+	}
+	var won []int
+	for i := range wins {
+		won = append(won, i)
+	}
+	if len(won) != 1 {
+		t.Fatalf("%d claimers created the object, want exactly 1", len(won))
+	}
+	got, tag, err := sw.GetTagged(ctx, "lease")
+	if err != nil || string(got) != fmt.Sprintf("claimer %d", won[0]) || tag == "" {
+		t.Fatalf("after the claims: %q, tag %q, %v; want the winner's, with a tag", got, tag, err)
+	}
+	next := []byte("renewed")
+	tag2, err := sw.PutIf(ctx, "lease", bytes.NewReader(next), int64(len(next)), tag)
+	if err != nil || tag2 == "" || tag2 == tag {
+		t.Fatalf("a write with the current tag: tag %q, %v; want a new tag", tag2, err)
+	}
+	stale := []byte("stale")
+	if _, err := sw.PutIf(ctx, "lease", bytes.NewReader(stale), int64(len(stale)), tag); !errors.Is(err, objstore.ErrChanged) {
+		t.Fatalf("a write with a stale tag: %v, want ErrChanged", err)
+	}
+	if _, err := sw.PutIf(ctx, "lease", bytes.NewReader(stale), int64(len(stale)), ""); !errors.Is(err, objstore.ErrChanged) {
+		t.Fatalf("a create over an object: %v, want ErrChanged", err)
+	}
+	if got, tag3, err := sw.GetTagged(ctx, "lease"); err != nil || !bytes.Equal(got, next) || tag3 != tag2 {
+		t.Fatalf("after the refused writes: %q, tag %q, %v; want %q, tag %q", got, tag3, err, next, tag2)
+	}
+	if _, _, err := sw.GetTagged(ctx, "absent"); !errors.Is(err, objstore.ErrNotExist) {
+		t.Fatalf("GetTagged of nothing: %v, want ErrNotExist", err)
+	}
+	if objs := list(t, b, ""); len(objs) != 1 || objs[0].Name != "lease" {
+		t.Fatalf("listing after the swaps: %v, want the one object", objs)
 	}
 }
