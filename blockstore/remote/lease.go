@@ -44,6 +44,12 @@ type Lease struct {
 	stop chan struct{}
 	done chan struct{}
 
+	// swap, when the object store takes conditional writes, writes the
+	// lease only over the one read (tag; "" for none), so that of two
+	// writers that read the same lease, one writes it.
+	swap objstore.Swapper
+	tag  string
+
 	mu   sync.Mutex
 	lost error
 	// until is when this process stops counting on the lease (monotonic);
@@ -84,21 +90,33 @@ func AcquireLease(b objstore.Backend, holder, dataDir string, takeOver bool, log
 	c := newConn(b, log, 30*time.Second, false)
 	host, _ := os.Hostname()
 	l := &Lease{c: c, doc: leaseDoc{Holder: holder, Data: dataDir, Host: host, PID: os.Getpid()}, stop: make(chan struct{}), done: make(chan struct{})}
-	cur, err := l.read()
-	if err != nil {
-		return nil, err
-	}
-	if cur != nil && cur.Holder != holder && time.Now().Before(cur.Expires) && !takeOver {
-		return nil, fmt.Errorf("%w: %s is written by the data directory %s on %s (pid %d) until %s; a second writer is refused: use that one, open this one with --read-only, or, if that machine is gone, wait for the lease to lapse or pass --take-over",
-			ErrLeaseHeld, b, cur.Data, cur.Host, cur.PID, cur.Expires.UTC().Format(time.RFC3339))
-	}
-	forced := cur != nil && cur.Holder != holder && time.Now().Before(cur.Expires)
-	if forced {
-		log.Warn("taking the store over from its writer: uploads wait until it has surely stopped", "data", cur.Data, "host", cur.Host, "pid", cur.PID, "for", settleTime())
-	}
-	start, err := l.write()
-	if err != nil {
-		return nil, err
+	l.swap, _ = b.(objstore.Swapper)
+	var forced bool
+	var start time.Time
+	for attempt := 0; ; attempt++ {
+		cur, err := l.read()
+		if err != nil {
+			return nil, err
+		}
+		if cur != nil && cur.Holder != holder && time.Now().Before(cur.Expires) && !takeOver {
+			return nil, fmt.Errorf("%w: %s is written by the data directory %s on %s (pid %d) until %s; a second writer is refused: use that one, open this one with --read-only, or, if that machine is gone, wait for the lease to lapse or pass --take-over",
+				ErrLeaseHeld, b, cur.Data, cur.Host, cur.PID, cur.Expires.UTC().Format(time.RFC3339))
+		}
+		forced = cur != nil && cur.Holder != holder && time.Now().Before(cur.Expires)
+		start, err = l.write()
+		if errors.Is(err, objstore.ErrChanged) && attempt < 2 {
+			continue // written since it was read: read it again
+		}
+		if errors.Is(err, objstore.ErrChanged) {
+			return nil, fmt.Errorf("%w: %s: another data directory claims it at this moment", ErrLeaseHeld, b)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if forced {
+			log.Warn("taking the store over from its writer: uploads wait until it has surely stopped", "data", cur.Data, "host", cur.Host, "pid", cur.PID, "for", settleTime())
+		}
+		break
 	}
 	l.ctx, l.cancel = context.WithCancelCause(context.Background())
 	l.cancel(ErrLeaseLapsed)
@@ -155,8 +173,19 @@ func (l *Lease) countLocked(start time.Time) {
 }
 
 func (l *Lease) read() (*leaseDoc, error) {
-	b, err := l.c.get(leaseName, 0, -1)
+	var b []byte
+	var err error
+	if l.swap != nil {
+		err = l.c.retry("get "+leaseName, func(ctx context.Context) error {
+			var err error
+			b, l.tag, err = l.swap.GetTagged(ctx, leaseName)
+			return err
+		})
+	} else {
+		b, err = l.c.get(leaseName, 0, -1)
+	}
 	if errors.Is(err, objstore.ErrNotExist) {
+		l.tag = ""
 		return nil, nil
 	}
 	if err != nil {
@@ -175,6 +204,23 @@ func (l *Lease) write() (time.Time, error) {
 	start := time.Now()
 	l.doc.Expires = start.Add(LeaseTTL)
 	b, _ := json.Marshal(l.doc)
+	if l.swap != nil {
+		err := l.c.retry("put "+leaseName, func(ctx context.Context) error {
+			tag, err := l.swap.PutIf(ctx, leaseName, objstore.NewBytesReader(b), int64(len(b)), l.tag)
+			if err == nil {
+				l.tag = tag
+			}
+			return err
+		})
+		if !errors.Is(err, objstore.ErrNoSwap) {
+			if err != nil {
+				return time.Time{}, fmt.Errorf("write the store's lease: %w", err)
+			}
+			return start, nil
+		}
+		l.c.log.Warn("the object store takes no conditional writes: the lease rests on time alone", "err", err)
+		l.swap = nil
+	}
 	if err := l.c.put(leaseName, b); err != nil {
 		return time.Time{}, fmt.Errorf("write the store's lease: %w", err)
 	}
@@ -216,7 +262,10 @@ func (l *Lease) renew(onLost func(error)) {
 				l.renewed(start, lapsed)
 			}
 		}
-		if err != nil {
+		switch {
+		case errors.Is(err, objstore.ErrChanged):
+			l.c.log.Info("the store's lease was written by another between its read and its renewal; reading it again", "err", err)
+		case err != nil:
 			l.c.log.Warn("the store's lease could not be renewed", "err", err)
 		}
 	}
@@ -237,7 +286,8 @@ func (l *Lease) renewed(start time.Time, lapsed bool) {
 	}
 }
 
-// Release stops renewing and deletes the lease, unless it was lost.
+// Release stops renewing and deletes the lease, unless it was lost or
+// another holds it now.
 func (l *Lease) Release() error {
 	close(l.stop)
 	<-l.done
@@ -249,6 +299,10 @@ func (l *Lease) Release() error {
 	l.mu.Unlock()
 	if lost != nil {
 		return nil
+	}
+	// Not another's that this one has not read yet.
+	if cur, err := l.read(); err != nil || cur == nil || cur.Holder != l.doc.Holder {
+		return err
 	}
 	return l.c.del(leaseName)
 }

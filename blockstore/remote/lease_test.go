@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,9 +15,9 @@ import (
 )
 
 // TestLease: a second writer is refused while the lease lasts and may
-// take it over; then one of the two learns that it lost it (the object
-// store has no conditional write, so a takeover racing a renewal can go
-// either way) and the other holds it.
+// take it over; then one of the two learns that it lost it (without
+// conditional writes, a takeover racing a renewal can go either way) and
+// the other holds it.
 func TestLease(t *testing.T) {
 	old := LeaseTTL
 	LeaseTTL = 300 * time.Millisecond
@@ -181,5 +182,49 @@ func TestLeaseLapses(t *testing.T) {
 	}
 	if d := time.Since(taken); d < settleTime() {
 		t.Fatalf("the taker counted on its lease after %s; want the settling time, %s", d, settleTime())
+	}
+}
+
+// TestLeaseClaimedAtOnce: of data directories that claim a store with
+// no lease at the same moment, one holds it and the others are refused,
+// on a store that takes conditional writes. (Without them, each could
+// read no lease and write its own.)
+func TestLeaseClaimedAtOnce(t *testing.T) {
+	b := openBackend(t)
+	if _, ok := b.(objstore.Swapper); !ok {
+		t.Fatalf("%T takes no conditional writes", b)
+	}
+	log := slog.New(slog.DiscardHandler)
+	const claimers = 6
+	var wg sync.WaitGroup
+	won := make(chan *Lease, claimers)
+	errs := make(chan error, claimers)
+	for i := range claimers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l, err := AcquireLease(b, fmt.Sprintf("D%d", i), "/data", false, log, nil)
+			if err != nil {
+				errs <- err
+				return
+			}
+			won <- l
+		}()
+	}
+	wg.Wait()
+	close(won)
+	close(errs)
+	for err := range errs {
+		if !errors.Is(err, ErrLeaseHeld) {
+			t.Errorf("a refused claim: %v, want ErrLeaseHeld", err)
+		}
+	}
+	n := 0
+	for l := range won {
+		n++
+		defer l.Release()
+	}
+	if n != 1 {
+		t.Fatalf("%d of %d claimers hold the lease, want 1", n, claimers)
 	}
 }

@@ -74,7 +74,8 @@ func (c conn) leased(ctx context.Context, fn func(context.Context) error) error 
 // permanent reports whether retrying err cannot help.
 func permanent(err error) bool {
 	return errors.Is(err, objstore.ErrNotExist) || errors.Is(err, objstore.ErrReadOnly) || errors.Is(err, ErrLeaseHeld) ||
-		errors.Is(err, objstore.ErrCredentials) || errors.Is(err, context.Canceled)
+		errors.Is(err, objstore.ErrCredentials) || errors.Is(err, context.Canceled) ||
+		errors.Is(err, objstore.ErrChanged) || errors.Is(err, objstore.ErrNoSwap)
 }
 
 // retry calls fn until it succeeds, fails for good, or c.retryFor has
