@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -173,6 +174,30 @@ func consoleFlows(t *testing.T, srv *server, base, token string, vol consoleVolu
 			}
 			b.screenshot(t, "volumes")
 		}, false},
+		{"the list follows changes made elsewhere", func(t *testing.T) {
+			// A clone made and removed through the API, not the page: the
+			// open list shows it, then not, without a reload.
+			const other = "db01-elsewhere"
+			b.open(t, base+"/#/volumes", "volumes")
+			api := func(method, path, body string) {
+				t.Helper()
+				req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
+				req.Header.Set("Authorization", "Bearer "+token)
+				req.Header.Set("Content-Type", "application/json")
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode/100 != 2 {
+					t.Fatalf("%s %s: %s", method, path, resp.Status)
+				}
+			}
+			api("POST", "/v1/clones", fmt.Sprintf(`{"from":%s,"name":%s}`, jsString(vol.Name+"@latest"), jsString(other)))
+			b.waitJS(t, other+" listed without a reload", fmt.Sprintf(`document.querySelector(%s)`, jsString(row(other))))
+			api("DELETE", "/v1/volumes/"+other, "")
+			b.waitJS(t, other+" gone from the list without a reload", fmt.Sprintf(`!document.querySelector(%s) && document.querySelector(%s)`, jsString(row(other)), jsString(row(vol.Name))))
+		}, true},
 		{"a change without the CSRF token is refused", func(t *testing.T) {
 			// The session cookie goes with this fetch; the page's CSRF
 			// token does not.

@@ -199,7 +199,8 @@ async function volumesView() {
       el("tbody", {}, rows)))
       : el("div", { class: "card" }, el("p", { text: "No volume yet. Import a disk with rewind import VOLUME IMAGE, or protect one with rewind protect." })));
   ready("volumes");
-  if ((recs || []).some(r => r.state === "copying")) schedule(5000);
+  // New writes, volumes and protections show without a reload.
+  schedule((recs || []).some(r => r.state === "copying") ? 5000 : 10000);
 }
 
 function recoveryText(r) {
