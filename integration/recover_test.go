@@ -408,6 +408,62 @@ func TestRecoverToNBDTarget(t *testing.T) {
 	}
 }
 
+// TestRecoverTargetRestarts: the NBD server of the target is killed
+// part way through the copy and started again on the same port: the
+// recovery says the target is out of reach, dials it again, and the
+// target ends up holding exactly what the export held, a write made
+// during the outage included.
+func TestRecoverTargetRestarts(t *testing.T) {
+	qemuNBD := requireTool(t, "qemu-nbd", "qemu-utils")
+	rw := newRewind(t)
+	const size = 32 << 20
+	img := filepath.Join(t.TempDir(), "disk.img")
+	if err := os.WriteFile(img, randomBytes(21, size), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rw.MustRun("import", "v", img)
+	srv := rw.Serve(serveOptions{})
+	file := filepath.Join(t.TempDir(), "prod.img")
+	if err := os.WriteFile(file, bytes.Repeat([]byte{0xff}, size), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	port := freePort(t)
+	// qemu-nbd takes writes at 4 MiB/s, so that the copy lasts ~8 s.
+	target := func() *daemon {
+		return startDaemon(t, daemonSpec{Path: qemuNBD, Args: []string{
+			"--object", "throttle-group,id=slow,x-bps-write=" + fmt.Sprint(4<<20),
+			"--image-opts", "driver=throttle,throttle-group=slow,file.driver=raw,file.file.driver=file,file.file.filename=" + file,
+			"-t", "-b", "127.0.0.1", "-p", fmt.Sprint(port), "-x", "prod"},
+			ReadyTCP: []string{fmt.Sprintf("127.0.0.1:%d", port)}})
+	}
+	q := target()
+	rw.MustRun("recover", "v@latest", "--to", fmt.Sprintf("nbd://127.0.0.1:%d/prod", port), "--as", "rec")
+	waitUntil(t, 30*time.Second, "a quarter copied", func() error {
+		if st := recoveryOf(t, rw, "rec"); st.Done < size/4 {
+			return fmt.Errorf("%d of %d bytes done", st.Done, st.Total)
+		}
+		return nil
+	})
+	q.cmd.Process.Kill()
+	<-q.exited
+	waitUntil(t, 30*time.Second, "the status to say the target is out of reach", func() error {
+		if st := recoveryOf(t, rw, "rec"); st.State != "copying" || !strings.Contains(st.Reason, "out of reach") {
+			return fmt.Errorf("%+v", st)
+		}
+		return nil
+	})
+	qemuIO(t, srv.URI("rec"), "write -P 0x5a 20M 64k", "flush") // the guest goes on
+	target()
+	_, want := cutOver(t, rw, srv, "rec")
+	if got := sha256File(t, file); got != want {
+		t.Fatalf("target sha256 %s after its server restarted, export before cutover %s", got[:12], want[:12])
+	}
+	requireFilled(t, file, 20<<20, 64<<10, 0x5a)
+	if st := recoveryOf(t, rw, "rec"); st.Reason != "" {
+		t.Errorf("after cutover the status still says %q", st.Reason)
+	}
+}
+
 // TestRecoverBadInput: each refused recovery exits 1 with one line,
 // starts nothing, makes no clone and leaves no file; over --http a path
 // target is refused and nothing works without the token; another user

@@ -43,8 +43,8 @@
 //   - A failed copy (a target error) stays failed: the export keeps
 //     serving the clone, nothing is lost, and `recover cancel` ends it;
 //     there is no retry yet.
-//   - An NBD target's connection is not re-established when it drops
-//     during a copy (the copy fails); a restart of the daemon dials again.
+//   - An NBD target whose connection breaks is dialled again for up to
+//     targetRetryFor (nbdTarget); past that the copy fails.
 //   - After cutover the export reports the whole target as data (no
 //     block status of the target).
 package recovery

@@ -110,7 +110,7 @@ func (m *Manager) resume(r *record) {
 	var err error
 	if r.Kind == KindNBD {
 		ctx, cancel := context.WithTimeout(m.ctx, 30*time.Second)
-		o, err = dialTarget(ctx, r.Target)
+		o, err = dialTarget(ctx, m.ctx, r.Target, m.log.With("recovery", r.Name))
 		cancel()
 	} else {
 		o, err = reopen(r)
@@ -171,7 +171,7 @@ func (m *Manager) openTarget(ctx context.Context, req Request) (*opened, error) 
 		if err := m.checkFree(key, req.Target); err != nil {
 			return nil, err
 		}
-		return dialTarget(ctx, req.Target)
+		return dialTarget(ctx, m.ctx, req.Target, m.log)
 	}
 	return fromFile(req.File, req.Target)
 }
@@ -308,6 +308,11 @@ func (m *Manager) startJobLocked(r *record, o *opened, resumed bool) error {
 		view.Close()
 		return err
 	}
+	if nt, ok := o.t.(*nbdTarget); ok {
+		// Writes a broken connection acknowledged without a FLUSH are
+		// copied again.
+		nt.setLost(cp.MarkDirty)
+	}
 	j := &job{m: m, view: view, cp: cp, target: o, disk: &Disk{view: view, cp: cp}, done: make(chan struct{})}
 	j.mu.rec = r
 	m.mu.jobs[r.Name] = j
@@ -420,6 +425,9 @@ func (m *Manager) Cutover(ctx context.Context, name string) (*Status, error) {
 		return nil, fmt.Errorf("cutover of %s could not be recorded, so the export stays on the clone: %w", name, err)
 	}
 	j.disk.switchTo(j.target.t)
+	if nt, ok := j.target.t.(*nbdTarget); ok {
+		nt.setLost(nil) // the export's own writes now: an NBD client's to flush
+	}
 	resume()
 	m.log.Info("recovery cut over: the export now reads and writes the target", "volume", name, "target", j.record().Target)
 	<-j.done
@@ -450,6 +458,7 @@ func (m *Manager) Cancel(name string) (*Status, error) {
 	}
 	if j.cp != nil {
 		j.cp.Cancel()
+		j.target.interrupt() // a target being dialled again fails at once
 		<-j.done
 	}
 	if err := j.setState(StateCancelled, ""); err != nil {

@@ -1,6 +1,7 @@
 package recovery
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/rewind-dev/rewind/catalog"
@@ -43,6 +44,9 @@ func (j *job) status() Status {
 	if r.State == StateCutOver {
 		st.Done = st.Total
 		st.ETA = 0
+	}
+	if d := j.target.down(); !d.IsZero() && r.State != StateFailed && r.State != StateCancelled {
+		st.Reason = fmt.Sprintf("the target is out of reach since %s; dialling it again", d.UTC().Format(time.RFC3339))
 	}
 	if j.cp == nil {
 		return st
