@@ -36,7 +36,10 @@ type Disk struct {
 	diverged atomic.Bool
 	// primarySync runs the primary's fdatasync for concurrent FLUSHes.
 	primarySync syncer
-	stats       counters
+	// intent marks where writes are in progress or not flushed, for the
+	// comparison after an unclean stop; nil for none.
+	intent *intentLog
+	stats  counters
 	// afterRecord, when set (by tests), runs between recording a request
 	// in the timeline and writing the primary.
 	afterRecord func()
@@ -116,6 +119,10 @@ func (d *Disk) WriteAt(p []byte, off int64) (int, error) {
 	}
 	unlock := d.ranges.lock(d.blocks(off, n))
 	defer unlock()
+	if err := d.beginIntent(off, n); err != nil {
+		return 0, err
+	}
+	defer d.endIntent(off, n)
 	if _, err := d.view.WriteAt(p, off); err != nil {
 		d.stats.errors.Add(1)
 		return 0, fmt.Errorf("record the write in the timeline: %w", err)
@@ -149,6 +156,10 @@ func (d *Disk) zero(off, n int64, record func(off, n int64) error) error {
 	}
 	unlock := d.ranges.lock(d.blocks(off, n))
 	defer unlock()
+	if err := d.beginIntent(off, n); err != nil {
+		return err
+	}
+	defer d.endIntent(off, n)
 	if err := record(off, n); err != nil {
 		d.stats.errors.Add(1)
 		return fmt.Errorf("record the zeroing in the timeline: %w", err)
@@ -173,11 +184,37 @@ func (d *Disk) primaryFailed(off, n int64) {
 	d.stats.errors.Add(1)
 	buf := make([]byte, n)
 	if _, err := d.p.f.ReadAt(buf, off); err != nil && !errors.Is(err, io.EOF) {
-		d.diverged.Store(true)
+		d.diverge()
 		return
 	}
 	if _, err := d.view.WriteAt(buf, off); err != nil {
-		d.diverged.Store(true)
+		d.diverge()
+	}
+}
+
+// diverge notes that the timeline and the primary may differ where a
+// write failed: the next start compares all of them.
+func (d *Disk) diverge() {
+	d.diverged.Store(true)
+	if d.intent != nil {
+		d.intent.markAll() // failing too, the record is not clean either
+	}
+}
+
+func (d *Disk) beginIntent(off, n int64) error {
+	if d.intent == nil {
+		return nil
+	}
+	if err := d.intent.begin(off, n); err != nil {
+		d.stats.errors.Add(1)
+		return err
+	}
+	return nil
+}
+
+func (d *Disk) endIntent(off, n int64) {
+	if d.intent != nil {
+		d.intent.end(off, n)
 	}
 }
 
@@ -194,11 +231,19 @@ func (d *Disk) Flush() error {
 // flush makes every acknowledged write durable in both.
 func (d *Disk) flush() error {
 	d.stats.flushes.Add(1)
+	var at uint64
+	if d.intent != nil {
+		at = d.intent.flushStart()
+	}
 	err := d.sync()
 	if err != nil {
 		d.stats.errors.Add(1)
+		return err
 	}
-	return err
+	if d.intent != nil {
+		d.intent.flushed(at)
+	}
+	return nil
 }
 
 // sync syncs the timeline and the primary at the same time: both must

@@ -120,13 +120,31 @@ func (m *Manager) resumeErr(ctx context.Context, r *record) error {
 	if !r.Clean {
 		// Writes since the last flush may be in one and not the other:
 		// the primary wins, its differing blocks become a new version.
-		res, err := m.tl.Import(ctx, timeline.ImportOptions{Name: r.Name, Source: p.f, Size: r.Size, Data: p.importRanges(r.Size)})
+		// The write-intent bitmap says where such writes may be.
+		marked, ok, err := loadIntent(intentPath(m.dir, r.Name), r.Size)
 		if err != nil {
 			p.close()
-			return fmt.Errorf("compare the primary with the timeline: %w", err)
+			return err
 		}
-		m.log.Warn("protection stopped uncleanly: recorded what the primary holds and the timeline did not", "volume", r.Name,
-			"blocks", res.Blocks, "at", catalog.Time(res.Time))
+		opts := timeline.ImportOptions{Name: r.Name, Source: p.f, Size: r.Size, Data: p.importRanges(r.Size)}
+		var compared int64 = r.Size
+		if ok {
+			opts.Changed, compared = marked, 0
+			for _, rg := range marked {
+				compared += rg.Length
+			}
+		}
+		if !ok || len(marked) > 0 {
+			res, err := m.tl.Import(ctx, opts)
+			if err != nil {
+				p.close()
+				return fmt.Errorf("compare the primary with the timeline: %w", err)
+			}
+			m.log.Warn("protection stopped uncleanly: recorded what the primary holds and the timeline did not", "volume", r.Name,
+				"compared_bytes", compared, "blocks", res.Blocks, "at", catalog.Time(res.Time))
+		} else {
+			m.log.Warn("protection stopped uncleanly, with no write in progress or unflushed: nothing to compare", "volume", r.Name)
+		}
 	}
 	r.Clean, r.State, r.Reason = false, StateProtected, ""
 	if err := m.save(r); err != nil {
@@ -170,7 +188,12 @@ func (m *Manager) startLocked(r *record, p *primary) error {
 		view.Close()
 		return fmt.Errorf("the volume %s has %d bytes, its protection %d", r.Name, view.Size(), r.Size)
 	}
-	d := &Disk{view: view, p: p, size: r.Size, bs: view.BlockSize()}
+	il, err := newIntentLog(intentPath(m.dir, r.Name), r.Size, m.log.With("volume", r.Name))
+	if err != nil {
+		view.Close()
+		return err
+	}
+	d := &Disk{view: view, p: p, size: r.Size, bs: view.BlockSize(), intent: il}
 	m.mu.jobs[r.Name] = &job{rec: *r, p: p, disk: d}
 	return nil
 }
@@ -298,9 +321,9 @@ func (m *Manager) Unprotect(name string) (*Status, error) {
 	st := j.status()
 	var err error
 	if j.disk != nil {
-		err = j.disk.close()
+		err = errors.Join(j.disk.close(), j.disk.intent.close())
 	}
-	err = errors.Join(err, j.p.close(), m.forget(name))
+	err = errors.Join(err, j.p.close(), m.forget(name), removeIntent(intentPath(m.dir, name)))
 	if err != nil {
 		return nil, fmt.Errorf("unprotect %s: %w", name, err)
 	}
@@ -378,7 +401,7 @@ func (m *Manager) Close() error {
 			r.Clean = true
 			err = m.save(&r)
 		}
-		errs = append(errs, err, j.p.close())
+		errs = append(errs, err, j.disk.intent.close(), j.p.close())
 	}
 	m.mu.jobs = map[string]*job{}
 	return errors.Join(errs...)

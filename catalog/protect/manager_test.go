@@ -388,9 +388,15 @@ func TestProtectBadInput(t *testing.T) {
 	if len(vols) != 2 {
 		t.Errorf("volumes after the refusals: %+v", vols)
 	}
+	// The running protection's record and write-intent bitmap, nothing
+	// of the refused ones.
 	recs, _ := os.ReadDir(filepath.Join(f.dir, "data", "protected"))
-	if len(recs) != 1 {
-		t.Errorf("records after the refusals: %v", recs)
+	var names []string
+	for _, e := range recs {
+		names = append(names, e.Name())
+	}
+	if len(names) != 2 || names[0] != "prod.intent" || names[1] != "prod.json" {
+		t.Errorf("files after the refusals: %v, want prod.intent and prod.json", names)
 	}
 	if fi, _ := os.Stat(empty); fi.Size() != 0 {
 		t.Error("a refused protection changed the empty file")
@@ -490,5 +496,96 @@ func TestProtectRestartChecksPrimary(t *testing.T) {
 	}
 	if err := f.svc.RemoveVolume(context.Background(), "prod", false); err != nil {
 		t.Errorf("volume rm after unprotect: %v", err)
+	}
+}
+
+// TestProtectComparesMarkedRegionsOnly: after an unclean stop the next
+// start compares only the regions the write-intent bitmap marks: those
+// with a write not flushed. A region whose writes were all flushed is
+// cleared and not read again.
+func TestProtectComparesMarkedRegionsOnly(t *testing.T) {
+	oldRegion, oldEvery := intentRegion, intentClearEvery
+	intentRegion, intentClearEvery = 1*mib, 0
+	defer func() { intentRegion, intentClearEvery = oldRegion, oldEvery }()
+	f := newFixture(t)
+	if _, err := f.protect("prod", f.primary, 0); err != nil {
+		t.Fatal(err)
+	}
+	d := f.m.Disk("prod")
+	intent := filepath.Join(f.dir, "data", "protected", "prod.intent")
+	marked := func() []timeline.Range {
+		t.Helper()
+		rs, ok, err := loadIntent(intent, size)
+		if err != nil || !ok {
+			t.Fatalf("the bitmap: ok %v, %v", ok, err)
+		}
+		return rs
+	}
+	// Region 1: written and flushed, so cleared.
+	if _, err := d.WriteAt(fill(0x11, 4*kib), 1*mib); err != nil {
+		t.Fatal(err)
+	}
+	if got := marked(); len(got) != 1 || got[0] != (timeline.Range{Offset: 1 * mib, Length: 1 * mib}) {
+		t.Fatalf("marked after a write at 1 MiB: %v, want that region", got)
+	}
+	if err := d.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(marked()) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("still marked after a flush: %v", marked())
+		}
+		if err := d.Flush(); err != nil { // a later flush clears what the first settled
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Region 2: written, not flushed; the daemon dies here.
+	if _, err := d.WriteAt(fill(0x22, 4*kib), 2*mib); err != nil {
+		t.Fatal(err)
+	}
+	atCrash, err := os.ReadFile(intent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.close()
+	if err := os.WriteFile(intent, atCrash, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rec := filepath.Join(f.dir, "data", "protected", "prod.json")
+	b, err := os.ReadFile(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(rec, bytes.Replace(b, []byte(`"clean": true`), []byte(`"clean": false`), 1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The primary kept a write in region 2 that the timeline lost, and
+	// (outside any write of the daemon, which nothing can see) one in
+	// region 3.
+	oldRegion3 := f.primaryBytes()[3*mib : 3*mib+4*kib] // as the timeline has it
+	pf, err := os.OpenFile(f.primary, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pf.WriteAt(fill(0x33, 4*kib), 2*mib+8*kib)
+	pf.WriteAt(fill(0x44, 4*kib), 3*mib)
+	pf.Close()
+
+	f.open()
+	if f.m.Disk("prod") == nil {
+		t.Fatal("not served after an unclean stop")
+	}
+	newest := f.at("prod", f.newest("prod"))
+	primary := f.primaryBytes()
+	if !bytes.Equal(newest[2*mib:3*mib], primary[2*mib:3*mib]) {
+		t.Error("the marked region differs from the primary after the comparison")
+	}
+	if !bytes.Equal(newest[3*mib:3*mib+4*kib], oldRegion3) {
+		t.Error("an unmarked region was read: the comparison was not limited to the marked ones")
+	}
+	if got := marked(); len(got) != 0 {
+		t.Errorf("a fresh start's bitmap marks %v", got)
 	}
 }
