@@ -22,6 +22,10 @@
 # one, and divides the growth of prod's stored bytes (`rewind volume list
 # --json`, stored_bytes) and of the data directory (`du -sb`), from after
 # protect to after unprotect, by the bytes fio wrote.
+#
+# Then the restart after a crash (prot_crash): one flushed write, SIGKILL,
+# and the time until the restarted daemon serves the export again, with
+# the bytes of the primary it compared with the timeline.
 
 PROT_DEPTHS=(1 32)
 PROT_FLUSHES=(0 16) # fio --fsync: 0 none (only the one at disconnect), 16 a FLUSH every 16 writes
@@ -154,12 +158,52 @@ prot_table() {
 	out "| server | QD | flush | IOPS | writes | FLUSHes | versions | bytes written | volume stored + | per byte | data dir + | per byte |"
 	out "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 	for r in "${PROT_ROWS[@]}"; do out "$r"; done
+	out ""
+	out "Restart after SIGKILL (a fresh copy of v2.img protected, one flushed 64 KiB write, the daemon killed, the page cache dropped): ${PROT_CRASH:--} s from \`rewind serve\` to the export answering \`nbdinfo\`; the start compared $(human "${PROT_COMPARED:--}") of the $(human "$(image_bytes)") primary with the timeline (the regions its write-intent bitmap marks), and the write read back."
 	if [[ -n $PROT_LOST ]]; then
 		out ""
 		out "Versions missing or extra (every acknowledged write must be one version):$PROT_LOST"
 		log "protect: versions do not match fio's writes:$PROT_LOST"
 	fi
 	return 0
+}
+
+# prot_crash: protect a fresh copy of v2.img, one flushed write, SIGKILL
+# the daemon, drop the page cache, start it again and time until the
+# export answers (nbdinfo): the start compares the primary with the
+# timeline where the write-intent bitmap says writes may be unflushed.
+# Sets PROT_CRASH (seconds) and PROT_COMPARED (bytes the start compared).
+prot_crash() {
+	local port primary t0 t1 pid
+	PROT_CRASH=- PROT_COMPARED=-
+	cp --sparse=always "$W/img/v2.img" "$(prot_primary)"
+	prot_start rewind || return 1
+	port=${NBD_URI#nbd://127.0.0.1:} port=${port%%/*}
+	if ! timed ignored "$STEP_TIMEOUT" qemu-io -f raw -c "write -P 0x5c 100M 64k" -c flush "$NBD_URI"; then
+		WHY="qemu-io write before the crash failed: $(lasterr)"
+		stop "$NBD_PID"
+		return 1
+	fi
+	kill -KILL "$NBD_PID" 2>/dev/null
+	stop "$NBD_PID"
+	drop_caches
+	t0=$(date +%s.%N)
+	start rewind-restart "$REWIND" --data "$(prot_data)" serve --nbd "127.0.0.1:$port"
+	pid=$STARTED
+	if ! wait_server rewind-restart "$pid" nbdinfo --size "$NBD_URI"; then
+		stop "$pid"
+		return 1
+	fi
+	t1=$(date +%s.%N)
+	PROT_CRASH=$(calc "$t1 - $t0")
+	PROT_COMPARED=$(grep -o 'compared_bytes=[0-9]*' "$W/rewind-restart.log" | head -n 1 | cut -d= -f2)
+	if ! timed ignored "$STEP_TIMEOUT" qemu-io -f raw -r -c "read -P 0x5c 100M 64k" "$NBD_URI" || grep -q "Pattern verification failed" "$W/last.out"; then
+		WHY="the flushed write did not survive SIGKILL: $(lasterr)"
+		stop "$pid"
+		return 1
+	fi
+	stop "$pid"
+	rm -rf "$(prot_data)" "$(prot_primary)"
 }
 
 section_protect() {
@@ -184,6 +228,10 @@ section_protect() {
 			done
 		done
 	done
+	if [[ -z $why ]]; then
+		log "protect: restart after SIGKILL"
+		prot_crash || why=$WHY
+	fi
 	rm -rf "$W/protect"
 	prot_table
 	[[ -z $why ]] || not_measured "$why"

@@ -18,7 +18,8 @@
 #   protect fio 4 KiB random writes at QD1 and QD32, with and without a
 #           FLUSH every 16 writes, through rewind protect vs nbdkit (file
 #           plugin) vs qemu-nbd on a copy of the image; rewind's versions
-#           recorded and bytes stored per byte written
+#           recorded and bytes stored per byte written; the time to serve
+#           the export again after SIGKILL
 #   integrity  parity's cost and the scrub: rewind import of v2 with
 #           parity and with --no-parity (time), the parity files' bytes
 #           over the packs', rewind verify --json cold and warm (MiB/s of
