@@ -453,7 +453,25 @@ func TestRecoverTargetRestarts(t *testing.T) {
 		return nil
 	})
 	qemuIO(t, srv.URI("rec"), "write -P 0x5a 20M 64k", "flush") // the guest goes on
-	target()
+	q = target()
+
+	// The daemon restarts while the target is away: the copy waits for it.
+	waitUntil(t, 30*time.Second, "the copy going on", func() error {
+		if st := recoveryOf(t, rw, "rec"); st.Reason != "" || st.Done <= size/2 {
+			return fmt.Errorf("%+v", st)
+		}
+		return nil
+	})
+	q.cmd.Process.Kill()
+	<-q.exited
+	if code := srv.Stop(); code != 0 {
+		t.Fatalf("rewind serve exited %d", code)
+	}
+	srv = rw.Serve(serveOptions{})
+	if st := recoveryOf(t, rw, "rec"); st.State != "copying" || !strings.Contains(st.Reason, "out of reach") {
+		t.Fatalf("after a restart with the target away: %+v, want copying, out of reach", st)
+	}
+	q = target()
 	_, want := cutOver(t, rw, srv, "rec")
 	if got := sha256File(t, file); got != want {
 		t.Fatalf("target sha256 %s after its server restarted, export before cutover %s", got[:12], want[:12])
@@ -462,6 +480,25 @@ func TestRecoverTargetRestarts(t *testing.T) {
 	if st := recoveryOf(t, rw, "rec"); st.Reason != "" {
 		t.Errorf("after cutover the status still says %q", st.Reason)
 	}
+
+	// After cutover only the target has the newest writes: a daemon that
+	// restarts while it is away serves the target once it is back, never
+	// the clone.
+	qemuIO(t, srv.URI("rec"), "write -P 0x66 21M 64k", "flush")
+	q.cmd.Process.Kill()
+	<-q.exited
+	if code := srv.Stop(); code != 0 {
+		t.Fatalf("rewind serve exited %d", code)
+	}
+	srv = rw.Serve(serveOptions{})
+	back := make(chan struct{})
+	go func() {
+		time.Sleep(time.Second)
+		target()
+		close(back)
+	}()
+	qemuIOReadOnly(t, srv.URI("rec"), "read -P 0x66 21M 64k")
+	<-back
 }
 
 // TestRecoverBadInput: each refused recovery exits 1 with one line,

@@ -44,7 +44,11 @@
 //     serving the clone, nothing is lost, and `recover cancel` ends it;
 //     there is no retry yet.
 //   - An NBD target whose connection breaks is dialled again for up to
-//     targetRetryFor (nbdTarget); past that the copy fails.
+//     targetRetryFor (nbdTarget); past that the copy fails. One out of
+//     reach at a restart is dialled in the background (pendingTarget).
+//     A cut-over file or device target that cannot be opened again is
+//     served as a deadTarget, whose every request fails, never as the
+//     clone, which its later writes left behind.
 //   - After cutover the export reports the whole target as data (no
 //     block status of the target).
 package recovery

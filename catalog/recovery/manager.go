@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/rewind-dev/rewind/catalog"
+	"github.com/rewind-dev/rewind/nbd/client"
 	"github.com/rewind-dev/rewind/timeline"
 	"github.com/rewind-dev/rewind/timeline/hydrate"
 )
@@ -109,11 +110,28 @@ func (m *Manager) resume(r *record) {
 	var o *opened
 	var err error
 	if r.Kind == KindNBD {
-		ctx, cancel := context.WithTimeout(m.ctx, 30*time.Second)
-		o, err = dialTarget(ctx, m.ctx, r.Target, m.log.With("recovery", r.Name))
+		log := m.log.With("recovery", r.Name)
+		ctx, cancel := context.WithTimeout(m.ctx, 5*time.Second)
+		o, err = dialTargetErr(ctx, m.ctx, r.Target, log)
 		cancel()
+		if err != nil && (errors.Is(err, client.ErrUnreachable) || errors.Is(err, context.DeadlineExceeded)) {
+			// Out of reach for now: the copy (or, after cutover, the
+			// export) waits for it, dialling in the background.
+			var vol *timeline.Volume
+			if vol, err = m.svc.Timeline().Volume(r.Name); err == nil {
+				log.Warn("the recovery target is out of reach at start; dialling it in the background", "target", r.Target)
+				o, err = pendingTarget(m.ctx, r.Target, vol.Size, log)
+			}
+		}
 	} else {
 		o, err = reopen(r)
+	}
+	if err != nil && r.State == StateCutOver {
+		// The target holds writes the clone does not: the export fails
+		// its I/O rather than serve the clone. The next start tries again.
+		m.log.Error("a recovery that was cut over cannot reach its target; its export fails every request until a restart reaches it", "volume", r.Name, "target", r.Target, "err", err)
+		r.Reason = fmt.Sprintf("the target could not be opened again at the restart, so the export fails every request (%v); restart the daemon once the target is back", err)
+		o, err = &opened{t: deadTarget{err: fmt.Errorf("the recovery target %s cannot be reached since the restart (%v); restart the daemon once it can", r.Target, err)}}, nil
 	}
 	if err == nil && r.State != StateCutOver {
 		err = m.startJob(r, o, true)
@@ -570,9 +588,11 @@ func (m *Manager) Close() error {
 	var errs []error
 	for _, j := range m.mu.jobs {
 		if j.target != nil && j.record().State == StateCutOver {
-			// The export wrote the target directly: what it
-			// acknowledged is made durable before the daemon goes.
-			errs = append(errs, j.target.t.Flush())
+			if _, dead := j.target.t.(deadTarget); !dead {
+				// The export wrote the target directly: what it
+				// acknowledged is made durable before the daemon goes.
+				errs = append(errs, j.target.t.Flush())
+			}
 		}
 		errs = append(errs, j.target.close())
 		if j.view != nil {

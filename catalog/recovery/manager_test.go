@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -349,5 +350,45 @@ func TestRecoverRemoveVolume(t *testing.T) {
 	}
 	if _, err := os.Stat(f.m.recordPath("rec")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("the record of a removed recovery stays: %v", err)
+	}
+}
+
+// A cut-over recovery whose target cannot be opened at the next start
+// fails its export's I/O: the clone, which the target's later writes
+// left behind, is never served in its place.
+func TestRecoverCutOverTargetGone(t *testing.T) {
+	f := newFixture(t)
+	path, _ := f.start("rec", 0)
+	f.cutover("rec")
+	if _, err := f.disk("rec").WriteAt(bytes.Repeat([]byte{0x77}, 4096), 0); err != nil {
+		t.Fatal(err)
+	}
+	f.close()
+	if err := os.Rename(path, path+".away"); err != nil {
+		t.Fatal(err)
+	}
+	f.open()
+	st := f.m.List()
+	if len(st) != 1 || st[0].State != StateCutOver || !strings.Contains(st[0].Reason, "fails every request") {
+		t.Fatalf("after a restart without the target: %+v, want cut over, saying the export fails", st)
+	}
+	d := f.disk("rec")
+	if d == nil {
+		t.Fatal("no Disk for the cut-over recovery: the export would serve the clone")
+	}
+	buf := make([]byte, 4096)
+	if _, err := d.ReadAt(buf, 0); err == nil {
+		t.Fatalf("a read with the target gone succeeded (%x...): the clone was served", buf[:4])
+	}
+	if _, err := d.WriteAt(buf, 0); err == nil {
+		t.Fatal("a write with the target gone succeeded")
+	}
+	f.close()
+	if err := os.Rename(path+".away", path); err != nil {
+		t.Fatal(err)
+	}
+	f.open()
+	if _, err := f.disk("rec").ReadAt(buf, 0); err != nil || buf[0] != 0x77 {
+		t.Fatalf("with the target back: %v, %x; want the target's write", err, buf[:4])
 	}
 }

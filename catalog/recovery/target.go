@@ -146,25 +146,51 @@ func nbdKey(uri string) (string, error) {
 // dialTarget connects to an NBD target. ctx bounds this first dial;
 // stop ends the dials again after a broken connection (the daemon stops).
 func dialTarget(ctx, stop context.Context, uri string, log *slog.Logger) (*opened, error) {
+	o, err := dialTargetErr(ctx, stop, uri, log)
+	if err != nil && (errors.Is(err, client.ErrUnreachable) || errors.Is(err, client.ErrUnknownExport) || errors.Is(err, client.ErrReadOnly)) {
+		return nil, catalog.Errorf(catalog.ErrInvalid, "recovery target: %v", err)
+	}
+	return o, err
+}
+
+func dialTargetErr(ctx, stop context.Context, uri string, log *slog.Logger) (*opened, error) {
 	key, err := nbdKey(uri)
 	if err != nil {
 		return nil, err
 	}
 	c, err := dialNBD(ctx, uri)
 	if err != nil {
-		if errors.Is(err, client.ErrUnreachable) || errors.Is(err, client.ErrUnknownExport) || errors.Is(err, client.ErrReadOnly) {
-			return nil, catalog.Errorf(catalog.ErrInvalid, "recovery target: %v", err)
-		}
 		return nil, fmt.Errorf("target %s: %w", uri, err)
 	}
+	o := newNBDTarget(stop, uri, key, c.Size(), log)
+	o.t.(*nbdTarget).mu.c = c
+	return o, nil
+}
+
+// pendingTarget is an NBD target out of reach when a restarted daemon
+// resumes its recovery: of size bytes, dialled on its first request (and
+// again, as a broken connection is; see nbdTarget).
+func pendingTarget(stop context.Context, uri string, size int64, log *slog.Logger) (*opened, error) {
+	key, err := nbdKey(uri)
+	if err != nil {
+		return nil, err
+	}
+	o := newNBDTarget(stop, uri, key, size, log)
+	o.t.(*nbdTarget).mu.down = time.Now()
+	return o, nil
+}
+
+func newNBDTarget(stop context.Context, uri, key string, size int64, log *slog.Logger) *opened {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	t := &nbdTarget{uri: uri, dial: dialNBD, retryFor: targetRetryFor, log: log, size: c.Size()}
-	t.mu.c = c
+	t := &nbdTarget{uri: uri, dial: dialNBD, retryFor: targetRetryFor, log: log, size: size}
 	t.stop, t.interrupt = context.WithCancel(stop)
-	return &opened{t: t, kind: KindNBD, key: key}, nil
+	return &opened{t: t, kind: KindNBD, key: key}
 }
+
+// errNotConnected: a pending target's first request.
+var errNotConnected = fmt.Errorf("%w: not connected yet", client.ErrClosed)
 
 func dialNBD(ctx context.Context, uri string) (*client.Conn, error) {
 	return client.Dial(ctx, uri, client.Options{Writable: true, Timeout: 10 * time.Second})
@@ -237,6 +263,12 @@ func (t *nbdTarget) conn() (*client.Conn, uint64) {
 func (t *nbdTarget) do(fn func(c *client.Conn, gen uint64) error, write bool, off, n int64) error {
 	for {
 		c, gen := t.conn()
+		if c == nil { // pending: dial first
+			if err := t.redial(gen, errNotConnected); err != nil {
+				return err
+			}
+			continue
+		}
 		err := fn(c, gen)
 		if err == nil {
 			if write {
@@ -291,8 +323,10 @@ func (t *nbdTarget) redial(gen uint64, cause error) error {
 	}
 	down := t.mu.down
 	t.mu.Unlock()
-	old.Close()
-	t.log.Warn("the recovery target's connection broke; dialling it again", "target", t.uri, "err", cause, "for", t.retryFor)
+	if old != nil {
+		old.Close()
+		t.log.Warn("the recovery target's connection broke; dialling it again", "target", t.uri, "err", cause, "for", t.retryFor)
+	}
 	wait := time.Second
 	for {
 		ctx, cancel := context.WithTimeout(t.stop, 30*time.Second)
@@ -355,9 +389,28 @@ func (t *nbdTarget) Size() int64 { return t.size }
 // Close ends the connection and any dialling.
 func (t *nbdTarget) Close() error {
 	t.interrupt()
-	c, _ := t.conn()
-	return c.Close()
+	t.dialMu.Lock() // a dial under way ends: it sees stop
+	defer t.dialMu.Unlock()
+	if c, _ := t.conn(); c != nil {
+		return c.Close()
+	}
+	return nil
 }
+
+// deadTarget is a cut-over target that could not be opened again after
+// a restart: the export fails every request rather than serve the clone,
+// which the target's later writes left behind.
+type deadTarget struct {
+	err  error
+	size int64
+}
+
+func (d deadTarget) ReadAt([]byte, int64) (int, error)  { return 0, d.err }
+func (d deadTarget) WriteAt([]byte, int64) (int, error) { return 0, d.err }
+func (d deadTarget) WriteZeroes(int64, int64) error     { return d.err }
+func (d deadTarget) Flush() error                       { return d.err }
+func (d deadTarget) Size() int64                        { return d.size }
+func (d deadTarget) Close() error                       { return nil }
 
 // WriteZeroes uses WRITE_ZEROES when the server has it, else writes
 // zeroes.
@@ -385,8 +438,11 @@ func (t *nbdTarget) WriteZeroes(off, n int64) error {
 // (those writes are copied again; the next save records that).
 func (t *nbdTarget) Flush() error {
 	t.mu.Lock()
-	upTo, gen0 := t.mu.seq, t.mu.gen
+	upTo, gen0, pending := t.mu.seq, t.mu.gen, t.mu.c == nil
 	t.mu.Unlock()
+	if pending {
+		return nil // never connected: nothing was written through it
+	}
 	var gen uint64
 	err := t.do(func(c *client.Conn, g uint64) error {
 		gen = g
