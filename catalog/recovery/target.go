@@ -202,7 +202,7 @@ var targetRetryFor = 10 * time.Minute
 
 // nbdTarget is a Target on an NBD connection. A connection that breaks
 // (the server restarted, the network dropped it) is dialled again, with
-// backoff from 1 s to 30 s for up to targetRetryFor, and the request goes
+// backoff from 1 s to 10 s for up to targetRetryFor, and the request goes
 // again on the new one; requests wait meanwhile. Writes that the old
 // connection acknowledged but no FLUSH confirmed may be lost with it
 // (the server may have gone down), so they are handed to lost, which
@@ -359,7 +359,7 @@ func (t *nbdTarget) redial(gen uint64, cause error) error {
 		case <-time.After(wait):
 		case <-t.stop.Done():
 		}
-		wait = min(2*wait, 30*time.Second)
+		wait = min(2*wait, 10*time.Second)
 	}
 }
 
