@@ -207,7 +207,7 @@ func (s *Service) Replicate(ctx context.Context, r ReplicateRequest, progress Pr
 	if err != nil {
 		return nil, err
 	}
-	rep, err := remote.NewReplicator(ctx, remote.ReplicateOptions{Target: target, Journal: journal, Limit: remote.NewBucket(r.BWLimit),
+	rep, err := remote.NewReplicator(ctx, remote.ReplicateOptions{Target: target, Journal: journal, Limit: remote.NewBucket(r.BWLimit), Lease: lease,
 		Logger: s.log, Progress: progress, Stop: func() error {
 			if !win.Open(s.now()) {
 				return errWindowClosed

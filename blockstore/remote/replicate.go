@@ -62,6 +62,9 @@ type ReplicateOptions struct {
 	Logger   *slog.Logger
 	// Parallel is how many parts of a pack go up at once (default 4).
 	Parallel int
+	// Lease, the replicator's on the target, bounds every upload and
+	// delete there (see Lease); nil for none.
+	Lease *Lease
 }
 
 // ReplicateStats says what a replication sent.
@@ -87,7 +90,7 @@ type Replicator struct {
 
 // NewReplicator lists what the target holds.
 func NewReplicator(ctx context.Context, o ReplicateOptions) (*Replicator, error) {
-	r := &Replicator{o: o, c: newConn(o.Target, o.Logger, 0, false), target: map[string]int64{}}
+	r := &Replicator{o: o, c: newConn(o.Target, o.Logger, 0, false).withLease(o.Lease), target: map[string]int64{}}
 	for _, p := range []string{packsPrefix + "/", segPrefix + "/", indexPrefix + "/"} {
 		objs, err := r.c.list(p)
 		if err != nil {
@@ -140,7 +143,7 @@ func (r *Replicator) send(ctx context.Context, name string, data io.ReaderAt, si
 			r.mu.Unlock()
 			r.advance(n)
 		}}
-		err := r.o.Target.Put(ctx, name, lr, size)
+		err := r.c.leased(ctx, func(ctx context.Context) error { return r.o.Target.Put(ctx, name, lr, size) })
 		if err != nil {
 			// The progress counts this part again on the next attempt.
 			r.mu.Lock()

@@ -62,8 +62,9 @@ func (c conn) leased(ctx context.Context, fn func(context.Context) error) error 
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(lc)
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	defer context.AfterFunc(lc, cancel)()
 	err = fn(ctx)
 	if lc.Err() != nil {
 		return fmt.Errorf("cut off: %w", context.Cause(lc))
