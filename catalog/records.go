@@ -17,13 +17,20 @@ func SaveRecord(dir, name string, v any) error {
 	if err != nil {
 		return err
 	}
-	path := filepath.Join(dir, name+".json")
+	return WriteFileDurably(filepath.Join(dir, name+".json"), append(b, '\n'), 0o600)
+}
+
+// WriteFileDurably replaces path with data, whole or not at all, and
+// durably: a temporary file beside it is written and synced, renamed
+// over it, and the directory synced.
+func WriteFileDurably(path string, data []byte, perm os.FileMode) error {
+	dir := filepath.Dir(path)
 	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
 	if err != nil {
 		return fmt.Errorf("save %s: %w", path, err)
 	}
-	_, err = f.Write(append(b, '\n'))
+	_, err = f.Write(data)
 	if err == nil {
 		err = f.Sync()
 	}

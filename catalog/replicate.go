@@ -257,7 +257,7 @@ func (s *Service) Replicate(ctx context.Context, r ReplicateRequest, progress Pr
 		return nil, err
 	}
 	st, _ := json.Marshal(replState{To: r.To, Repo: repo.ID, Snapshot: res.Snapshot})
-	if err := writeFileAtomic(s.replStatePath(r.To), st); err != nil {
+	if err := WriteFileDurably(s.replStatePath(r.To), st, 0o640); err != nil {
 		return nil, err
 	}
 	res.Complete = true
@@ -439,12 +439,4 @@ func (p *packReader) Close() error {
 	err := p.f.Close()
 	p.f = nil
 	return err
-}
-
-func writeFileAtomic(path string, data []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o640); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }

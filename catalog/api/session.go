@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/rewind-dev/rewind/catalog"
 )
 
 // SessionCookie is the name of the console's session cookie.
@@ -162,23 +164,8 @@ func (s *Sessions) saveLocked() error {
 	for id, exp := range s.revoked {
 		fmt.Fprintf(&b, "%s %d\n", id, exp.Unix())
 	}
-	tmp := s.file + ".new"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err == nil {
-		_, err = f.WriteString(b.String())
-		if err == nil {
-			err = f.Sync()
-		}
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-	}
-	if err == nil {
-		err = os.Rename(tmp, s.file)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("save the sign-out in %s: %w", s.file, err)
+	if err := catalog.WriteFileDurably(s.file, []byte(b.String()), 0o600); err != nil {
+		return fmt.Errorf("save the sign-out: %w", err)
 	}
 	return nil
 }
