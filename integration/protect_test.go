@@ -58,6 +58,26 @@ func TestProtectHistoryAndCrash(t *testing.T) {
 		qemuIOReadOnly(t, uri, cmds...)
 	}
 	requireFilled(t, primary, 1<<20, 64<<10, 0xc3)
+	// protect status: six writes of 68 KiB in all, three FLUSHes at least
+	// (qemu-io flushes when it closes too), no error.
+	var prot []struct {
+		Name    string `json:"name"`
+		Primary string `json:"primary"`
+		State   string `json:"state"`
+		Writes  int64  `json:"writes"`
+		Written int64  `json:"written_bytes"`
+		Flushes int64  `json:"flushes"`
+		Errors  int64  `json:"errors"`
+	}
+	mustJSON(t, rw.MustRun("--json", "protect", "status"), &prot)
+	if len(prot) != 1 || prot[0].Name != "vol" || prot[0].Primary != primary || prot[0].State != "protected" ||
+		prot[0].Writes != 6 || prot[0].Written != 3*(64<<10+4<<10) || prot[0].Flushes < 3 || prot[0].Errors != 0 {
+		t.Errorf("rewind --json protect status: %+v", prot)
+	}
+	if out := rw.MustRun("protect", "status", "vol"); !strings.Contains(out, "vol") || !strings.Contains(out, "protected") || !strings.Contains(out, primary) {
+		t.Errorf("rewind protect status vol:\n%s", out)
+	}
+	oneLineError(t, "protect status of a volume not protected", rw.Run("protect", "status", "nosuch"), "not protected")
 	requireFilled(t, primary, 6<<20, 4<<10, 0xc3)
 	if got := exportSHA(t, srv.URI("vol@latest")); got != sha256File(t, primary) {
 		t.Errorf("vol@latest reads sha256 %s, the primary %s", got[:12], sha256File(t, primary)[:12])

@@ -6,17 +6,23 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"text/tabwriter"
 
 	"github.com/rewind-dev/rewind/catalog/protect"
 )
 
 type protectCmd struct {
+	Start  protectStartCmd  `cmd:"" default:"withargs" help:"Serve PATH as the writable export VOLUME and record every write."`
+	Status protectStatusCmd `cmd:"" help:"Each protection: its primary, state, and the writes, bytes, FLUSHes and errors since the daemon started."`
+}
+
+type protectStartCmd struct {
 	Volume  string `arg:"" help:"Name of the new protected volume and of its NBD export."`
 	Primary string `help:"The production disk: a file or block device, served read-write and recorded write by write." required:"" placeholder:"PATH"`
 	Size    Size   `help:"Size of the disk (default: PATH's size); a smaller file is grown to it." placeholder:"SIZE"`
 }
 
-func (c *protectCmd) Run(e *env) error {
+func (c *protectStartCmd) Run(e *env) error {
 	cl, err := e.daemonClient("rewind protect")
 	if err != nil {
 		return err
@@ -83,5 +89,45 @@ func (c *unprotectCmd) Run(e *env) error {
 	}
 	return e.print(st, func() {
 		fmt.Printf("%s is no longer protected: %s is no longer served; the volume keeps its history\n", st.Name, st.Primary)
+	})
+}
+
+type protectStatusCmd struct {
+	Name string `arg:"" optional:"" help:"One protected volume (default: all)."`
+}
+
+func (c *protectStatusCmd) Run(e *env) error {
+	cl, err := e.daemonClient("rewind protect status")
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	var all []protect.Status
+	if c.Name == "" {
+		err = cl.Call(e.ctx, "GET", "/v1/protections", nil, &all)
+	} else {
+		var st protect.Status
+		err = cl.Call(e.ctx, "GET", "/v1/protections/"+url.PathEscape(c.Name), nil, &st)
+		all = []protect.Status{st}
+	}
+	if err != nil {
+		return err
+	}
+	return e.print(all, func() {
+		if len(all) == 0 {
+			fmt.Println("no protection (rewind protect VOLUME --primary PATH starts one)")
+			return
+		}
+		w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(w, "NAME\tPRIMARY\tSIZE\tSTATE\tWRITES\tWRITTEN\tFLUSHES\tERRORS")
+		for _, st := range all {
+			state := st.State
+			if st.Reason != "" {
+				state += ": " + st.Reason
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\t%d\t%d\n", st.Name, st.Primary, human(st.Size), state, st.Writes, human(st.Written), st.Flushes, st.Errors)
+		}
+		w.Flush()
+		fmt.Println("(writes, bytes, FLUSHes and errors since the daemon started serving each)")
 	})
 }
