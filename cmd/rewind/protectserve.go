@@ -39,7 +39,7 @@ func (d *daemon) protectionRoutes() []api.Route {
 						return s, nil
 					}
 				}
-				return nil, catalog.Errorf(catalog.ErrNotFound, "%s is not protected (see GET /v1/protections)", volume(r))
+				return nil, catalog.Errorf(catalog.ErrNotFound, "%s is not protected (rewind protect status lists the protections)", volume(r))
 			})},
 		{Method: "DELETE", Pattern: "/v1/protections/{volume}", Answer: protect.Status{},
 			Handler: api.OK(func(r *http.Request) (any, error) { return d.exports.prot.Unprotect(volume(r)) })},
