@@ -258,11 +258,7 @@ func consoleFlows(t *testing.T, srv *server, base, token string, vol consoleVolu
 			// qemu-nbd takes writes at 4 MiB/s, so that the copy lasts
 			// long enough for the page to show it moving.
 			port := freePort(t)
-			startDaemon(t, daemonSpec{Path: qemuNBD, Args: []string{
-				"--object", "throttle-group,id=slow,x-bps-write=" + fmt.Sprint(4<<20),
-				"--image-opts", "driver=throttle,throttle-group=slow,file.driver=raw,file.file.driver=file,file.file.filename=" + file,
-				"-t", "-b", "127.0.0.1", "-p", fmt.Sprint(port), "-x", "prod"},
-				ReadyTCP: []string{fmt.Sprintf("127.0.0.1:%d", port)}})
+			slowNBDTarget(t, qemuNBD, file, port)
 			target := fmt.Sprintf("nbd://127.0.0.1:%d/prod", port)
 
 			b.open(t, base+"/#/volumes/"+vol.Name, "volume")

@@ -408,6 +408,18 @@ func TestRecoverToNBDTarget(t *testing.T) {
 	}
 }
 
+// slowNBDTarget serves file as the export "prod" on 127.0.0.1:port with
+// qemu-nbd, taking writes at 4 MiB/s: a recovery's copy into it lasts
+// long enough to watch or interrupt.
+func slowNBDTarget(t *testing.T, qemuNBD, file string, port int) *daemon {
+	t.Helper()
+	return startDaemon(t, daemonSpec{Path: qemuNBD, Args: []string{
+		"--object", "throttle-group,id=slow,x-bps-write=" + fmt.Sprint(4<<20),
+		"--image-opts", "driver=throttle,throttle-group=slow,file.driver=raw,file.file.driver=file,file.file.filename=" + file,
+		"-t", "-b", "127.0.0.1", "-p", fmt.Sprint(port), "-x", "prod"},
+		ReadyTCP: []string{fmt.Sprintf("127.0.0.1:%d", port)}})
+}
+
 // TestRecoverTargetRestarts: the NBD server of the target is killed
 // part way through the copy and started again on the same port: the
 // recovery says the target is out of reach, dials it again, and the
@@ -429,13 +441,7 @@ func TestRecoverTargetRestarts(t *testing.T) {
 	}
 	port := freePort(t)
 	// qemu-nbd takes writes at 4 MiB/s, so that the copy lasts ~8 s.
-	target := func() *daemon {
-		return startDaemon(t, daemonSpec{Path: qemuNBD, Args: []string{
-			"--object", "throttle-group,id=slow,x-bps-write=" + fmt.Sprint(4<<20),
-			"--image-opts", "driver=throttle,throttle-group=slow,file.driver=raw,file.file.driver=file,file.file.filename=" + file,
-			"-t", "-b", "127.0.0.1", "-p", fmt.Sprint(port), "-x", "prod"},
-			ReadyTCP: []string{fmt.Sprintf("127.0.0.1:%d", port)}})
-	}
+	target := func() *daemon { return slowNBDTarget(t, qemuNBD, file, port) }
 	q := target()
 	rw.MustRun("recover", "v@latest", "--to", fmt.Sprintf("nbd://127.0.0.1:%d/prod", port), "--as", "rec")
 	waitUntil(t, 30*time.Second, "a quarter copied", func() error {
