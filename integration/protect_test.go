@@ -226,6 +226,7 @@ func TestProtectBadInput(t *testing.T) {
 	// Another user cannot use the socket.
 	oneLineError(t, "protect as another user", rw.runAsNobody("protect", "bad", "--primary", other), "serves root and the owner")
 	oneLineError(t, "unprotect as another user", rw.runAsNobody("unprotect", "running"), "serves root and the owner")
+	oneLineError(t, "protect status as another user", rw.runAsNobody("protect", "status"), "serves root and the owner")
 
 	names := volumeNames(t, rw)
 	sort.Strings(names)
