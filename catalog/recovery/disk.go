@@ -16,7 +16,7 @@ import (
 // concurrent use.
 type Disk struct {
 	view *timeline.View
-	cp   *hydrate.Copier
+	cp   *hydrate.Copier // read with mu held; Retry swaps it with mu held exclusively
 	mu   struct {
 		sync.RWMutex        // I/O holds it shared; the cutover switch exclusively
 		target       Target // set at cutover: serve it directly

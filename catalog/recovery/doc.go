@@ -40,9 +40,13 @@
 //
 // # Known limits
 //
-//   - A failed copy (a target error) stays failed: the export keeps
-//     serving the clone, nothing is lost, and `recover cancel` ends it;
-//     there is no retry yet.
+//   - A failed copy (a target error) stays failed until `recover retry`
+//     starts it again (retry.go), into the same target or another, from
+//     the beginning: the export keeps serving the clone meanwhile and
+//     nothing is lost. A recovery that failed or was cancelled before a
+//     restart is served as a plain clone afterwards, whose writes no
+//     copier follows, so it cannot be retried: a new recovery from it
+//     can.
 //   - An NBD target whose connection breaks is dialled again for up to
 //     targetRetryFor (nbdTarget); past that the copy fails. One out of
 //     reach at a restart is dialled in the background (pendingTarget).

@@ -38,6 +38,9 @@ type Manager struct {
 	ctx context.Context // ends when the daemon stops
 	end context.CancelFunc
 	wg  sync.WaitGroup
+	// ops serialises Retry and Cancel, which both rewrite a recovery's
+	// record after looking at its state.
+	ops sync.Mutex
 	mu  struct {
 		sync.Mutex
 		jobs map[string]*job // by recovered volume name
@@ -150,19 +153,8 @@ func (m *Manager) start(ctx context.Context, req Request, o *opened) (*Status, e
 	if err := catalog.CheckVolumeName(name); err != nil {
 		return nil, err
 	}
-	size := src.SizeAt(at)
-	if req.Created && o.kind == KindFile && o.t.Size() == 0 {
-		f := o.t.(*hydrate.FileTarget).File()
-		if err := f.Truncate(size); err != nil {
-			return nil, fmt.Errorf("size target %s to %d bytes: %w", req.Target, size, err)
-		}
-		if o.t, err = hydrate.NewFileTarget(f); err != nil {
-			return nil, err
-		}
-	}
-	if ts := o.t.Size(); ts < size {
-		return nil, catalog.Errorf(catalog.ErrInvalid, "target %s has %d bytes and %s needs %d; give a target of at least %d bytes (or a new file)",
-			req.Target, ts, req.Spec, size, size)
+	if err := fitTarget(o, req.Created, src.SizeAt(at), req.Target, req.Spec); err != nil {
+		return nil, err
 	}
 
 	m.mu.Lock()
@@ -194,6 +186,28 @@ func (m *Manager) start(ctx context.Context, req Request, o *opened) (*Status, e
 	m.log.Info("recovery started", "volume", name, "from", req.Spec, "target", req.Target, "bwlimit", req.Limit)
 	st := m.mu.jobs[name].status()
 	return &st, nil
+}
+
+// fitTarget sizes a target the caller has just created (an empty file)
+// to size, and refuses one smaller than size; what names the volume in
+// the message.
+func fitTarget(o *opened, created bool, size int64, target, what string) error {
+	if created && o.kind == KindFile && o.t.Size() == 0 {
+		f := o.t.(*hydrate.FileTarget).File()
+		if err := f.Truncate(size); err != nil {
+			return fmt.Errorf("size target %s to %d bytes: %w", target, size, err)
+		}
+		t, err := hydrate.NewFileTarget(f)
+		if err != nil {
+			return err
+		}
+		o.t = t
+	}
+	if ts := o.t.Size(); ts < size {
+		return catalog.Errorf(catalog.ErrInvalid, "target %s has %d bytes and %s needs %d; give a target of at least %d bytes (or a new file)",
+			target, ts, what, size, size)
+	}
+	return nil
 }
 
 // checkFree fails when a running recovery copies into or serves key.
@@ -231,17 +245,7 @@ func (m *Manager) startJobLocked(r *record, o *opened, resumed bool) error {
 		view.Close()
 		return err
 	}
-	cp, err := hydrate.New(view, o.t, hydrate.Options{
-		Granularity:  m.opt.Granularity,
-		Workers:      m.opt.Workers,
-		Rate:         r.Limit,
-		TargetZeroed: r.Zeroed,
-		Store:        hydrate.FileStore{Path: m.progressPath(r.Name)},
-		SaveInterval: m.opt.SaveInterval,
-		Watermark:    func() int64 { return view.Time() },
-		FlushSource:  view.Flush,
-		Logger:       m.log.With("recovery", r.Name),
-	})
+	cp, err := m.newCopier(r, view, o)
 	if err != nil {
 		view.Close()
 		return err
@@ -266,17 +270,37 @@ func (m *Manager) startJobLocked(r *record, o *opened, resumed bool) error {
 		view.Close()
 		return err
 	}
-	if nt, ok := o.t.(*nbdTarget); ok {
-		// Writes a broken connection acknowledged without a FLUSH are
-		// copied again.
-		nt.setLost(cp.MarkDirty)
-	}
+	followLost(o, cp)
 	j := &job{m: m, view: view, cp: cp, target: o, disk: &Disk{view: view, cp: cp}, done: make(chan struct{})}
 	j.mu.rec = r
 	m.mu.jobs[r.Name] = j
 	m.wg.Add(1)
 	go j.run()
 	return nil
+}
+
+// newCopier makes the copier of r from view into o's target, resuming
+// the progress saved in DATA/recoveries/NAME.progress if there is one.
+func (m *Manager) newCopier(r *record, view *timeline.View, o *opened) (*hydrate.Copier, error) {
+	return hydrate.New(view, o.t, hydrate.Options{
+		Granularity:  m.opt.Granularity,
+		Workers:      m.opt.Workers,
+		Rate:         r.Limit,
+		TargetZeroed: r.Zeroed,
+		Store:        hydrate.FileStore{Path: m.progressPath(r.Name)},
+		SaveInterval: m.opt.SaveInterval,
+		Watermark:    func() int64 { return view.Time() },
+		FlushSource:  view.Flush,
+		Logger:       m.log.With("recovery", r.Name),
+	})
+}
+
+// followLost makes an NBD target report the writes a broken connection
+// acknowledged without a FLUSH, so that cp copies them again.
+func followLost(o *opened, cp *hydrate.Copier) {
+	if nt, ok := o.t.(*nbdTarget); ok {
+		nt.setLost(cp.MarkDirty)
+	}
 }
 
 // startCutOver serves a recovery that was cut over before a restart.
@@ -403,6 +427,8 @@ func reasonSuffix(reason string) string {
 
 // Cancel stops a copy. The export keeps serving the clone.
 func (m *Manager) Cancel(name string) (*Status, error) {
+	m.ops.Lock()
+	defer m.ops.Unlock()
 	j, err := m.get(name)
 	if err != nil {
 		return nil, err

@@ -1,0 +1,113 @@
+package recovery
+
+import (
+	"context"
+	"os"
+
+	"github.com/rewind-dev/rewind/catalog"
+)
+
+// RetryRequest is `rewind recover retry NEWVOLUME [--to TARGET]`: the
+// target to copy into now (the same as before, or another), opened by
+// the caller as for Request.
+type RetryRequest struct {
+	Target  string
+	File    *os.File // nil for an NBD URI
+	Created bool
+	// Limit replaces the copy's bandwidth limit when not nil.
+	Limit *int64
+}
+
+// Retry starts the copy of a recovery that failed or was cancelled
+// again, into req's target, from the beginning: the whole clone is
+// copied, since what the target holds after a failure (or a replaced
+// disk at the same path) is not known. The export goes on serving the
+// clone throughout; its connections are not interrupted, and their
+// writes are followed by the new copy from the moment it starts (the
+// Disk's copier is swapped while its I/O is paused). A recovery that
+// ended before the daemon restarted is served as a plain clone whose
+// writes nothing follows, and is refused.
+func (m *Manager) Retry(ctx context.Context, name string, req RetryRequest) (*Status, error) {
+	m.ops.Lock()
+	defer m.ops.Unlock()
+	j, err := m.get(name)
+	if err != nil {
+		return nil, err
+	}
+	r := j.record()
+	switch r.State {
+	case StateFailed, StateCancelled:
+	case StateCutOver:
+		return nil, catalog.Errorf(catalog.ErrConflict, "%s was cut over to %s; the workload runs on the target, there is no copy to retry", name, r.Target)
+	default:
+		return nil, catalog.Errorf(catalog.ErrConflict, "the copy of %s is still running (%s); retry is for a copy that failed or was cancelled", name, r.State)
+	}
+	if j.disk == nil || j.cp == nil || j.view == nil {
+		return nil, catalog.Errorf(catalog.ErrConflict,
+			"the recovery of %s ended before the daemon restarted, so %s is served as a plain clone whose writes no copy follows; recover from it anew: rewind recover %s@latest --to TARGET",
+			name, name, name)
+	}
+	o, err := m.openTarget(ctx, Request{Target: req.Target, File: req.File})
+	if err != nil {
+		return nil, err
+	}
+	st, err := m.retry(j, r, req, o)
+	if err != nil {
+		o.close()
+		return nil, err
+	}
+	return st, nil
+}
+
+func (m *Manager) retry(j *job, old record, req RetryRequest, o *opened) (*Status, error) {
+	if err := fitTarget(o, req.Created, j.view.Size(), req.Target, old.Name); err != nil {
+		return nil, err
+	}
+	r := old
+	r.Target, r.Kind, r.Dev, r.Ino, r.Rdev = req.Target, o.kind, o.dev, o.ino, o.rdev
+	r.Zeroed = req.Created && o.kind == KindFile
+	if req.Limit != nil {
+		r.Limit = *req.Limit
+	}
+	r.State, r.Reason, r.CutOver = StateCopying, "", nil
+
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.mu.jobs[r.Name] != j {
+		return nil, catalog.Errorf(catalog.ErrConflict, "the recovery of %s changed meanwhile (removed?); see rewind recover status", r.Name)
+	}
+	if err := m.checkFreeLocked(o.key, req.Target); err != nil {
+		return nil, err
+	}
+	// From the beginning: the progress of the copy that ended says what
+	// an earlier target held.
+	if err := os.Remove(m.progressPath(r.Name)); err != nil && !os.IsNotExist(err) {
+		return nil, err
+	}
+	cp, err := m.newCopier(&r, j.view, o)
+	if err != nil {
+		return nil, err
+	}
+	if err := cp.Checkpoint(); err != nil {
+		return nil, err
+	}
+	if err := m.save(&r); err != nil {
+		os.Remove(m.progressPath(r.Name))
+		return nil, err
+	}
+	followLost(o, cp)
+	nj := &job{m: m, view: j.view, cp: cp, target: o, disk: j.disk, done: make(chan struct{})}
+	nj.mu.rec = &r
+	// Writes in progress finish on the old copier, which has stopped;
+	// the new one starts with every block to copy, theirs included, and
+	// hears of every write from here on.
+	resume := j.disk.pause()
+	j.disk.cp = cp
+	resume()
+	m.mu.jobs[r.Name] = nj
+	m.wg.Add(1)
+	go nj.run()
+	m.log.Info("recovery copy started again", "volume", r.Name, "target", r.Target, "previously", old.State, "reason", old.Reason)
+	st := nj.status()
+	return &st, nil
+}
