@@ -73,6 +73,9 @@ func (f *fixture) retryInto(name, file string) (string, *Status, error) {
 func TestRecoverRetry(t *testing.T) {
 	f := newFixture(t)
 	f.startFailing("rec")
+	if st := f.waitState("rec", StateFailed); st.ETA != -1 {
+		t.Fatalf("a failed copy shows an ETA of %v s", st.ETA)
+	}
 	d := f.disk("rec")
 	want := bytes.Clone(f.data)
 	write := func(off int64, b byte) {

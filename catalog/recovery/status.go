@@ -64,6 +64,8 @@ func (j *job) status() Status {
 		st.Done = st.Total
 	}
 	switch {
+	case r.State == StateFailed || r.State == StateCancelled:
+		st.ETA, st.Rate = -1, 0 // the copy stopped: it will not finish by itself
 	case st.Done >= st.Total:
 		st.ETA = 0
 	case st.Rate > 0:
