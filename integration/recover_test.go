@@ -557,9 +557,10 @@ func TestRecoverBadInput(t *testing.T) {
 	if _, err := os.Lstat(fresh); !os.IsNotExist(err) {
 		t.Errorf("a refused recovery left %s (%v)", fresh, err)
 	}
-	for _, sub := range []string{"cutover", "cancel"} {
+	for _, sub := range []string{"cutover", "cancel", "retry"} {
 		oneLineError(t, sub+" of no recovery", rw.Run("recover", sub, "nosuch"), "no recovery of a volume named nosuch")
 	}
+	oneLineError(t, "retry of a copy that runs", rw.Run("recover", "retry", "running"), "still running")
 	if sha256File(t, small) != smallSHA {
 		t.Error("a refused recovery changed the small target")
 	}
@@ -573,6 +574,11 @@ func TestRecoverBadInput(t *testing.T) {
 		t.Fatalf("after cancel: %+v", st)
 	}
 	rw.MustRun("recover", "v@latest", "--to", busyLink, "--as", "again", "--bwlimit", "1KiB")
+	// Nor can a retry take it back while that one copies into it.
+	oneLineError(t, "retry into the target of a running recovery", rw.Run("recover", "retry", "running"), "in use")
+	if st := recoveryOf(t, rw, "running"); st.State != "cancelled" || st.Target != busy {
+		t.Fatalf("a refused retry changed the recovery: %+v", st)
+	}
 
 	// Over --http: with the token, a path is refused (the daemon opens no
 	// path for a caller); without it, every recovery call is 401.
@@ -584,6 +590,11 @@ func TestRecoverBadInput(t *testing.T) {
 	if code != "400" || !strings.Contains(answer, "nbd://") {
 		t.Errorf("recover of a path over --http: %s %s", code, answer)
 	}
+	code, answer = curlStatus(t, nil, "-X", "POST", "-H", "Content-Type: application/json", "-H", bearer, "-d",
+		fmt.Sprintf(`{"target":%q}`, remote), api+"recoveries/running/retry")
+	if code != "400" || !strings.Contains(answer, "nbd://") {
+		t.Errorf("retry into a path over --http: %s %s", code, answer)
+	}
 	if _, err := os.Lstat(remote); !os.IsNotExist(err) {
 		t.Errorf("the daemon made %s for a caller (%v)", remote, err)
 	}
@@ -594,7 +605,7 @@ func TestRecoverBadInput(t *testing.T) {
 		t.Errorf("recover into a Unix socket over --http: %s %s", code, answer)
 	}
 	for _, call := range []string{"POST recoveries", "GET recoveries", "GET recoveries/running", "PATCH recoveries/running",
-		"POST recoveries/running/cutover", "DELETE recoveries/running"} {
+		"POST recoveries/running/cutover", "POST recoveries/running/retry", "DELETE recoveries/running"} {
 		method, path, _ := strings.Cut(call, " ")
 		code, answer := curlStatus(t, nil, "-X", method, "-H", "Content-Type: application/json", "-d", `{"from":"v@latest","bwlimit":1}`, api+path)
 		if code != "401" {
@@ -606,6 +617,7 @@ func TestRecoverBadInput(t *testing.T) {
 	oneLineError(t, "recover as another user", rw.runAsNobody("recover", "v@latest", "--to", filepath.Join(base, "nobody.img"), "--as", "bad"),
 		"serves root and the owner")
 	oneLineError(t, "recover cancel as another user", rw.runAsNobody("recover", "cancel", "running"), "serves root and the owner")
+	oneLineError(t, "recover retry as another user", rw.runAsNobody("recover", "retry", "running", "--to", unreachable), "serves root and the owner")
 
 	// Nothing else runs: the cancelled recovery and the one copying; no
 	// other clone.
@@ -620,6 +632,15 @@ func TestRecoverBadInput(t *testing.T) {
 	}
 	data, _ := json.Marshal(all)
 	t.Logf("status: %s", data)
+
+	// The cancelled copy, retried into a new file without its limit of
+	// 1 KiB/s, hydrates it whole.
+	second := filepath.Join(base, "second.img")
+	rw.MustRun("recover", "retry", "running", "--to", second, "--bwlimit", "0")
+	rw.MustRun("recover", "cutover", "running")
+	if sha256File(t, second) != sha256File(t, img) || exportSHA(t, srv.URI("running")) != sha256File(t, img) {
+		t.Error("after retry and cutover the target or the export differs from the volume")
+	}
 }
 
 // TestRecoverRestartChecksTarget: a restarted daemon reopens a file

@@ -19,6 +19,7 @@ type recoverCmd struct {
 	Status  recoverStatusCmd  `cmd:"" help:"Progress of every recovery: bytes done, rate, ETA, state."`
 	Cutover recoverCutoverCmd `cmd:"" help:"Wait until TARGET holds what the export holds, then serve TARGET directly."`
 	Cancel  recoverCancelCmd  `cmd:"" help:"Stop a copy; the export keeps serving the clone, nothing is lost."`
+	Retry   recoverRetryCmd   `cmd:"" help:"Start a copy that failed or was cancelled again, from the beginning, into its target or --to another."`
 	Limit   recoverLimitCmd   `cmd:"" name:"bwlimit" help:"Change a running copy's bandwidth limit."`
 }
 
@@ -260,6 +261,52 @@ func (c *recoverCancelCmd) Run(e *env) error {
 	}
 	return e.print(st, func() {
 		fmt.Printf("cancelled the copy of %s into %s; the export %s keeps serving the clone, nothing is lost\n", st.Name, st.Target, st.Name)
+	})
+}
+
+type recoverRetryCmd struct {
+	Name    string `arg:"" help:"The recovered volume (NEWVOLUME)."`
+	To      string `help:"Copy into this target instead: a file (created if missing), a block device, or nbd://HOST:PORT/EXPORT." placeholder:"TARGET"`
+	BWLimit *Rate  `help:"Most bytes per second the copy takes from now, like 100MiB (default: as before)." name:"bwlimit" placeholder:"RATE"`
+}
+
+func (c *recoverRetryCmd) Run(e *env) error {
+	cl, err := e.daemonClient("rewind recover retry")
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	target := c.To
+	if target == "" {
+		all, err := recoveries(e.ctx, cl, c.Name)
+		if err != nil {
+			return err
+		}
+		target = all[0].Target
+	}
+	req := RecoverRetry{Target: target}
+	if c.BWLimit != nil {
+		limit := int64(*c.BWLimit)
+		req.Limit = &limit
+	}
+	var f *os.File
+	if !strings.Contains(target, "://") {
+		req.Target = absPath(target)
+		if f, req.Created, err = openTarget(req.Target); err != nil {
+			return err
+		}
+		defer f.Close()
+	}
+	var st recovery.Status
+	if err := cl.CallWithFile(e.ctx, "POST", recoveryPath(c.Name)+"/retry", req, f, &st); err != nil {
+		if req.Created {
+			os.Remove(req.Target) // nothing is left behind
+		}
+		return err
+	}
+	return e.print(st, func() {
+		fmt.Printf("copying %s into %s again, from the beginning; the export %s keeps serving meanwhile\n", st.Name, st.Target, st.Name)
+		fmt.Printf("follow with: rewind recover status --watch; then: rewind recover cutover %s\n", st.Name)
 	})
 }
 

@@ -24,6 +24,15 @@ type RecoverLimit struct {
 	Limit int64 `json:"bwlimit"`
 }
 
+// RecoverRetry is POST /v1/recoveries/{name}/retry (rewind recover
+// retry): the target to copy into now, as in RecoverRequest, and a new
+// bandwidth limit if not null.
+type RecoverRetry struct {
+	Target  string `json:"target"`
+	Limit   *int64 `json:"bwlimit,omitempty"`
+	Created bool   `json:"created,omitempty"`
+}
+
 // recoveryRoutes are /v1/recoveries.
 func (d *daemon) recoveryRoutes() []api.Route {
 	name := func(r *http.Request) string { return r.PathValue("name") }
@@ -57,6 +66,8 @@ func (d *daemon) recoveryRoutes() []api.Route {
 			})},
 		{Method: "POST", Pattern: "/v1/recoveries/{name}/cutover", Answer: recovery.Status{},
 			Handler: api.OK(func(r *http.Request) (any, error) { return d.exports.rec.Cutover(r.Context(), name(r)) })},
+		{Method: "POST", Pattern: "/v1/recoveries/{name}/retry", Body: RecoverRetry{}, Answer: recovery.Status{},
+			Handler: api.OK(func(r *http.Request) (any, error) { return d.retryRecovery(r, name(r)) })},
 		{Method: "DELETE", Pattern: "/v1/recoveries/{name}", Answer: recovery.Status{},
 			Handler: api.OK(func(r *http.Request) (any, error) { return d.exports.rec.Cancel(name(r)) })},
 	}
@@ -78,6 +89,30 @@ func (d *daemon) recover(r *http.Request) (*recovery.Status, error) {
 		File: f, Created: req.Created})
 	if err != nil && f != nil {
 		f.Close() // Start owns it only on success
+	}
+	return st, err
+}
+
+// retryRecovery starts a failed or cancelled copy again; the target
+// travels as recover's does.
+func (d *daemon) retryRecovery(r *http.Request, name string) (*recovery.Status, error) {
+	f := api.PassedFile(r.Context())
+	req, err := api.Decode[RecoverRetry](r)
+	if err != nil {
+		if f != nil {
+			f.Close()
+		}
+		return nil, err
+	}
+	if req.Limit != nil && *req.Limit < 0 {
+		if f != nil {
+			f.Close()
+		}
+		return nil, catalog.Errorf(catalog.ErrInvalid, "a negative bandwidth limit")
+	}
+	st, err := d.exports.rec.Retry(r.Context(), name, recovery.RetryRequest{Target: req.Target, File: f, Created: req.Created, Limit: req.Limit})
+	if err != nil && f != nil {
+		f.Close() // Retry owns it only on success
 	}
 	return st, err
 }
