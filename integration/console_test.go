@@ -269,6 +269,13 @@ func consoleFlows(t *testing.T, srv *server, base, token string, vol consoleVolu
 			b.click(t, "button#recover-go")
 			b.waitView(t, "recoveries")
 			b.waitJS(t, recRow+" on #/recoveries", fmt.Sprintf(`document.querySelector(%s)`, jsString(recRow)))
+			// Cancelled, the copy offers Retry…, which asks for the target
+			// (the same one, offered) and copies into it again.
+			acceptNextDialog(t, b, func() { b.click(t, recRow+" button.cancel") })
+			b.waitJS(t, recRow+" cancelled", fmt.Sprintf(`document.querySelector(%s)`, jsString(recRow+`[data-state="cancelled"] button.retry`)))
+			msg := acceptNextDialog(t, b, func() { b.click(t, recRow+" button.retry") })
+			t.Logf("retry asked: %q", msg)
+			b.waitJS(t, recRow+" copying again", fmt.Sprintf(`document.querySelector(%s)`, jsString(recRow+`[data-state="copying"]`)))
 			// Each poll notes the progress the page shows, when it changed.
 			b.waitJS(t, recRow+" .progress to reach 100%", fmt.Sprintf(`((shown) => {
 				const seen = (window.__progressSeen ||= []);
@@ -288,7 +295,7 @@ func consoleFlows(t *testing.T, srv *server, base, token string, vol consoleVolu
 			}
 
 			// Cut over: the button asks first.
-			msg := acceptNextDialog(t, b, func() { b.click(t, recRow+" button.cutover") })
+			msg = acceptNextDialog(t, b, func() { b.click(t, recRow+" button.cutover") })
 			t.Logf("cutover asked: %q", msg)
 			b.waitJS(t, recRow+`[data-state="cut over"]`, fmt.Sprintf(`document.querySelector(%s)`, jsString(recRow+`[data-state="cut over"]`)))
 			if got := sha256File(t, file); got != vol.SHA {
@@ -361,9 +368,10 @@ func actionResult(t *testing.T, b *browser) string {
 	return b.text(t, "#action-result")
 }
 
-// acceptNextDialog runs act, accepts the confirm() (or alert) it opens,
-// and returns the dialog's message. act blocks while the dialog is open,
-// so the dialog is answered from another goroutine.
+// acceptNextDialog runs act, accepts the confirm(), alert or prompt (with
+// the text it offers) that act opens, and returns the dialog's message.
+// act blocks while the dialog is open, so the dialog is answered from
+// another goroutine.
 func acceptNextDialog(t *testing.T, b *browser, act func()) string {
 	t.Helper()
 	ctx, cancel := b.step()
@@ -375,7 +383,10 @@ func acceptNextDialog(t *testing.T, b *browser, act func()) string {
 			if err != nil {
 				return
 			}
-			if _, err := chromedp.Call(ctx, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: true}); err == nil {
+			// A prompt is answered with what it offers, as a user who
+			// presses OK.
+			answer := page.HandleJavaScriptDialogParams{Accept: true, PromptText: ev.DefaultPrompt}
+			if _, err := chromedp.Call(ctx, page.HandleJavaScriptDialog, answer); err == nil {
 				answered <- ev.Message
 			}
 			return

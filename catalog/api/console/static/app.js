@@ -476,7 +476,8 @@ async function recoveriesView() {
         el("button", { type: "button", class: "cutover", disabled: r.state !== "copying" && r.state !== "converged", onclick: () => cutover(r), text: "Cut over" }), " ",
         el("button", { type: "button", class: "limit quiet", disabled: r.state !== "copying", onclick: () => limitRecovery(r),
           title: r.bwlimit ? `at most ${bytes(r.bwlimit)}/s` : "no limit", text: r.bwlimit ? `${bytes(r.bwlimit)}/s` : "Limit…" }), " ",
-        el("button", { type: "button", class: "cancel quiet", disabled: r.state !== "copying" && r.state !== "converged", onclick: () => cancelRecovery(r), text: "Cancel" })),
+        el("button", { type: "button", class: "cancel quiet", disabled: r.state !== "copying" && r.state !== "converged", onclick: () => cancelRecovery(r), text: "Cancel" }),
+        r.state === "failed" || r.state === "cancelled" ? [" ", el("button", { type: "button", class: "retry", onclick: () => retryRecovery(r), text: "Retry…" })] : null),
       r.reason ? el("td", { class: "error", text: r.reason }) : null);
   });
   put(view(), 
@@ -511,6 +512,16 @@ async function limitRecovery(r) {
 async function cancelRecovery(r) {
   if (!confirm(`Cancel the recovery of ${r.name}? The copy stops; the volume stays.`)) return;
   try { await call("DELETE", `/v1/recoveries/${encodeURIComponent(r.name)}`); }
+  catch (e) { $("#recoveries-error").textContent = e.message; return; }
+  route();
+}
+
+async function retryRecovery(r) {
+  const target = prompt(`Copy ${r.name} again, from the beginning, into which target? nbd://HOST:PORT/EXPORT (a file or device: rewind recover retry on the server). The volume stays served meanwhile.`,
+    r.target.startsWith("nbd") ? r.target : "");
+  if (target === null) return;
+  if (!target.trim()) { $("#recoveries-error").textContent = "Retry needs a target: nbd://HOST:PORT/EXPORT."; return; }
+  try { await call("POST", `/v1/recoveries/${encodeURIComponent(r.name)}/retry`, { target: target.trim() }); }
   catch (e) { $("#recoveries-error").textContent = e.message; return; }
   route();
 }
