@@ -646,7 +646,7 @@ func TestRecoverBadInput(t *testing.T) {
 // TestRecoverRestartChecksTarget: a restarted daemon reopens a file
 // target by its path only if it is still the file the caller passed; a
 // file put in its place is not written, and the export keeps serving the
-// clone.
+// clone, whose copy a retry into another file then completes.
 func TestRecoverRestartChecksTarget(t *testing.T) {
 	rw := newRewind(t)
 	img := filepath.Join(t.TempDir(), "disk.img")
@@ -682,6 +682,17 @@ func TestRecoverRestartChecksTarget(t *testing.T) {
 	qemuIO(t, srv.URI("rec"), "read -P 0x3c 1M 64k") // served from the clone
 	res := rw.Run("recover", "cutover", "rec")
 	oneLineError(t, "cutover of a failed recovery", res, "failed")
+
+	// Retried into a new file, with a write since the restart: the target
+	// ends up holding both writes, and the export serves it.
+	qemuIO(t, srv.URI("rec"), "write -P 0x3d 2M 64k", "flush")
+	fresh := filepath.Join(dir, "fresh.img")
+	rw.MustRun("recover", "retry", "rec", "--to", fresh, "--bwlimit", "0")
+	rw.MustRun("recover", "cutover", "rec")
+	qemuIO(t, srv.URI("rec"), "read -P 0x3c 1M 64k", "read -P 0x3d 2M 64k")
+	if exportSHA(t, srv.URI("rec")) != sha256File(t, fresh) {
+		t.Error("after the retry's cutover the export does not serve the new target")
+	}
 }
 
 // TestRecoverCutoverUnderWrites cuts over while fio writes through the

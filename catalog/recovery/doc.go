@@ -43,10 +43,9 @@
 //   - A failed copy (a target error) stays failed until `recover retry`
 //     starts it again (retry.go), into the same target or another, from
 //     the beginning: the export keeps serving the clone meanwhile and
-//     nothing is lost. A recovery that failed or was cancelled before a
-//     restart is served as a plain clone afterwards, whose writes no
-//     copier follows, so it cannot be retried: a new recovery from it
-//     can.
+//     nothing is lost. After a restart, a recovery whose copy had ended
+//     is served through a parked Disk (Manager.parked) whose copier
+//     follows the writes and never runs, so that it can be retried.
 //   - An NBD target whose connection breaks is dialled again for up to
 //     targetRetryFor (nbdTarget); past that the copy fails. One out of
 //     reach at a restart is dialled in the background (pendingTarget).

@@ -55,6 +55,9 @@ type job struct {
 	cp     *hydrate.Copier
 	target *opened
 	done   chan struct{} // closed when the copier's Run returns
+	// parked: the copier only follows the Disk's writes and never runs
+	// (a copy that ended before a restart; see Manager.parked).
+	parked bool
 	meter  rateMeter
 	mu     struct {
 		sync.Mutex
@@ -480,7 +483,8 @@ func (m *Manager) SetLimit(name string, rate int64) (*Status, error) {
 }
 
 // Disk returns what serves the export name, when it names a recovered
-// volume being copied or cut over; nil otherwise.
+// volume (copying, cut over, or with its copy ended, so that a retry
+// follows every client's writes); nil otherwise.
 func (m *Manager) Disk(name string) *Disk {
 	if strings.Contains(name, "@") {
 		return nil
@@ -490,11 +494,6 @@ func (m *Manager) Disk(name string) *Disk {
 	m.mu.Unlock()
 	if j == nil || j.disk == nil {
 		return nil
-	}
-	if s := j.record().State; s == StateCancelled || s == StateFailed {
-		if j.cp == nil {
-			return nil // after a restart: a plain clone
-		}
 	}
 	return j.disk
 }

@@ -8,15 +8,15 @@ import (
 
 	"github.com/rewind-dev/rewind/nbd/client"
 	"github.com/rewind-dev/rewind/timeline"
+	"github.com/rewind-dev/rewind/timeline/hydrate"
 )
 
 // resume brings back a recovery after a restart. A recovery that cannot
-// go on is marked failed with the reason, and its volume is served as
-// the plain clone it is.
+// go on is marked failed with the reason; its volume, and that of a copy
+// that had ended, is served through a parked Disk, ready for a retry.
 func (m *Manager) resume(r *record) {
 	if r.State == StateCancelled || r.State == StateFailed {
-		m.mu.jobs[r.Name] = &job{m: m, done: closed()}
-		m.mu.jobs[r.Name].mu.rec = r
+		m.mu.jobs[r.Name] = m.parked(r)
 		return
 	}
 	var o *opened
@@ -52,15 +52,41 @@ func (m *Manager) resume(r *record) {
 	}
 	if err != nil {
 		o.close()
-		m.log.Error("recovery cannot resume; its volume is served as a plain clone", "volume", r.Name, "err", err)
+		m.log.Error("recovery cannot resume; its volume is served from the clone, and rewind recover retry can copy it again", "volume", r.Name, "err", err)
 		r.State, r.Reason = StateFailed, "after a restart: "+err.Error()
 		if serr := m.save(r); serr != nil {
 			m.log.Error("saving recovery", "err", serr)
 		}
-		j := &job{m: m, done: closed()}
-		j.mu.rec = r
+		j := m.parked(r)
+		m.mu.Lock()
 		m.mu.jobs[r.Name] = j
+		m.mu.Unlock()
 	}
+}
+
+// parked makes the job of a recovery whose copy is not running (it
+// failed or was cancelled before the restart): its volume is served
+// through a Disk whose copier follows the writes but never runs, so
+// that a retry can swap a running one in with every client's writes
+// followed (Retry). Without a view of the volume, the job has no Disk
+// and the volume is served as a plain clone.
+func (m *Manager) parked(r *record) *job {
+	j := &job{m: m, done: closed(), parked: true}
+	j.mu.rec = r
+	view, err := m.svc.OpenView(r.Name)
+	if err != nil {
+		m.log.Error("a recovery's volume cannot be opened; it cannot be retried", "volume", r.Name, "err", err)
+		return j
+	}
+	cp, err := hydrate.New(view, deadTarget{err: errors.New("no copy runs"), size: view.Size()},
+		hydrate.Options{Granularity: m.opt.Granularity, Workers: m.opt.Workers})
+	if err != nil {
+		view.Close()
+		m.log.Error("a recovery's volume cannot be followed; it cannot be retried", "volume", r.Name, "err", err)
+		return j
+	}
+	j.view, j.cp, j.disk = view, cp, &Disk{view: view, cp: cp}
+	return j
 }
 
 func closed() chan struct{} {

@@ -24,9 +24,8 @@ type RetryRequest struct {
 // disk at the same path) is not known. The export goes on serving the
 // clone throughout; its connections are not interrupted, and their
 // writes are followed by the new copy from the moment it starts (the
-// Disk's copier is swapped while its I/O is paused). A recovery that
-// ended before the daemon restarted is served as a plain clone whose
-// writes nothing follows, and is refused.
+// Disk's copier is swapped while its I/O is paused). After a restart
+// the Disk of a copy that had ended is a parked one (Manager.parked).
 func (m *Manager) Retry(ctx context.Context, name string, req RetryRequest) (*Status, error) {
 	m.ops.Lock()
 	defer m.ops.Unlock()
@@ -44,8 +43,8 @@ func (m *Manager) Retry(ctx context.Context, name string, req RetryRequest) (*St
 	}
 	if j.disk == nil || j.cp == nil || j.view == nil {
 		return nil, catalog.Errorf(catalog.ErrConflict,
-			"the recovery of %s ended before the daemon restarted, so %s is served as a plain clone whose writes no copy follows; recover from it anew: rewind recover %s@latest --to TARGET",
-			name, name, name)
+			"%s is served as a plain clone, whose writes no copy can follow (the daemon's log says why); recover from it anew: rewind recover %s@latest --to TARGET",
+			name, name)
 	}
 	o, err := m.openTarget(ctx, Request{Target: req.Target, File: req.File})
 	if err != nil {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -147,18 +146,38 @@ func TestRecoverRetry(t *testing.T) {
 	targetHolds(t, spath, f.data, "a retried cancelled copy differs from the clone")
 }
 
-// After a restart, a recovery that had failed is served as a plain clone
-// (no copier follows its writes): retry refuses it and says what to do.
+// After a restart, a recovery whose copy had failed is served through a
+// parked Disk that follows its writes: a retry then copies everything,
+// the writes made since the restart included.
 func TestRecoverRetryAfterRestart(t *testing.T) {
 	f := newFixture(t)
 	f.startFailing("rec")
 	f.close()
 	f.open()
-	_, _, err := f.retryInto("rec", "after.target")
-	if !errors.Is(err, catalog.ErrConflict) || !strings.Contains(err.Error(), "rewind recover rec@latest") {
-		t.Fatalf("retry after a restart: %v, want a conflict pointing to a new recovery", err)
+	st := f.waitState("rec", StateFailed)
+	if st.ETA != -1 || st.Done != 0 {
+		t.Fatalf("a failed recovery after a restart: %+v", st)
 	}
-	if st := f.waitState("rec", StateFailed); !strings.Contains(st.Target, ".readonly") {
-		t.Fatalf("the refused retry changed the record: %+v", st)
+	d := f.disk("rec")
+	want := bytes.Clone(f.data)
+	p := bytes.Repeat([]byte{0x44}, 4096)
+	if _, err := d.WriteAt(p, 5*mib); err != nil {
+		t.Fatal(err)
 	}
+	copy(want[5*mib:], p)
+	path, _, err := f.retryInto("rec", "after.target")
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := bytes.Repeat([]byte{0x55}, 4096)
+	if _, err := d.WriteAt(q, 7*mib); err != nil {
+		t.Fatal(err)
+	}
+	copy(want[7*mib:], q)
+	j, _ := f.m.get("rec")
+	if err := j.cp.WaitConverged(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	f.cutover("rec")
+	targetHolds(t, path, want, "a recovery retried after a restart differs from what its export held")
 }
