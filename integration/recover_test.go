@@ -683,6 +683,12 @@ func TestRecoverRestartChecksTarget(t *testing.T) {
 	res := rw.Run("recover", "cutover", "rec")
 	oneLineError(t, "cutover of a failed recovery", res, "failed")
 
+	// Going on where the copy stopped needs the copy's own target: the
+	// file in its place is refused, and not written.
+	oneLineError(t, "resume into the file put in the target's place", rw.Run("recover", "retry", "rec", "--resume"), "--resume goes on copying")
+	if got, _ := os.ReadFile(target); !bytes.Equal(got, otherData) {
+		t.Error("a refused resume wrote the file put in the target's place")
+	}
 	// Retried into a new file, with a write since the restart: the target
 	// ends up holding both writes, and the export serves it.
 	qemuIO(t, srv.URI("rec"), "write -P 0x3d 2M 64k", "flush")

@@ -42,7 +42,8 @@
 //
 //   - A failed copy (a target error) stays failed until `recover retry`
 //     starts it again (retry.go), into the same target or another, from
-//     the beginning: the export keeps serving the clone meanwhile and
+//     the beginning (or, with Resume, from its saved progress into the
+//     same target): the export keeps serving the clone meanwhile and
 //     nothing is lost. After a restart, a recovery whose copy had ended
 //     is served through a parked Disk (Manager.parked) whose copier
 //     follows the writes and never runs, so that it can be retried.

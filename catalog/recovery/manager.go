@@ -243,30 +243,15 @@ func (m *Manager) startJobLocked(r *record, o *opened, resumed bool) error {
 	if err != nil {
 		return err
 	}
-	vol, err := view.Volume()
-	if err != nil {
-		view.Close()
-		return err
-	}
 	cp, err := m.newCopier(r, view, o)
 	if err != nil {
 		view.Close()
 		return err
 	}
-	if wm, ok := cp.Resumed(); ok && resumed {
-		// Writes the clone took after the saved progress may not be in
-		// its bitmap.
-		last := view.Time()
-		if last > wm {
-			changed, err := m.svc.Timeline().Diff(vol.ID, wm, last)
-			if err != nil {
-				view.Close()
-				return fmt.Errorf("blocks written since the saved progress: %w", err)
-			}
-			for _, c := range changed {
-				cp.MarkDirty(c.Offset, c.Length)
-			}
-			m.log.Info("recovery resumes", "volume", r.Name, "redirtied_ranges", len(changed))
+	if resumed {
+		if err := m.redirty(r.Name, view, cp); err != nil {
+			view.Close()
+			return err
 		}
 	}
 	if err := cp.Checkpoint(); err != nil { // the zero bitmap is saved before the first copy
@@ -279,6 +264,33 @@ func (m *Manager) startJobLocked(r *record, o *opened, resumed bool) error {
 	m.mu.jobs[r.Name] = j
 	m.wg.Add(1)
 	go j.run()
+	return nil
+}
+
+// redirty marks dirty, in a copier that resumed saved progress, every
+// block the clone wrote since that progress was saved: its bitmap may
+// not have heard of them.
+func (m *Manager) redirty(name string, view *timeline.View, cp *hydrate.Copier) error {
+	wm, ok := cp.Resumed()
+	if !ok {
+		return nil
+	}
+	last := view.Time()
+	if last <= wm {
+		return nil
+	}
+	vol, err := view.Volume()
+	if err != nil {
+		return err
+	}
+	changed, err := m.svc.Timeline().Diff(vol.ID, wm, last)
+	if err != nil {
+		return fmt.Errorf("blocks written since the saved progress: %w", err)
+	}
+	for _, c := range changed {
+		cp.MarkDirty(c.Offset, c.Length)
+	}
+	m.log.Info("recovery resumes", "volume", name, "redirtied_ranges", len(changed))
 	return nil
 }
 

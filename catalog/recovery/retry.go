@@ -16,12 +16,18 @@ type RetryRequest struct {
 	Created bool
 	// Limit replaces the copy's bandwidth limit when not nil.
 	Limit *int64
+	// Resume goes on from the progress the copy saved instead of the
+	// beginning: the target must be the one the copy had (the same file
+	// or device, or NBD address and export), trusted to still hold what
+	// the copy wrote and flushed there, as a restarted daemon trusts it.
+	Resume bool
 }
 
 // Retry starts the copy of a recovery that failed or was cancelled
 // again, into req's target, from the beginning: the whole clone is
 // copied, since what the target holds after a failure (or a replaced
-// disk at the same path) is not known. The export goes on serving the
+// disk at the same path) is not known, unless req.Resume says to go on
+// from the saved progress (into the same target only). The export goes on serving the
 // clone throughout; its connections are not interrupted, and their
 // writes are followed by the new copy from the moment it starts (the
 // Disk's copier is swapped while its I/O is paused). After a restart
@@ -78,14 +84,30 @@ func (m *Manager) retry(j *job, old record, req RetryRequest, o *opened) (*Statu
 	if err := m.checkFreeLocked(o.key, req.Target); err != nil {
 		return nil, err
 	}
-	// From the beginning: the progress of the copy that ended says what
-	// an earlier target held.
-	if err := os.Remove(m.progressPath(r.Name)); err != nil && !os.IsNotExist(err) {
+	if req.Resume {
+		if !sameTarget(o, old) {
+			return nil, catalog.Errorf(catalog.ErrConflict, "--resume goes on copying into the target the copy had, %s; give that one, or retry without --resume to copy from the beginning", old.Target)
+		}
+		if _, err := os.Stat(m.progressPath(r.Name)); err != nil {
+			return nil, catalog.Errorf(catalog.ErrConflict, "the copy of %s saved no progress to resume (a cancelled copy keeps none); retry without --resume to copy from the beginning", r.Name)
+		}
+		r.Zeroed = old.Zeroed
+	} else if err := os.Remove(m.progressPath(r.Name)); err != nil && !os.IsNotExist(err) {
+		// From the beginning: the progress of the copy that ended says
+		// what an earlier target held.
 		return nil, err
 	}
 	cp, err := m.newCopier(&r, j.view, o)
 	if err != nil {
 		return nil, err
+	}
+	if req.Resume {
+		if _, ok := cp.Resumed(); !ok {
+			return nil, catalog.Errorf(catalog.ErrConflict, "the saved progress of %s's copy could not be resumed; retry without --resume", r.Name)
+		}
+		if err := m.redirty(r.Name, j.view, cp); err != nil {
+			return nil, err
+		}
 	}
 	if err := cp.Checkpoint(); err != nil {
 		return nil, err
@@ -109,4 +131,17 @@ func (m *Manager) retry(j *job, old record, req RetryRequest, o *opened) (*Statu
 	m.log.Info("recovery copy started again", "volume", r.Name, "target", r.Target, "previously", old.State, "reason", old.Reason)
 	st := nj.status()
 	return &st, nil
+}
+
+// sameTarget reports whether o is the target r copied into: the same
+// file (device and inode) or device, or the same NBD address and export.
+func sameTarget(o *opened, r record) bool {
+	if o.kind != r.Kind {
+		return false
+	}
+	if o.kind == KindNBD {
+		k, err := nbdKey(r.Target)
+		return err == nil && k == o.key
+	}
+	return o.dev == r.Dev && o.ino == r.Ino && o.rdev == r.Rdev
 }

@@ -53,12 +53,19 @@ func (f *fixture) waitState(name, state string) Status {
 // retryInto retries name into a new file.
 func (f *fixture) retryInto(name, file string) (string, *Status, error) {
 	f.t.Helper()
+	return f.retryIntoOpts(name, file, RetryRequest{})
+}
+
+// retryIntoOpts retries name into a new file, with req's other fields.
+func (f *fixture) retryIntoOpts(name, file string, req RetryRequest) (string, *Status, error) {
+	f.t.Helper()
 	path := filepath.Join(f.dir, file)
 	fd, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	st, err := f.m.Retry(context.Background(), name, RetryRequest{Target: path, File: fd, Created: true})
+	req.Target, req.File, req.Created = path, fd, true
+	st, err := f.m.Retry(context.Background(), name, req)
 	if err != nil {
 		fd.Close()
 	}
@@ -180,4 +187,75 @@ func TestRecoverRetryAfterRestart(t *testing.T) {
 	}
 	f.cutover("rec")
 	targetHolds(t, path, want, "a recovery retried after a restart differs from what its export held")
+}
+
+// A copy that failed part way, retried with Resume into its own target,
+// copies only what its saved progress had left and what the clone wrote
+// since; into another target, or without progress, Resume is refused.
+func TestRecoverRetryResume(t *testing.T) {
+	f := newFixture(t)
+	path, _ := f.start("rec", 2*mib) // slow enough to stop part way
+	j, _ := f.m.get("rec")
+	for j.cp.Progress().Done < 3*mib {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := j.cp.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	// The daemon stops, and starts while the target is away: the copy
+	// fails, its progress kept.
+	f.close()
+	if err := os.Rename(path, path+".away"); err != nil {
+		t.Fatal(err)
+	}
+	f.open()
+	f.waitState("rec", StateFailed)
+	if err := os.Rename(path+".away", path); err != nil {
+		t.Fatal(err)
+	}
+	want := bytes.Clone(f.data)
+	p := bytes.Repeat([]byte{0x66}, 4096)
+	if _, err := f.disk("rec").WriteAt(p, 0); err != nil { // where the copy had been
+		t.Fatal(err)
+	}
+	copy(want, p)
+
+	other, _, err := f.retryIntoOpts("rec", "other.target", RetryRequest{Resume: true})
+	if !errors.Is(err, catalog.ErrConflict) {
+		t.Fatalf("resume into another target: %v, want a conflict", err)
+	}
+	if _, err := os.Stat(other); !os.IsNotExist(err) {
+		os.Remove(other)
+	}
+	fd, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	none := int64(0)
+	if _, err := f.m.Retry(context.Background(), "rec", RetryRequest{Target: path, File: fd, Resume: true, Limit: &none}); err != nil {
+		fd.Close()
+		t.Fatal(err)
+	}
+	j, _ = f.m.get("rec")
+	if err := j.cp.WaitConverged(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if c := j.cp.Progress().Copied; c > size-2*mib {
+		t.Errorf("the resumed copy copied %d bytes of %d: it started over", c, size)
+	}
+	f.cutover("rec")
+	targetHolds(t, path, want, "a resumed copy differs from what the export held")
+
+	// A cancelled copy keeps no progress.
+	spath, _ := f.start("rec2", 1<<10)
+	if _, err := f.m.Cancel("rec2"); err != nil {
+		t.Fatal(err)
+	}
+	fd, err = os.OpenFile(spath, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.m.Retry(context.Background(), "rec2", RetryRequest{Target: spath, File: fd, Resume: true}); !errors.Is(err, catalog.ErrConflict) {
+		t.Fatalf("resume of a cancelled copy: %v, want a conflict", err)
+	}
 }

@@ -19,7 +19,7 @@ type recoverCmd struct {
 	Status  recoverStatusCmd  `cmd:"" help:"Progress of every recovery: bytes done, rate, ETA, state."`
 	Cutover recoverCutoverCmd `cmd:"" help:"Wait until TARGET holds what the export holds, then serve TARGET directly."`
 	Cancel  recoverCancelCmd  `cmd:"" help:"Stop a copy; the export keeps serving the clone, nothing is lost."`
-	Retry   recoverRetryCmd   `cmd:"" help:"Start a copy that failed or was cancelled again, from the beginning, into its target or --to another."`
+	Retry   recoverRetryCmd   `cmd:"" help:"Start a copy that failed or was cancelled again, into its target or --to another: from the beginning, or with --resume where it stopped."`
 	Limit   recoverLimitCmd   `cmd:"" name:"bwlimit" help:"Change a running copy's bandwidth limit."`
 }
 
@@ -268,6 +268,7 @@ type recoverRetryCmd struct {
 	Name    string `arg:"" help:"The recovered volume (NEWVOLUME)."`
 	To      string `help:"Copy into this target instead: a file (created if missing), a block device, or nbd://HOST:PORT/EXPORT." placeholder:"TARGET"`
 	BWLimit *Rate  `help:"Most bytes per second the copy takes from now, like 100MiB (default: as before)." name:"bwlimit" placeholder:"RATE"`
+	Resume  bool   `help:"Go on from the progress the copy saved, trusting that its target (the same one: no --to, or --to naming it) still holds what was copied and flushed."`
 }
 
 func (c *recoverRetryCmd) Run(e *env) error {
@@ -284,7 +285,7 @@ func (c *recoverRetryCmd) Run(e *env) error {
 		}
 		target = all[0].Target
 	}
-	req := RecoverRetry{Target: target}
+	req := RecoverRetry{Target: target, Resume: c.Resume}
 	if c.BWLimit != nil {
 		limit := int64(*c.BWLimit)
 		req.Limit = &limit
@@ -305,7 +306,11 @@ func (c *recoverRetryCmd) Run(e *env) error {
 		return err
 	}
 	return e.print(st, func() {
-		fmt.Printf("copying %s into %s again, from the beginning; the export %s keeps serving meanwhile\n", st.Name, st.Target, st.Name)
+		from := "from the beginning"
+		if c.Resume {
+			from = "from where it stopped"
+		}
+		fmt.Printf("copying %s into %s again, %s; the export %s keeps serving meanwhile\n", st.Name, st.Target, from, st.Name)
 		fmt.Printf("follow with: rewind recover status --watch; then: rewind recover cutover %s\n", st.Name)
 	})
 }

@@ -25,12 +25,14 @@ type RecoverLimit struct {
 }
 
 // RecoverRetry is POST /v1/recoveries/{name}/retry (rewind recover
-// retry): the target to copy into now, as in RecoverRequest, and a new
-// bandwidth limit if not null.
+// retry): the target to copy into now, as in RecoverRequest, a new
+// bandwidth limit if not null, and whether to go on from the saved
+// progress (into the same target) instead of the beginning.
 type RecoverRetry struct {
 	Target  string `json:"target"`
 	Limit   *int64 `json:"bwlimit,omitempty"`
 	Created bool   `json:"created,omitempty"`
+	Resume  bool   `json:"resume,omitempty"`
 }
 
 // recoveryRoutes are /v1/recoveries.
@@ -110,7 +112,7 @@ func (d *daemon) retryRecovery(r *http.Request, name string) (*recovery.Status, 
 		}
 		return nil, catalog.Errorf(catalog.ErrInvalid, "a negative bandwidth limit")
 	}
-	st, err := d.exports.rec.Retry(r.Context(), name, recovery.RetryRequest{Target: req.Target, File: f, Created: req.Created, Limit: req.Limit})
+	st, err := d.exports.rec.Retry(r.Context(), name, recovery.RetryRequest{Target: req.Target, File: f, Created: req.Created, Limit: req.Limit, Resume: req.Resume})
 	if err != nil && f != nil {
 		f.Close() // Retry owns it only on success
 	}
