@@ -3,6 +3,7 @@ package main
 import (
 	"net/http"
 	"net/url"
+	"os"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rewind-dev/rewind/catalog"
@@ -50,15 +51,9 @@ func (d *daemon) protectionRoutes() []api.Route {
 // caller opened on the local socket; over --http there is none, and the
 // call is refused (the daemon opens no path for a caller).
 func (d *daemon) protect(r *http.Request) (*protect.Status, error) {
-	f := api.PassedFile(r.Context())
-	req, err := api.Decode[ProtectRequest](r)
-	if err != nil {
-		if f != nil {
-			f.Close()
-		}
-		return nil, err
-	}
-	return d.exports.prot.Protect(r.Context(), protect.Request{Volume: req.Volume, Primary: req.Primary, Size: req.Size, File: f})
+	return withPassedFile(r, func(req ProtectRequest, f *os.File) (*protect.Status, error) {
+		return d.exports.prot.Protect(r.Context(), protect.Request{Volume: req.Volume, Primary: req.Primary, Size: req.Size, File: f})
+	})
 }
 
 // protectCollector reports every protection to Prometheus, read at each

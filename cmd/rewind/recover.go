@@ -36,20 +36,12 @@ func (c *recoverStartCmd) Run(e *env) error {
 		return err
 	}
 	defer cl.Close()
-	req := RecoverRequest{From: c.Spec, Target: c.To, As: c.As, Limit: int64(c.BWLimit)}
-	var f *os.File
-	if !strings.Contains(c.To, "://") {
-		req.Target = absPath(c.To)
-		if f, req.Created, err = openTarget(req.Target); err != nil {
-			return err
-		}
-		defer f.Close()
-	}
 	var st recovery.Status
-	if err := cl.CallWithFile(e.ctx, "POST", "/v1/recoveries", req, f, &st); err != nil {
-		if req.Created {
-			os.Remove(req.Target) // nothing is left behind
-		}
+	err = withTarget(c.To, func(target string, created bool, f *os.File) error {
+		req := RecoverRequest{From: c.Spec, Target: target, As: c.As, Limit: int64(c.BWLimit), Created: created}
+		return cl.CallWithFile(e.ctx, "POST", "/v1/recoveries", req, f, &st)
+	})
+	if err != nil {
 		return err
 	}
 	return e.print(st, func() {
@@ -57,6 +49,29 @@ func (c *recoverStartCmd) Run(e *env) error {
 		fmt.Printf("serving now: nbd export %s (writable), and %s/disk.img in the FUSE tree\n", st.Name, st.Name)
 		fmt.Printf("follow with: rewind recover status --watch; then: rewind recover cutover %s\n", st.Name)
 	})
+}
+
+// withTarget runs call with a recovery's target: an nbd:// URI as it is;
+// a file or block device by its absolute path, opened with the caller's
+// rights (openTarget) and passed to call to send to the daemon. A file
+// it created is removed again when call fails: nothing is left behind.
+func withTarget(target string, call func(target string, created bool, f *os.File) error) error {
+	if strings.Contains(target, "://") {
+		return call(target, false, nil)
+	}
+	path := absPath(target)
+	f, created, err := openTarget(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := call(path, created, f); err != nil {
+		if created {
+			os.Remove(path)
+		}
+		return err
+	}
+	return nil
 }
 
 // openTarget opens a recovery's file or block device with the caller's
@@ -285,24 +300,17 @@ func (c *recoverRetryCmd) Run(e *env) error {
 		}
 		target = all[0].Target
 	}
-	req := RecoverRetry{Target: target, Resume: c.Resume}
+	var limit *int64
 	if c.BWLimit != nil {
-		limit := int64(*c.BWLimit)
-		req.Limit = &limit
-	}
-	var f *os.File
-	if !strings.Contains(target, "://") {
-		req.Target = absPath(target)
-		if f, req.Created, err = openTarget(req.Target); err != nil {
-			return err
-		}
-		defer f.Close()
+		l := int64(*c.BWLimit)
+		limit = &l
 	}
 	var st recovery.Status
-	if err := cl.CallWithFile(e.ctx, "POST", recoveryPath(c.Name)+"/retry", req, f, &st); err != nil {
-		if req.Created {
-			os.Remove(req.Target) // nothing is left behind
-		}
+	err = withTarget(target, func(target string, created bool, f *os.File) error {
+		req := RecoverRetry{Target: target, Limit: limit, Created: created, Resume: c.Resume}
+		return cl.CallWithFile(e.ctx, "POST", recoveryPath(c.Name)+"/retry", req, f, &st)
+	})
+	if err != nil {
 		return err
 	}
 	return e.print(st, func() {

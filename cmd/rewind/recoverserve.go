@@ -2,6 +2,7 @@ package main
 
 import (
 	"net/http"
+	"os"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rewind-dev/rewind/catalog"
@@ -79,44 +80,22 @@ func (d *daemon) recoveryRoutes() []api.Route {
 // as a descriptor the caller opened; over --http only nbd:// targets
 // are taken (the daemon opens no path for a caller).
 func (d *daemon) recover(r *http.Request) (*recovery.Status, error) {
-	f := api.PassedFile(r.Context())
-	req, err := api.Decode[RecoverRequest](r)
-	if err != nil {
-		if f != nil {
-			f.Close()
-		}
-		return nil, err
-	}
-	st, err := d.exports.rec.Start(r.Context(), recovery.Request{Spec: req.From, Target: req.Target, As: req.As, Limit: req.Limit,
-		File: f, Created: req.Created})
-	if err != nil && f != nil {
-		f.Close() // Start owns it only on success
-	}
-	return st, err
+	return withPassedFile(r, func(req RecoverRequest, f *os.File) (*recovery.Status, error) {
+		return d.exports.rec.Start(r.Context(), recovery.Request{Spec: req.From, Target: req.Target, As: req.As, Limit: req.Limit,
+			File: f, Created: req.Created})
+	})
 }
 
 // retryRecovery starts a failed or cancelled copy again; the target
 // travels as recover's does.
 func (d *daemon) retryRecovery(r *http.Request, name string) (*recovery.Status, error) {
-	f := api.PassedFile(r.Context())
-	req, err := api.Decode[RecoverRetry](r)
-	if err != nil {
-		if f != nil {
-			f.Close()
+	return withPassedFile(r, func(req RecoverRetry, f *os.File) (*recovery.Status, error) {
+		if req.Limit != nil && *req.Limit < 0 {
+			return nil, catalog.Errorf(catalog.ErrInvalid, "a negative bandwidth limit")
 		}
-		return nil, err
-	}
-	if req.Limit != nil && *req.Limit < 0 {
-		if f != nil {
-			f.Close()
-		}
-		return nil, catalog.Errorf(catalog.ErrInvalid, "a negative bandwidth limit")
-	}
-	st, err := d.exports.rec.Retry(r.Context(), name, recovery.RetryRequest{Target: req.Target, File: f, Created: req.Created, Limit: req.Limit, Resume: req.Resume})
-	if err != nil && f != nil {
-		f.Close() // Retry owns it only on success
-	}
-	return st, err
+		return d.exports.rec.Retry(r.Context(), name, recovery.RetryRequest{Target: req.Target, File: f, Created: req.Created,
+			Limit: req.Limit, Resume: req.Resume})
+	})
 }
 
 // recoveryCollector reports every recovery to Prometheus, read at each
