@@ -5,6 +5,7 @@ import (
 	"os"
 
 	"github.com/rewind-dev/rewind/catalog"
+	"github.com/rewind-dev/rewind/timeline/hydrate"
 )
 
 // RetryRequest is `rewind recover retry NEWVOLUME [--to TARGET]`: the
@@ -97,11 +98,40 @@ func (m *Manager) retry(j *job, old record, req RetryRequest, o *opened) (*Statu
 		// what an earlier target held.
 		return nil, err
 	}
-	cp, err := m.newCopier(&r, j.view, o)
+	// The new copier is made, and its progress saved, with the Disk's
+	// I/O paused: writes in progress finish on the old copier, which has
+	// stopped, and land in the clone before the new one looks (from the
+	// beginning it copies every block; resuming, it re-dirties what the
+	// clone wrote since its saved progress); it hears of every later
+	// write.
+	unpause := j.disk.pause()
+	cp, err := m.startOver(j, &r, o, req.Resume)
+	if err == nil {
+		j.disk.cp = cp
+	}
+	unpause()
 	if err != nil {
 		return nil, err
 	}
-	if req.Resume {
+	followLost(o, cp)
+	nj := &job{m: m, view: j.view, cp: cp, target: o, disk: j.disk, done: make(chan struct{})}
+	nj.mu.rec = &r
+	m.mu.jobs[r.Name] = nj
+	m.wg.Add(1)
+	go nj.run()
+	m.log.Info("recovery copy started again", "volume", r.Name, "target", r.Target, "previously", old.State, "reason", old.Reason)
+	st := nj.status()
+	return &st, nil
+}
+
+// startOver makes the copier of a retried recovery r and saves its
+// progress and record; the caller pauses the Disk's I/O around it.
+func (m *Manager) startOver(j *job, r *record, o *opened, resume bool) (*hydrate.Copier, error) {
+	cp, err := m.newCopier(r, j.view, o)
+	if err != nil {
+		return nil, err
+	}
+	if resume {
 		if _, ok := cp.Resumed(); !ok {
 			return nil, catalog.Errorf(catalog.ErrConflict, "the saved progress of %s's copy could not be resumed; retry without --resume", r.Name)
 		}
@@ -112,25 +142,13 @@ func (m *Manager) retry(j *job, old record, req RetryRequest, o *opened) (*Statu
 	if err := cp.Checkpoint(); err != nil {
 		return nil, err
 	}
-	if err := m.save(&r); err != nil {
-		os.Remove(m.progressPath(r.Name))
+	if err := m.save(r); err != nil {
+		if !resume {
+			os.Remove(m.progressPath(r.Name))
+		}
 		return nil, err
 	}
-	followLost(o, cp)
-	nj := &job{m: m, view: j.view, cp: cp, target: o, disk: j.disk, done: make(chan struct{})}
-	nj.mu.rec = &r
-	// Writes in progress finish on the old copier, which has stopped;
-	// the new one starts with every block to copy, theirs included, and
-	// hears of every write from here on.
-	resume := j.disk.pause()
-	j.disk.cp = cp
-	resume()
-	m.mu.jobs[r.Name] = nj
-	m.wg.Add(1)
-	go nj.run()
-	m.log.Info("recovery copy started again", "volume", r.Name, "target", r.Target, "previously", old.State, "reason", old.Reason)
-	st := nj.status()
-	return &st, nil
+	return cp, nil
 }
 
 // sameTarget reports whether o is the target r copied into: the same
