@@ -53,6 +53,10 @@ func (m *Manager) Retry(ctx context.Context, name string, req RetryRequest) (*St
 			"%s is served as a plain clone, whose writes no copy can follow (the daemon's log says why); recover from it anew: rewind recover %s@latest --to TARGET",
 			name, name)
 	}
+	// The stopped copy's target is closed (a failure and a cancel close
+	// it already; a cutover that could not be recorded does not), so
+	// that its lock does not keep the retry out of it.
+	j.target.close()
 	o, err := m.openTarget(ctx, Request{Target: req.Target, File: req.File})
 	if err != nil {
 		return nil, err
