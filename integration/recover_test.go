@@ -744,3 +744,51 @@ func TestRecoverCutoverUnderWrites(t *testing.T) {
 		t.Fatalf("after cutover: %+v", st)
 	}
 }
+
+// TestRecoverRetryUnderWrites cancels a copy while fio writes through
+// the export and retries it into another file, then cuts over: the
+// client stays connected across the retry, and fio's verify pass, which
+// reads every block back from the new target after the cutover, finds
+// each write.
+func TestRecoverRetryUnderWrites(t *testing.T) {
+	fio := requireTool(t, "fio", "fio")
+	rw := newRewind(t)
+	img := filepath.Join(t.TempDir(), "disk.img")
+	if err := os.WriteFile(img, randomBytes(15, 32<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rw.MustRun("import", "v", img)
+	srv := rw.Serve(serveOptions{HTTP: true})
+	dir := t.TempDir()
+	rw.MustRun("recover", "v@latest", "--to", filepath.Join(dir, "first.img"), "--as", "rec", "--bwlimit", "4MiB")
+
+	w := startDaemon(t, daemonSpec{Path: fio, Args: []string{"--name=w", "--ioengine=nbd", "--uri=" + srv.URI("rec"),
+		"--rw=randwrite", "--bs=4k", "--size=16M", "--iodepth=8", "--rate=2m", "--verify=crc32c", "--verify_fatal=1", "--verify_state_save=0"}})
+	waitUntil(t, time.Minute, "fio's first writes", func() error {
+		if v := metricValue(metrics(t, srv), `rewind_nbd_requests_total{cmd="write",export="rec",result="ok"}`); v <= 0 {
+			return fmt.Errorf("%v writes", v)
+		}
+		return nil
+	})
+	rw.MustRun("recover", "cancel", "rec")
+	second := filepath.Join(dir, "second.img")
+	rw.MustRun("recover", "retry", "rec", "--to", second, "--bwlimit", "0")
+	if !w.Running() {
+		t.Fatalf("fio ended before the retry: %s", w.Logs())
+	}
+	runCutover(t, rw, "rec")
+	select {
+	case <-w.exited:
+	case <-time.After(cmdTimeout):
+		t.Fatal("fio still runs")
+	}
+	if w.code != 0 {
+		t.Fatalf("fio exited %d: a write was lost across the retry or the cutover\n%s", w.code, w.Logs())
+	}
+	if st := recoveryOf(t, rw, "rec"); st.State != "cut over" || st.Target != second {
+		t.Fatalf("after cutover: %+v", st)
+	}
+	if exportSHA(t, srv.URI("rec")) != sha256File(t, second) {
+		t.Error("the export does not serve the retried target")
+	}
+}
