@@ -55,9 +55,6 @@ type job struct {
 	cp     *hydrate.Copier
 	target *opened
 	done   chan struct{} // closed when the copier's Run returns
-	// parked: the copier only follows the Disk's writes and never runs
-	// (a copy that ended before a restart; see Manager.parked).
-	parked bool
 	meter  rateMeter
 	mu     struct {
 		sync.Mutex

@@ -71,15 +71,24 @@ func (m *Manager) resume(r *record) {
 // followed (Retry). Without a view of the volume, the job has no Disk
 // and the volume is served as a plain clone.
 func (m *Manager) parked(r *record) *job {
-	j := &job{m: m, done: closed(), parked: true}
+	j := &job{m: m, done: closed()}
 	j.mu.rec = r
 	view, err := m.svc.OpenView(r.Name)
 	if err != nil {
 		m.log.Error("a recovery's volume cannot be opened; it cannot be retried", "volume", r.Name, "err", err)
 		return j
 	}
-	cp, err := hydrate.New(view, deadTarget{err: errors.New("no copy runs"), size: view.Size()},
-		hydrate.Options{Granularity: m.opt.Granularity, Workers: m.opt.Workers})
+	// The progress the copy saved, if any, says how far it got (status
+	// shows it; retry --resume goes on from it). The parked copier only
+	// reads it: it never runs, so it never saves.
+	dead := deadTarget{err: errors.New("no copy runs"), size: view.Size()}
+	opt := hydrate.Options{Granularity: m.opt.Granularity, Workers: m.opt.Workers}
+	withSaved := opt
+	withSaved.Store = hydrate.FileStore{Path: m.progressPath(r.Name)}
+	cp, err := hydrate.New(view, dead, withSaved)
+	if err != nil {
+		cp, err = hydrate.New(view, dead, opt)
+	}
 	if err != nil {
 		view.Close()
 		m.log.Error("a recovery's volume cannot be followed; it cannot be retried", "volume", r.Name, "err", err)

@@ -209,7 +209,9 @@ func TestRecoverRetryResume(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.open()
-	f.waitState("rec", StateFailed)
+	if st := f.waitState("rec", StateFailed); st.Done < 3*mib {
+		t.Errorf("after the restart the failed copy shows %d bytes done, want the %d saved at least", st.Done, 3*mib)
+	}
 	if err := os.Rename(path+".away", path); err != nil {
 		t.Fatal(err)
 	}

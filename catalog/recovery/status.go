@@ -48,7 +48,7 @@ func (j *job) status() Status {
 	if d := j.target.down(); !d.IsZero() && r.State != StateFailed && r.State != StateCancelled {
 		st.Reason = fmt.Sprintf("the target is out of reach since %s; dialling it again", d.UTC().Format(time.RFC3339))
 	}
-	if j.cp == nil || j.parked {
+	if j.cp == nil {
 		return st
 	}
 	p := j.cp.Progress()
