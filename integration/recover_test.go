@@ -265,11 +265,7 @@ func TestRecoverPostgres(t *testing.T) {
 func TestRecoverResumesAfterKill(t *testing.T) {
 	rw := newRewind(t)
 	const size = 32 << 20
-	img := filepath.Join(t.TempDir(), "disk.img")
-	if err := os.WriteFile(img, randomBytes(7, size), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	rw.MustRun("import", "v", img)
+	importRandom(t, rw, 7, size)
 	srv := rw.Serve(serveOptions{})
 	target := filepath.Join(t.TempDir(), "prod.img")
 	rw.MustRun("recover", "v@latest", "--to", target, "--as", "rec", "--bwlimit", "1MiB")
@@ -429,11 +425,7 @@ func TestRecoverTargetRestarts(t *testing.T) {
 	qemuNBD := requireTool(t, "qemu-nbd", "qemu-utils")
 	rw := newRewind(t)
 	const size = 32 << 20
-	img := filepath.Join(t.TempDir(), "disk.img")
-	if err := os.WriteFile(img, randomBytes(21, size), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	rw.MustRun("import", "v", img)
+	importRandom(t, rw, 21, size)
 	srv := rw.Serve(serveOptions{})
 	file := filepath.Join(t.TempDir(), "prod.img")
 	if err := os.WriteFile(file, bytes.Repeat([]byte{0xff}, size), 0o644); err != nil {
@@ -649,11 +641,7 @@ func TestRecoverBadInput(t *testing.T) {
 // clone, whose copy a retry into another file then completes.
 func TestRecoverRestartChecksTarget(t *testing.T) {
 	rw := newRewind(t)
-	img := filepath.Join(t.TempDir(), "disk.img")
-	if err := os.WriteFile(img, randomBytes(12, 4<<20), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	rw.MustRun("import", "v", img)
+	importRandom(t, rw, 12, 4<<20)
 	srv := rw.Serve(serveOptions{})
 	dir := t.TempDir()
 	target := filepath.Join(dir, "prod.img")
@@ -705,41 +693,20 @@ func TestRecoverRestartChecksTarget(t *testing.T) {
 // export; fio's verify pass, which reads every block back from the
 // target after the cutover, finds each write.
 func TestRecoverCutoverUnderWrites(t *testing.T) {
-	fio := requireTool(t, "fio", "fio")
 	rw := newRewind(t)
-	img := filepath.Join(t.TempDir(), "disk.img")
-	if err := os.WriteFile(img, randomBytes(14, 32<<20), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	rw.MustRun("import", "v", img)
+	importRandom(t, rw, 14, 32<<20)
 	srv := rw.Serve(serveOptions{HTTP: true})
 	target := filepath.Join(t.TempDir(), "prod.img")
 	rw.MustRun("recover", "v@latest", "--to", target, "--as", "rec", "--bwlimit", "4MiB")
 
-	// 16 MiB of 4 KiB random writes at 2 MiB/s: about 8 s of writing,
-	// then a verify pass over all of it.
-	w := startDaemon(t, daemonSpec{Path: fio, Args: []string{"--name=w", "--ioengine=nbd", "--uri=" + srv.URI("rec"),
-		"--rw=randwrite", "--bs=4k", "--size=16M", "--iodepth=8", "--rate=2m", "--verify=crc32c", "--verify_fatal=1", "--verify_state_save=0"}})
-	waitUntil(t, time.Minute, "fio's first writes", func() error {
-		if v := metricValue(metrics(t, srv), `rewind_nbd_requests_total{cmd="write",export="rec",result="ok"}`); v <= 0 {
-			return fmt.Errorf("%v writes", v)
-		}
-		return nil
-	})
+	w := startVerifyingWriter(t, srv, "rec")
 	if !w.Running() {
 		t.Fatalf("fio ended before the cutover: %s", w.Logs())
 	}
 	rw.MustRun("recover", "bwlimit", "rec", "0")
 	runCutover(t, rw, "rec")
 	t.Logf("cut over; fio still writing: %v", w.Running())
-	select {
-	case <-w.exited:
-	case <-time.After(cmdTimeout):
-		t.Fatal("fio still runs")
-	}
-	if w.code != 0 {
-		t.Fatalf("fio exited %d: a write was lost across the cutover\n%s", w.code, w.Logs())
-	}
+	waitVerifyingWriter(t, w, "the cutover")
 	if st := recoveryOf(t, rw, "rec"); st.State != "cut over" {
 		t.Fatalf("after cutover: %+v", st)
 	}
@@ -751,25 +718,13 @@ func TestRecoverCutoverUnderWrites(t *testing.T) {
 // reads every block back from the new target after the cutover, finds
 // each write.
 func TestRecoverRetryUnderWrites(t *testing.T) {
-	fio := requireTool(t, "fio", "fio")
 	rw := newRewind(t)
-	img := filepath.Join(t.TempDir(), "disk.img")
-	if err := os.WriteFile(img, randomBytes(15, 32<<20), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	rw.MustRun("import", "v", img)
+	importRandom(t, rw, 15, 32<<20)
 	srv := rw.Serve(serveOptions{HTTP: true})
 	dir := t.TempDir()
 	rw.MustRun("recover", "v@latest", "--to", filepath.Join(dir, "first.img"), "--as", "rec", "--bwlimit", "4MiB")
 
-	w := startDaemon(t, daemonSpec{Path: fio, Args: []string{"--name=w", "--ioengine=nbd", "--uri=" + srv.URI("rec"),
-		"--rw=randwrite", "--bs=4k", "--size=16M", "--iodepth=8", "--rate=2m", "--verify=crc32c", "--verify_fatal=1", "--verify_state_save=0"}})
-	waitUntil(t, time.Minute, "fio's first writes", func() error {
-		if v := metricValue(metrics(t, srv), `rewind_nbd_requests_total{cmd="write",export="rec",result="ok"}`); v <= 0 {
-			return fmt.Errorf("%v writes", v)
-		}
-		return nil
-	})
+	w := startVerifyingWriter(t, srv, "rec")
 	rw.MustRun("recover", "cancel", "rec")
 	second := filepath.Join(dir, "second.img")
 	rw.MustRun("recover", "retry", "rec", "--to", second, "--bwlimit", "0")
@@ -777,18 +732,54 @@ func TestRecoverRetryUnderWrites(t *testing.T) {
 		t.Fatalf("fio ended before the retry: %s", w.Logs())
 	}
 	runCutover(t, rw, "rec")
+	waitVerifyingWriter(t, w, "the retry or the cutover")
+	if st := recoveryOf(t, rw, "rec"); st.State != "cut over" || st.Target != second {
+		t.Fatalf("after cutover: %+v", st)
+	}
+	if exportSHA(t, srv.URI("rec")) != sha256File(t, second) {
+		t.Error("the export does not serve the retried target")
+	}
+}
+
+// importRandom imports size random bytes (from seed) as volume "v" and
+// returns the image's path.
+func importRandom(t *testing.T, rw *rewind, seed int64, size int) string {
+	t.Helper()
+	img := filepath.Join(t.TempDir(), "disk.img")
+	if err := os.WriteFile(img, randomBytes(seed, size), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rw.MustRun("import", "v", img)
+	return img
+}
+
+// startVerifyingWriter starts fio writing 16 MiB of 4 KiB random writes
+// at 2 MiB/s (about 8 s) through export, then verifying all of it, and
+// returns once the daemon has taken its first writes.
+func startVerifyingWriter(t *testing.T, srv *server, export string) *daemon {
+	t.Helper()
+	fio := requireTool(t, "fio", "fio")
+	w := startDaemon(t, daemonSpec{Path: fio, Args: []string{"--name=w", "--ioengine=nbd", "--uri=" + srv.URI(export),
+		"--rw=randwrite", "--bs=4k", "--size=16M", "--iodepth=8", "--rate=2m", "--verify=crc32c", "--verify_fatal=1", "--verify_state_save=0"}})
+	waitUntil(t, time.Minute, "fio's first writes", func() error {
+		if v := metricValue(metrics(t, srv), fmt.Sprintf(`rewind_nbd_requests_total{cmd="write",export=%q,result="ok"}`, export)); v <= 0 {
+			return fmt.Errorf("%v writes", v)
+		}
+		return nil
+	})
+	return w
+}
+
+// waitVerifyingWriter waits for fio to end and fails the test unless its
+// verify pass found every write, across what names.
+func waitVerifyingWriter(t *testing.T, w *daemon, across string) {
+	t.Helper()
 	select {
 	case <-w.exited:
 	case <-time.After(cmdTimeout):
 		t.Fatal("fio still runs")
 	}
 	if w.code != 0 {
-		t.Fatalf("fio exited %d: a write was lost across the retry or the cutover\n%s", w.code, w.Logs())
-	}
-	if st := recoveryOf(t, rw, "rec"); st.State != "cut over" || st.Target != second {
-		t.Fatalf("after cutover: %+v", st)
-	}
-	if exportSHA(t, srv.URI("rec")) != sha256File(t, second) {
-		t.Error("the export does not serve the retried target")
+		t.Fatalf("fio exited %d: a write was lost across %s\n%s", w.code, across, w.Logs())
 	}
 }
