@@ -28,11 +28,12 @@ type RetryRequest struct {
 // again, into req's target, from the beginning: the whole clone is
 // copied, since what the target holds after a failure (or a replaced
 // disk at the same path) is not known, unless req.Resume says to go on
-// from the saved progress (into the same target only). The export goes on serving the
-// clone throughout; its connections are not interrupted, and their
-// writes are followed by the new copy from the moment it starts (the
-// Disk's copier is swapped while its I/O is paused). After a restart
-// the Disk of a copy that had ended is a parked one (Manager.parked).
+// from the saved progress (into the same target only). The export goes
+// on serving the clone throughout; its connections are not interrupted,
+// and their writes are followed by the new copy from the moment it
+// starts (the Disk's copier is swapped while its I/O is paused). After
+// a restart the Disk of a copy that had ended is a parked one
+// (Manager.parked).
 func (m *Manager) Retry(ctx context.Context, name string, req RetryRequest) (*Status, error) {
 	m.ops.Lock()
 	defer m.ops.Unlock()

@@ -124,7 +124,7 @@ func reopen(r *record) (*opened, error) {
 		f.Close()
 		return nil, err
 	}
-	if o.kind != r.Kind || o.dev != r.Dev || o.ino != r.Ino || o.rdev != r.Rdev {
+	if !sameTarget(o, *r) {
 		o.close()
 		return nil, fmt.Errorf("target %s is no longer the %s the recovery started with", r.Target, r.Kind)
 	}
