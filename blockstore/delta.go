@@ -41,10 +41,10 @@ func (t *Txn) PutDelta(data []byte, base ID, old []byte) (PutResult, error) {
 	seen := t.mu.added[id]
 	t.mu.Unlock()
 	if seen {
-		return PutResult{ID: id}, nil
+		return t.placed(id), nil
 	}
-	if ok, err := t.s.has(t, id); err != nil || ok {
-		return PutResult{ID: id}, err
+	if ok, loc, err := t.s.hasAt(t, id); err != nil || ok {
+		return PutResult{ID: id, Place: Place{loc: loc, ok: ok}}, err
 	}
 	// The literal bytes are a few kilobytes that a guest just wrote: s2
 	// compresses them at a fraction of zstd's cost, on the writer's path.
@@ -64,14 +64,23 @@ func (t *Txn) PutDelta(data []byte, base ID, old []byte) (PutResult, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.mu.added[id] {
-		return PutResult{ID: id}, nil // another goroutine's entry wins; ours is garbage
+		// Another goroutine's entry wins; ours is garbage.
+		return PutResult{ID: id, Place: Place{loc: t.mu.locs[id], ok: true}}, nil
 	}
 	loc.pack, loc.offset = pack, off+at
 	t.mu.added[id] = true
 	t.mu.locs[id] = loc
 	t.s.ids.add(id)
 	t.mu.pending = append(t.mu.pending, [2][]byte{indexKey(id), loc.marshal()})
-	return PutResult{ID: id, New: true, Stored: loc.size()}, nil
+	return PutResult{ID: id, New: true, Stored: loc.size(), Place: Place{loc: loc, ok: true}}, nil
+}
+
+// placed is the result for a chunk this Txn stored already.
+func (t *Txn) placed(id ID) PutResult {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	loc, ok := t.mu.locs[id]
+	return PutResult{ID: id, Place: Place{loc: loc, ok: ok}}
 }
 
 // PutDelta stores a slices record when at most 1/maxDeltaShare of the

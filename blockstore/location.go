@@ -104,3 +104,74 @@ func indexKey(id ID) []byte {
 	copy(k[1:], id[:])
 	return k
 }
+
+// appendTo appends l's encoding (see marshal) to b.
+func (l location) appendTo(b []byte) []byte {
+	b = append(b, 1)
+	b = binary.BigEndian.AppendUint32(b, l.pack)
+	b = binary.BigEndian.AppendUint64(b, uint64(l.offset))
+	b = binary.BigEndian.AppendUint32(b, l.payloadLen)
+	b = binary.BigEndian.AppendUint32(b, l.decodedLen)
+	b = append(b, byte(l.codec))
+	if l.codec == CodecBundle {
+		b[len(b)-locationSize] = 2
+		b = binary.BigEndian.AppendUint32(b, l.member)
+		b = binary.BigEndian.AppendUint32(b, l.bundleLen)
+	}
+	return b
+}
+
+// Place is where a chunk's record lay when a reference to it was
+// written. The timeline keeps it beside the chunk's ID in its version
+// values, so that a read need not look each chunk up in the index first:
+// in a store of a million chunks the index is larger than what a freshly
+// started daemon has read or keeps (see locCache), and every lookup of a
+// cold read cost a table block from the disk. Readers hand places to
+// Hint before they read.
+//
+// A place can go stale: a collection moves the live records of a pack it
+// rewrites, and a chunk whose record a crash lost is stored again
+// elsewhere. It is therefore only ever tried as a remembered location is
+// (see locCache): a stale place costs a failed read and a lookup in the
+// index, never wrong bytes, since every record is checked against its
+// chunk's digest (a bundle's member against the bundle's table of
+// members) and its CRC.
+type Place struct {
+	loc location
+	ok  bool
+}
+
+// Known reports whether p names a place (the zero Place does not).
+func (p Place) Known() bool { return p.ok }
+
+// AppendTo appends p's encoding, which is a chunk index entry's (22
+// bytes, 30 for a member of a bundle), to b; nothing for an unknown
+// place.
+func (p Place) AppendTo(b []byte) []byte {
+	if !p.ok {
+		return b
+	}
+	return p.loc.appendTo(b)
+}
+
+// ParsePlace decodes what AppendTo wrote.
+func ParsePlace(b []byte) (Place, error) {
+	loc, err := unmarshalLocation(b)
+	if err != nil {
+		return Place{}, err
+	}
+	return Place{loc: loc, ok: true}, nil
+}
+
+// Hint offers the places of chunks about to be read (ids[i] at
+// places[i]; unknown places are skipped): a chunk whose location the
+// cache of locations lacks is then read there first, as a remembered
+// location is, instead of being looked up in the index.
+func (s *Store) Hint(ids []ID, places []Place) {
+	s.locs.hint(ids, places)
+}
+
+// IndexLookups is how many chunks were looked up in the index to be read
+// since the store opened: places (Hint) and the cache of locations spare
+// the rest.
+func (s *Store) IndexLookups() int64 { return s.indexLookups.Load() }

@@ -60,6 +60,26 @@ func (c *locCache) addLocked(id ID, loc location) {
 	c.cur[id] = loc
 }
 
+// hint adds the known places of ids where the cache has no entry for
+// them: never over an entry a read or a write put there, which is at
+// least as fresh.
+func (c *locCache) hint(ids []ID, places []Place) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, id := range ids {
+		if !places[i].ok {
+			continue
+		}
+		if _, ok := c.cur[id]; ok {
+			continue
+		}
+		if _, ok := c.old[id]; ok {
+			continue
+		}
+		c.addLocked(id, places[i].loc)
+	}
+}
+
 func (c *locCache) forget(ids ...ID) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

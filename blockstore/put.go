@@ -170,6 +170,10 @@ type PutResult struct {
 	ID     ID
 	New    bool  // the chunk was not stored before
 	Stored int64 // bytes appended to a pack (0 when deduplicated)
+	// Place is where the chunk's record lies, for the reference to it
+	// (see Place); unknown when it was stored by a Txn that this one
+	// does not know of.
+	Place Place
 }
 
 // Put stores data (unless a chunk with its digest exists) and returns its
@@ -204,28 +208,35 @@ func (s *Store) Has(id ID) (bool, error) { return s.has(nil, id) }
 // committed (see gc.go); a chunk reported stored is recorded as relied
 // on, by t and by the collection.
 func (s *Store) has(t *Txn, id ID) (bool, error) {
+	ok, _, err := s.hasAt(t, id)
+	return ok, err
+}
+
+// hasAt is has that also returns the chunk's location when it is
+// stored.
+func (s *Store) hasAt(t *Txn, id ID) (bool, location, error) {
 	for {
 		if s.ids.absent(id) {
-			return false, nil
+			return false, location{}, nil
 		}
 		gen := s.sweepGen.Load()
 		v, closer, err := s.db.Get(indexKey(id))
 		if errors.Is(err, pebble.ErrNotFound) {
-			return false, nil
+			return false, location{}, nil
 		}
 		if err != nil {
-			return false, fmt.Errorf("blockstore: index lookup: %w", err)
+			return false, location{}, fmt.Errorf("blockstore: index lookup: %w", err)
 		}
 		loc, err := unmarshalLocation(v)
 		closer.Close()
 		if err != nil {
-			return false, nil
+			return false, location{}, nil
 		}
 		s.mu.Lock()
 		if g := s.mu.gc; g != nil && g.doomed[id] {
 			s.waitSweptLocked(g)
 			s.mu.Unlock()
-			return false, nil
+			return false, location{}, nil
 		}
 		if s.sweepGen.Load() != gen { // the entry may be gone: look again
 			s.mu.Unlock()
@@ -236,7 +247,7 @@ func (s *Store) has(t *Txn, id ID) (bool, error) {
 			s.useLocked(t, id)
 		}
 		s.mu.Unlock()
-		return ok, nil
+		return ok, loc, nil
 	}
 }
 
@@ -508,13 +519,14 @@ func (t *Txn) putMany(ids []ID, datas [][]byte, sliced bool) ([]PutResult, error
 		seen := t.mu.added[id]
 		t.mu.Unlock()
 		if seen || batch[id] {
-			continue
+			continue // its place is filled in below
 		}
-		ok, err := t.s.has(t, id)
+		ok, loc, err := t.s.hasAt(t, id)
 		if err != nil {
 			return nil, err
 		}
 		if ok {
+			res[i].Place = Place{loc: loc, ok: true}
 			continue
 		}
 		batch[id] = true
@@ -562,6 +574,7 @@ func (t *Txn) putMany(ids []ID, datas [][]byte, sliced bool) ([]PutResult, error
 		flushBundle()
 	}
 	if len(recs) == 0 {
+		t.placeRest(res)
 		return res, nil
 	}
 	pack, off, err := t.s.write(r, t)
@@ -592,5 +605,25 @@ func (t *Txn) putMany(ids []ID, datas [][]byte, sliced bool) ([]PutResult, error
 		res[r.i].New = true
 		res[r.i].Stored = r.stored
 	}
+	t.placeRestLocked(res)
 	return res, nil
+}
+
+// placeRest fills in the places of results that have none from the
+// chunks this Txn stored (one stored twice in a call, or before it).
+func (t *Txn) placeRest(res []PutResult) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.placeRestLocked(res)
+}
+
+func (t *Txn) placeRestLocked(res []PutResult) {
+	for i := range res {
+		if res[i].Place.ok {
+			continue
+		}
+		if loc, ok := t.mu.locs[res[i].ID]; ok {
+			res[i].Place = Place{loc: loc, ok: true}
+		}
+	}
 }

@@ -469,6 +469,7 @@ func (s *Store) locateCached(id ID) (location, bool, error) {
 
 // locateIndex returns the index entry of id as the index has it.
 func (s *Store) locateIndex(id ID) (location, error) {
+	s.indexLookups.Add(1)
 	v, closer, err := s.db.Get(indexKey(id))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return location{}, fmt.Errorf("chunk %s: %w", id, ErrNotFound)

@@ -64,8 +64,10 @@ type Store struct {
 	sources  *Cache // recently read sources of slices records
 	bundles  *bundleCache
 	locs     *locCache // index entries read lately
-	ids      *idFilter // the IDs in the index, for "not stored" at once
-	noParity bool
+	// indexLookups counts the chunks looked up in the index to be read.
+	indexLookups atomic.Int64
+	ids          *idFilter // the IDs in the index, for "not stored" at once
+	noParity     bool
 
 	idleStop chan struct{} // stops sealIdle; nil without it
 	idleDone chan struct{}

@@ -351,8 +351,18 @@ func (s *Store) foldBlocks(vol uint64, blocks []uint64) error {
 	}
 	txn := s.chunks.NewTxn()
 	defer txn.Done()
-	if _, err := txn.PutManyWhole(ids, datas); err != nil {
+	res, err := txn.PutManyWhole(ids, datas)
+	if err != nil {
 		return err
+	}
+	places := make(map[blockstore.ID]blockstore.Place, len(res))
+	for _, r := range res {
+		places[r.ID] = r.Place
+	}
+	for i := range todo {
+		if todo[i].base.kind == refChunk {
+			todo[i].base.place = places[todo[i].base.id]
+		}
 	}
 	b := s.db.NewBatch()
 	defer b.Close()

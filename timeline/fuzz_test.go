@@ -2,6 +2,8 @@ package timeline
 
 import (
 	"testing"
+
+	"github.com/rewind-dev/rewind/blockstore"
 )
 
 // FuzzRecords feeds arbitrary bytes to every on-disk record decoder of the
@@ -13,6 +15,17 @@ func FuzzRecords(f *testing.F) {
 	f.Add(encodeValue(blockRef{kind: refChunk, id: [32]byte{1, 2, 3}}))
 	f.Add(encodePatch(patch{off: 4096, n: 4096, id: [32]byte{4, 5}}))
 	f.Add(encodePatch(patch{off: 512, n: 100, zero: true}))
+	// Places: version | pack u32 | offset u64 | payload u32 | decoded u32 |
+	// codec, and a bundle member's offset and bundle length.
+	whole := []byte{1, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0x20, 0, 0, 0, 0x10, 0, 1}
+	member := []byte{2, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0x20, 0, 0, 0, 0x10, 0, 4, 0, 0, 0x20, 0, 0, 1, 0, 0}
+	for _, p := range [][]byte{whole, member} {
+		if _, err := blockstore.ParsePlace(p); err != nil {
+			f.Fatal(err)
+		}
+	}
+	f.Add(append(encodeValue(blockRef{kind: refChunk, id: [32]byte{1, 2, 3}}), whole...))
+	f.Add(append(encodePatch(patch{off: 4096, n: 4096, id: [32]byte{4, 5}}), member...))
 	f.Add((&Volume{ID: 1, Name: "db01", Size: 1 << 30, BlockSize: 65536}).marshal())
 	f.Add(versionKey(nil, 1, 2, 3))
 	f.Fuzz(func(t *testing.T, b []byte) {

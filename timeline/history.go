@@ -103,7 +103,7 @@ func same(a, b blockRef) bool {
 		return false
 	}
 	for i := range a.patches {
-		if a.patches[i] != b.patches[i] {
+		if !a.patches[i].same(b.patches[i]) {
 			return false
 		}
 	}

@@ -313,7 +313,7 @@ func (s *Store) importSegment(o ImportOptions, w *versionWriter, seg *segment, b
 		return r
 	}
 	for k, pr := range res {
-		r.sets = append(r.sets, blockSet{block: blocks[k], ref: blockRef{kind: refChunk, id: pr.ID},
+		r.sets = append(r.sets, blockSet{block: blocks[k], ref: blockRef{kind: refChunk, id: pr.ID, place: pr.Place},
 			logical: int64(len(datas[k])), stored: pr.Stored})
 	}
 	sort.Slice(r.sets, func(a, b int) bool { return r.sets[a].block < r.sets[b].block })

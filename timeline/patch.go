@@ -24,7 +24,7 @@ func assembledID(r *blockRef) blockstore.ID {
 	b = append(b, byte(r.kind))
 	b = append(b, r.id[:]...)
 	for _, p := range r.patches {
-		b = append(b, encodePatch(p)...)
+		b = appendPatch(b, p)
 	}
 	return blockstore.Sum(b)
 }

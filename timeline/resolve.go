@@ -22,7 +22,8 @@ const (
 type blockRef struct {
 	kind    refKind
 	id      blockstore.ID
-	patches []patch // nil for most blocks; never mutated once resolved
+	place   blockstore.Place // where id's record lay when written, if known
+	patches []patch          // nil for most blocks; never mutated once resolved
 	// asm names the block put together, for a patched block (see
 	// assembledID); resolve sets it.
 	asm blockstore.ID
@@ -34,6 +35,13 @@ type patch struct {
 	off, n uint32
 	zero   bool
 	id     blockstore.ID
+	place  blockstore.Place // where id's record lay when written, if known
+}
+
+// same reports whether p and q write the same bytes (their places may
+// differ: a place is only a hint).
+func (p patch) same(q patch) bool {
+	return p.off == q.off && p.n == q.n && p.zero == q.zero && p.id == q.id
 }
 
 // hole reports whether the block reads as all zeroes for certain.
@@ -71,39 +79,60 @@ type entry struct {
 	isPatch bool
 }
 
+const idLen = len(blockstore.ID{})
+
 func decodeValue(v []byte) (entry, error) {
+	var e entry
+	var place []byte
 	switch {
 	case len(v) == 1 && v[0] == valueZero:
 		return entry{ref: blockRef{kind: refZero}}, nil
-	case len(v) == 33 && v[0] == valueChunk:
-		var e entry
+	case len(v) >= 1+idLen && v[0] == valueChunk:
 		e.ref.kind = refChunk
 		copy(e.ref.id[:], v[1:])
-		return e, nil
-	case len(v) == 9+len(blockstore.ID{}) && v[0] == valuePatch:
-		e := entry{isPatch: true, patch: patch{off: binary.BigEndian.Uint32(v[1:]), n: binary.BigEndian.Uint32(v[5:])}}
+		place = v[1+idLen:]
+	case len(v) >= 9+idLen && v[0] == valuePatch:
+		e = entry{isPatch: true, patch: patch{off: binary.BigEndian.Uint32(v[1:]), n: binary.BigEndian.Uint32(v[5:])}}
 		copy(e.patch.id[:], v[9:])
-		return e, nil
+		place = v[9+idLen:]
 	case len(v) == 9 && v[0] == valueZeroPatch:
 		return entry{isPatch: true, patch: patch{off: binary.BigEndian.Uint32(v[1:]), n: binary.BigEndian.Uint32(v[5:]), zero: true}}, nil
+	default:
+		return entry{}, fmt.Errorf("timeline: bad version value (%d bytes)", len(v))
 	}
-	return entry{}, fmt.Errorf("timeline: bad version value (%d bytes)", len(v))
+	if len(place) > 0 {
+		p, err := blockstore.ParsePlace(place)
+		if err != nil {
+			return entry{}, fmt.Errorf("timeline: bad version value (%d bytes): %w", len(v), err)
+		}
+		e.ref.place, e.patch.place = p, p
+	}
+	return e, nil
 }
 
 func encodeValue(r blockRef) []byte {
 	if r.kind == refZero {
 		return []byte{valueZero}
 	}
-	return append([]byte{valueChunk}, r.id[:]...)
+	return r.place.AppendTo(append([]byte{valueChunk}, r.id[:]...))
 }
 
 func encodePatch(p patch) []byte {
+	v := appendPatch(nil, p)
 	if p.zero {
-		v := []byte{valueZeroPatch}
+		return v
+	}
+	return p.place.AppendTo(v)
+}
+
+// appendPatch appends p's value without its place.
+func appendPatch(v []byte, p patch) []byte {
+	if p.zero {
+		v = append(v, valueZeroPatch)
 		v = binary.BigEndian.AppendUint32(v, p.off)
 		return binary.BigEndian.AppendUint32(v, p.n)
 	}
-	v := []byte{valuePatch}
+	v = append(v, valuePatch)
 	v = binary.BigEndian.AppendUint32(v, p.off)
 	v = binary.BigEndian.AppendUint32(v, p.n)
 	return append(v, p.id[:]...)
@@ -121,7 +150,31 @@ func (s *Store) resolve(v *Volume, t int64, b0 uint64, out []blockRef) error {
 			out[i].asm = assembledID(&out[i])
 		}
 	}
+	s.hint(out)
 	return nil
+}
+
+// hint hands the chunk store the places that the resolved blocks' values
+// carry, so that reading them looks nothing up in its index (see
+// blockstore.Place).
+func (s *Store) hint(refs []blockRef) {
+	var idBuf [8]blockstore.ID
+	var placeBuf [8]blockstore.Place
+	ids, places := idBuf[:0], placeBuf[:0]
+	for i := range refs {
+		r := &refs[i]
+		if r.kind == refChunk && r.place.Known() {
+			ids, places = append(ids, r.id), append(places, r.place)
+		}
+		for _, p := range r.patches {
+			if !p.zero && p.place.Known() {
+				ids, places = append(ids, p.id), append(places, p.place)
+			}
+		}
+	}
+	if len(ids) > 0 {
+		s.chunks.Hint(ids, places)
+	}
 }
 
 func (s *Store) resolveChain(v *Volume, t int64, b0 uint64, out []blockRef) error {

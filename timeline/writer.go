@@ -70,7 +70,7 @@ func (w *versionWriter) store(block uint64, data []byte, base blockstore.ID, old
 		return stagedBlock{}, err
 	}
 	w.s.cache.Add(res.ID, data)
-	return stagedBlock{block: block, ref: blockRef{kind: refChunk, id: res.ID}, logical: int64(len(data)), stored: res.Stored}, nil
+	return stagedBlock{block: block, ref: blockRef{kind: refChunk, id: res.ID, place: res.Place}, logical: int64(len(data)), stored: res.Stored}, nil
 }
 
 // storePatch stores data as the bytes at off of block's new version,
@@ -88,7 +88,7 @@ func (w *versionWriter) storePatch(block uint64, off uint32, data []byte) (stage
 	if err != nil {
 		return stagedBlock{}, err
 	}
-	p.id = res.ID
+	p.id, p.place = res.ID, res.Place
 	return stagedBlock{block: block, patch: p, logical: int64(len(data)), stored: res.Stored}, nil
 }
 
