@@ -159,12 +159,18 @@ func (r rawFormatter) Format(s fmt.State, _ rune) { fmt.Fprint(s, string(r)) }
 // Version values. Part of the on-disk format.
 //
 //	0x00                                  an all-zero block (a hole)
-//	0x01 | chunk id [32]byte              a block held in the chunk store
+//	0x01 | chunk id [32]byte [| place]    a block held in the chunk store
 //	0x02 | off u32 | n u32 | id [32]byte  a patch: bytes [off, off+n) of the
-//	                                      block are chunk id, the rest is
+//	     [| place]                        block are chunk id, the rest is
 //	                                      what the block's previous
 //	                                      version holds
 //	0x03 | off u32 | n u32                a patch of zeroes
+//
+// place, when present, is where the chunk's record lay when the version
+// was written, encoded as the chunk index's entry (22 bytes, 30 for a
+// member of a bundle; see blockstore.Place): reads try it before the
+// index. Values written before places have none and read the same.
+// Builds before places refuse the longer values as bad values.
 //
 // A block as of T is the newest base (0x00, 0x01) at or before T, or, in
 // a clone with none, the parent's block as of the fork, with every patch
