@@ -129,3 +129,7 @@ func (s *Service) LastVerify() *VerifyResult {
 
 // ParityStats is what parity did since the daemon started.
 func (s *Service) ParityStats() blockstore.ParityStats { return s.chunks.ParityStats() }
+
+// IndexLookups is how many chunks reads looked up in the chunk index
+// since the store opened (see blockstore.Store.IndexLookups).
+func (s *Service) IndexLookups() int64 { return s.chunks.IndexLookups() }
