@@ -94,18 +94,123 @@ func Boot(ctx context.Context, o BootOptions) (*BootResult, error) {
 	}
 	defer os.RemoveAll(tmp)
 
-	acc := accel()
-	res, early, err := boot(ctx, qemu, acc, mem, tmp, o)
-	if err == nil && early != "" && acc[0] == "kvm" {
-		// /dev/kvm opens on hosts whose KVM cannot run this VM (nested
-		// virtualization that refuses the host CPU's MSRs aborts qemu
-		// at once): the same VM under TCG is slower, not wrong.
-		res, _, err = boot(ctx, qemu, []string{"tcg"}, mem, tmp, o)
-		if res != nil {
-			res.KVMFailed = early
+	if o.Line != nil { // two VMs may speak at once (see bootKVM)
+		var mu sync.Mutex
+		line := o.Line
+		o.Line = func(l string) {
+			mu.Lock()
+			defer mu.Unlock()
+			line(l)
 		}
 	}
-	return res, err
+	acc := accel()
+	if acc[0] != "kvm" {
+		res, _, err := boot(ctx, qemu, acc, mem, tmp, o)
+		return res, err
+	}
+	return bootKVM(ctx, qemu, acc, mem, tmp, o)
+}
+
+// kvmQuiet is how long a VM under KVM may go without a console line
+// before the same VM is started under TCG beside it (a variable for
+// tests).
+var kvmQuiet = 20 * time.Second
+
+// bootRun is what one boot returned.
+type bootRun struct {
+	res   *BootResult
+	early string
+	err   error
+}
+
+func (r bootRun) passed() bool { return r.err == nil && r.res != nil && r.res.Pass }
+
+// bootKVM boots under KVM. /dev/kvm opens on hosts whose KVM cannot run
+// the VM, in two ways. Nested virtualization that refuses the host CPU's
+// MSRs aborts qemu at once: the VM is started again under TCG, slower
+// but not wrong. Another nested KVM runs a Debian kernel into a silent
+// spin right after its real-mode setup: once kvmQuiet passes without a
+// console line, the same VM is started under TCG beside it, and the
+// first of the two to pass wins (a guest that is only slow to speak
+// keeps its KVM run); the loser is killed. Both end by o.Timeout.
+func bootKVM(ctx context.Context, qemu string, acc []string, mem int, tmp string, o BootOptions) (*BootResult, error) {
+	start := time.Now()
+	spoke := make(chan struct{})
+	var once sync.Once
+	ko := o
+	ko.Line = func(l string) {
+		once.Do(func() { close(spoke) })
+		if o.Line != nil {
+			o.Line(l)
+		}
+	}
+	kctx, kcancel := context.WithCancel(ctx)
+	defer kcancel()
+	kvm := make(chan bootRun, 1)
+	go func() {
+		r, early, err := boot(kctx, qemu, acc, mem, tmp, ko)
+		kvm <- bootRun{r, early, err}
+	}()
+	quiet := time.NewTimer(kvmQuiet)
+	defer quiet.Stop()
+	select {
+	case k := <-kvm:
+		if k.err != nil || k.early == "" {
+			return k.res, k.err
+		}
+		res, _, err := boot(ctx, qemu, []string{"tcg"}, mem, tmp, o)
+		if res != nil {
+			res.KVMFailed = "KVM could not start it: " + k.early
+		}
+		return res, err
+	case <-spoke:
+		k := <-kvm
+		return k.res, k.err
+	case <-quiet.C:
+	}
+	left := o.Timeout - time.Since(start)
+	if left <= 0 {
+		k := <-kvm
+		return k.res, k.err
+	}
+	to := o
+	to.Timeout = left
+	tctx, tcancel := context.WithCancel(ctx)
+	defer tcancel()
+	tcg := make(chan bootRun, 1)
+	go func() {
+		r, _, err := boot(tctx, qemu, []string{"tcg"}, mem, tmp, to)
+		tcg <- bootRun{r, "", err}
+	}()
+	var k, t *bootRun
+	for k == nil || t == nil {
+		select {
+		case r := <-kvm:
+			k = &r
+			if r.passed() {
+				tcancel()
+			}
+		case r := <-tcg:
+			t = &r
+			if r.passed() {
+				kcancel()
+			}
+		}
+	}
+	why := fmt.Sprintf("the VM wrote no console line under KVM within %v", kvmQuiet)
+	switch {
+	case k.passed():
+		return k.res, nil
+	case t.passed():
+		t.res.KVMFailed = why
+		return t.res, nil
+	case ctx.Err() != nil:
+		return nil, ctx.Err()
+	case k.err == nil && len(k.res.Console) > 0, t.err != nil:
+		return k.res, k.err // KVM ran it: its failure is the VM's
+	}
+	t.res.KVMFailed = why
+	return t.res, nil
 }
 
 // boot runs the VM once with accelerator acc; early is why qemu stopped

@@ -114,3 +114,89 @@ echo "-accel tcg ran" >> `+"\"$(dirname \"$0\")/runs\""+`; echo 'login:'; exec s
 		t.Fatalf("runs under TCG: %q", runs)
 	}
 }
+
+// withKVM makes /dev/kvm open (a file of the test's) and KVM's quiet
+// spell short for the test.
+func withKVM(t *testing.T, quiet time.Duration) {
+	kvm := filepath.Join(t.TempDir(), "kvm")
+	if err := os.WriteFile(kvm, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	oldDev, oldQuiet := kvmDevice, kvmQuiet
+	kvmDevice, kvmQuiet = kvm, quiet
+	t.Cleanup(func() { kvmDevice, kvmQuiet = oldDev, oldQuiet })
+}
+
+// A VM that says nothing under KVM (a host whose nested KVM spins the
+// guest silently) is booted under TCG beside it; TCG's pass wins, the
+// result says why, and the KVM run is killed.
+func TestBootQuietKVMFallsBackToTCG(t *testing.T) {
+	withKVM(t, 200*time.Millisecond)
+	dir := fakeQemu(t, `case "$*" in
+*"-accel kvm"*) echo kvm >> "$(dirname "$0")/runs"; exec sleep 600 ;;
+esac
+echo tcg >> "$(dirname "$0")/runs"; echo 'login:'; exec sleep 600`)
+	res, err := Boot(context.Background(), bootOpts(t, `^login:`, time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Pass || res.Accel != "tcg" || !strings.Contains(res.KVMFailed, "no console line under KVM") {
+		t.Fatalf("got %+v", res)
+	}
+	if runs, _ := os.ReadFile(filepath.Join(dir, "runs")); string(runs) != "kvm\ntcg\n" {
+		t.Fatalf("runs: %q", runs)
+	}
+}
+
+// A VM that speaks under KVM keeps its KVM run however slow it is to
+// pass, and one that passes under KVM after TCG started beside it wins.
+func TestBootSlowKVMKeepsKVM(t *testing.T) {
+	withKVM(t, 200*time.Millisecond)
+	dir := fakeQemu(t, `case "$*" in
+*"-accel kvm"*) echo kvm >> "$(dirname "$0")/runs"; echo booting; sleep 1; echo 'login:'; exec sleep 600 ;;
+esac
+echo tcg >> "$(dirname "$0")/runs"; exec sleep 600`)
+	res, err := Boot(context.Background(), bootOpts(t, `^login:`, time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Pass || res.Accel != "kvm" || res.KVMFailed != "" {
+		t.Fatalf("spoke at once: got %+v", res)
+	}
+	if runs, _ := os.ReadFile(filepath.Join(dir, "runs")); string(runs) != "kvm\n" {
+		t.Fatalf("spoke at once: runs %q", runs)
+	}
+
+	fakeQemu(t, `case "$*" in
+*"-accel kvm"*) sleep 1; echo 'login:'; exec sleep 600 ;;
+esac
+exec sleep 600`)
+	res, err = Boot(context.Background(), bootOpts(t, `^login:`, time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Pass || res.Accel != "kvm" || res.KVMFailed != "" {
+		t.Fatalf("quiet, then passed under KVM: got %+v", res)
+	}
+}
+
+// Neither passing: the timeout holds for both, and the result is TCG's,
+// with why KVM's was not taken.
+func TestBootQuietKVMBothFail(t *testing.T) {
+	withKVM(t, 100*time.Millisecond)
+	fakeQemu(t, `case "$*" in
+*"-accel kvm"*) exec sleep 600 ;;
+esac
+echo 'Kernel panic'; exec sleep 600`)
+	began := time.Now()
+	res, err := Boot(context.Background(), bootOpts(t, `^login:`, time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(began); d > 5*time.Second {
+		t.Fatalf("took %v with a 1 s timeout", d)
+	}
+	if res.Pass || res.Accel != "tcg" || strings.Join(res.Console, "|") != "Kernel panic" || res.KVMFailed == "" {
+		t.Fatalf("got %+v", res)
+	}
+}

@@ -27,7 +27,10 @@
 // and --append are passed through for images without a boot loader. KVM
 // is used when /dev/kvm opens, else TCG; a VM that qemu stops under KVM
 // before its first console line is started again under TCG (some hosts'
-// nested KVM opens but refuses the host CPU's registers). Boot passes as soon as a
+// nested KVM opens but refuses the host CPU's registers), and one that
+// says nothing under KVM for 20 s gets the same VM under TCG beside it,
+// the first to pass winning (another nested KVM spins a kernel silently).
+// Boot passes as soon as a
 // console line matches Expect, and fails when the timeout passes, or
 // qemu exits, first; the VM is killed in every case (and dies with the
 // calling process, by PR_SET_PDEATHSIG). The result carries the last
