@@ -212,7 +212,7 @@ section_protect() {
 	declare -gA PR=()
 	PROT_ROWS=() PROT_LOST=""
 	local why="" d f s
-	if ! rewind_supports protect --primary || ! rewind_supports unprotect || ! rewind_supports serve --nbd; then
+	if ! rewind_supports "protect start" --primary || ! rewind_supports unprotect || ! rewind_supports serve --nbd; then
 		why=$WHY
 	fi
 	mkdir -p "$W/protect"
