@@ -10,8 +10,9 @@ import (
 
 // TestCollectAfterPrune: a collection after a prune removes the chunks
 // (whole blocks and patches) that only removed versions used, and every
-// kept instant reads back as it was: at once, after a reopen, and while
-// writes and further collections run side by side.
+// kept instant reads back as it was: at once, after a reopen (through
+// places that the rewritten packs made stale), and while writes and
+// further collections run side by side.
 func TestCollectAfterPrune(t *testing.T) {
 	p := newPruneEnv(t, 300)
 	ctx := context.Background()
@@ -39,7 +40,13 @@ func TestCollectAfterPrune(t *testing.T) {
 	p.check(t, "collected")
 	p.e.close()
 	p.e.open()
+	// The kept versions' places name the packs the collection rewrote:
+	// reads find them stale and look the chunks up instead.
+	before := p.e.bs.IndexLookups()
 	p.check(t, "reopened")
+	if p.e.bs.IndexLookups() == before {
+		t.Fatal("no read looked a chunk up after its pack was rewritten: no place went stale")
+	}
 
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
