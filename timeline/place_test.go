@@ -69,40 +69,19 @@ func TestReadsFollowPlaces(t *testing.T) {
 		t.Fatal(err)
 	}
 	imgs := map[int64][]byte{m.Last: bytes.Clone(disk)}
-	v, err := e.s.Head(m.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i, w := range []struct{ off, n int64 }{{0, bs}, {bs + 100, 4096}, {bs + 9000, 3000}, {7 * bs, 512}} {
+	v := openAs(t, e, "c", 0)
+	for _, w := range []struct{ off, n int64 }{{0, bs}, {bs + 100, 4096}, {bs + 9000, 3000}, {7 * bs, 512}} {
 		b := make([]byte, w.n)
 		rng.Read(b)
-		if _, err := v.WriteAt(b, w.off); err != nil {
-			t.Fatal(err)
-		}
 		copy(disk[w.off:], b)
-		e.clock += 10
-		m, err = e.s.VolumeByID(m.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		imgs[m.Last] = bytes.Clone(disk)
-		_ = i
+		imgs[mustWrite(t, e, v, b, w.off)] = bytes.Clone(disk)
 	}
 	v.Close()
 	e.close()
 	e.open()
 	before := e.bs.IndexLookups()
 	for at, want := range imgs {
-		v, err := e.s.ViewAt(m.ID, at)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got := make([]byte, len(want))
-		if _, err := v.ReadAt(got, 0); err != nil {
-			t.Fatal(err)
-		}
-		v.Close()
-		if !bytes.Equal(got, want) {
+		if !bytes.Equal(readAs(t, e, "c", at), want) {
 			t.Fatalf("instant %d reads other bytes", at)
 		}
 	}
