@@ -75,14 +75,6 @@ func (t *Txn) PutDelta(data []byte, base ID, old []byte) (PutResult, error) {
 	return PutResult{ID: id, New: true, Stored: loc.size(), Place: Place{loc: loc, ok: true}}, nil
 }
 
-// placed is the result for a chunk this Txn stored already.
-func (t *Txn) placed(id ID) PutResult {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	loc, ok := t.mu.locs[id]
-	return PutResult{ID: id, Place: Place{loc: loc, ok: ok}}
-}
-
 // PutDelta stores a slices record when at most 1/maxDeltaShare of the
 // block is literal bytes (compressing the block whole rarely saves more),
 // in at most maxDeltaSegments segments.

@@ -163,6 +163,33 @@ func ParsePlace(b []byte) (Place, error) {
 	return Place{loc: loc, ok: true}, nil
 }
 
+// placeRest fills in the places of results that have none from the
+// chunks this Txn stored (one stored twice in a call, or before it).
+func (t *Txn) placeRest(res []PutResult) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.placeRestLocked(res)
+}
+
+func (t *Txn) placeRestLocked(res []PutResult) {
+	for i := range res {
+		if res[i].Place.ok {
+			continue
+		}
+		if loc, ok := t.mu.locs[res[i].ID]; ok {
+			res[i].Place = Place{loc: loc, ok: true}
+		}
+	}
+}
+
+// placed is the result for a chunk this Txn stored already.
+func (t *Txn) placed(id ID) PutResult {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	loc, ok := t.mu.locs[id]
+	return PutResult{ID: id, Place: Place{loc: loc, ok: ok}}
+}
+
 // Hint offers the places of chunks about to be read (ids[i] at
 // places[i]; unknown places are skipped): a chunk whose location the
 // cache of locations lacks is then read there first, as a remembered

@@ -608,22 +608,3 @@ func (t *Txn) putMany(ids []ID, datas [][]byte, sliced bool) ([]PutResult, error
 	t.placeRestLocked(res)
 	return res, nil
 }
-
-// placeRest fills in the places of results that have none from the
-// chunks this Txn stored (one stored twice in a call, or before it).
-func (t *Txn) placeRest(res []PutResult) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.placeRestLocked(res)
-}
-
-func (t *Txn) placeRestLocked(res []PutResult) {
-	for i := range res {
-		if res[i].Place.ok {
-			continue
-		}
-		if loc, ok := t.mu.locs[res[i].ID]; ok {
-			res[i].Place = Place{loc: loc, ok: true}
-		}
-	}
-}
