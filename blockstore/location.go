@@ -38,25 +38,7 @@ const (
 	bundleLocationSize = locationSize + 4 + 4
 )
 
-func (l location) marshal() []byte {
-	n := locationSize
-	if l.codec == CodecBundle {
-		n = bundleLocationSize
-	}
-	b := make([]byte, n)
-	b[0] = 1
-	binary.BigEndian.PutUint32(b[1:], l.pack)
-	binary.BigEndian.PutUint64(b[5:], uint64(l.offset))
-	binary.BigEndian.PutUint32(b[13:], l.payloadLen)
-	binary.BigEndian.PutUint32(b[17:], l.decodedLen)
-	b[21] = byte(l.codec)
-	if l.codec == CodecBundle {
-		b[0] = 2
-		binary.BigEndian.PutUint32(b[22:], l.member)
-		binary.BigEndian.PutUint32(b[26:], l.bundleLen)
-	}
-	return b
-}
+func (l location) marshal() []byte { return l.appendTo(make([]byte, 0, bundleLocationSize)) }
 
 func unmarshalLocation(b []byte) (location, error) {
 	bad := func() (location, error) {
