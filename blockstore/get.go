@@ -26,6 +26,7 @@ func (s *Store) Get(id ID) ([]byte, error) {
 		if lerr != nil {
 			return nil, lerr
 		}
+		s.locs.add(id, now) // so that a stale place is not tried again
 		if now != loc || remembered {
 			loc = now
 			data, err = s.read(id, loc)

@@ -101,6 +101,9 @@ func (s *Store) readMany(ids []ID, into [][]byte, wholeOnly bool, sib func(ID, [
 		if subLocs[k], err = s.locateIndex(ids[i]); err != nil {
 			return err
 		}
+		// Remembered, so that the stale place a version value still
+		// names (see Place) is not tried again at the next read.
+		s.locs.add(ids[i], subLocs[k])
 		moved = moved || subLocs[k] != locs[i]
 		if into != nil {
 			subInto[k] = into[i]

@@ -115,4 +115,30 @@ func TestPlaces(t *testing.T) {
 	if n := s.indexLookups.Load() - before; n != 0 {
 		t.Fatalf("hints replaced locations that reads had found: %d lookups", n)
 	}
+
+	// A ReadMany that found places stale remembers the index's: the same
+	// stale places hinted again (as every read of an old version after a
+	// collection does) cost no second lookup.
+	for _, get := range []func(ID) error{
+		func(ID) error { return s.ReadMany(ids, nil, func(int, []byte) {}) },
+		func(id ID) error { _, err := s.Get(id); return err },
+	} {
+		s.locs = newLocCache(locCacheEntries)
+		s.Hint(ids, stale)
+		for _, id := range ids {
+			if err := get(id); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s.Hint(ids, stale)
+		before = s.indexLookups.Load()
+		for _, id := range ids {
+			if err := get(id); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n := s.indexLookups.Load() - before; n != 0 {
+			t.Fatalf("stale places hinted again: %d lookups", n)
+		}
+	}
 }
