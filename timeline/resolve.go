@@ -161,6 +161,9 @@ func (s *Store) hint(refs []blockRef) {
 	var idBuf [8]blockstore.ID
 	var placeBuf [8]blockstore.Place
 	ids, places := idBuf[:0], placeBuf[:0]
+	if len(refs) > len(idBuf) { // a long range: one allocation, not a doubling series
+		ids, places = make([]blockstore.ID, 0, len(refs)), make([]blockstore.Place, 0, len(refs))
+	}
 	for i := range refs {
 		r := &refs[i]
 		if r.kind == refChunk && r.place.Known() {
