@@ -2,6 +2,9 @@ package hugemem
 
 import (
 	"bytes"
+	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"unsafe"
 )
@@ -91,4 +94,46 @@ func TestShared(t *testing.T) {
 	if Shared(32<<10) == a {
 		t.Fatal("Shared gave one pool for two sizes")
 	}
+}
+
+// Regions are advised for huge pages unless SetHugePages(false) said
+// not to: the kernel's flags of the mapping (VmFlags "hg") show the
+// advice whatever the system's huge page setting.
+func TestSetHugePages(t *testing.T) {
+	defer SetHugePages(true)
+	for _, on := range []bool{false, true, false} {
+		SetHugePages(on)
+		b := Alloc(regionSize + 1) // a region of its own
+		b[0] = 1
+		flags := vmFlags(t, addr(b))
+		if got := strings.Contains(" "+flags+" ", " hg "); got != on {
+			t.Fatalf("SetHugePages(%v): the region's VmFlags are %q", on, flags)
+		}
+	}
+}
+
+// vmFlags returns the VmFlags line of the mapping of /proc/self/smaps
+// that holds address a.
+func vmFlags(t *testing.T, a uintptr) string {
+	t.Helper()
+	data, err := os.ReadFile("/proc/self/smaps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := false
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 0 && strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":") {
+			lo, hi, ok := strings.Cut(f[0], "-")
+			l, err1 := strconv.ParseUint(lo, 16, 64)
+			h, err2 := strconv.ParseUint(hi, 16, 64)
+			in = ok && err1 == nil && err2 == nil && uint64(a) >= l && uint64(a) < h
+			continue
+		}
+		if in && len(f) > 0 && f[0] == "VmFlags:" {
+			return strings.Join(f[1:], " ")
+		}
+	}
+	t.Fatalf("no mapping of /proc/self/smaps holds %#x", a)
+	return ""
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rewind-dev/rewind/blockstore/hugemem"
 	"github.com/rewind-dev/rewind/catalog"
 	"github.com/rewind-dev/rewind/catalog/api"
 	"github.com/rewind-dev/rewind/catalog/api/console"
@@ -39,6 +40,7 @@ type serveCmd struct {
 	HTTPHosts   []string      `help:"A name the --http port answers to besides its address, localhost and IP addresses (repeat for more)." name:"http-host" placeholder:"NAME"`
 	DebugPprof  bool          `help:"Serve Go's profiler at /debug/pprof on --http (behind the token)." name:"debug-pprof"`
 	CacheSize   Size          `help:"Memory for decoded chunks (hot data is served from memory)." default:"1GiB" placeholder:"SIZE"`
+	NoHugePages bool          `help:"Do not ask for transparent huge pages for the chunk cache and read buffers: faster on a virtual machine whose host takes free guest memory back (see docs/benchmarks.md)." name:"no-huge-pages"`
 	PruneEvery  time.Duration `help:"Prune every volume that has a retention policy this often (0: only rewind prune does)." default:"1h" name:"prune-every" placeholder:"DURATION"`
 	GCEvery     time.Duration `help:"Collect garbage (chunks no version references) this often (0: only rewind gc does)." default:"1h" name:"gc-every" placeholder:"DURATION"`
 	VerifyEvery time.Duration `help:"Scrub the store (rewind verify --repair) this often (0: only rewind verify does)." default:"24h" name:"verify-every" placeholder:"DURATION"`
@@ -87,6 +89,7 @@ func (c *serveCmd) Run(e *env) error {
 	o := e.catalogOptions(log)
 	c.store = o.Store
 	o.CacheBytes = int64(c.CacheSize)
+	hugemem.SetHugePages(!c.NoHugePages)
 	svc, err := catalog.Open(o)
 	if err != nil {
 		return err
