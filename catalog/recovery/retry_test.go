@@ -211,6 +211,8 @@ func TestRecoverRetryResume(t *testing.T) {
 	f.open()
 	if st := f.waitState("rec", StateFailed); st.Done < 3*mib {
 		t.Errorf("after the restart the failed copy shows %d bytes done, want the %d saved at least", st.Done, 3*mib)
+	} else if !st.Resumable {
+		t.Error("a failed copy with saved progress is not shown as resumable")
 	}
 	if err := os.Rename(path+".away", path); err != nil {
 		t.Fatal(err)
@@ -248,10 +250,16 @@ func TestRecoverRetryResume(t *testing.T) {
 	f.cutover("rec")
 	targetHolds(t, path, want, "a resumed copy differs from what the export held")
 
+	if st := f.waitState("rec", StateCutOver); st.Resumable {
+		t.Error("a cut-over recovery is shown as resumable")
+	}
+
 	// A cancelled copy keeps no progress.
 	spath, _ := f.start("rec2", 1<<10)
-	if _, err := f.m.Cancel("rec2"); err != nil {
+	if st, err := f.m.Cancel("rec2"); err != nil {
 		t.Fatal(err)
+	} else if st.Resumable {
+		t.Error("a cancelled copy is shown as resumable")
 	}
 	fd, err = os.OpenFile(spath, os.O_RDWR, 0)
 	if err != nil {

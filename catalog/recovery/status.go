@@ -2,6 +2,7 @@ package recovery
 
 import (
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/rewind-dev/rewind/catalog"
@@ -32,6 +33,11 @@ type Status struct {
 	Passes  int           `json:"passes"`
 	Created catalog.Time  `json:"created"`
 	CutOver *catalog.Time `json:"cut_over,omitempty"`
+	// Resumable says that the failed copy saved progress that a retry
+	// with Resume (rewind recover retry --resume) can go on from, into
+	// the same target (the progress is saved every few seconds, so a
+	// resumed copy may redo the last seconds of Done).
+	Resumable bool `json:"resumable,omitempty"`
 }
 
 func (j *job) status() Status {
@@ -47,6 +53,10 @@ func (j *job) status() Status {
 	}
 	if d := j.target.down(); !d.IsZero() && r.State != StateFailed && r.State != StateCancelled {
 		st.Reason = fmt.Sprintf("the target is out of reach since %s; dialling it again", d.UTC().Format(time.RFC3339))
+	}
+	if r.State == StateFailed && j.disk != nil && j.cp != nil && j.view != nil {
+		_, err := os.Stat(j.m.progressPath(r.Name))
+		st.Resumable = err == nil
 	}
 	if j.cp == nil {
 		return st

@@ -170,6 +170,9 @@ func printRecoveries(all []recovery.Status, redraw bool) {
 	}
 	for _, s := range all {
 		fmt.Fprintf(&b, "%s  %s -> %s  %s%s\n", s.Name, s.Source, s.Target, s.State, reasonText(s.Reason))
+		if s.Resumable {
+			fmt.Fprintf(&b, "  its progress is saved: rewind recover retry %s --resume goes on into the same target\n", s.Name)
+		}
 		frac := 0.0
 		if s.Total > 0 {
 			frac = float64(s.Done) / float64(s.Total)
