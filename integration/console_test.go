@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 	"github.com/rewind-dev/rewind/catalog"
+	"github.com/rewind-dev/rewind/catalog/recovery"
 )
 
 // The web console, in a real browser: the flows of issue 17, against
@@ -303,6 +305,71 @@ func consoleFlows(t *testing.T, srv *server, base, token string, vol consoleVolu
 			}
 			b.screenshot(t, "recoveries-cut-over")
 		}, false},
+		{"resume a failed copy", func(t *testing.T) {
+			// The copy runs at 1 MiB/s into nbdkit, which refuses every
+			// request (EIO) once the trigger file exists: the copy fails
+			// after it saved progress, and Resume… goes on from it.
+			nbdkit := requireTool(t, "nbdkit", "nbdkit")
+			const name = "db01-resume"
+			recRow := fmt.Sprintf(`tr[data-recovery=%q]`, name)
+			dir := t.TempDir()
+			file, trigger := filepath.Join(dir, "prod.img"), filepath.Join(dir, "fail-writes")
+			if err := os.WriteFile(file, make([]byte, vol.Size), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			port := freePort(t)
+			startDaemon(t, daemonSpec{Path: nbdkit, Args: []string{"-f", "-i", "127.0.0.1", "-p", fmt.Sprint(port),
+				"--filter=error", "file", "file=" + file,
+				"error=EIO", "error-rate=100%", "error-file=" + trigger},
+				ReadyTCP: []string{fmt.Sprintf("127.0.0.1:%d", port)}})
+			target := fmt.Sprintf("nbd://127.0.0.1:%d/prod", port)
+			status := func() recovery.Status {
+				t.Helper()
+				var st recovery.Status
+				mustJSON(t, consoleAPI(t, base, token, "GET", "/v1/recoveries/"+name, ""), &st)
+				return st
+			}
+			consoleAPI(t, base, token, "POST", "/v1/recoveries", fmt.Sprintf(`{"from":%s,"target":%s,"as":%s,"bwlimit":%d}`,
+				jsString(vol.Spec), jsString(target), jsString(name), 1<<20))
+			// The copy saves its progress every 5 s: let it pass one.
+			started := time.Now()
+			for time.Since(started) < 6*time.Second || status().Done < 1<<20 {
+				if time.Since(started) > time.Minute {
+					t.Fatalf("the copy is not under way after a minute: %+v", status())
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+			if err := os.WriteFile(trigger, nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			b.open(t, base+"/#/volumes", "volumes") // the recoveries view anew, not the one left open
+			b.open(t, base+"/#/recoveries", "recoveries")
+			b.waitJS(t, recRow+" failed and resumable", fmt.Sprintf(`document.querySelector(%s)?.textContent === "Resume…"`,
+				jsString(recRow+`[data-state="failed"] button.retry`)))
+			failed := status()
+			if !failed.Resumable || failed.Done >= failed.Total {
+				t.Fatalf("the failed copy: %+v, want it resumable and part way", failed)
+			}
+			os.Remove(trigger)
+			msg := acceptNextDialog(t, b, func() { b.click(t, recRow+" button.retry") })
+			if !strings.Contains(msg, "from where the copy stopped") {
+				t.Errorf("Resume… asked %q, want it to say it goes on from where the copy stopped", msg)
+			}
+			b.waitJS(t, recRow+" converged", fmt.Sprintf(`document.querySelector(%s)`, jsString(recRow+`[data-state="converged"]`)))
+			// Copied counts what the resumed copy wrote: not the data
+			// that the failed one had copied and saved (at least 1 MiB
+			// of the volume's 8 MiB of data) again.
+			if st := status(); st.Copied > int64(vol.Size)/2-512<<10 {
+				t.Errorf("the resumed copy wrote %d bytes of the %d of data: it started over", st.Copied, vol.Size/2)
+			}
+			if got := sha256File(t, file); got != vol.SHA {
+				t.Errorf("the resumed copy's target holds sha256 %s, want the labelled instant's %s", got[:12], vol.SHA[:12])
+			}
+			b.screenshot(t, "recoveries-resumed")
+			// Cancelled, the copy lets go of the target, so that nbdkit
+			// can stop.
+			consoleAPI(t, base, token, "DELETE", "/v1/recoveries/"+name, "")
+		}, true},
 		{"see the store", func(t *testing.T) {
 			b.click(t, "a#nav-store")
 			b.waitView(t, "store")
@@ -320,6 +387,28 @@ func consoleFlows(t *testing.T, srv *server, base, token string, vol consoleVolu
 		}
 	}
 
+}
+
+// consoleAPI calls the API at base with the bearer token and returns the
+// answer's body, failing the test unless it succeeded.
+func consoleAPI(t *testing.T, base, token, method, path, body string) string {
+	t.Helper()
+	req, err := http.NewRequest(method, base+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode/100 != 2 {
+		t.Fatalf("%s %s: %s: %s", method, path, resp.Status, b)
+	}
+	return string(b)
 }
 
 // requireNoVolume fails the test when the page shows any volume or says

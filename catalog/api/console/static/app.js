@@ -477,7 +477,8 @@ async function recoveriesView() {
         el("button", { type: "button", class: "limit quiet", disabled: r.state !== "copying", onclick: () => limitRecovery(r),
           title: r.bwlimit ? `at most ${bytes(r.bwlimit)}/s` : "no limit", text: r.bwlimit ? `${bytes(r.bwlimit)}/s` : "Limit…" }), " ",
         el("button", { type: "button", class: "cancel quiet", disabled: r.state !== "copying" && r.state !== "converged", onclick: () => cancelRecovery(r), text: "Cancel" }),
-        r.state === "failed" || r.state === "cancelled" ? [" ", el("button", { type: "button", class: "retry", onclick: () => retryRecovery(r), text: "Retry…" })] : null),
+        r.state === "failed" || r.state === "cancelled" ? [" ", el("button", { type: "button", class: "retry", onclick: () => retryRecovery(r),
+          title: r.resumable ? "The copy saved its progress: it can go on from there" : "Copies from the beginning", text: r.resumable ? "Resume…" : "Retry…" })] : null),
       r.reason ? el("td", { class: "error", text: r.reason }) : null);
   });
   put(view(), 
@@ -517,6 +518,13 @@ async function cancelRecovery(r) {
 }
 
 async function retryRecovery(r) {
+  if (r.resumable && r.target.startsWith("nbd") &&
+      confirm(`Go on copying ${r.name} into ${r.target} from where the copy stopped (${bytes(r.done_bytes)} of ${bytes(r.total_bytes)} were there)? Only if it is the same disk and still holds what was copied.\n\nOK goes on; Cancel copies from the beginning, into a target you choose.`)) {
+    try { await call("POST", `/v1/recoveries/${encodeURIComponent(r.name)}/retry`, { target: r.target, resume: true }); }
+    catch (e) { $("#recoveries-error").textContent = e.message; return; }
+    route();
+    return;
+  }
   const target = prompt(`Copy ${r.name} again, from the beginning, into which target? nbd://HOST:PORT/EXPORT (a file or device: rewind recover retry on the server). The volume stays served meanwhile.`,
     r.target.startsWith("nbd") ? r.target : "");
   if (target === null) return;
