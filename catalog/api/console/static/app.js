@@ -519,7 +519,7 @@ async function cancelRecovery(r) {
 
 async function retryRecovery(r) {
   if (r.resumable && r.target.startsWith("nbd") &&
-      confirm(`Go on copying ${r.name} into ${r.target} from where the copy stopped (${bytes(r.done_bytes)} of ${bytes(r.total_bytes)} were there)? Only if it is the same disk and still holds what was copied.\n\nOK goes on; Cancel copies from the beginning, into a target you choose.`)) {
+      confirm(`Go on copying ${r.name} into ${r.target} from where the copy stopped (it had copied about ${bytes(r.done_bytes)} of ${bytes(r.total_bytes)})? Only if it is the same disk and still holds what was copied.\n\nOK goes on; Cancel copies from the beginning, into a target you choose.`)) {
     try { await call("POST", `/v1/recoveries/${encodeURIComponent(r.name)}/retry`, { target: r.target, resume: true }); }
     catch (e) { $("#recoveries-error").textContent = e.message; return; }
     route();
