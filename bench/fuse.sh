@@ -17,7 +17,7 @@ fuse_start() {
 	MOUNTS+=("$mnt")
 	case $1 in
 	rewind)
-		start "$name" "$REWIND" --data "$W/rewind" serve --nbd "127.0.0.1:$(free_port)" --mount "$mnt"
+		start "$name" "$REWIND" --data "$W/rewind" serve "${SERVE_ARGS[@]}" --nbd "127.0.0.1:$(free_port)" --mount "$mnt"
 		FUSE_FILE=$mnt/$VOL/at/$T2C/disk.img
 		;;
 	restic)

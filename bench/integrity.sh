@@ -112,7 +112,7 @@ int_start() {
 	on | off)
 		local env=()
 		[[ $1 == off ]] && env=(env REWIND_NO_PARITY=1)
-		start rewind-integrity "${env[@]}" "$REWIND" --data "$(int_data)" serve --nbd "127.0.0.1:$port"
+		start rewind-integrity "${env[@]}" "$REWIND" --data "$(int_data)" serve "${SERVE_ARGS[@]}" --nbd "127.0.0.1:$port"
 		NBD_URI="nbd://127.0.0.1:$port/$VOL"
 		NBD_PID=$STARTED
 		wait_server rewind-integrity "$NBD_PID" test -S "$(int_data)/rewind.sock" || { stop "$NBD_PID"; return 1; }

@@ -14,6 +14,7 @@ FIO_RUNTIME=${BENCH_FIO_RUNTIME:-10}      # seconds per fio run
 STEP_TIMEOUT=${BENCH_STEP_TIMEOUT:-1200}  # seconds, any one measured command
 QB_TIMEOUT=${BENCH_QB_TIMEOUT:-60}        # seconds, one qemu-img bench run
 REWIND=${BENCH_REWIND:-$ROOT/bin/rewind} # another build to compare
+read -r -a SERVE_ARGS <<<"${BENCH_SERVE_ARGS:-}" # more flags for every rewind serve
 REPEAT=${BENCH_REPEAT:-3}                 # runs of each whole-image read; the median is reported
 VOL=bench
 T1=2026-01-01T00:00:00Z # v1's instant in rewind
@@ -223,6 +224,7 @@ write_latest() {
 		echo "# rewind benchmarks: latest run"
 		echo
 		echo "- command: \`make bench\` (bench/run.sh $*)"
+		((${#SERVE_ARGS[@]} == 0)) || echo "- every \`rewind serve\` with: ${SERVE_ARGS[*]} (BENCH_SERVE_ARGS)"
 		echo "- date: $(date -u +%FT%TZ); commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' (with local changes)')"
 		echo "- host: $(nproc) cores, $(awk '/model name/ { sub(/.*: /, ""); print; exit }' /proc/cpuinfo), $(free -g | awk '/Mem:/ { print $2 }') GiB RAM, Linux $(uname -r), $(. /etc/os-release && echo "$PRETTY_NAME")"
 		echo "- data: $SIZE ext4 image from \`scripts/mkimage.sh mixed\` (seed $SEED); v2 = \`mkimage.sh change\` $PCT% of file data: $(cat "$W/img/diff.txt" 2>/dev/null || echo '?')"

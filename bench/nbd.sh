@@ -23,7 +23,7 @@ nbd_start() {
 	port=$(free_port)
 	case $1 in
 	rewind)
-		start rewind-serve "$REWIND" --data "$W/rewind" serve --nbd "127.0.0.1:$port"
+		start rewind-serve "$REWIND" --data "$W/rewind" serve "${SERVE_ARGS[@]}" --nbd "127.0.0.1:$port"
 		NBD_URI="nbd://127.0.0.1:$port/$VOL@$T2C"
 		;;
 	nbdkit)

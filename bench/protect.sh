@@ -53,7 +53,7 @@ prot_start() {
 	rewind)
 		rm -rf "$(prot_data)" && mkdir -p "$(prot_data)"
 		name=rewind-protect
-		start rewind-protect "$REWIND" --data "$(prot_data)" serve --nbd "127.0.0.1:$port"
+		start rewind-protect "$REWIND" --data "$(prot_data)" serve "${SERVE_ARGS[@]}" --nbd "127.0.0.1:$port"
 		NBD_URI="nbd://127.0.0.1:$port/$PROT_VOL"
 		;;
 	nbdkit)
@@ -188,7 +188,7 @@ prot_crash() {
 	stop "$NBD_PID"
 	drop_caches
 	t0=$(date +%s.%N)
-	start rewind-restart "$REWIND" --data "$(prot_data)" serve --nbd "127.0.0.1:$port"
+	start rewind-restart "$REWIND" --data "$(prot_data)" serve "${SERVE_ARGS[@]}" --nbd "127.0.0.1:$port"
 	pid=$STARTED
 	if ! wait_server rewind-restart "$pid" nbdinfo --size "$NBD_URI"; then
 		stop "$pid"

@@ -22,7 +22,7 @@ REC_FIO_RUNTIME=${BENCH_REC_FIO_RUNTIME:-8}
 # rec_serve: starts rewind serve on $W/rewind; sets REC_PID, REC_PORT.
 rec_serve() {
 	REC_PORT=$(free_port)
-	start rewind-recover "$REWIND" --data "$W/rewind" serve --nbd "127.0.0.1:$REC_PORT"
+	start rewind-recover "$REWIND" --data "$W/rewind" serve "${SERVE_ARGS[@]}" --nbd "127.0.0.1:$REC_PORT"
 	REC_PID=$STARTED
 	wait_server rewind-recover "$REC_PID" test -S "$W/rewind/rewind.sock" &&
 		wait_server rewind-recover "$REC_PID" tcp_open 127.0.0.1 "$REC_PORT"

@@ -54,7 +54,8 @@
 # BENCH_REPEAT (runs of each whole-image read, median reported: 5 over
 # NBD, 3 mounts for FUSE; BENCH_WRITE_REPEAT, 1, for writes),
 # BENCH_STEP_TIMEOUT (1200 s per measured command), BENCH_QB_TIMEOUT (60 s
-# per qemu-img bench), BENCH_REWIND (bin/rewind); for scale (see
+# per qemu-img bench), BENCH_REWIND (bin/rewind), BENCH_SERVE_ARGS (more
+# flags for every rewind serve, e.g. --no-huge-pages); for scale (see
 # bench/scale.sh): BENCH_SCALE_SIZE (256M), BENCH_SCALE_WRITES ("1 10000
 # 1000000", increasing), BENCH_SCALE_QD (32), BENCH_SCALE_REPEAT (3),
 # BENCH_SCALE_OPENS (20); for integrity: BENCH_INTEGRITY_REPEAT (3); for

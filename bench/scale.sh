@@ -97,7 +97,7 @@ scale_prepare() {
 # SC_PID and SC_PORT.
 scale_serve() {
 	SC_PORT=$(free_port) SC_HTTP=$(free_port)
-	start rewind-scale "$REWIND" --data "$W/scale/rewind" serve --nbd "127.0.0.1:$SC_PORT" --http "127.0.0.1:$SC_HTTP"
+	start rewind-scale "$REWIND" --data "$W/scale/rewind" serve "${SERVE_ARGS[@]}" --nbd "127.0.0.1:$SC_PORT" --http "127.0.0.1:$SC_HTTP"
 	SC_PID=$STARTED
 	wait_server rewind-scale "$SC_PID" tcp_open 127.0.0.1 "$SC_PORT" || { stop "$SC_PID"; return 1; }
 }

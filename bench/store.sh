@@ -209,7 +209,7 @@ st_serve() {
 	local port
 	port=$(free_port)
 	st_rewind "$1"
-	start "rewind-store-$1" "${RW_CMD[@]}" serve --nbd "127.0.0.1:$port"
+	start "rewind-store-$1" "${RW_CMD[@]}" serve "${SERVE_ARGS[@]}" --nbd "127.0.0.1:$port"
 	NBD_PID=$STARTED
 	NBD_URI="nbd://127.0.0.1:$port/$VOL@$T2C"
 	wait_server "rewind-store-$1" "$NBD_PID" test -S "$(st_dir)/$1/rewind.sock" &&

@@ -36,7 +36,7 @@ writes_start() {
 	port=$(free_port)
 	case $1 in
 	rewind)
-		start rewind-serve "$REWIND" --data "$WRITES_DATA" serve --nbd "127.0.0.1:$port"
+		start rewind-serve "$REWIND" --data "$WRITES_DATA" serve "${SERVE_ARGS[@]}" --nbd "127.0.0.1:$port"
 		NBD_URI="nbd://127.0.0.1:$port/$2"
 		;;
 	qemu-nbd)
