@@ -306,7 +306,7 @@ func consoleFlows(t *testing.T, srv *server, base, token string, vol consoleVolu
 			b.screenshot(t, "recoveries-cut-over")
 		}, false},
 		{"resume a failed copy", func(t *testing.T) {
-			// The copy runs at 1 MiB/s into nbdkit, which refuses every
+			// The copy runs at 512 KiB/s into nbdkit, which refuses every
 			// request (EIO) once the trigger file exists: the copy fails
 			// after it saved progress, and Resume… goes on from it.
 			nbdkit := requireTool(t, "nbdkit", "nbdkit")
@@ -330,7 +330,7 @@ func consoleFlows(t *testing.T, srv *server, base, token string, vol consoleVolu
 				return st
 			}
 			consoleAPI(t, base, token, "POST", "/v1/recoveries", fmt.Sprintf(`{"from":%s,"target":%s,"as":%s,"bwlimit":%d}`,
-				jsString(vol.Spec), jsString(target), jsString(name), 1<<20))
+				jsString(vol.Spec), jsString(target), jsString(name), 512<<10))
 			// The copy saves its progress every 5 s: let it pass one.
 			started := time.Now()
 			for time.Since(started) < 6*time.Second || status().Done < 1<<20 {
@@ -338,6 +338,9 @@ func consoleFlows(t *testing.T, srv *server, base, token string, vol consoleVolu
 					t.Fatalf("the copy is not under way after a minute: %+v", status())
 				}
 				time.Sleep(200 * time.Millisecond)
+			}
+			if st := status(); st.State != recovery.StateCopying {
+				t.Fatalf("the copy was to run 16 s, yet after %v it is %s", time.Since(started).Round(time.Millisecond), st.State)
 			}
 			if err := os.WriteFile(trigger, nil, 0o644); err != nil {
 				t.Fatal(err)
