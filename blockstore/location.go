@@ -184,3 +184,6 @@ func (s *Store) Hint(ids []ID, places []Place) {
 // since the store opened: places (Hint) and the cache of locations spare
 // the rest.
 func (s *Store) IndexLookups() int64 { return s.indexLookups.Load() }
+
+// Where returns the pack and the offset in it that p names.
+func (p Place) Where() (pack uint32, offset int64) { return p.loc.pack, p.loc.offset }
