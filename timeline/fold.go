@@ -44,9 +44,13 @@ type folder struct {
 	mu        sync.Mutex
 	queue     map[foldKey]bool
 	running   bool
-	searched  bool       // findFolds is done
-	complete  bool       // and it looked at every block
-	dropped   bool       // a block was not queued: the queue was full
+	searched  bool // findFolds is done
+	complete  bool // and it looked at every block
+	dropped   bool // a block was not queued: the queue was full
+	// cluster holds the blocks whose patches wait to be laid together,
+	// clustered each volume's time up to which they were (cluster.go).
+	cluster   map[foldKey]bool
+	clustered map[uint64]int64
 	done      *sync.Cond // broadcast when a run ends (tests wait on it)
 }
 
@@ -60,6 +64,8 @@ func (s *Store) wrote(vol, block uint64, run int) {
 	s.fold.lastWrite.Store(monoNow())
 	if run >= foldAt {
 		s.queueFold(vol, block)
+	} else {
+		s.queueCluster(vol, block)
 	}
 }
 
@@ -79,9 +85,15 @@ func (s *Store) queueFold(vol, block uint64) {
 	start := !f.running
 	f.running = true
 	f.mu.Unlock()
-	if !start {
-		return
+	if start {
+		s.startFolding()
 	}
+}
+
+// startFolding starts the goroutine that folds and clusters; the caller
+// set f.running.
+func (s *Store) startFolding() {
+	f := &s.fold
 	bg := &s.background
 	bg.Lock()
 	defer bg.Unlock()
@@ -96,6 +108,20 @@ func (s *Store) queueFold(vol, block uint64) {
 	}()
 }
 
+// stopIfIdle ends the folding goroutine's run when nothing waits.
+func (f *folder) stopIfIdle() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.queue) > 0 || len(f.cluster) > 0 {
+		return false
+	}
+	f.running = false
+	if f.done != nil {
+		f.done.Broadcast()
+	}
+	return true
+}
+
 func (f *folder) stopped() {
 	f.mu.Lock()
 	f.running = false
@@ -105,11 +131,17 @@ func (f *folder) stopped() {
 	f.mu.Unlock()
 }
 
-// folding folds the queued blocks while the store is idle, until none is
-// left or the store closes.
+// folding folds the queued blocks while the store is idle, then lays the
+// patches of the blocks written together (cluster.go), until none is left
+// or the store closes.
 func (s *Store) folding() {
 	f := &s.fold
-	defer f.stopped()
+	stopped := false
+	defer func() {
+		if !stopped {
+			f.stopped()
+		}
+	}()
 	for {
 		idle := time.Duration(f.idle.Load())
 		if idle == 0 {
@@ -131,14 +163,17 @@ func (s *Store) folding() {
 		}
 		f.mu.Unlock()
 		if len(keys) == 0 {
-			return
-		}
-		slices.SortFunc(keys, func(a, b foldKey) int {
-			if c := cmp.Compare(a.vol, b.vol); c != 0 {
-				return c
+			if s.clustering(int64(idle)) {
+				continue
 			}
-			return cmp.Compare(a.block, b.block)
-		})
+			// Done, unless a write queued more since: a writer that saw
+			// this goroutine running started none.
+			if stopped = f.stopIfIdle(); stopped {
+				return
+			}
+			continue
+		}
+		sortFoldKeys(keys)
 		for len(keys) > 0 {
 			if monoNow()-f.lastWrite.Load() < int64(idle) || s.closing() {
 				break // a write came: wait for the next pause
@@ -163,6 +198,15 @@ func (s *Store) folding() {
 			}
 		}
 	}
+}
+
+func sortFoldKeys(keys []foldKey) {
+	slices.SortFunc(keys, func(a, b foldKey) int {
+		if c := cmp.Compare(a.vol, b.vol); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.block, b.block)
+	})
 }
 
 const (
@@ -403,14 +447,14 @@ func (s *Store) newestOwn(vol, block uint64, last int64) (int64, bool, error) {
 	return t, e.isPatch, nil
 }
 
-// FoldsPending returns how many blocks wait to be folded, counting the
-// one being folded (0 once folding and the search for runs at Open are
-// done).
+// FoldsPending returns how many blocks wait to be folded or to have their
+// patches laid together (cluster.go), counting the one being worked on (0
+// once that is done and the search for runs at Open is).
 func (s *Store) FoldsPending() int {
 	f := &s.fold
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	n := len(f.queue)
+	n := len(f.queue) + len(f.cluster)
 	if f.running || !f.searched {
 		n++
 	}

@@ -130,7 +130,7 @@ func registerStoreMetrics(reg prometheus.Registerer, svc *catalog.Service) {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rewind_stored_bytes", Help: "Bytes the volumes' versions added to the chunk store."},
 			sum(func(v *catalog.VolumeInfo) float64 { return float64(v.StoredBytes) })),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rewind_fold_pending_blocks",
-			Help: "Blocks whose runs of patches wait to be folded into whole blocks (done while no write comes)."},
+			Help: "Blocks whose runs of patches wait to be folded into whole blocks, or whose patches wait to be laid next to each other in block order (both done while no write comes)."},
 			func() float64 { return float64(svc.Timeline().FoldsPending()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "rewind_chunk_index_lookups_total",
 			Help: "Chunks that reads looked up in the chunk index: the places that versions keep and the cache of locations spare the rest."},
