@@ -21,6 +21,31 @@ var Stats struct {
 // DefaultRetryFor is how long a failing upload or download is retried.
 const DefaultRetryFor = 2 * time.Minute
 
+// stopBy, once set (StopRetryingBy), is when this process stops
+// retrying calls that fail: Unix nanoseconds, 0 for never.
+var stopBy atomic.Int64
+
+// stopCtx is cancelled at stopBy: calls in flight then end too.
+var stopCtx, stopCancel = context.WithCancel(context.Background())
+
+// StopRetryingBy makes every object store call of this process end by t
+// at the latest, however long it would retry otherwise: calls in flight
+// are cut off then, and failing ones are not tried again. A daemon that
+// is stopping calls it: with the object store unreachable, its last
+// uploads would otherwise be retried for minutes each, and what they
+// leave undone is uploaded at the next open (a sealed pack stays in DATA)
+// or reported as the stop's error.
+func StopRetryingBy(t time.Time) {
+	stopBy.Store(t.UnixNano())
+	time.AfterFunc(time.Until(t), stopCancel)
+}
+
+// stopping reports whether StopRetryingBy's time has passed.
+func stopping(now time.Time) bool {
+	by := stopBy.Load()
+	return by != 0 && now.UnixNano() >= by
+}
+
 // conn is what both layers share: the backend, and how to call it.
 type conn struct {
 	b        objstore.Backend
@@ -90,7 +115,7 @@ func (c conn) retry(what string, fn func(ctx context.Context) error) error {
 		if attempt > 0 {
 			Stats.Retries.Add(1)
 		}
-		err := fn(context.Background())
+		err := fn(stopCtx)
 		if err == nil {
 			switch {
 			case errors.Is(last, ErrLeaseLapsed):
@@ -112,7 +137,12 @@ func (c conn) retry(what string, fn func(ctx context.Context) error) error {
 				c.log.Warn("object store call failed; retrying", "op", what, "for", c.retryFor, "err", err)
 			}
 		}
-		if time.Now().After(deadline) {
+		if now := time.Now(); stopping(now) {
+			if errors.Is(err, objstore.ErrUnreachable) {
+				return fmt.Errorf("%s: gave up, the process is stopping: %w", what, err)
+			}
+			return fmt.Errorf("%s: gave up, the process is stopping: %w: %w", what, objstore.ErrUnreachable, err)
+		} else if now.After(deadline) {
 			if errors.Is(err, objstore.ErrUnreachable) {
 				return fmt.Errorf("%s: gave up after %s: %w", what, c.retryFor, err)
 			}

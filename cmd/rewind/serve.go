@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rewind-dev/rewind/blockstore/hugemem"
+	"github.com/rewind-dev/rewind/blockstore/remote"
 	"github.com/rewind-dev/rewind/catalog"
 	"github.com/rewind-dev/rewind/catalog/api"
 	"github.com/rewind-dev/rewind/catalog/api/console"
@@ -127,6 +128,10 @@ func (c *serveCmd) Run(e *env) error {
 		<-e.ctx.Done()
 		log.Info("stopping: finishing in-flight requests")
 	}
+	// An object store that does not answer would hold the stop for
+	// minutes (each upload is retried for two): past this, what is not
+	// uploaded is left to the next start, or named in the stop's error.
+	remote.StopRetryingBy(time.Now().Add(stopRetryGrace))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	for i := len(d.stops) - 1; i >= 0; i-- {
@@ -142,6 +147,10 @@ func (c *serveCmd) Run(e *env) error {
 	}
 	return err
 }
+
+// stopRetryGrace is how long a stopping daemon goes on retrying calls of
+// an object store that fail.
+const stopRetryGrace = 15 * time.Second
 
 // start opens every listener; on error, what started is stopped by Run.
 func (d *daemon) start(ctx context.Context, c *serveCmd, tlsConf *tls.Config, sockPath string) error {
