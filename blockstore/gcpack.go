@@ -157,39 +157,8 @@ func (s *Store) rewritePack(n uint32, recs map[int64]*packRecord) (int64, error)
 	sort.Slice(offs, func(i, j int) bool { return offs[i] < offs[j] })
 	b := s.db.NewBatch()
 	defer b.Close()
-	var moved []ID
-	var copied int64
-	r := newRun()
-	defer func() { r.release() }()
-	type placed struct {
-		rec *packRecord
-		at  int64
-	}
-	var inRun []placed
-	flush := func() error {
-		if len(inRun) == 0 {
-			return nil
-		}
-		pack, off, err := s.write(r, nil)
-		if err != nil {
-			return err
-		}
-		for _, p := range inRun {
-			for k, id := range p.rec.ids {
-				loc := p.rec.locs[k]
-				loc.pack, loc.offset = pack, off+p.at
-				if err := b.Set(indexKey(id), loc.marshal(), nil); err != nil {
-					return err
-				}
-				moved = append(moved, id)
-			}
-		}
-		copied += r.size
-		r.release()
-		r = newRun()
-		inRun = inRun[:0]
-		return nil
-	}
+	c := s.newRecordCopier(b)
+	defer c.release()
 	buf := make([]byte, 0, 1<<20)
 	var h recordHeader
 	whole := func(off int64) bool {
@@ -209,28 +178,95 @@ func (s *Store) rewritePack(n uint32, recs map[int64]*packRecord) (int64, error)
 				return 0, fmt.Errorf("%w: pack %d at %d", errDamagedPack, n, off)
 			}
 		}
-		payload := buf[recordHeaderSize:]
-		if r.size+rec.size > runBufferBytes && len(inRun) > 0 {
-			if err := flush(); err != nil {
-				return 0, err
-			}
+		if err := c.add(&h, buf[recordHeaderSize:], rec.ids, rec.locs); err != nil {
+			return 0, err
 		}
-		at, _ := r.add(h.id, int(h.decodedLen), payload, h.codec, false)
-		inRun = append(inRun, placed{rec, at})
 	}
-	if err := flush(); err != nil {
+	if err := c.flush(); err != nil {
 		return 0, err
 	}
-	if len(moved) > 0 {
+	if len(c.moved) > 0 {
 		if err := s.SyncPacks(); err != nil {
 			return 0, err
 		}
 		if err := s.db.Apply(b, pebble.Sync); err != nil {
 			return 0, fmt.Errorf("blockstore: gc: move index entries: %w", err)
 		}
-		s.locs.forget(moved...)
+		s.locs.forget(c.moved...)
 	}
-	return copied, s.retirePack(n)
+	return c.copied, s.retirePack(n)
+}
+
+// recordCopier copies whole records into runs, writes each run to the
+// active pack, and sets the index entries of the chunks they hold to
+// the copies in a batch: a collection's compaction and Relocate move
+// records with it.
+type recordCopier struct {
+	s      *Store
+	b      *pebble.Batch
+	r      *run
+	inRun  []copiedRecord
+	moved  []ID  // the chunks whose entries b sets
+	copied int64 // bytes written
+	// onMove, when set, is told each chunk's new location.
+	onMove func(id ID, loc location)
+}
+
+// copiedRecord is a record in the run: the chunks it holds, their
+// locations before (which name it), and where it starts in the run.
+type copiedRecord struct {
+	ids  []ID
+	locs []location
+	at   int64
+}
+
+func (s *Store) newRecordCopier(b *pebble.Batch) *recordCopier {
+	return &recordCopier{s: s, b: b, r: newRun()}
+}
+
+func (c *recordCopier) release() { c.r.release() }
+
+// add copies the record whose header is h and payload payload (checked
+// by the caller), which holds chunks ids at locs.
+func (c *recordCopier) add(h *recordHeader, payload []byte, ids []ID, locs []location) error {
+	size := int64(recordHeaderSize + len(payload))
+	if c.r.size+size > runBufferBytes && len(c.inRun) > 0 {
+		if err := c.flush(); err != nil {
+			return err
+		}
+	}
+	at, _ := c.r.add(h.id, int(h.decodedLen), payload, h.codec, false)
+	c.inRun = append(c.inRun, copiedRecord{ids, locs, at})
+	return nil
+}
+
+// flush writes the run and sets the entries of the chunks in it.
+func (c *recordCopier) flush() error {
+	if len(c.inRun) == 0 {
+		return nil
+	}
+	pack, off, err := c.s.write(c.r, nil)
+	if err != nil {
+		return err
+	}
+	for _, p := range c.inRun {
+		for k, id := range p.ids {
+			loc := p.locs[k]
+			loc.pack, loc.offset = pack, off+p.at
+			if err := c.b.Set(indexKey(id), loc.marshal(), nil); err != nil {
+				return err
+			}
+			c.moved = append(c.moved, id)
+			if c.onMove != nil {
+				c.onMove(id, loc)
+			}
+		}
+	}
+	c.copied += c.r.size
+	c.r.release()
+	c.r = newRun()
+	c.inRun = c.inRun[:0]
+	return nil
 }
 
 // retirePack removes pack n's file; its handle stays open for the reads

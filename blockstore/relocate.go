@@ -70,37 +70,9 @@ func (s *Store) Relocate(ids []ID) (map[ID]Place, error) {
 	b := s.db.NewBatch()
 	defer b.Close()
 	out := make(map[ID]Place, len(recs))
-	var moved []ID
-	r := newRun()
-	defer func() { r.release() }()
-	type placed struct {
-		id  ID
-		loc location // as the run has it, without pack and offset
-		at  int64
-	}
-	var inRun []placed
-	flush := func() error {
-		if len(inRun) == 0 {
-			return nil
-		}
-		pack, off, err := s.write(r, nil)
-		if err != nil {
-			return err
-		}
-		for _, p := range inRun {
-			loc := p.loc
-			loc.pack, loc.offset = pack, off+p.at
-			if err := b.Set(indexKey(p.id), loc.marshal(), nil); err != nil {
-				return err
-			}
-			out[p.id] = Place{loc: loc, ok: true}
-			moved = append(moved, p.id)
-		}
-		r.release()
-		r = newRun()
-		inRun = inRun[:0]
-		return nil
-	}
+	c := s.newRecordCopier(b)
+	defer c.release()
+	c.onMove = func(id ID, loc location) { out[id] = Place{loc: loc, ok: true} }
 	// Read in the packs' order (one stream for the read-ahead), written
 	// in the order asked.
 	byPlace := make([]int, len(recs))
@@ -131,23 +103,19 @@ func (s *Store) Relocate(ids []ID) (map[ID]Place, error) {
 		raw[i] = buf
 	}
 	var h recordHeader
-	for i, c := range recs {
+	for i, rc := range recs {
 		if raw[i] == nil {
 			continue
 		}
 		h.unmarshal(raw[i])
-		if r.size+c.loc.size() > runBufferBytes && len(inRun) > 0 {
-			if err := flush(); err != nil {
-				return nil, err
-			}
+		if err := c.add(&h, raw[i][recordHeaderSize:], []ID{rc.id}, []location{rc.loc}); err != nil {
+			return nil, err
 		}
-		at, loc := r.add(h.id, int(h.decodedLen), raw[i][recordHeaderSize:], h.codec, false)
-		inRun = append(inRun, placed{c.id, loc, at})
 	}
-	if err := flush(); err != nil {
+	if err := c.flush(); err != nil {
 		return nil, err
 	}
-	if len(moved) == 0 {
+	if len(c.moved) == 0 {
 		return nil, nil
 	}
 	if err := s.SyncPacks(); err != nil {
@@ -156,6 +124,6 @@ func (s *Store) Relocate(ids []ID) (map[ID]Place, error) {
 	if err := s.db.Apply(b, pebble.Sync); err != nil {
 		return nil, fmt.Errorf("blockstore: relocate: move index entries: %w", err)
 	}
-	s.locs.forget(moved...)
+	s.locs.forget(c.moved...)
 	return out, nil
 }
