@@ -187,14 +187,9 @@ func (p *flakyProxy) down() {
 
 func (p *flakyProxy) up() { p.listen(p.addr) }
 
-// TestStoreEndpointAway: the object store goes away for 10 s while an
-// import writes and an NBD client reads; both stall and resume, and the
-// bytes are right.
-func TestStoreEndpointAway(t *testing.T) {
-	srv := weed.Shared(t)
-	bucket := srv.NewBucket(t)
-	proxy := newFlakyProxy(t, strings.TrimPrefix(srv.Endpoint, "http://"))
-	a, b := storeImages(t)
+// rewindThrough is a rewind whose store is bucket, reached through
+// proxy.
+func rewindThrough(t *testing.T, srv *weed.Server, proxy *flakyProxy, bucket string) *rewind {
 	rw := newRewind(t)
 	for _, kv := range srv.Env() {
 		if strings.HasPrefix(kv, "AWS_ENDPOINT_URL=") {
@@ -203,6 +198,18 @@ func TestStoreEndpointAway(t *testing.T) {
 		rw.Env = append(rw.Env, kv)
 	}
 	rw.Env = append(rw.Env, "REWIND_STORE="+bucket)
+	return rw
+}
+
+// TestStoreEndpointAway: the object store goes away for 10 s while an
+// import writes and an NBD client reads; both stall and resume, and the
+// bytes are right.
+func TestStoreEndpointAway(t *testing.T) {
+	srv := weed.Shared(t)
+	bucket := srv.NewBucket(t)
+	proxy := newFlakyProxy(t, strings.TrimPrefix(srv.Endpoint, "http://"))
+	a, b := storeImages(t)
+	rw := rewindThrough(t, srv, proxy, bucket)
 	rw.MustRun("import", "vm", a)
 	first := strings.Fields(strings.Split(strings.TrimSpace(rw.MustRun("log", "vm")), "\n")[1])[0]
 	s := rw.Serve(serveOptions{Args: []string{"--verify-every", "0"}})
@@ -348,14 +355,7 @@ func TestStoreStopWithEndpointAway(t *testing.T) {
 	bucket := srv.NewBucket(t)
 	proxy := newFlakyProxy(t, strings.TrimPrefix(srv.Endpoint, "http://"))
 	a, _ := storeImages(t)
-	rw := newRewind(t)
-	for _, kv := range srv.Env() {
-		if strings.HasPrefix(kv, "AWS_ENDPOINT_URL=") {
-			kv = "AWS_ENDPOINT_URL=http://" + proxy.addr
-		}
-		rw.Env = append(rw.Env, kv)
-	}
-	rw.Env = append(rw.Env, "REWIND_STORE="+bucket)
+	rw := rewindThrough(t, srv, proxy, bucket)
 	rw.MustRun("import", "vm", a)
 	s := rw.Serve(serveOptions{Args: []string{"--verify-every", "0"}})
 	rw.MustRun("clone", "vm@latest", "c1")
