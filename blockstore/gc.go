@@ -308,48 +308,9 @@ func removedBytes(doomed map[ID]bool, cands map[ID]location, bundles map[recordK
 // sweep deletes the index entries and page fingerprints of doomed chunks
 // in one synced batch, then lets the writers waiting on them go on.
 func (s *Store) sweep(snap *pebble.Snapshot, doomed map[ID]bool) error {
-	b := s.db.NewBatch()
-	defer b.Close()
-	for id := range doomed {
-		if err := b.Delete(indexKey(id), nil); err != nil {
-			return err
-		}
-	}
-	prefixes := make(map[[printIDLen]byte]bool, len(doomed))
-	for id := range doomed {
-		prefixes[[printIDLen]byte(id[:printIDLen])] = true
-	}
-	it, err := snap.NewIter(&pebble.IterOptions{LowerBound: []byte{FingerprintPrefix}, UpperBound: []byte{FingerprintPrefix + 1}})
-	if err != nil {
-		return err
-	}
-	for it.First(); it.Valid(); it.Next() {
-		v := it.Value()
-		var p [printIDLen]byte
-		switch len(v) {
-		case printIDLen + 2, len(ID{}) + 2:
-			copy(p[:], v)
-		default:
-			continue
-		}
-		if prefixes[p] {
-			if err := b.Delete(it.Key(), nil); err != nil {
-				it.Close()
-				return err
-			}
-		}
-	}
-	if err := it.Close(); err != nil {
-		return err
-	}
-	if err := s.db.Apply(b, pebble.Sync); err != nil {
+	if err := s.deleteEntries(snap, doomed); err != nil {
 		return fmt.Errorf("blockstore: gc: delete index entries: %w", err)
 	}
-	ids := make([]ID, 0, len(doomed))
-	for id := range doomed {
-		ids = append(ids, id)
-	}
-	s.locs.forget(ids...)
 	s.mu.Lock()
 	s.sweepGen.Add(1)
 	close(s.mu.gc.swept)
@@ -414,4 +375,72 @@ func (t *Txn) handOverLocked(g *gcState) {
 func (s *Store) HoldGC() (release func()) {
 	s.gcMu.Lock()
 	return s.gcMu.Unlock
+}
+
+// deleteEntries deletes the index entries of ids and the page
+// fingerprints that name them (as r has them), in one synced batch, and
+// forgets where they were.
+func (s *Store) deleteEntries(r pebble.Reader, ids map[ID]bool) error {
+	b := s.db.NewBatch()
+	defer b.Close()
+	for id := range ids {
+		if err := b.Delete(indexKey(id), nil); err != nil {
+			return err
+		}
+	}
+	prefixes := make(map[[printIDLen]byte]bool, len(ids))
+	for id := range ids {
+		prefixes[[printIDLen]byte(id[:printIDLen])] = true
+	}
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: []byte{FingerprintPrefix}, UpperBound: []byte{FingerprintPrefix + 1}})
+	if err != nil {
+		return err
+	}
+	for it.First(); it.Valid(); it.Next() {
+		v := it.Value()
+		var p [printIDLen]byte
+		switch len(v) {
+		case printIDLen + 2, len(ID{}) + 2:
+			copy(p[:], v)
+		default:
+			continue
+		}
+		if prefixes[p] {
+			if err := b.Delete(it.Key(), nil); err != nil {
+				it.Close()
+				return err
+			}
+		}
+	}
+	if err := it.Close(); err != nil {
+		return err
+	}
+	if err := s.db.Apply(b, pebble.Sync); err != nil {
+		return err
+	}
+	list := make([]ID, 0, len(ids))
+	for id := range ids {
+		list = append(list, id)
+	}
+	s.locs.forget(list...)
+	return nil
+}
+
+// ForgetLost deletes the index entries (and page fingerprints) of chunks
+// whose records a crash lost: written and indexed without a sync, their
+// index entries reached the disk and their bytes did not (the timeline
+// finds them when it opens, see timeline.Store's check of the versions
+// after its synced mark). No later write then counts on them as stored.
+func (s *Store) ForgetLost(ids []ID) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	set := make(map[ID]bool, len(ids))
+	for _, id := range ids {
+		set[id] = true
+	}
+	if err := s.deleteEntries(s.db, set); err != nil {
+		return fmt.Errorf("blockstore: forget lost chunks: %w", err)
+	}
+	return nil
 }
