@@ -161,12 +161,16 @@ func TestCloneWritesCrash(t *testing.T) {
 		}
 		v := cloneView(t, e)
 		rng := randv2.New(randv2.NewPCG(seed, 2))
+		orig := pattern(1, size)
+		written := map[int][]byte{} // the values written to each block
 		// Enough writes that the index's log reaches its file without a
 		// sync several times over.
 		for i := range 600 {
-			if _, err := v.WriteAt(block(byte(i)), int64(rng.IntN(256))*testBS); err != nil {
+			b := rng.IntN(256)
+			if _, err := v.WriteAt(block(byte(i)), int64(b)*testBS); err != nil {
 				t.Fatal(err)
 			}
+			written[b] = append(written[b], byte(i))
 		}
 		crashed := e.fs.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: 50, RNG: rng})
 		v.Close()
@@ -177,6 +181,18 @@ func TestCloneWritesCrash(t *testing.T) {
 		buf := make([]byte, size)
 		if _, err := v.ReadAt(buf, 0); err != nil {
 			t.Fatalf("seed %d: after a power loss the clone reads as %v", seed, err)
+		}
+		// Each block reads as it was or as one of the writes to it: a
+		// lost write never leaves other bytes.
+		for b := range 256 {
+			got := buf[b*testBS : (b+1)*testBS]
+			ok := bytes.Equal(got, orig[b*testBS:(b+1)*testBS])
+			for _, w := range written[b] {
+				ok = ok || bytes.Equal(got, block(w))
+			}
+			if !ok {
+				t.Fatalf("seed %d: block %d reads as neither its old bytes nor a write to it", seed, b)
+			}
 		}
 		// Every chunk the index names can be read.
 		it, _ := e.db.NewIter(nil)

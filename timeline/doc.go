@@ -46,7 +46,7 @@
 // packs before it syncs the batch that points at them; clone writes
 // commit without sync, and Flush (NBD FLUSH and FUA, FUSE fsync) makes
 // everything acknowledged so far durable by syncing Pebble's log, whose
-// writes the Guard precedes with a sync of the packs (see Durability).
+// syncs the Guard precedes with a sync of the packs (see Durability).
 // A clone write commits the volume's metadata record only every
 // maxUnsavedVersions versions: its summary record says the rest, and
 // Open rolls the metadata forward over the summaries after its Last;
@@ -92,19 +92,28 @@
 //
 // # Durability
 //
-// Pack bytes are synced before any index entry that points at them can
-// become durable, on every write path. The database is opened on a Guard
-// (guard.go), which syncs the packs before Pebble writes its log to the
-// file and before it syncs a table: a commit without sync (a clone write)
-// costs no fsync of its own; the packs are synced once for all the
-// records Pebble writes out together (a 32 KiB block of its log, a
-// flush), off the writer's path. What a power loss can cost:
+// A durable commit (an import, a fold, a relocation, a collection) syncs
+// the pack bytes it wrote before the index entries that point at them.
+// A clone write does not: it commits without sync, and Pebble writes its
+// log to the file as commits come, so after a power loss the log may hold
+// a clone write whose pack bytes never reached the disk. The store keeps
+// a synced mark for that (synced.go): a time at or before which every
+// version's chunks are durable, saved after a sync of the packs every
+// 250 ms while writes come and at a clean close. Open reads back the
+// chunks of every version stamped after the mark; a version that lost
+// one changes no block any more (its block versions are deleted, and so
+// are those of later versions of the same blocks), and the lost chunk's
+// index entry goes, so that no later write deduplicates against it.
+// Pebble's tables and log are synced after the packs (the Guard,
+// guard.go), so only log records that the kernel wrote out unsynced can
+// be ahead of the packs. What a power loss can cost:
 //
 //   - Nothing that a Flush, an FUA write, an fsync or an import returned
 //     for: all of it is on disk, bytes and index.
 //   - Clone writes since the last Flush: any of them may be lost, each
-//     whole (the block reads as it did before); none reads as an error or
-//     as other bytes.
+//     whole (its blocks read as they did before it), and with one the
+//     later writes of the same blocks; none reads as an error or as other
+//     bytes.
 //   - An import that had not returned: it leaves no version, and its
 //     pack bytes are given back at the next open (see Store.Open).
 //   - Bytes at the tail of the newest pack that no durable index entry

@@ -418,6 +418,11 @@ func (s *Store) foldBlocks(vol uint64, blocks []uint64) error {
 	if err := txn.AddTo(b); err != nil {
 		return err
 	}
+	// The versions are older than the synced mark may be (synced.go):
+	// their new chunks must be durable before the log can carry them.
+	if err := s.syncPacks(); err != nil {
+		return err
+	}
 	if err := s.commit(b, pebble.NoSync); err != nil {
 		return err
 	}

@@ -46,6 +46,13 @@ type Store struct {
 	// records (keys.go).
 	ranged atomic.Bool
 	fold   folder // folding of blocks' runs of patches (fold.go)
+	// synced is the mark below which every version's chunks are durable
+	// (synced.go): saved is the one last saved.
+	synced struct {
+		sync.Mutex
+		saved      int64
+		stop, done chan struct{}
+	}
 	// Read-ahead and folding in flight (see readAhead, fold.go): Close
 	// stops new ones and waits.
 	background struct {
@@ -117,12 +124,16 @@ func Open(o Options) (*Store, error) {
 	if err := s.load(); err != nil {
 		return nil, err
 	}
+	if err := s.checkUnsynced(); err != nil {
+		return nil, err
+	}
 	if err := s.loadRanges(); err != nil {
 		return nil, err
 	}
 	if err := s.findFolds(); err != nil {
 		return nil, err
 	}
+	s.startSynced()
 	return s, nil
 }
 
@@ -304,14 +315,25 @@ func (s *Store) StopBackground() error {
 	s.background.Lock()
 	first := !s.background.closing
 	s.background.closing = true
+	if first && s.synced.stop != nil {
+		close(s.synced.stop)
+	}
 	s.background.Unlock()
 	s.background.wg.Wait()
+	if s.synced.done != nil {
+		<-s.synced.done
+	}
 	if !first {
 		return nil
 	}
 	s.markFolded()
 	if err := s.saveMeta(); err != nil {
 		return fmt.Errorf("timeline: save volume metadata: %w", err)
+	}
+	if s.guard.Err() == nil {
+		if err := s.saveSynced(true); err != nil {
+			return fmt.Errorf("timeline: save the synced mark: %w", err)
+		}
 	}
 	return nil
 }
@@ -410,11 +432,9 @@ func (s *Store) Flush() error {
 	if err := s.guard.Err(); err != nil {
 		return err
 	}
-	// On a Guard, the packs are synced before Pebble writes the log records
-	// of the writes acknowledged so far (every one wrote its pack bytes
-	// before it committed), so the log's sync below makes both durable:
-	// syncing the packs here as well put a third sync, in turn with the
-	// other two, in every FLUSH.
+	// On a Guard, the packs are synced before Pebble syncs its log (every
+	// write acknowledged so far wrote its pack bytes before it committed),
+	// so the log's sync below makes both durable.
 	if s.guard == nil {
 		if err := s.syncPacks(); err != nil {
 			return err

@@ -1,0 +1,225 @@
+package timeline
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/rewind-dev/rewind/blockstore"
+)
+
+// holdSynced keeps the synced mark where it is while a test runs (it
+// still moves at a clean close).
+func holdSynced(t *testing.T) {
+	old := syncedInterval
+	syncedInterval = time.Hour
+	t.Cleanup(func() { syncedInterval = old })
+}
+
+func readSyncedMark(t *testing.T, e *scriptEnv) int64 {
+	t.Helper()
+	mark, ok, err := e.s.readSynced()
+	if err != nil || !ok {
+		t.Fatalf("synced mark: %d, %v, %v", mark, ok, err)
+	}
+	return mark
+}
+
+// newestPlace returns the chunk and place of c's newest version of block.
+func newestPlace(t *testing.T, e *scriptEnv, block uint64) (blockstore.ID, blockstore.Place) {
+	t.Helper()
+	m, err := e.s.Volume("c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, closer, err := e.db.Get(versionKey(nil, m.ID, block, m.Last))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closer.Close()
+	en, err := decodeValue(v)
+	if err != nil || en.isPatch || en.ref.kind != refChunk || !en.ref.place.Known() {
+		t.Fatalf("block %d: %+v, %v", block, en, err)
+	}
+	return en.ref.id, en.ref.place
+}
+
+// TestLostWritesAreDroppedAtOpen: a write whose chunk a crash lost, after
+// the synced mark, changes no block once the store reopens, nor does a
+// later write of the same block; other writes stay, the lost chunk's
+// index entry goes, and writes before the mark are not read back.
+func TestLostWritesAreDroppedAtOpen(t *testing.T) {
+	t.Run("torn tail", func(t *testing.T) { testLostWrites(t, false) })
+	// The record lost lies more than the 8 MiB that blockstore.Open
+	// checks before the newest pack's end: the pack is not cut, and the
+	// later write of the same block stays readable. It is dropped all
+	// the same: it was written over what was lost.
+	t.Run("record far from the end", func(t *testing.T) { testLostWrites(t, true) })
+}
+
+func testLostWrites(t *testing.T, far bool) {
+	holdSynced(t)
+	e := &scriptEnv{t: t, fs: vfs.NewCrashableMem(), clock: 1000}
+	e.open()
+	const size = 16 * testBS
+	orig := pattern(1, size)
+	if _, err := e.s.Import(context.Background(), ImportOptions{Name: "a", Source: bytes.NewReader(orig), Size: size, At: 100, BlockSize: testBS}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.s.Clone("a", 100, "c"); err != nil {
+		t.Fatal(err)
+	}
+	v := cloneView(t, e)
+	write := func(b int64, seed byte) {
+		t.Helper()
+		if _, err := v.WriteAt(block(seed), b*testBS); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(1, 1)
+	if err := e.s.saveSynced(false); err != nil {
+		t.Fatal(err)
+	}
+	mark := readSyncedMark(t, e)
+	if m, _ := e.s.Volume("c"); mark != m.Last {
+		t.Fatalf("mark %d after a sync, newest version %d", mark, m.Last)
+	}
+	write(5, 5) // kept: its record lies before the lost one
+	write(3, 3) // lost below
+	lostID, lostAt := newestPlace(t, e, 3)
+	write(3, 4) // a later write of the same block
+	laterID, _ := newestPlace(t, e, 3)
+	// Distinct records past 8 MiB (4 KiB each, none deduplicated).
+	const farWrites = 2400
+	farData := func(i int) []byte {
+		p := block(byte(i))
+		binary.BigEndian.PutUint64(p, uint64(i))
+		return p
+	}
+	if far {
+		for i := range farWrites {
+			if _, err := v.WriteAt(farData(i), int64(8+i%8)*testBS); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// Everything reaches the disk but the record of block 3's first
+	// write (the log's records of writes not flushed may reach it before
+	// their pack bytes, if the kernel writes them out first); the pack's
+	// torn tail is cut there when the store opens, with the record of
+	// the write after it.
+	if err := v.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if readSyncedMark(t, e) != mark {
+		t.Fatal("a flush moved the saved mark")
+	}
+	pack, off := lostAt.Where()
+	f, err := e.fs.OpenReadWrite(fmt.Sprintf("packs/%08d.pack", pack), vfs.WriteCategoryUnspecified)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(make([]byte, 64), off+1000); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	crashed := e.fs.CrashClone(vfs.CrashCloneCfg{})
+	v.Close()
+	e.close()
+	e.fs = crashed
+	e.open()
+	defer func() { e.close() }()
+	v = cloneView(t, e)
+	defer v.Close()
+	got := make([]byte, size)
+	if _, err := v.ReadAt(got, 0); err != nil {
+		t.Fatalf("after the crash the clone reads as %v", err)
+	}
+	want := bytes.Clone(orig)
+	copy(want[1*testBS:], block(1))
+	copy(want[5*testBS:], block(5))
+	if far {
+		for i := farWrites - 8; i < farWrites; i++ {
+			copy(want[(8+i%8)*testBS:], farData(i))
+		}
+		if _, err := e.bs.Get(laterID); err != nil {
+			t.Fatalf("the later write's record was cut: %v", err)
+		}
+	}
+	for b := range int64(16) {
+		if !bytes.Equal(got[b*testBS:(b+1)*testBS], want[b*testBS:(b+1)*testBS]) {
+			t.Errorf("block %d reads wrong after the crash", b)
+		}
+	}
+	if _, err := e.bs.Get(lostID); !errors.Is(err, blockstore.ErrNotFound) {
+		t.Fatalf("the lost chunk is still indexed: %v", err)
+	}
+	// The store took the check's result as its new mark.
+	if m, _ := e.s.Volume("c"); readSyncedMark(t, e) != m.Last {
+		t.Fatalf("mark %d after the check, newest version %d", readSyncedMark(t, e), m.Last)
+	}
+	// A new write of the lost bytes stores them again.
+	w := cloneView(t, e)
+	defer w.Close()
+	if _, err := w.WriteAt(block(3), 3*testBS); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.bs.Get(lostID); err != nil {
+		t.Fatalf("the lost chunk written again: %v", err)
+	}
+}
+
+// TestSyncedMarkMoves: the mark follows the writes in the background and
+// reaches the newest version at a clean close; a store that has none (an
+// earlier build's) gets one when it opens.
+func TestSyncedMarkMoves(t *testing.T) {
+	old := syncedInterval
+	syncedInterval = 5 * time.Millisecond
+	t.Cleanup(func() { syncedInterval = old })
+	e := &scriptEnv{t: t, fs: vfs.NewCrashableMem(), clock: 1000}
+	e.open()
+	const size = 4 * testBS
+	if _, err := e.s.Import(context.Background(), ImportOptions{Name: "a", Source: bytes.NewReader(pattern(1, size)), Size: size, At: 100, BlockSize: testBS}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.s.Clone("a", 100, "c"); err != nil {
+		t.Fatal(err)
+	}
+	v := cloneView(t, e)
+	if _, err := v.WriteAt(block(7), testBS); err != nil {
+		t.Fatal(err)
+	}
+	v.Close()
+	m, _ := e.s.Volume("c")
+	deadline := time.Now().Add(10 * time.Second)
+	for readSyncedMark(t, e) < m.Last {
+		if time.Now().After(deadline) {
+			t.Fatalf("the mark stayed at %d, behind the write at %d", readSyncedMark(t, e), m.Last)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	e.close()
+	// An earlier build's store: no mark.
+	db, err := pebble.Open("db", PebbleOptions(NewGuard(e.fs, "", 0, nil), nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Delete(syncedKey, pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	e.open()
+	defer func() { e.close() }()
+	if m, _ := e.s.Volume("c"); readSyncedMark(t, e) != m.Last {
+		t.Fatalf("a store without a mark opened with mark %d, newest version %d", readSyncedMark(t, e), m.Last)
+	}
+}
