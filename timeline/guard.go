@@ -39,12 +39,12 @@ const tableBackoff = time.Second
 //     log on disk ends at its last whole write and nothing is deleted.
 //   - Before Pebble syncs a table or its log, it syncs the packs
 //     (SetPackSync): nothing Pebble makes durable points at pack bytes
-//     that are not. The log's records of writes not yet flushed may still
-//     reach the disk first, when the kernel writes them out on its own:
-//     the Store finds those after a crash (see synced.go, and
-//     "Durability" in doc.go). Syncing the packs before every write of
-//     the log, as this did before, cost a sixth of the daemon's CPU at
-//     queue depth 32.
+//     that are not. The log's records of writes not yet flushed may
+//     reach the disk ahead of their bytes, when the kernel writes them
+//     out on its own: the Store finds those after a crash (see
+//     synced.go, and "Durability" in doc.go). Syncing the packs before
+//     every write of the log, as this did before, cost a sixth of the
+//     daemon's CPU at queue depth 32.
 //
 // The store reopens writable once there is space again.
 type Guard struct {
@@ -324,30 +324,33 @@ func (f *guardFile) Write(p []byte) (int, error) {
 	return 0, err
 }
 
-// errSyncDropped is what beforeSync returns when the log's sync is to be
-// dropped (see Guard): the sync then reports success and does nothing.
-var errSyncDropped = errors.New("timeline: the index log's sync is dropped")
-
-// beforeSync syncs the packs before a table or the log is synced: what
-// becomes durable (and, under an object store's mirror, uploaded) never
-// points at pack bytes that are not. The log's records may still reach
-// the disk before the packs when the kernel writes them out unsynced;
-// the Store finds those (synced.go).
+// beforeSync syncs the packs before a table is synced (the log's syncs
+// go through syncLog).
 func (f *guardFile) beforeSync() error {
-	switch f.kind {
-	case kindTable:
+	if f.kind == kindTable {
 		return f.g.syncPacks()
-	case kindLog:
-		if f.g.dropping.Load() {
-			return errSyncDropped
-		}
-		if err := f.g.syncPacks(); err != nil {
-			f.g.Fail(fmt.Errorf("sync packs before the index log: %w", err))
-			f.g.dropping.Store(true)
-			return errSyncDropped
-		}
 	}
 	return nil
+}
+
+// syncLog runs sync, a sync of the log, after a sync of the packs: what
+// Pebble makes durable (and an object store's mirror uploads) never points
+// at pack bytes that are not, and a FLUSH that syncs the log makes every
+// write acknowledged before it durable, bytes and index. The log's records
+// may still reach the disk ahead of their pack bytes when the kernel
+// writes the log out unsynced: the Store finds those after a crash
+// (synced.go). A failed sync of the packs drops the log's sync (see
+// Guard).
+func (f *guardFile) syncLog(sync func() error) error {
+	if f.g.dropping.Load() {
+		return nil
+	}
+	if err := f.g.syncPacks(); err != nil {
+		f.g.Fail(fmt.Errorf("sync packs before the index log: %w", err))
+		f.g.dropping.Store(true)
+		return nil
+	}
+	return f.afterSync(sync())
 }
 
 // afterSync decides what a failed sync returns: the log's is dropped (the
@@ -365,30 +368,35 @@ func (f *guardFile) afterSync(err error) error {
 }
 
 func (f *guardFile) Sync() error {
+	if f.kind == kindLog {
+		return f.syncLog(f.File.Sync)
+	}
 	if err := f.beforeSync(); err != nil {
-		if err == errSyncDropped {
-			return nil
-		}
 		return err
 	}
 	return f.afterSync(f.File.Sync())
 }
 
 func (f *guardFile) SyncData() error {
+	if f.kind == kindLog {
+		return f.syncLog(f.File.SyncData)
+	}
 	if err := f.beforeSync(); err != nil {
-		if err == errSyncDropped {
-			return nil
-		}
 		return err
 	}
 	return f.afterSync(f.File.SyncData())
 }
 
 func (f *guardFile) SyncTo(length int64) (bool, error) {
+	if f.kind == kindLog {
+		full := true
+		err := f.syncLog(func() (err error) {
+			full, err = f.File.SyncTo(length)
+			return err
+		})
+		return full, err
+	}
 	if err := f.beforeSync(); err != nil {
-		if err == errSyncDropped {
-			return true, nil
-		}
 		return false, err
 	}
 	full, err := f.File.SyncTo(length)
