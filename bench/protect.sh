@@ -8,6 +8,9 @@
 #   nbdkit    nbdkit file plugin, file=FILE
 #   qemu-nbd  qemu-nbd --format=raw --cache=writeback --shared=16
 #             --persistent FILE
+#   nbdfile   bench/nbdfile: rewind's NBD server over FILE and nothing
+#             else (no timeline): what the server itself reaches here, so
+#             that each run shows what recording the writes costs on top
 #
 #   fio --ioengine=nbd --rw=randwrite --bs=4k --iodepth=QD --runtime=N
 #       --time_based [--fsync=16]     IOPS, QD 1 and 32, without and with a
@@ -29,7 +32,7 @@
 
 PROT_DEPTHS=(1 32)
 PROT_FLUSHES=(0 16) # fio --fsync: 0 none (only the one at disconnect), 16 a FLUSH every 16 writes
-PROT_SERVERS=(rewind nbdkit qemu-nbd)
+PROT_SERVERS=(rewind nbdkit qemu-nbd nbdfile)
 PROT_VOL=prod
 
 # prot_data: rewind's data directory for one run; prot_primary: the file.
@@ -64,6 +67,10 @@ prot_start() {
 		start qemu-nbd qemu-nbd --format=raw --persistent --shared=16 --cache=writeback \
 			--bind=127.0.0.1 --port="$port" --export-name="$VOL" "$primary"
 		NBD_URI="nbd://127.0.0.1:$port/$VOL"
+		;;
+	nbdfile)
+		start nbdfile "$W/nbdfile" -listen "127.0.0.1:$port" "$primary"
+		NBD_URI="nbd://127.0.0.1:$port/"
 		;;
 	esac
 	NBD_PID=$STARTED
@@ -140,16 +147,16 @@ prot_run() {
 prot_flush_name() { ((${1} == 0)) && echo "none" || echo "every $1"; }
 
 prot_table() {
-	local d f r k q best
-	out "fio 4 KiB random writes for ${FIO_RUNTIME} s (time based) to a fresh copy of v2.img each run: through \`rewind protect\`, nbdkit's file plugin and qemu-nbd (--cache=writeback). Flush: FLUSH every 16 writes (fio --fsync=16) or none but the one fio sends before it disconnects. The last column is rewind's IOPS over the faster peer's: above 1, rewind is faster."
+	local d f r k q n best
+	out "fio 4 KiB random writes for ${FIO_RUNTIME} s (time based) to a fresh copy of v2.img each run: through \`rewind protect\`, nbdkit's file plugin and qemu-nbd (--cache=writeback), and through rewind's NBD server over the file alone (bench/nbdfile: no timeline, nothing recorded). Flush: FLUSH every 16 writes (fio --fsync=16) or none but the one fio sends before it disconnects. The ratios are IOPS over the faster peer's (nbdkit or qemu-nbd): above 1, faster. The last column is rewind protect's over its own server's alone: what recording every write leaves of the server's speed."
 	out ""
-	out "| measurement | rewind protect | nbdkit | qemu-nbd | rewind vs faster peer |"
-	out "| --- | ---: | ---: | ---: | ---: |"
+	out "| measurement | rewind protect | nbdkit | qemu-nbd | rewind vs faster peer | rewind's server alone | it vs faster peer | protect vs server alone |"
+	out "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 	for d in "${PROT_DEPTHS[@]}"; do
 		for f in "${PROT_FLUSHES[@]}"; do
-			r=${PR[rewind,$d,$f]:--} k=${PR[nbdkit,$d,$f]:--} q=${PR[qemu-nbd,$d,$f]:--}
+			r=${PR[rewind,$d,$f]:--} k=${PR[nbdkit,$d,$f]:--} q=${PR[qemu-nbd,$d,$f]:--} n=${PR[nbdfile,$d,$f]:--}
 			best=$(best "$k" "$q")
-			out "| 4 KiB random write QD$d, flush $(prot_flush_name "$f") (fio), IOPS | $r | $k | $q | $(ratio "$r" "$best") |"
+			out "| 4 KiB random write QD$d, flush $(prot_flush_name "$f") (fio), IOPS | $r | $k | $q | $(ratio "$r" "$best") | $n | $(ratio "$n" "$best") | $(ratio "$r" "$n") |"
 		done
 	done
 	out ""
@@ -216,6 +223,7 @@ section_protect() {
 		why=$WHY
 	fi
 	mkdir -p "$W/protect"
+	(cd "$ROOT" && go build -o "$W/nbdfile" ./bench/nbdfile) || die "cannot build bench/nbdfile"
 	for d in "${PROT_DEPTHS[@]}"; do
 		for f in "${PROT_FLUSHES[@]}"; do
 			for s in "${PROT_SERVERS[@]}"; do
