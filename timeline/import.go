@@ -1,6 +1,7 @@
 package timeline
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -286,6 +287,7 @@ func (s *Store) importSegment(o ImportOptions, w *versionWriter, seg *segment, b
 	var ids []blockstore.ID
 	var datas [][]byte
 	var blocks []uint64
+	var scratch []byte // a patched block put together, to compare
 	for i, prev := range seg.prev {
 		if changed != nil && !changed[i] {
 			continue // keeps its version
@@ -302,6 +304,19 @@ func (s *Store) importSegment(o ImportOptions, w *versionWriter, seg *segment, b
 		id := blockstore.Sum(data)
 		if prev.kind == refChunk && prev.plain() && prev.id == id && !w.s.chunks.Damaged(id) {
 			continue // unchanged (a damaged chunk is stored again: that heals it)
+		}
+		if !prev.plain() {
+			// A block written in parts (a protected or clone volume's
+			// patches): its bytes are compared, not its chunk's name. The
+			// comparison after a protection's unclean stop would
+			// otherwise store again every block written since its last
+			// fold, as a version of blocks that did not change.
+			if scratch == nil {
+				scratch = make([]byte, bs)
+			}
+			if w.s.assemble(&seg.prev[i], scratch[:len(data)], false) == nil && bytes.Equal(scratch[:len(data)], data) {
+				continue
+			}
 		}
 		ids, datas, blocks = append(ids, id), append(datas, data), append(blocks, block)
 	}
