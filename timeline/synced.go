@@ -164,6 +164,7 @@ func (s *Store) checkUnsynced() error {
 // blocks: a block's history after a crash is its writes up to the first
 // lost one, never a later write over what was lost.
 func (s *Store) dropLost(vols []uint64, mark int64) error {
+	start := time.Now()
 	var checked int
 	var dropped []int64
 	lost := map[blockstore.ID]bool{}
@@ -259,7 +260,10 @@ func (s *Store) dropLost(vols []uint64, mark int64) error {
 			}
 		}
 	}
-	s.log.Debug("checked the writes after the last sync", "blocks", checked, "versions dropped", len(dropped))
+	if checked > 0 {
+		s.log.Info("read back the writes made after the last sync of the packs (an unclean stop)",
+			"block_versions", checked, "versions_dropped", len(dropped), "took", time.Since(start).Round(time.Millisecond))
+	}
 	if len(doomed) == 0 {
 		return nil
 	}
