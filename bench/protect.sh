@@ -28,7 +28,8 @@
 #
 # Then the restart after a crash (prot_crash): one flushed write, SIGKILL,
 # and the time until the restarted daemon serves the export again, with
-# the bytes of the primary it compared with the timeline.
+# the bytes of the primary it compared with the timeline; and the same
+# with the daemon killed during random writes (prot_crash_busy).
 
 PROT_DEPTHS=(1 32)
 PROT_FLUSHES=(0 16) # fio --fsync: 0 none (only the one at disconnect), 16 a FLUSH every 16 writes
@@ -167,6 +168,8 @@ prot_table() {
 	for r in "${PROT_ROWS[@]}"; do out "$r"; done
 	out ""
 	out "Restart after SIGKILL (a fresh copy of v2.img protected, one flushed 64 KiB write, the daemon killed, the page cache dropped): ${PROT_CRASH:--} s from \`rewind serve\` to the export answering \`nbdinfo\`; the start compared $(human "${PROT_COMPARED:--}") of the $(human "$(image_bytes)") primary with the timeline (the regions its write-intent bitmap marks), and the write read back."
+	out ""
+	out "Restart after SIGKILL during writes (fio 4 KiB random writes at QD32 without flushes to a fresh copy of v2.img, the daemon killed 4 s into them, the page cache dropped): ${PROT_BUSY:--} s from \`rewind serve\` to the export answering; the start compared $(human "${PROT_BUSY_COMPARED:--}") of the primary (every region was written) and recorded ${PROT_BUSY_BLOCKS:--} blocks where the primary held writes the timeline had not written out."
 	if [[ -n $PROT_LOST ]]; then
 		out ""
 		out "Versions missing or extra (every acknowledged write must be one version):$PROT_LOST"
@@ -213,6 +216,42 @@ prot_crash() {
 	rm -rf "$(prot_data)" "$(prot_primary)"
 }
 
+# prot_crash_busy: protect a fresh copy of v2.img, fio 4 KiB random writes
+# at QD32 without flushes, SIGKILL the daemon 4 s into them, drop the page
+# cache, start it again and time until the export answers: the worst case
+# for the start, whose bitmap then marks the whole primary. Sets
+# PROT_BUSY (seconds), PROT_BUSY_COMPARED (bytes compared) and
+# PROT_BUSY_BLOCKS (blocks the start recorded: the writes that the primary
+# kept and the timeline had not written out when it was killed).
+prot_crash_busy() {
+	local port t0 t1 pid fio_pid
+	PROT_BUSY=- PROT_BUSY_COMPARED=- PROT_BUSY_BLOCKS=-
+	cp --sparse=always "$W/img/v2.img" "$(prot_primary)"
+	prot_start rewind || return 1
+	port=${NBD_URI#nbd://127.0.0.1:} port=${port%%/*}
+	fio --name=randwrite --ioengine=nbd --uri="$NBD_URI" --rw=randwrite --bs=4k --iodepth=32 \
+		--runtime=30 --time_based --size="$(image_bytes)" --output=/dev/null >/dev/null 2>&1 &
+	fio_pid=$!
+	sleep 4
+	kill -KILL "$NBD_PID" 2>/dev/null
+	stop "$NBD_PID"
+	wait "$fio_pid" 2>/dev/null
+	drop_caches
+	t0=$(date +%s.%N)
+	start rewind-restart "$REWIND" --data "$(prot_data)" serve "${SERVE_ARGS[@]}" --nbd "127.0.0.1:$port"
+	pid=$STARTED
+	if ! wait_server rewind-restart "$pid" nbdinfo --size "$NBD_URI"; then
+		stop "$pid"
+		return 1
+	fi
+	t1=$(date +%s.%N)
+	PROT_BUSY=$(calc "$t1 - $t0")
+	PROT_BUSY_COMPARED=$(grep -o 'compared_bytes=[0-9]*' "$W/rewind-restart.log" | head -n 1 | cut -d= -f2)
+	PROT_BUSY_BLOCKS=$(grep -o ' blocks=[0-9]*' "$W/rewind-restart.log" | head -n 1 | cut -d= -f2)
+	stop "$pid"
+	rm -rf "$(prot_data)" "$(prot_primary)"
+}
+
 section_protect() {
 	section_begin protect "Continuous protection: NBD writes through rewind protect"
 	images
@@ -239,6 +278,10 @@ section_protect() {
 	if [[ -z $why ]]; then
 		log "protect: restart after SIGKILL"
 		prot_crash || why=$WHY
+	fi
+	if [[ -z $why ]]; then
+		log "protect: restart after SIGKILL during writes"
+		prot_crash_busy || why=$WHY
 	fi
 	rm -rf "$W/protect"
 	prot_table

@@ -74,10 +74,15 @@
 //   - The timeline sets the IOPS: recording a 4 KiB write (a patch in a
 //     pack, Pebble's memtable) took most of Disk.WriteAt's CPU at queue
 //     depth 32, the primary's pwrite about an eighth; at queue depth 32
-//     without flushes rewind reaches about a quarter of nbdkit's IOPS.
-//     A FLUSH waits mostly for the timeline's log sync (the Guard syncs
-//     the packs before the log's writes); FLUSHes that come together
-//     share the primary's fdatasync (syncer.go). Writing the primary on a second goroutine
-//     while the timeline records was 12% slower at queue depth 1 on a
-//     2-core machine, so the two run one after the other.
+//     without flushes rewind reaches about a quarter of nbdkit's IOPS,
+//     where the NBD server alone (recording nothing) reaches 0.8 of it.
+//     A FLUSH waits mostly for the timeline's syncs (the Guard syncs the
+//     packs, then the log); FLUSHes that come together share the
+//     primary's fdatasync (syncer.go). Writing the primary on a second
+//     goroutine while the timeline records was 12% slower at queue
+//     depth 1 on a 2-core machine, so the two run one after the other.
+//   - After an unclean stop, the comparison puts together every block
+//     of the marked regions that writes left in patches, to compare its
+//     bytes with the primary's: after a crash during random writes over
+//     all of a 1 GiB primary, the export answered after 5.5 s.
 package protect
