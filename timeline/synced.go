@@ -23,10 +23,12 @@ import (
 // it has its bytes durable. It is read before a sync of the packs and
 // saved after it succeeds, every syncedInterval while writes come and at
 // a clean close. Open checks every version stamped after the saved mark
-// (checkUnsynced): a block version whose chunk cannot be read back is
-// deleted, so the block reads as it did before that write, and the lost
-// chunk's index entry goes too, so that no later write counts on it as
-// stored. Only writes that were not flushed can be lost that way: FLUSH
+// (checkUnsynced): a version with a chunk that cannot be read back
+// changes no block any more (its block versions are deleted, and those
+// of later versions of the same blocks), so its blocks read as they did
+// before it, and the lost chunk's index entry goes too, so that no later
+// write counts on it as stored. Only writes that were not flushed can be
+// lost that way: FLUSH
 // syncs the packs and the log. Every other writer of the index (imports,
 // folding, clustering, collection) syncs the packs it wrote before it
 // commits, and Pebble's tables and log are synced after the packs (Guard):
@@ -120,9 +122,9 @@ func (s *Store) startSynced() {
 }
 
 // checkUnsynced checks, after a crash, the versions stamped after the
-// saved mark (see above): it deletes the block versions whose chunks a
-// crash lost, and their chunks' index entries. A store with no mark (an
-// earlier build's) has nothing to check; it gets one now.
+// saved mark (see above) and drops those that lost a chunk (dropLost). A
+// store with no mark (an earlier build's) has nothing to check; it gets
+// one now.
 func (s *Store) checkUnsynced() error {
 	mark, ok, err := s.readSynced()
 	if err != nil {
