@@ -2,7 +2,8 @@
 // nothing else: no timeline, no recording. The protect benchmark runs it
 // beside `rewind protect`, nbdkit and qemu-nbd on the same primary, so
 // that each run shows what the server itself reaches on the machine and
-// what recording the writes costs on top.
+// what recording the writes costs on top. Anyone who can connect may read
+// and write FILE, so it listens on a loopback address only.
 //
 //	nbdfile -listen 127.0.0.1:10809 FILE
 package main
@@ -65,6 +66,15 @@ func main() {
 }
 
 func run(addr, path string) error {
+	// It serves FILE read-write to whoever connects, with no TLS and no
+	// name to know: a benchmark's tool, for this machine only.
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("listen address %s: only a loopback address (127.0.0.1, ::1) is allowed", addr)
+	}
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return err
