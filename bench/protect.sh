@@ -178,13 +178,33 @@ prot_table() {
 	return 0
 }
 
+# prot_restart PORT: after a SIGKILL, drops the page cache, starts the
+# daemon again on PORT and waits until NBD_URI answers; sets STARTED (its
+# pid) and PROT_RESTART (seconds from the start to the answer).
+prot_restart() {
+	local t0 t1
+	drop_caches
+	t0=$(date +%s.%N)
+	start rewind-restart "$REWIND" --data "$(prot_data)" serve "${SERVE_ARGS[@]}" --nbd "127.0.0.1:$1"
+	if ! wait_server rewind-restart "$STARTED" nbdinfo --size "$NBD_URI"; then
+		stop "$STARTED"
+		return 1
+	fi
+	t1=$(date +%s.%N)
+	PROT_RESTART=$(calc "$t1 - $t0")
+}
+
+# prot_restart_log KEY: the number the restarted daemon logged as KEY=N
+# (the comparison's compared_bytes and blocks).
+prot_restart_log() { grep -o " $1=[0-9]*" "$W/rewind-restart.log" | head -n 1 | cut -d= -f2; }
+
 # prot_crash: protect a fresh copy of v2.img, one flushed write, SIGKILL
 # the daemon, drop the page cache, start it again and time until the
 # export answers (nbdinfo): the start compares the primary with the
 # timeline where the write-intent bitmap says writes may be unflushed.
 # Sets PROT_CRASH (seconds) and PROT_COMPARED (bytes the start compared).
 prot_crash() {
-	local port primary t0 t1 pid
+	local port pid
 	PROT_CRASH=- PROT_COMPARED=-
 	cp --sparse=always "$W/img/v2.img" "$(prot_primary)"
 	prot_start rewind || return 1
@@ -196,17 +216,8 @@ prot_crash() {
 	fi
 	kill -KILL "$NBD_PID" 2>/dev/null
 	stop "$NBD_PID"
-	drop_caches
-	t0=$(date +%s.%N)
-	start rewind-restart "$REWIND" --data "$(prot_data)" serve "${SERVE_ARGS[@]}" --nbd "127.0.0.1:$port"
-	pid=$STARTED
-	if ! wait_server rewind-restart "$pid" nbdinfo --size "$NBD_URI"; then
-		stop "$pid"
-		return 1
-	fi
-	t1=$(date +%s.%N)
-	PROT_CRASH=$(calc "$t1 - $t0")
-	PROT_COMPARED=$(grep -o 'compared_bytes=[0-9]*' "$W/rewind-restart.log" | head -n 1 | cut -d= -f2)
+	prot_restart "$port" || return 1
+	pid=$STARTED PROT_CRASH=$PROT_RESTART PROT_COMPARED=$(prot_restart_log compared_bytes)
 	if ! timed ignored "$STEP_TIMEOUT" qemu-io -f raw -r -c "read -P 0x5c 100M 64k" "$NBD_URI" || grep -q "Pattern verification failed" "$W/last.out"; then
 		WHY="the flushed write did not survive SIGKILL: $(lasterr)"
 		stop "$pid"
@@ -224,7 +235,7 @@ prot_crash() {
 # PROT_BUSY_BLOCKS (blocks the start recorded: the writes that the primary
 # kept and the timeline had not written out when it was killed).
 prot_crash_busy() {
-	local port t0 t1 pid fio_pid
+	local port fio_pid
 	PROT_BUSY=- PROT_BUSY_COMPARED=- PROT_BUSY_BLOCKS=-
 	cp --sparse=always "$W/img/v2.img" "$(prot_primary)"
 	prot_start rewind || return 1
@@ -236,19 +247,9 @@ prot_crash_busy() {
 	kill -KILL "$NBD_PID" 2>/dev/null
 	stop "$NBD_PID"
 	wait "$fio_pid" 2>/dev/null
-	drop_caches
-	t0=$(date +%s.%N)
-	start rewind-restart "$REWIND" --data "$(prot_data)" serve "${SERVE_ARGS[@]}" --nbd "127.0.0.1:$port"
-	pid=$STARTED
-	if ! wait_server rewind-restart "$pid" nbdinfo --size "$NBD_URI"; then
-		stop "$pid"
-		return 1
-	fi
-	t1=$(date +%s.%N)
-	PROT_BUSY=$(calc "$t1 - $t0")
-	PROT_BUSY_COMPARED=$(grep -o 'compared_bytes=[0-9]*' "$W/rewind-restart.log" | head -n 1 | cut -d= -f2)
-	PROT_BUSY_BLOCKS=$(grep -o ' blocks=[0-9]*' "$W/rewind-restart.log" | head -n 1 | cut -d= -f2)
-	stop "$pid"
+	prot_restart "$port" || return 1
+	PROT_BUSY=$PROT_RESTART PROT_BUSY_COMPARED=$(prot_restart_log compared_bytes) PROT_BUSY_BLOCKS=$(prot_restart_log blocks)
+	stop "$STARTED"
 	rm -rf "$(prot_data)" "$(prot_primary)"
 }
 
