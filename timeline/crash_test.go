@@ -153,13 +153,7 @@ func TestCloneWritesCrash(t *testing.T) {
 		e := &scriptEnv{t: t, fs: vfs.NewCrashableMem(), clock: 1000}
 		e.open()
 		const size = 256 * testBS
-		if _, err := e.s.Import(context.Background(), ImportOptions{Name: "a", Source: bytes.NewReader(pattern(1, size)), Size: size, At: 100, BlockSize: testBS}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := e.s.Clone("a", 100, "c"); err != nil {
-			t.Fatal(err)
-		}
-		v := cloneView(t, e)
+		v := cloneOf(t, e, pattern(1, size), testBS)
 		rng := randv2.New(randv2.NewPCG(seed, 2))
 		orig := pattern(1, size)
 		written := map[int][]byte{} // the values written to each block

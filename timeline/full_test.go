@@ -134,6 +134,19 @@ func fullEnv(t *testing.T, limits func(string) bool) (*scriptEnv, *spaceFS, *Vie
 	return e, sfs, cloneView(t, e)
 }
 
+// cloneOf imports disk, in blocks of bs, as volume "a" at 100 and clones
+// that instant as "c"; it returns the clone's writable view.
+func cloneOf(t *testing.T, e *scriptEnv, disk []byte, bs int64) *View {
+	t.Helper()
+	if _, err := e.s.Import(context.Background(), ImportOptions{Name: "a", Source: bytes.NewReader(disk), Size: int64(len(disk)), At: 100, BlockSize: bs}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.s.Clone("a", 100, "c"); err != nil {
+		t.Fatal(err)
+	}
+	return cloneView(t, e)
+}
+
 func cloneView(t *testing.T, e *scriptEnv) *View {
 	t.Helper()
 	m, err := e.s.Volume("c")

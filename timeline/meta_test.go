@@ -2,7 +2,6 @@ package timeline
 
 import (
 	"bytes"
-	"context"
 	randv2 "math/rand/v2"
 	"reflect"
 	"testing"
@@ -19,13 +18,7 @@ func TestCloneWriteMetadataAfterCrash(t *testing.T) {
 	e := &scriptEnv{t: t, fs: vfs.NewCrashableMem(), clock: 1000}
 	e.open()
 	const size = 64 * testBS
-	if _, err := e.s.Import(context.Background(), ImportOptions{Name: "a", Source: bytes.NewReader(pattern(1, size)), Size: size, At: 100, BlockSize: testBS}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.s.Clone("a", 100, "c"); err != nil {
-		t.Fatal(err)
-	}
-	v := cloneView(t, e)
+	v := cloneOf(t, e, pattern(1, size), testBS)
 	rng := randv2.New(randv2.NewPCG(1, 2))
 	p := make([]byte, 1024)
 	// More than maxUnsavedVersions, so that the record was written once

@@ -2,7 +2,6 @@ package timeline
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -69,13 +68,7 @@ func testLostWrites(t *testing.T, far bool) {
 	e.open()
 	const size = 16 * testBS
 	orig := pattern(1, size)
-	if _, err := e.s.Import(context.Background(), ImportOptions{Name: "a", Source: bytes.NewReader(orig), Size: size, At: 100, BlockSize: testBS}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.s.Clone("a", 100, "c"); err != nil {
-		t.Fatal(err)
-	}
-	v := cloneView(t, e)
+	v := cloneOf(t, e, orig, testBS)
 	write := func(b int64, seed byte) {
 		t.Helper()
 		if _, err := v.WriteAt(block(seed), b*testBS); err != nil {
@@ -188,13 +181,7 @@ func TestSyncedMarkMoves(t *testing.T) {
 	e := &scriptEnv{t: t, fs: vfs.NewCrashableMem(), clock: 1000}
 	e.open()
 	const size = 4 * testBS
-	if _, err := e.s.Import(context.Background(), ImportOptions{Name: "a", Source: bytes.NewReader(pattern(1, size)), Size: size, At: 100, BlockSize: testBS}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.s.Clone("a", 100, "c"); err != nil {
-		t.Fatal(err)
-	}
-	v := cloneView(t, e)
+	v := cloneOf(t, e, pattern(1, size), testBS)
 	if _, err := v.WriteAt(block(7), testBS); err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package timeline
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"math/rand"
 	randv2 "math/rand/v2"
@@ -24,13 +23,7 @@ func TestConcurrentWritesShareBlocks(t *testing.T) {
 	e.open()
 	defer e.close()
 	base := pattern(1, size)
-	if _, err := e.s.Import(context.Background(), ImportOptions{Name: "a", Source: bytes.NewReader(base), Size: size, At: 100, BlockSize: bs}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.s.Clone("a", 100, "c"); err != nil {
-		t.Fatal(err)
-	}
-	v := cloneView(t, e)
+	v := cloneOf(t, e, base, bs)
 	defer v.Close()
 	// Each writer's range: 4 KiB at offsets that are not page aligned,
 	// seven in block 0, one across blocks 0 and 1, four in block 1.
@@ -165,13 +158,7 @@ func TestFlushedSmallWritesSurviveCrash(t *testing.T) {
 	for seed := range uint64(4) {
 		e := &scriptEnv{t: t, fs: vfs.NewCrashableMem(), clock: 1000}
 		e.open()
-		if _, err := e.s.Import(context.Background(), ImportOptions{Name: "a", Source: bytes.NewReader(pattern(1, size)), Size: size, At: 100, BlockSize: bs}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := e.s.Clone("a", 100, "c"); err != nil {
-			t.Fatal(err)
-		}
-		v := cloneView(t, e)
+		v := cloneOf(t, e, pattern(1, size), bs)
 		rng := randv2.New(randv2.NewPCG(seed, 3))
 		write := func(lo, hi int64) {
 			p := make([]byte, 4096)
@@ -233,13 +220,7 @@ func TestTrimOfHolesRecordsNothing(t *testing.T) {
 	defer e.close()
 	base := make([]byte, size)
 	copy(base[3*bs:], pattern(1, 2*bs)) // blocks 3 and 4 hold data
-	if _, err := e.s.Import(context.Background(), ImportOptions{Name: "a", Source: bytes.NewReader(base), Size: size, At: 100, BlockSize: bs}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.s.Clone("a", 100, "c"); err != nil {
-		t.Fatal(err)
-	}
-	v := cloneView(t, e)
+	v := cloneOf(t, e, base, bs)
 	defer v.Close()
 	m, _ := v.Volume()
 	versions := func() int {
