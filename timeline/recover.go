@@ -60,10 +60,7 @@ func (s *Store) reclaim(vol uint64, t int64, start blockstore.Position) error {
 			return
 		}
 		if e, err := decodeValue(v); err == nil {
-			if e.isPatch && !e.patch.zero {
-				ids[e.patch.id] = true
-			}
-			e.ref.chunks(func(id blockstore.ID) { ids[id] = true })
+			e.chunks(func(id blockstore.ID) { ids[id] = true })
 		}
 		closer.Close()
 	})

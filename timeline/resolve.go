@@ -79,6 +79,18 @@ type entry struct {
 	isPatch bool
 }
 
+// chunks calls fn with every chunk the value names: a patch's, or its
+// base's.
+func (e *entry) chunks(fn func(blockstore.ID)) {
+	if e.isPatch {
+		if !e.patch.zero {
+			fn(e.patch.id)
+		}
+		return
+	}
+	e.ref.chunks(fn)
+}
+
 const idLen = len(blockstore.ID{})
 
 func decodeValue(v []byte) (entry, error) {

@@ -167,8 +167,7 @@ func (s *Store) checkUnsynced() error {
 // lost one, never a later write over what was lost.
 func (s *Store) dropLost(vols []uint64, mark int64) error {
 	start := time.Now()
-	var checked int
-	var dropped []int64
+	var checked, dropped int
 	lost := map[blockstore.ID]bool{}
 	good := map[blockstore.ID]bool{}
 	var doomed [][]byte
@@ -235,17 +234,11 @@ func (s *Store) dropLost(vols []uint64, mark int64) error {
 					return
 				}
 				checked++
-				if e.isPatch {
-					if !e.patch.zero && !readable(e.patch.id) {
+				e.chunks(func(id blockstore.ID) {
+					if !readable(id) {
 						drop = true
 					}
-				} else {
-					e.ref.chunks(func(id blockstore.ID) {
-						if !readable(id) {
-							drop = true
-						}
-					})
-				}
+				})
 			})
 			if err == nil {
 				err = ferr
@@ -258,13 +251,13 @@ func (s *Store) dropLost(vols []uint64, mark int64) error {
 				for _, b := range blocks {
 					dead[b] = true
 				}
-				dropped = append(dropped, t)
+				dropped++
 			}
 		}
 	}
 	if checked > 0 {
 		s.log.Info("read back the writes made after the last sync of the packs (an unclean stop)",
-			"block_versions", checked, "versions_dropped", len(dropped), "took", time.Since(start).Round(time.Millisecond))
+			"block_versions", checked, "versions_dropped", dropped, "took", time.Since(start).Round(time.Millisecond))
 	}
 	if len(doomed) == 0 {
 		return nil
@@ -285,6 +278,6 @@ func (s *Store) dropLost(vols []uint64, mark int64) error {
 		return err
 	}
 	s.log.Warn("a crash lost writes that were not flushed: their versions now change no block",
-		"versions", len(dropped), "block versions", len(doomed), "chunks", len(lost))
+		"versions", dropped, "block versions", len(doomed), "chunks", len(lost))
 	return nil
 }
