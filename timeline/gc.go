@@ -35,12 +35,7 @@ func markChunks(snap *pebble.Snapshot, fn func(blockstore.ID)) error {
 		if err != nil {
 			return fmt.Errorf("timeline: gc: %v: %w", formatKey(it.Key()), err)
 		}
-		switch {
-		case e.isPatch && !e.patch.zero:
-			fn(e.patch.id)
-		case !e.isPatch:
-			e.ref.chunks(fn)
-		}
+		e.chunks(fn)
 	}
 	return it.Error()
 }

@@ -38,11 +38,7 @@ func (s *Store) Affected(ids []blockstore.ID) ([]Affected, error) {
 			continue
 		}
 		hit := false
-		if e.isPatch {
-			hit = !e.patch.zero && gone[e.patch.id]
-		} else {
-			e.ref.chunks(func(id blockstore.ID) { hit = hit || gone[id] })
-		}
+		e.chunks(func(id blockstore.ID) { hit = hit || gone[id] })
 		if !hit {
 			continue
 		}
