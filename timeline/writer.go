@@ -74,7 +74,8 @@ func (w *versionWriter) store(block uint64, data []byte, base blockstore.ID, old
 }
 
 // storePatch stores data as the bytes at off of block's new version,
-// whose other bytes stay as they are (a patch; see keys.go).
+// whose other bytes stay as they are (a patch; see keys.go). Nothing
+// keeps data once it returns: it may be the writer's own buffer.
 func (w *versionWriter) storePatch(block uint64, off uint32, data []byte) (stagedBlock, error) {
 	p := &patch{off: off, n: uint32(len(data))}
 	if isZero(data) {
