@@ -1,6 +1,9 @@
 package blockstore
 
-import "hash/crc32"
+import (
+	"hash/crc32"
+	"sync/atomic"
+)
 
 // runBufferBytes holds the encoded records of a PutMany of 4 MiB of
 // blocks (an import's segment) with room to spare.
@@ -95,14 +98,54 @@ const maxS2Chunk = 16 << 10
 
 // addChunk appends the record of chunk id stored whole, compressed with
 // the store's codec where that pays (s2 for a small chunk of a zstd
-// store).
+// store; see smallTries for when a small one is not even tried).
 func (r *run) addChunk(s *Store, id ID, data []byte) (int64, location) {
-	sp := bufPool.Get()
-	defer bufPool.Put(sp)
 	c := s.codec
-	if c == CodecZstd && len(data) <= maxS2Chunk {
+	small := len(data) <= maxS2Chunk
+	if c == CodecZstd && small {
 		c = CodecS2
 	}
+	if c == CodecRaw || small && !s.small.try() {
+		return r.add(id, len(data), data, CodecRaw, true)
+	}
+	sp := bufPool.Get()
+	defer bufPool.Put(sp)
 	payload, codec := s.codecs.encode(c, data, (*sp)[:0])
+	if small {
+		s.small.tried(codec != CodecRaw)
+	}
 	return r.add(id, len(data), payload, codec, codec == CodecRaw)
+}
+
+// smallTries decides whether a small chunk stored alone (a small write's
+// bytes: a patch, see timeline) is worth compressing. Their compression
+// was a ninth of a protected disk's 4 KiB random write's CPU, and on an
+// encrypted disk, or one that holds compressed files, it saves nothing.
+// So after smallMisses such chunks in a row that did not shrink, only
+// one in smallProbe is tried, and the first that shrinks has every small
+// chunk tried again. A compressible chunk among the skipped is stored
+// raw: a little space until its block is folded (stored whole and
+// compressed), never other bytes.
+type smallTries struct {
+	misses  atomic.Int64 // small chunks in a row that did not shrink
+	skipped atomic.Int64 // small chunks not tried, all told
+}
+
+const (
+	smallMisses = 64
+	smallProbe  = 16
+)
+
+// try says whether to compress the next small chunk.
+func (t *smallTries) try() bool {
+	return t.misses.Load() < smallMisses || t.skipped.Add(1)%smallProbe == 0
+}
+
+// tried records whether a small chunk that was tried shrank.
+func (t *smallTries) tried(shrank bool) {
+	if shrank {
+		t.misses.Store(0)
+	} else {
+		t.misses.Add(1)
+	}
 }

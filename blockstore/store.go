@@ -61,7 +61,8 @@ type Store struct {
 	packSize int64
 	log      *slog.Logger
 	codecs   *codecs
-	sources  *Cache // recently read sources of slices records
+	small    smallTries // whether small chunks are worth compressing
+	sources  *Cache     // recently read sources of slices records
 	bundles  *bundleCache
 	locs     *locCache // index entries read lately
 	// indexLookups counts the chunks looked up in the index to be read.

@@ -3,6 +3,7 @@ package blockstore
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"math/rand"
 	"os"
 	"sort"
@@ -491,5 +492,49 @@ func TestWarmLocations(t *testing.T) {
 	got, err := s.GetMany([]ID{Sum(chunks[0]), Sum(chunks[39])})
 	if err != nil || !bytes.Equal(got[0], chunks[0]) || !bytes.Equal(got[1], chunks[39]) {
 		t.Fatalf("reading after the load: %v", err)
+	}
+}
+
+// TestSmallChunksStopBeingCompressedWhenNothingShrinks stores small
+// incompressible chunks until compression is only probed, then small
+// compressible ones: some are stored raw (not tried), the probe shrinks,
+// and from it on every small chunk is compressed again. Every chunk reads
+// back as its bytes.
+func TestSmallChunksStopBeingCompressedWhenNothingShrinks(t *testing.T) {
+	for _, codec := range []Codec{CodecZstd, CodecS2} {
+		s, db := openTest(t, vfs.NewMem(), codec)
+		rnd := rand.New(rand.NewSource(1))
+		var chunks [][]byte
+		for range smallMisses {
+			c := make([]byte, 4096)
+			rnd.Read(c)
+			chunks = append(chunks, c)
+		}
+		for i := range 3 * smallProbe {
+			chunks = append(chunks, bytes.Repeat([]byte(fmt.Sprintf("text %6d ", i)), 410)[:4096])
+		}
+		rs := put(t, s, db, chunks...)
+		raw, first := 0, -1
+		for i, r := range rs[smallMisses:] {
+			compressed := r.Stored < 2048
+			if compressed && first < 0 {
+				first = i
+			}
+			if !compressed {
+				raw++
+				if first >= 0 {
+					t.Errorf("%s: text chunk %d stored raw after chunk %d shrank", codec, i, first)
+				}
+			}
+		}
+		if raw == 0 || raw >= smallProbe || first < 0 {
+			t.Errorf("%s: after %d incompressible chunks, %d text chunks stored raw, the first compressed is %d; want 1 to %d raw, then all compressed",
+				codec, smallMisses, raw, first, smallProbe-1)
+		}
+		for i, c := range chunks {
+			if got, err := s.Get(rs[i].ID); err != nil || !bytes.Equal(got, c) {
+				t.Fatalf("%s: chunk %d reads back %d bytes, %v", codec, i, len(got), err)
+			}
+		}
 	}
 }
