@@ -101,9 +101,10 @@
 // version's chunks are durable, saved after a sync of the packs every
 // 250 ms while writes come and at a clean close. Open reads back the
 // chunks of every version stamped after the mark; a version that lost
-// one changes no block any more (its block versions are deleted, and so
-// are those of later versions of the same blocks), and the lost chunk's
-// index entry goes, so that no later write deduplicates against it.
+// one is taken out of the history (its block versions, time-index
+// records and share of the metadata are deleted, and so are those of
+// later versions of the same blocks), and the lost chunk's index entry
+// goes, so that no later write deduplicates against it.
 // Pebble's tables and log are synced after the packs (the Guard,
 // guard.go), so only log records that the kernel wrote out unsynced can
 // be ahead of the packs. What a power loss can cost:

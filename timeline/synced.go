@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -23,11 +24,12 @@ import (
 // it has its bytes durable. It is read before a sync of the packs and
 // saved after it succeeds, every syncedInterval while writes come and at
 // a clean close. Open checks every version stamped after the saved mark
-// (checkUnsynced): a version with a chunk that cannot be read back
-// changes no block any more (its block versions are deleted, and those
-// of later versions of the same blocks), so its blocks read as they did
-// before it, and the lost chunk's index entry goes too, so that no later
-// write counts on it as stored. Only writes that were not flushed can be
+// (checkUnsynced): a version with a chunk that cannot be read back is
+// taken out of the history (its block versions are deleted, and those of
+// later versions of the same blocks, with their time-index records and
+// their part of the metadata), so its blocks read as they did before it
+// and the log no longer lists it, and the lost chunk's index entry goes
+// too, so that no later write counts on it as stored. Only writes that were not flushed can be
 // lost that way: FLUSH
 // syncs the packs and the log. Every other writer of the index (imports,
 // folding, clustering, collection) syncs the packs it wrote before it
@@ -171,6 +173,7 @@ func (s *Store) dropLost(vols []uint64, mark int64) error {
 	lost := map[blockstore.ID]bool{}
 	good := map[blockstore.ID]bool{}
 	var doomed [][]byte
+	gone := map[uint64][]int64{} // the times of the versions dropped, by volume
 	readable := func(id blockstore.ID) bool {
 		if good[id] || lost[id] {
 			return good[id]
@@ -251,6 +254,7 @@ func (s *Store) dropLost(vols []uint64, mark int64) error {
 				for _, b := range blocks {
 					dead[b] = true
 				}
+				gone[vol] = append(gone[vol], t)
 				dropped++
 			}
 		}
@@ -267,8 +271,19 @@ func (s *Store) dropLost(vols []uint64, mark int64) error {
 	for _, k := range doomed {
 		b.Delete(k, nil)
 	}
+	var metas []*Volume
+	for vol, times := range gone {
+		m, err := s.forgetVersions(b, vol, times)
+		if err != nil {
+			return err
+		}
+		metas = append(metas, m)
+	}
 	if err := s.commit(b, pebble.Sync); err != nil {
 		return err
+	}
+	for _, m := range metas {
+		s.publish(m)
 	}
 	ids := make([]blockstore.ID, 0, len(lost))
 	for id := range lost {
@@ -277,7 +292,60 @@ func (s *Store) dropLost(vols []uint64, mark int64) error {
 	if err := s.chunks.ForgetLost(ids); err != nil {
 		return err
 	}
-	s.log.Warn("a crash lost writes that were not flushed: their versions now change no block",
+	s.log.Warn("a crash lost writes that were not flushed: their versions are taken out of the history",
 		"versions", dropped, "block versions", len(doomed), "chunks", len(lost))
 	return nil
+}
+
+// forgetVersions takes the versions of vol stamped at times (ascending),
+// which a crash emptied (dropLost), out of its history in b: their
+// time-index records and range records, and their count and bytes in the
+// metadata, whose newest (and oldest) version becomes the newest (oldest)
+// one left. `rewind log` then lists only writes the volume holds, and an
+// instant after the newest left reads it. It returns the metadata that b
+// records; the caller publishes it once b is committed.
+func (s *Store) forgetVersions(b *pebble.Batch, vol uint64, times []int64) (*Volume, error) {
+	m, err := s.VolumeByID(vol)
+	if err != nil {
+		return nil, err
+	}
+	m = m.clone()
+	dropped := map[int64]bool{}
+	for _, t := range times {
+		dropped[t] = true
+	}
+	first, last, left := int64(0), int64(0), false
+	err = s.EachVersion(vol, 0, math.MaxInt64, func(v VersionInfo) {
+		if !dropped[v.Time] {
+			if !left {
+				first, left = v.Time, true
+			}
+			last = v.Time
+			return
+		}
+		m.Versions--
+		m.LogicalBytes -= v.Bytes
+		m.StoredBytes -= v.Stored
+	})
+	if err != nil {
+		return nil, err
+	}
+	if !left {
+		// Never so: a volume's first version (an import, a clone's fork,
+		// protection's first copy) is synced before it is acknowledged.
+		return nil, fmt.Errorf("%w: every version of %s lost a chunk", blockstore.ErrCorrupt, m.Name)
+	}
+	m.First, m.Last = first, last
+	for _, t := range times {
+		if err := b.DeleteRange(timeKey(vol, t, 0), timeKey(vol, t+1, 0), nil); err != nil {
+			return nil, err
+		}
+		if err := b.Delete(rangeKey(vol, t), nil); err != nil {
+			return nil, err
+		}
+	}
+	if err := b.Set(metaKey(vol), m.marshal(), nil); err != nil {
+		return nil, err
+	}
+	return m, nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"testing"
 	"time"
 
@@ -84,10 +85,21 @@ func testLostWrites(t *testing.T, far bool) {
 		t.Fatalf("mark %d after a sync, newest version %d", mark, m.Last)
 	}
 	write(5, 5) // kept: its record lies before the lost one
+	newest := func() int64 {
+		t.Helper()
+		m, err := e.s.Volume("c")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m.Last
+	}
+	kept := newest()
 	write(3, 3) // lost below
 	lostID, lostAt := newestPlace(t, e, 3)
+	lostT := newest()
 	write(3, 4) // a later write of the same block
 	laterID, _ := newestPlace(t, e, 3)
+	laterT := newest()
 	// Distinct records past 8 MiB (4 KiB each, none deduplicated).
 	const farWrites = 2400
 	farData := func(i int) []byte {
@@ -156,9 +168,37 @@ func testLostWrites(t *testing.T, far bool) {
 	if _, err := e.bs.Get(lostID); !errors.Is(err, blockstore.ErrNotFound) {
 		t.Fatalf("the lost chunk is still indexed: %v", err)
 	}
+	// The dropped versions are gone from the history: the log lists
+	// neither, and the metadata counts only what the log lists.
+	m, err := e.s.Volume("c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log, err := e.s.Log(m.ID, 0, math.MaxInt64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logical, stored int64
+	for _, lv := range log {
+		if lv.Time == lostT || lv.Time == laterT {
+			t.Errorf("the log still lists the dropped version at %d", lv.Time)
+		}
+		logical += lv.Bytes
+		stored += lv.Stored
+	}
+	if int64(len(log)) != m.Versions || m.Last != log[len(log)-1].Time || m.First != log[0].Time {
+		t.Errorf("metadata: %d versions from %d to %d; the log lists %d from %d to %d",
+			m.Versions, m.First, m.Last, len(log), log[0].Time, log[len(log)-1].Time)
+	}
+	if m.LogicalBytes != logical || m.StoredBytes != stored {
+		t.Errorf("metadata: %d bytes written, %d stored; the log's versions %d and %d", m.LogicalBytes, m.StoredBytes, logical, stored)
+	}
+	if !far && m.Last != kept {
+		t.Errorf("newest version %d after the crash, want the last one kept, %d", m.Last, kept)
+	}
 	// The store took the check's result as its new mark.
-	if m, _ := e.s.Volume("c"); readSyncedMark(t, e) != m.Last {
-		t.Fatalf("mark %d after the check, newest version %d", readSyncedMark(t, e), m.Last)
+	if mark := readSyncedMark(t, e); mark < m.Last {
+		t.Fatalf("mark %d after the check, newest version %d", mark, m.Last)
 	}
 	// A new write of the lost bytes stores them again.
 	w := cloneView(t, e)
