@@ -207,10 +207,15 @@ func (w *versionWriter) writeRuns() error {
 // pack data is synced before the batch that points at it.
 func (w *versionWriter) commit(sync bool) error {
 	defer w.batch.Close()
-	if err := w.writeRuns(); err != nil {
+	// The index entries first, then the time-index records: the runs
+	// record and the summary lie side by side in the index, and Pebble's
+	// memtable finds where the second goes at once when they come one
+	// after the other in a batch (a search of the memtable for each of a
+	// 4 KiB clone write's keys was a sixth of its CPU).
+	if err := w.txn.AddTo(w.batch); err != nil {
 		return err
 	}
-	if err := w.txn.AddTo(w.batch); err != nil {
+	if err := w.writeRuns(); err != nil {
 		return err
 	}
 	m := w.meta
