@@ -68,10 +68,7 @@ func (t *Txn) PutDelta(data []byte, base ID, old []byte) (PutResult, error) {
 		return PutResult{ID: id, Place: Place{loc: t.mu.locs[id], ok: true}}, nil
 	}
 	loc.pack, loc.offset = pack, off+at
-	t.mu.added[id] = true
-	t.mu.locs[id] = loc
-	t.s.ids.add(id)
-	t.mu.pending = append(t.mu.pending, [2][]byte{indexKey(id), loc.marshal()})
+	t.addedLocked(id, loc)
 	return PutResult{ID: id, New: true, Stored: loc.size(), Place: Place{loc: loc, ok: true}}, nil
 }
 

@@ -345,6 +345,9 @@ func (s *Store) waitSweptLocked(g *gcState) {
 func (s *Store) useLocked(t *Txn, id ID) {
 	if t != nil {
 		t.refsMu.Lock()
+		if t.refs == nil {
+			t.refs = map[ID]bool{}
+		}
 		t.refs[id] = true
 		t.refsMu.Unlock()
 	}
