@@ -273,7 +273,7 @@ func (s *Store) dropLost(vols []uint64, mark int64) error {
 	}
 	var metas []*Volume
 	for vol, times := range gone {
-		m, err := s.forgetVersions(b, vol, times)
+		m, err := s.forgetVersions(b, vol, mark, times)
 		if err != nil {
 			return err
 		}
@@ -297,14 +297,15 @@ func (s *Store) dropLost(vols []uint64, mark int64) error {
 	return nil
 }
 
-// forgetVersions takes the versions of vol stamped at times (ascending),
-// which a crash emptied (dropLost), out of its history in b: their
-// time-index records and range records, and their count and bytes in the
-// metadata, whose newest (and oldest) version becomes the newest (oldest)
-// one left. `rewind log` then lists only writes the volume holds, and an
-// instant after the newest left reads it. It returns the metadata that b
-// records; the caller publishes it once b is committed.
-func (s *Store) forgetVersions(b *pebble.Batch, vol uint64, times []int64) (*Volume, error) {
+// forgetVersions takes the versions of vol stamped at times (ascending,
+// all after mark), which a crash emptied (dropLost), out of its history
+// in b: their time-index records and range records, and their count and
+// bytes in the metadata, whose newest (and oldest) version becomes the
+// newest (oldest) one left. `rewind log` then lists only writes the
+// volume holds, and an instant after the newest left reads it. Only the
+// versions after mark are read. It returns the metadata that b records;
+// the caller publishes it once b is committed.
+func (s *Store) forgetVersions(b *pebble.Batch, vol uint64, mark int64, times []int64) (*Volume, error) {
 	m, err := s.VolumeByID(vol)
 	if err != nil {
 		return nil, err
@@ -314,11 +315,11 @@ func (s *Store) forgetVersions(b *pebble.Batch, vol uint64, times []int64) (*Vol
 	for _, t := range times {
 		dropped[t] = true
 	}
-	first, last, left := int64(0), int64(0), false
-	err = s.EachVersion(vol, 0, math.MaxInt64, func(v VersionInfo) {
+	var first, last int64 // of the versions after mark that stay
+	err = s.EachVersion(vol, mark+1, math.MaxInt64, func(v VersionInfo) {
 		if !dropped[v.Time] {
-			if !left {
-				first, left = v.Time, true
+			if first == 0 {
+				first = v.Time
 			}
 			last = v.Time
 			return
@@ -330,12 +331,19 @@ func (s *Store) forgetVersions(b *pebble.Batch, vol uint64, times []int64) (*Vol
 	if err != nil {
 		return nil, err
 	}
-	if !left {
+	if m.First > mark {
+		m.First = first
+	}
+	if m.Last = last; last == 0 {
+		if m.Last, err = s.retained(vol, mark); err != nil {
+			return nil, err
+		}
+	}
+	if m.First == 0 || m.Versions <= 0 {
 		// Never so: a volume's first version (an import, a clone's fork,
 		// protection's first copy) is synced before it is acknowledged.
 		return nil, fmt.Errorf("%w: every version of %s lost a chunk", blockstore.ErrCorrupt, m.Name)
 	}
-	m.First, m.Last = first, last
 	for _, t := range times {
 		if err := b.DeleteRange(timeKey(vol, t, 0), timeKey(vol, t+1, 0), nil); err != nil {
 			return nil, err
