@@ -124,8 +124,8 @@ func (r *run) addChunk(s *Store, id ID, data []byte) (int64, location) {
 // So after smallMisses such chunks in a row that did not shrink, only
 // one in smallProbe is tried, and the first that shrinks has every small
 // chunk tried again. A compressible chunk among the skipped is stored
-// raw: a little space until its block is folded (stored whole and
-// compressed), never other bytes.
+// raw: some space (small writes' bytes, a small part of a store; a
+// block folded is stored whole and compressed), never other bytes.
 type smallTries struct {
 	misses  atomic.Int64 // small chunks in a row that did not shrink
 	skipped atomic.Int64 // small chunks not tried, all told
