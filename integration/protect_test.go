@@ -99,6 +99,17 @@ func TestProtectHistoryAndCrash(t *testing.T) {
 
 	srv = rw.Serve(serveOptions{})
 	qemuIOReadOnly(t, srv.URI("vol@latest"), "read -P 0xd4 2M 64k", "read -P 0xc3 1M 64k")
+	// The comparison at the start found the two in agreement (the write
+	// was flushed) and recorded nothing: the log is the writes and the
+	// first import.
+	var after []struct {
+		Kind   string `json:"kind"`
+		Blocks int64  `json:"blocks"`
+	}
+	mustJSON(t, rw.MustRun("--json", "log", "vol"), &after)
+	if len(after) != len(log)+1 || after[len(after)-1].Kind != "write" {
+		t.Errorf("rewind log vol after the restart: %+v; want the %d versions before and the flushed write", after, len(log))
+	}
 	// Served again, writable, and still recording.
 	qemuIO(t, srv.URI("vol"), "read -P 0xd4 2M 64k", "write -P 0xe5 3M 64k", "flush")
 	requireFilled(t, primary, 3<<20, 64<<10, 0xe5)

@@ -36,6 +36,11 @@ type ImportOptions struct {
 	// meeting them are read, and every other block keeps its version. It
 	// needs an existing volume of the same size.
 	Changed []Range
+	// SkipUnchanged records no version when the volume exists, keeps its
+	// size and no block differs: the result has no Time. A comparison
+	// after an unclean stop of a protection (catalog/protect) that finds
+	// the two agree leaves the history as it was.
+	SkipUnchanged bool
 	// Progress, if set, is called with the bytes read so far.
 	Progress func(done, total int64)
 	Workers  int // default GOMAXPROCS
@@ -117,15 +122,22 @@ func (s *Store) Import(ctx context.Context, o ImportOptions) (*ImportResult, err
 		w.abort()
 		return nil, err
 	}
-	if err := s.runImport(ctx, o, base, created, w); err != nil {
+	undo := func() {
 		// Its bytes go first: the version they belong to was never
 		// visible, and a full disk needs the space for the undo.
 		w.discard()
 		w.abort()
 		if uerr := s.undoPending(meta.ID, t); uerr != nil {
-			s.log.Error("undo failed import; it is undone at the next open", "volume", o.Name, "err", uerr)
+			s.log.Error("undo an import; it is undone at the next open", "volume", o.Name, "err", uerr)
 		}
+	}
+	if err := s.runImport(ctx, o, base, created, w); err != nil {
+		undo()
 		return nil, err
+	}
+	if o.SkipUnchanged && !created && o.Size == base.Size && w.sum.Blocks == 0 {
+		undo()
+		return &ImportResult{Volume: base}, nil
 	}
 	if err := w.commit(true); err != nil {
 		// Not discarded: the commit may have reached the disk all the

@@ -134,3 +134,54 @@ func TestImportComparesPatchedBlocksByContent(t *testing.T) {
 		t.Fatalf("after the comparison the volume does not read as the primary: %v", err)
 	}
 }
+
+// TestImportSkipUnchanged: with SkipUnchanged, an import that finds no
+// block different records no version and leaves nothing pending; one
+// that finds a difference records it as any import does.
+func TestImportSkipUnchanged(t *testing.T) {
+	e := &scriptEnv{t: t, fs: vfs.NewCrashableMem(), clock: 1000}
+	e.open()
+	defer func() { e.close() }()
+	const size = 8 * testBS
+	src := pattern(3, size)
+	ctx := context.Background()
+	first, err := e.s.Import(ctx, ImportOptions{Name: "p", Source: bytes.NewReader(src), Size: size, BlockSize: testBS})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, changed := range [][]Range{nil, {{Offset: 0, Length: size}}} {
+		res, err := e.s.Import(ctx, ImportOptions{Name: "p", Source: bytes.NewReader(src), Size: size, Changed: changed, SkipUnchanged: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Time != 0 || res.Blocks != 0 {
+			t.Fatalf("an unchanged source (changed ranges %v) recorded a version at %d with %d blocks", changed, res.Time, res.Blocks)
+		}
+	}
+	m, err := e.s.Volume("p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log, err := e.s.Log(m.ID, 0, m.Last)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Versions != 1 || len(log) != 1 || m.Last != first.Time {
+		t.Fatalf("after two unchanged imports: %d versions (log %d), newest %d; want only the first, %d", m.Versions, len(log), m.Last, first.Time)
+	}
+	// Reopened, nothing was left pending to undo, and a change is a
+	// version.
+	e.close()
+	e.open()
+	copy(src[2*testBS:], bytes.Repeat([]byte{9}, 100))
+	res, err := e.s.Import(ctx, ImportOptions{Name: "p", Source: bytes.NewReader(src), Size: size, SkipUnchanged: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Time == 0 || res.Blocks != 1 {
+		t.Fatalf("a changed source: version at %d with %d blocks, want one block recorded", res.Time, res.Blocks)
+	}
+	if m, _ = e.s.Volume("p"); m.Versions != 2 {
+		t.Fatalf("%d versions after a changed import, want 2", m.Versions)
+	}
+}

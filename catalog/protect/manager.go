@@ -126,7 +126,7 @@ func (m *Manager) resumeErr(ctx context.Context, r *record) error {
 			p.close()
 			return err
 		}
-		opts := timeline.ImportOptions{Name: r.Name, Source: p.f, Size: r.Size, Data: p.importRanges(r.Size)}
+		opts := timeline.ImportOptions{Name: r.Name, Source: p.f, Size: r.Size, Data: p.importRanges(r.Size), SkipUnchanged: true}
 		var compared int64 = r.Size
 		if ok {
 			opts.Changed, compared = marked, 0
@@ -140,8 +140,13 @@ func (m *Manager) resumeErr(ctx context.Context, r *record) error {
 				p.close()
 				return fmt.Errorf("compare the primary with the timeline: %w", err)
 			}
-			m.log.Warn("protection stopped uncleanly: recorded what the primary holds and the timeline did not", "volume", r.Name,
-				"compared_bytes", compared, "blocks", res.Blocks, "at", catalog.Time(res.Time))
+			if res.Blocks == 0 {
+				m.log.Warn("protection stopped uncleanly: the primary and the timeline agree", "volume", r.Name,
+					"compared_bytes", compared, "blocks", 0)
+			} else {
+				m.log.Warn("protection stopped uncleanly: recorded what the primary holds and the timeline did not", "volume", r.Name,
+					"compared_bytes", compared, "blocks", res.Blocks, "at", catalog.Time(res.Time))
+			}
 		} else {
 			m.log.Warn("protection stopped uncleanly, with no write in progress or unflushed: nothing to compare", "volume", r.Name)
 		}
