@@ -105,13 +105,17 @@ func (s *Store) endTxnLocked(t *Txn) {
 // Discard gives back the pack bytes of a Txn whose entries will never be
 // referenced (its writer failed and undid what it committed), when every
 // byte written to the store since its first one is its own; it reports
-// whether it did. The packs it cut are not written again.
+// whether it did (true for a Txn that wrote nothing: nothing is kept).
+// The packs it cut are not written again.
 func (t *Txn) Discard() (bool, error) {
 	s := t.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.endTxnLocked(t)
-	if !t.started || s.mu.writes-t.writesAtStart != t.writes {
+	if !t.started {
+		return true, nil
+	}
+	if s.mu.writes-t.writesAtStart != t.writes {
 		return false, nil
 	}
 	var first error
