@@ -238,12 +238,9 @@ func (s *Store) dropVersions(vs *volState, vol uint64, gone []VersionInfo, first
 	b := s.db.NewBatch()
 	defer b.Close()
 	for _, v := range gone {
-		if err := b.DeleteRange(timeKey(vol, v.Time, 0), timeKey(vol, v.Time+1, 0), nil); err != nil {
+		if err := unrecord(b, m, v); err != nil {
 			return err
 		}
-		m.Versions--
-		m.LogicalBytes -= v.Bytes
-		m.StoredBytes -= v.Stored
 		m.Pruned = max(m.Pruned, v.Time)
 	}
 	m.First = first
@@ -267,6 +264,19 @@ func (s *Store) dropVersions(vs *volState, vol uint64, gone []VersionInfo, first
 		return err
 	}
 	s.publish(m)
+	return nil
+}
+
+// unrecord takes version v out of m's history in b: its time-index
+// records (runs and summary), and its count and bytes in m. Prune and the
+// check after a crash (forgetVersions) both do it.
+func unrecord(b *pebble.Batch, m *Volume, v VersionInfo) error {
+	if err := b.DeleteRange(timeKey(m.ID, v.Time, 0), timeKey(m.ID, v.Time+1, 0), nil); err != nil {
+		return err
+	}
+	m.Versions--
+	m.LogicalBytes -= v.Bytes
+	m.StoredBytes -= v.Stored
 	return nil
 }
 

@@ -29,9 +29,9 @@ import (
 // later versions of the same blocks, with their time-index records and
 // their part of the metadata), so its blocks read as they did before it
 // and the log no longer lists it, and the lost chunk's index entry goes
-// too, so that no later write counts on it as stored. Only writes that were not flushed can be
-// lost that way: FLUSH
-// syncs the packs and the log. Every other writer of the index (imports,
+// too, so that no later write counts on it as stored. Only writes that
+// were not flushed can be lost that way: FLUSH syncs the packs and the
+// log. Every other writer of the index (imports,
 // folding, clustering, collection) syncs the packs it wrote before it
 // commits, and Pebble's tables and log are synced after the packs (Guard):
 // only log records that the kernel wrote out unsynced can be ahead.
@@ -316,20 +316,27 @@ func (s *Store) forgetVersions(b *pebble.Batch, vol uint64, mark int64, times []
 		dropped[t] = true
 	}
 	var first, last int64 // of the versions after mark that stay
+	var gone []VersionInfo
 	err = s.EachVersion(vol, mark+1, math.MaxInt64, func(v VersionInfo) {
-		if !dropped[v.Time] {
-			if first == 0 {
-				first = v.Time
-			}
-			last = v.Time
+		if dropped[v.Time] {
+			gone = append(gone, v)
 			return
 		}
-		m.Versions--
-		m.LogicalBytes -= v.Bytes
-		m.StoredBytes -= v.Stored
+		if first == 0 {
+			first = v.Time
+		}
+		last = v.Time
 	})
 	if err != nil {
 		return nil, err
+	}
+	for _, v := range gone {
+		if err := unrecord(b, m, v); err != nil {
+			return nil, err
+		}
+		if err := b.Delete(rangeKey(vol, v.Time), nil); err != nil {
+			return nil, err
+		}
 	}
 	if m.First > mark {
 		m.First = first
@@ -343,14 +350,6 @@ func (s *Store) forgetVersions(b *pebble.Batch, vol uint64, mark int64, times []
 		// Never so: a volume's first version (an import, a clone's fork,
 		// protection's first copy) is synced before it is acknowledged.
 		return nil, fmt.Errorf("%w: every version of %s lost a chunk", blockstore.ErrCorrupt, m.Name)
-	}
-	for _, t := range times {
-		if err := b.DeleteRange(timeKey(vol, t, 0), timeKey(vol, t+1, 0), nil); err != nil {
-			return nil, err
-		}
-		if err := b.Delete(rangeKey(vol, t), nil); err != nil {
-			return nil, err
-		}
 	}
 	if err := b.Set(metaKey(vol), m.marshal(), nil); err != nil {
 		return nil, err
