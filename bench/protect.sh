@@ -169,7 +169,7 @@ prot_table() {
 	out ""
 	out "Restart after SIGKILL (a fresh copy of v2.img protected, one flushed 64 KiB write, the daemon killed, the page cache dropped): ${PROT_CRASH:--} s from \`rewind serve\` to the export answering \`nbdinfo\`; the start compared $(human "${PROT_COMPARED:--}") of the $(human "$(image_bytes)") primary with the timeline (the regions its write-intent bitmap marks), and the write read back."
 	out ""
-	out "Restart after SIGKILL during writes (fio 4 KiB random writes at QD32 without flushes to a fresh copy of v2.img, the daemon killed 4 s into them, the page cache dropped): ${PROT_BUSY:--} s from \`rewind serve\` to the export answering; the start compared $(human "${PROT_BUSY_COMPARED:--}") of the primary (every region was written) and recorded ${PROT_BUSY_BLOCKS:--} blocks where the primary held writes the timeline had not written out."
+	out "Restart after SIGKILL during writes (fio 4 KiB random writes at QD32 without flushes to a fresh copy of v2.img, the daemon killed 4 s into them, the page cache dropped): ${PROT_BUSY:--} s from \`rewind serve\` to the export answering (the daemon answered \`rewind protect status\` after ${PROT_BUSY_DAEMON:--} s, the protection resuming meanwhile); the start compared $(human "${PROT_BUSY_COMPARED:--}") of the primary (every region was written) and recorded ${PROT_BUSY_BLOCKS:--} blocks where the primary held writes the timeline had not written out."
 	if [[ -n $PROT_LOST ]]; then
 		out ""
 		out "Versions missing or extra (every acknowledged write must be one version):$PROT_LOST"
@@ -180,18 +180,25 @@ prot_table() {
 
 # prot_restart PORT: after a SIGKILL, drops the page cache, starts the
 # daemon again on PORT and waits until NBD_URI answers; sets STARTED (its
-# pid) and PROT_RESTART (seconds from the start to the answer).
+# pid), PROT_RESTART (seconds from the start to the answer) and
+# PROT_RESTART_DAEMON (seconds until the daemon answered `protect
+# status`: it serves everything else while the protection resumes).
 prot_restart() {
-	local t0 t1
+	local t0 t1 td
 	drop_caches
 	t0=$(date +%s.%N)
 	start rewind-restart "$REWIND" --data "$(prot_data)" serve "${SERVE_ARGS[@]}" --nbd "127.0.0.1:$1"
+	if ! wait_server rewind-restart "$STARTED" "$REWIND" --data "$(prot_data)" protect status >/dev/null 2>&1; then
+		stop "$STARTED"
+		return 1
+	fi
+	td=$(date +%s.%N)
 	if ! wait_server rewind-restart "$STARTED" nbdinfo --size "$NBD_URI"; then
 		stop "$STARTED"
 		return 1
 	fi
 	t1=$(date +%s.%N)
-	PROT_RESTART=$(calc "$t1 - $t0")
+	PROT_RESTART=$(calc "$t1 - $t0") PROT_RESTART_DAEMON=$(calc "$td - $t0")
 }
 
 # prot_restart_log KEY: the number the restarted daemon logged as KEY=N
@@ -236,7 +243,7 @@ prot_crash() {
 # kept and the timeline had not written out when it was killed).
 prot_crash_busy() {
 	local port fio_pid
-	PROT_BUSY=- PROT_BUSY_COMPARED=- PROT_BUSY_BLOCKS=-
+	PROT_BUSY=- PROT_BUSY_DAEMON=- PROT_BUSY_COMPARED=- PROT_BUSY_BLOCKS=-
 	cp --sparse=always "$W/img/v2.img" "$(prot_primary)"
 	prot_start rewind || return 1
 	port=${NBD_URI#nbd://127.0.0.1:} port=${port%%/*}
@@ -248,7 +255,7 @@ prot_crash_busy() {
 	stop "$NBD_PID"
 	wait "$fio_pid" 2>/dev/null
 	prot_restart "$port" || return 1
-	PROT_BUSY=$PROT_RESTART PROT_BUSY_COMPARED=$(prot_restart_log compared_bytes) PROT_BUSY_BLOCKS=$(prot_restart_log blocks)
+	PROT_BUSY=$PROT_RESTART PROT_BUSY_DAEMON=$PROT_RESTART_DAEMON PROT_BUSY_COMPARED=$(prot_restart_log compared_bytes) PROT_BUSY_BLOCKS=$(prot_restart_log blocks)
 	stop "$STARTED"
 	rm -rf "$(prot_data)" "$(prot_primary)"
 }

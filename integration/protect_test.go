@@ -98,6 +98,7 @@ func TestProtectHistoryAndCrash(t *testing.T) {
 	requireFilled(t, primary, 2<<20, 64<<10, 0xd4)
 
 	srv = rw.Serve(serveOptions{})
+	waitProtected(t, rw, "vol")
 	qemuIOReadOnly(t, srv.URI("vol@latest"), "read -P 0xd4 2M 64k", "read -P 0xc3 1M 64k")
 	// The comparison at the start found the two in agreement (the write
 	// was flushed) and recorded nothing: the log is the writes and the
@@ -353,6 +354,7 @@ func TestProtectFullDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv = rw.Serve(serveOptions{})
+	waitProtected(t, rw, "vol")
 	want, err := os.ReadFile(expected)
 	if err != nil {
 		t.Fatal(err)
@@ -408,4 +410,32 @@ func TestProtectBlockDevice(t *testing.T) {
 	}
 	defer held.Close()
 	oneLineError(t, "a device held exclusively", rw.Run("protect", "dev2", "--primary", dev), "in use")
+}
+
+// waitProtected waits until the daemon serves name's protection: after
+// an unclean stop it is resuming while the start compares the primary
+// with the timeline, and the daemon answers meanwhile.
+func waitProtected(t *testing.T, rw *rewind, name string) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		var all []struct {
+			State  string `json:"state"`
+			Reason string `json:"reason"`
+		}
+		mustJSON(t, rw.MustRun("--json", "protect", "status", name), &all)
+		if len(all) != 1 {
+			t.Fatalf("rewind protect status %s: %+v", name, all)
+		}
+		st := all[0]
+		switch {
+		case st.State == "protected":
+			return
+		case st.State != "resuming":
+			t.Fatalf("protection of %s after the restart: %s (%s)", name, st.State, st.Reason)
+		case time.Now().After(deadline):
+			t.Fatalf("protection of %s still resuming after 2 minutes: %s", name, st.Reason)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

@@ -52,6 +52,14 @@
 // the exports closed) flushes both and records so, and the next start
 // skips the comparison.
 //
+// The comparison runs after Open returns, so that the daemon serves
+// everything else while a large primary is read (Manager.resuming). The
+// protection shows as resuming, with how far the comparison is; its
+// Disk is not served, nor its newest version in the Disk's place
+// (Manager.Resuming), and Unprotect is refused, until it ends. Close
+// interrupts it (Manager.ctx); the record stays unclean, and the next
+// start compares again.
+//
 // # Concurrency
 //
 // Manager's methods are safe for concurrent use; its map of jobs is under
@@ -68,7 +76,7 @@
 //
 //   - The comparison after an unclean stop reads the marked regions of
 //     PATH (64 MiB each), all of it when random writes touched them all
-//     within the last 10 s before the crash.
+//     within the last 10 s before the crash; the export waits for it.
 //   - Unprotect while clients are connected ends their I/O with errors.
 //   - Block status of a device primary reports all data.
 //   - The timeline sets the IOPS: recording a 4 KiB write (a patch in a

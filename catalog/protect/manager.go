@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/rewind-dev/rewind/catalog"
 	"github.com/rewind-dev/rewind/timeline"
@@ -28,18 +29,32 @@ type Manager struct {
 	tl  *timeline.Store
 	dir string
 	log *slog.Logger
-	mu  struct {
+	// ctx ends the comparisons that resume protections after an unclean
+	// stop (Close cancels it); resuming counts them.
+	ctx      context.Context
+	cancel   context.CancelFunc
+	resuming sync.WaitGroup
+	mu       struct {
 		sync.Mutex
 		jobs     map[string]*job     // by volume name
 		starting map[string]struct{} // names Protect is making
 	}
 }
 
-// job is one protection; disk and p are nil when it failed to start.
+// job is one protection; disk and p are nil when it failed to start,
+// and while it resumes (compare is set then).
 type job struct {
-	rec  record
-	p    *primary
-	disk *Disk
+	rec     record
+	p       *primary
+	disk    *Disk
+	compare *comparison
+}
+
+// comparison is the progress of the comparison that resumes a
+// protection after an unclean stop: the offset it reached, and the bytes
+// it reads in all.
+type comparison struct {
+	offset, bytes atomic.Int64
 }
 
 // Request is `rewind protect VOLUME --primary PATH [--size SIZE]`.
@@ -68,9 +83,20 @@ type Status struct {
 	Written int64 `json:"written_bytes"`
 	Flushes int64 `json:"flushes"`
 	Errors  int64 `json:"errors"`
+	// While resuming: how far through the volume the comparison is
+	// (bytes from its start), and the bytes of the primary it reads in
+	// all (the regions the write-intent bitmap marks).
+	CompareOffset int64 `json:"compare_offset,omitempty"`
+	CompareBytes  int64 `json:"compare_bytes,omitempty"`
 }
 
-// Open loads the protections of dir and serves each again.
+// Open loads the protections of dir and serves each again. One that
+// stopped cleanly is served on return. One that did not is compared
+// with its timeline first, in the background: it shows as resuming
+// until then, and the daemon serves everything else meanwhile (a large
+// primary whose regions all had unflushed writes takes as long as
+// reading it). Close, or ctx's end, interrupts the comparisons; the next
+// start compares again.
 func Open(ctx context.Context, svc *catalog.Service, o Options) (*Manager, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -85,18 +111,42 @@ func Open(ctx context.Context, svc *catalog.Service, o Options) (*Manager, error
 	if err != nil {
 		return nil, err
 	}
+	m.ctx, m.cancel = context.WithCancel(ctx)
 	for _, r := range recs {
-		m.resume(ctx, r)
+		if r.Clean {
+			m.resume(m.ctx, r, nil)
+			continue
+		}
+		c := &comparison{}
+		m.mu.Lock() // an earlier one's comparison may be ending
+		m.mu.jobs[r.Name] = &job{rec: *r, compare: c}
+		m.mu.Unlock()
+		m.resuming.Add(1)
+		go func() {
+			defer m.resuming.Done()
+			m.resume(m.ctx, r, c)
+		}()
 	}
 	return m, nil
 }
 
-// resume serves a protection again after a restart. One that cannot be
-// served is marked failed with the reason; its volume stays readable,
-// and the next start tries again.
-func (m *Manager) resume(ctx context.Context, r *record) {
-	err := m.resumeErr(ctx, r)
+// WaitResumed waits for the comparisons that Open started.
+func (m *Manager) WaitResumed() { m.resuming.Wait() }
+
+// beforeCompare, when set (by tests), runs as a comparison begins.
+var beforeCompare func(ctx context.Context, name string)
+
+// resume serves a protection again after a restart, comparing it first
+// (c) after an unclean stop. One that cannot be served is marked failed
+// with the reason; its volume stays readable, and the next start tries
+// again. One whose comparison a stop interrupted stays as it is.
+func (m *Manager) resume(ctx context.Context, r *record, c *comparison) {
+	err := m.resumeErr(ctx, r, c)
 	if err == nil {
+		return
+	}
+	if ctx.Err() != nil {
+		m.log.Info("protection not resumed: the daemon stopped during the comparison; the next start compares again", "volume", r.Name)
 		return
 	}
 	m.log.Error("protection cannot resume; the volume's history stays readable", "volume", r.Name, "primary", r.Primary, "err", err)
@@ -109,7 +159,7 @@ func (m *Manager) resume(ctx context.Context, r *record) {
 	m.mu.Unlock()
 }
 
-func (m *Manager) resumeErr(ctx context.Context, r *record) error {
+func (m *Manager) resumeErr(ctx context.Context, r *record, c *comparison) error {
 	if _, err := m.tl.Volume(r.Name); err != nil {
 		return fmt.Errorf("volume %s: %w", r.Name, err)
 	}
@@ -133,6 +183,13 @@ func (m *Manager) resumeErr(ctx context.Context, r *record) error {
 			for _, rg := range marked {
 				compared += rg.Length
 			}
+		}
+		if c != nil {
+			c.bytes.Store(compared)
+			opts.Progress = func(done, _ int64) { c.offset.Store(done) }
+		}
+		if beforeCompare != nil {
+			beforeCompare(ctx, r.Name)
 		}
 		if !ok || len(marked) > 0 {
 			res, err := m.tl.Import(ctx, opts)
@@ -316,12 +373,19 @@ func (m *Manager) protect(ctx context.Context, req Request) (*Status, error) {
 func (m *Manager) Unprotect(name string) (*Status, error) {
 	m.mu.Lock()
 	j, ok := m.mu.jobs[name]
-	if ok {
+	resuming := ok && j.compare != nil
+	if ok && !resuming {
 		delete(m.mu.jobs, name)
 	}
 	m.mu.Unlock()
 	if !ok {
 		return nil, catalog.Errorf(catalog.ErrNotFound, "%s is not protected (rewind volume list shows the protected volumes)", name)
+	}
+	if resuming {
+		// Ending it halfway would leave the history without what the
+		// primary kept and the timeline lost.
+		return nil, catalog.Errorf(catalog.ErrConflict, "%s is resuming its protection %s; unprotect it once that ends (rewind protect status %s)",
+			name, j.compare.String(j.rec.Size), name)
 	}
 	st := j.status()
 	var err error
@@ -340,11 +404,41 @@ func (m *Manager) Unprotect(name string) (*Status, error) {
 func (j *job) status() Status {
 	r := j.rec
 	st := Status{Name: r.Name, Primary: r.Primary, Kind: r.Kind, Size: r.Size, State: r.State, Reason: r.Reason, Created: r.Created}
+	if c := j.compare; c != nil {
+		st.State, st.CompareOffset, st.CompareBytes = StateResuming, c.offset.Load(), c.bytes.Load()
+		st.Reason = c.String(r.Size)
+	}
 	if d := j.disk; d != nil {
 		st.Writes, st.Written = d.stats.writes.Load(), d.stats.written.Load()
 		st.Flushes, st.Errors = d.stats.flushes.Load(), d.stats.errors.Load()
 	}
 	return st
+}
+
+// String says where the comparison is, for a volume of size bytes.
+func (c *comparison) String(size int64) string {
+	if c.bytes.Load() == 0 && c.offset.Load() == 0 {
+		return "after an unclean stop; reading the write-intent bitmap"
+	}
+	return fmt.Sprintf("after an unclean stop, comparing the primary with the timeline: %d%% through the volume (%d MiB of the primary to read in all)",
+		c.offset.Load()*100/max(size, 1), (c.bytes.Load()+1<<20-1)>>20)
+}
+
+// Resuming returns an error that says so when name is a protected volume
+// still being compared after an unclean stop (not served yet), nil
+// otherwise.
+func (m *Manager) Resuming(name string) error {
+	if strings.Contains(name, "@") {
+		return nil
+	}
+	m.mu.Lock()
+	j := m.mu.jobs[name]
+	m.mu.Unlock()
+	if j == nil || j.compare == nil {
+		return nil
+	}
+	return catalog.Errorf(catalog.ErrConflict, "%s is resuming its protection %s; it is served when that ends (rewind protect status %s)",
+		name, j.compare.String(j.rec.Size), name)
 }
 
 // Disk returns what serves the export name, when it names a protected
@@ -391,8 +485,11 @@ func (m *Manager) List() []Status {
 // Close ends serving: each Disk makes what it acknowledged durable in
 // both, and a protection whose primary and timeline are then equal is
 // recorded clean, so the next start skips comparing them. Exports must
-// be closed first.
+// be closed first. Comparisons in progress are interrupted: those
+// protections stay unclean, and the next start compares them again.
 func (m *Manager) Close() error {
+	m.cancel()
+	m.resuming.Wait()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var errs []error

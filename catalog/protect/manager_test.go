@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -53,8 +54,17 @@ func newFixture(t *testing.T) *fixture {
 	return f
 }
 
-// open opens the data directory and the manager, as a daemon starts.
+// open opens the data directory and the manager, as a daemon starts,
+// and waits for the comparisons after an unclean stop.
 func (f *fixture) open() {
+	f.t.Helper()
+	f.openNoWait()
+	f.m.WaitResumed()
+}
+
+// openNoWait opens them as open does, and returns while the
+// comparisons run.
+func (f *fixture) openNoWait() {
 	f.t.Helper()
 	svc, err := catalog.Open(catalog.Options{Dir: filepath.Join(f.dir, "data")})
 	if err != nil {
@@ -587,5 +597,133 @@ func TestProtectComparesMarkedRegionsOnly(t *testing.T) {
 	}
 	if got := marked(); len(got) != 0 {
 		t.Errorf("a fresh start's bitmap marks %v", got)
+	}
+}
+
+// unclean makes the protection's record say that the daemon stopped
+// uncleanly, with no write-intent bitmap: the next start compares all of
+// the primary.
+func (f *fixture) unclean(name string) {
+	f.t.Helper()
+	rec := filepath.Join(f.dir, "data", "protected", name+".json")
+	b, err := os.ReadFile(rec)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if !bytes.Contains(b, []byte(`"clean": true`)) {
+		f.t.Fatalf("%s does not say clean:\n%s", rec, b)
+	}
+	if err := os.WriteFile(rec, bytes.Replace(b, []byte(`"clean": true`), []byte(`"clean": false`), 1), 0o600); err != nil {
+		f.t.Fatal(err)
+	}
+	os.Remove(intentPath(filepath.Dir(rec), name))
+}
+
+// TestProtectResumesInBackground: after an unclean stop, the comparison
+// of the primary with the timeline runs after Open returns. Meanwhile
+// the protection shows as resuming, is not served (not even its newest
+// version in the Disk's place), and cannot be ended or removed; once
+// the comparison ends it is served, and the history holds what the
+// primary kept. A stop during the comparison interrupts it, and the
+// next start compares again.
+func TestProtectResumesInBackground(t *testing.T) {
+	f := newFixture(t)
+	if _, err := f.protect("prod", f.primary, 0); err != nil {
+		t.Fatal(err)
+	}
+	f.close()
+	f.unclean("prod")
+	// What the primary kept and the timeline lost.
+	pf, err := os.OpenFile(f.primary, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pf.WriteAt(fill(0x5e, 8*kib), 1*mib); err != nil {
+		t.Fatal(err)
+	}
+	pf.Close()
+
+	started, release := make(chan struct{}, 1), make(chan struct{})
+	beforeCompare = func(ctx context.Context, name string) {
+		started <- struct{}{}
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+	}
+	defer func() { beforeCompare = nil }()
+	opened := make(chan struct{})
+	go func() { f.openNoWait(); close(opened) }()
+	select {
+	case <-opened:
+	case <-time.After(20 * time.Second):
+		close(release)
+		t.Fatal("Open waits for the comparison")
+	}
+	<-started
+	s := f.m.List()
+	if len(s) != 1 || s[0].State != StateResuming || !strings.Contains(s[0].Reason, "unclean stop") {
+		t.Errorf("status while comparing: %+v, want resuming after an unclean stop", s)
+	}
+	if f.m.Disk("prod") != nil {
+		t.Error("served before the comparison ended")
+	}
+	if err := f.m.Resuming("prod"); !errors.Is(err, catalog.ErrConflict) || !strings.Contains(err.Error(), "resuming") {
+		t.Errorf("Resuming(prod) while comparing: %v", err)
+	}
+	if err := f.m.Resuming("prod@latest"); err != nil {
+		t.Errorf("Resuming(prod@latest): %v; history is not the Disk", err)
+	}
+	if _, err := f.m.Unprotect("prod"); !errors.Is(err, catalog.ErrConflict) {
+		t.Errorf("unprotect while comparing: %v, want a conflict", err)
+	}
+	if err := f.svc.RemoveVolume(context.Background(), "prod", true); !errors.Is(err, catalog.ErrConflict) {
+		t.Errorf("volume rm while comparing: %v, want a conflict", err)
+	}
+	close(release)
+	f.m.WaitResumed()
+	if f.m.Disk("prod") == nil || f.m.Resuming("prod") != nil {
+		t.Fatal("not served once the comparison ended")
+	}
+	if s := f.m.List(); len(s) != 1 || s[0].State != StateProtected || s[0].CompareBytes != 0 {
+		t.Errorf("status after the comparison: %+v", s)
+	}
+	if !bytes.Equal(f.at("prod", f.newest("prod")), f.primaryBytes()) {
+		t.Error("the newest version differs from the primary after the comparison")
+	}
+
+	// A stop during the comparison: it ends, nothing is served or
+	// recorded clean, and the next start compares again.
+	f.close()
+	f.unclean("prod")
+	pf, err = os.OpenFile(f.primary, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pf.WriteAt(fill(0x6f, 8*kib), 2*mib); err != nil {
+		t.Fatal(err)
+	}
+	pf.Close()
+	release = make(chan struct{}) // never closed: only the stop ends the wait
+	f.openNoWait()
+	<-started
+	closed := make(chan struct{})
+	go func() { f.close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(20 * time.Second):
+		t.Fatal("Close waits for a comparison to end by itself")
+	}
+	b, err := os.ReadFile(filepath.Join(f.dir, "data", "protected", "prod.json"))
+	if err != nil || !bytes.Contains(b, []byte(`"clean": false`)) || bytes.Contains(b, []byte(StateFailed)) {
+		t.Fatalf("the record after a stop during the comparison: %s, %v; want unclean, not failed", b, err)
+	}
+	beforeCompare = nil
+	f.open()
+	if f.m.Disk("prod") == nil {
+		t.Fatal("not served after the comparison the stop interrupted ran again")
+	}
+	if !bytes.Equal(f.at("prod", f.newest("prod")), f.primaryBytes()) {
+		t.Error("the newest version differs from the primary after the second comparison")
 	}
 }

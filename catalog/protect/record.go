@@ -12,6 +12,10 @@ import (
 const (
 	StateProtected = "protected"
 	StateFailed    = "failed"
+	// StateResuming is a protection whose daemon stopped uncleanly,
+	// while the start compares its primary with its timeline: it is
+	// served once that ends. Never saved: the record says unclean.
+	StateResuming = "resuming"
 )
 
 // record is what DATA/protected/NAME.json keeps of a protection.

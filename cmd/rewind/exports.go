@@ -49,6 +49,17 @@ func (x *exports) protecting(name string) *protect.Disk {
 	return x.prot.Disk(name)
 }
 
+// resuming says so when name is a protected volume not served yet: its
+// start compares its primary with its timeline after an unclean stop.
+// Its newest version may lack what the primary kept, so it is not served
+// in the Disk's place.
+func (x *exports) resuming(name string) error {
+	if x.prot == nil {
+		return nil
+	}
+	return x.prot.Resuming(name)
+}
+
 // recovering returns the Disk of a recovered volume named bare, or nil.
 func (x *exports) recovering(name string) *recovery.Disk {
 	if x.rec == nil {
@@ -71,6 +82,9 @@ func (x *exports) Open(_ context.Context, name string) (*nbd.Export, error) {
 	}
 	if d := x.protecting(name); d != nil {
 		return x.diskExport(name, "protected: every write recorded", d, d.BlockSize()), nil
+	}
+	if err := x.resuming(name); err != nil {
+		return nil, err
 	}
 	view, err := x.svc.OpenView(name)
 	if err != nil {

@@ -78,6 +78,9 @@ func (f *fuseSource) Open(_ context.Context, name string) (mount.Image, bool, er
 		f.x.hold(name, 1)
 		return &protect.Image{Disk: d, Release: func() { f.x.hold(name, -1) }}, true, nil
 	}
+	if err := f.x.resuming(name); err != nil {
+		return nil, false, fmt.Errorf("%w: %w", syscall.EBUSY, err)
+	}
 	view, err := f.svc.OpenView(name)
 	if err != nil {
 		return nil, false, notExist(err)
@@ -308,6 +311,9 @@ func (d *daemon) openImage(spec string) (mount.Image, bool, error) {
 	if disk := d.exports.protecting(spec); disk != nil {
 		d.exports.hold(spec, 1)
 		return &protect.Image{Disk: disk, Release: func() { d.exports.hold(spec, -1) }}, true, nil
+	}
+	if err := d.exports.resuming(spec); err != nil {
+		return nil, false, err
 	}
 	view, err := d.svc.OpenView(spec)
 	if err != nil {

@@ -65,11 +65,13 @@ var (
 	protBytes   = prometheus.NewDesc("rewind_protect_written_bytes_total", "Bytes written through the protection since the daemon started serving it.", []string{"volume"}, nil)
 	protFlushes = prometheus.NewDesc("rewind_protect_flushes_total", "Flushes of the timeline and the primary.", []string{"volume"}, nil)
 	protErrors  = prometheus.NewDesc("rewind_protect_errors_total", "Requests that failed: not recorded, or refused by the primary.", []string{"volume"}, nil)
-	protUp      = prometheus.NewDesc("rewind_protect_up", "1 while the protection is served, 0 when it failed to resume.", []string{"volume"}, nil)
+	protUp      = prometheus.NewDesc("rewind_protect_up", "1 while the protection is served, 0 when it failed to resume or is resuming.", []string{"volume"}, nil)
+	protResume  = prometheus.NewDesc("rewind_protect_resuming", "1 while the start compares the primary with the timeline after an unclean stop (not served yet).", []string{"volume"}, nil)
+	protCompare = prometheus.NewDesc("rewind_protect_compare_offset_bytes", "How far through the volume that comparison is.", []string{"volume"}, nil)
 )
 
 func (c protectCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{protWrites, protBytes, protFlushes, protErrors, protUp} {
+	for _, d := range []*prometheus.Desc{protWrites, protBytes, protFlushes, protErrors, protUp, protResume, protCompare} {
 		ch <- d
 	}
 }
@@ -85,5 +87,11 @@ func (c protectCollector) Collect(ch chan<- prometheus.Metric) {
 			up = 1
 		}
 		ch <- prometheus.MustNewConstMetric(protUp, prometheus.GaugeValue, up, s.Name)
+		resuming := 0.0
+		if s.State == protect.StateResuming {
+			resuming = 1
+		}
+		ch <- prometheus.MustNewConstMetric(protResume, prometheus.GaugeValue, resuming, s.Name)
+		ch <- prometheus.MustNewConstMetric(protCompare, prometheus.GaugeValue, float64(s.CompareOffset), s.Name)
 	}
 }

@@ -186,7 +186,7 @@ async function volumesView() {
       el("td", { class: "last", title: v.last }, v.versions ? [el("span", { class: "hide-narrow", text: when(v.last) + " " }), `(${ago(v.last)})`] : "–"),
       el("td", { class: "versions num", text: count(v.versions) }),
       el("td", { class: "stored num hide-narrow", text: bytes(v.stored_bytes) }),
-      el("td", { class: "protection" }, p ? el("span", { class: "badge " + (p.state === "protected" ? "on" : "warn"), title: p.primary, text: p.state }) : el("span", { class: "muted", text: "–" })),
+      el("td", { class: "protection" }, p ? el("span", { class: "badge " + (p.state === "protected" ? "on" : "warn"), title: p.reason ? p.primary + ": " + p.reason : p.primary, text: p.state }) : el("span", { class: "muted", text: "–" })),
       el("td", { class: "recovery" }, r ? el("a", { href: "#/recoveries", class: "badge " + (r.state === "failed" ? "warn" : "on"), text: recoveryText(r) }) : el("span", { class: "muted", text: "–" })));
   });
   const unwritable = (vols || []).find(v => v.unwritable);
