@@ -74,10 +74,11 @@ median() {
 calc() { awk "BEGIN { x = $1; printf \"%.${2:-2}f\", x }"; }
 mbps() { calc "$1 / 1048576 / $2" 1; } # bytes seconds -> MiB/s
 
-# ratio A B: A/B with two decimals, or "-" when either is not a number.
+# ratio A B [DECIMALS]: A/B with two decimals (or DECIMALS), or "-" when
+# either is not a number.
 ratio() {
 	if [[ $1 =~ ^[0-9.]+$ && $2 =~ ^[0-9.]+$ ]] && [[ $(calc "$2 > 0" 0) == 1 ]]; then
-		calc "$1 / $2"
+		calc "$1 / $2" "${3:-2}"
 	else
 		echo -
 	fi

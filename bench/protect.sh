@@ -149,7 +149,7 @@ prot_flush_name() { ((${1} == 0)) && echo "none" || echo "every $1"; }
 
 prot_table() {
 	local d f r k q n best
-	out "fio 4 KiB random writes for ${FIO_RUNTIME} s (time based) to a fresh copy of v2.img each run: through \`rewind protect\`, nbdkit's file plugin and qemu-nbd (--cache=writeback), and through rewind's NBD server over the file alone (bench/nbdfile: no timeline, nothing recorded). Flush: FLUSH every 16 writes (fio --fsync=16) or none but the one fio sends before it disconnects. The ratios are IOPS over the faster peer's (nbdkit or qemu-nbd): above 1, faster. The last column is rewind protect's over its own server's alone: what recording every write leaves of the server's speed."
+	out "fio 4 KiB random writes for ${FIO_RUNTIME} s (time based) to a fresh copy of v2.img each run: through \`rewind protect\`, nbdkit's file plugin and qemu-nbd (--cache=writeback), and through rewind's NBD server over the file alone (bench/nbdfile: no timeline, nothing recorded). Flush: FLUSH every 16 writes (fio --fsync=16) or none but the one fio sends before it disconnects. The ratios are IOPS over the faster peer's (nbdkit or qemu-nbd): above 1, faster; rewind protect's with three decimals, against the target of 0.5. The last column is rewind protect's over its own server's alone: what recording every write leaves of the server's speed."
 	out ""
 	out "| measurement | rewind protect | nbdkit | qemu-nbd | rewind vs faster peer | rewind's server alone | it vs faster peer | protect vs server alone |"
 	out "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
@@ -157,7 +157,7 @@ prot_table() {
 		for f in "${PROT_FLUSHES[@]}"; do
 			r=${PR[rewind,$d,$f]:--} k=${PR[nbdkit,$d,$f]:--} q=${PR[qemu-nbd,$d,$f]:--} n=${PR[nbdfile,$d,$f]:--}
 			best=$(best "$k" "$q")
-			out "| 4 KiB random write QD$d, flush $(prot_flush_name "$f") (fio), IOPS | $r | $k | $q | $(ratio "$r" "$best") | $n | $(ratio "$n" "$best") | $(ratio "$r" "$n") |"
+			out "| 4 KiB random write QD$d, flush $(prot_flush_name "$f") (fio), IOPS | $r | $k | $q | $(ratio "$r" "$best" 3) | $n | $(ratio "$n" "$best") | $(ratio "$r" "$n") |"
 		done
 	done
 	out ""
