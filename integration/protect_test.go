@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Continuous protection (`rewind protect`): a primary disk served by the
@@ -438,4 +440,90 @@ func waitProtected(t *testing.T, rw *rewind, name string) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// TestProtectResumeServesOthers: after a SIGKILL, the start compares the
+// primary with the timeline (all of it here: the write-intent bitmap is
+// gone) while the daemon serves everything else. Meanwhile the
+// protection shows as resuming, its export and FUSE image are refused
+// with a message that says so (never its newest version in the
+// primary's place), unprotect is refused, and its history is served;
+// then it is served again, writable.
+func TestProtectResumeServesOthers(t *testing.T) {
+	rw := newRewind(t)
+	const size = 1 << 30
+	dir := t.TempDir()
+	primary := filepath.Join(dir, "prod.img")
+	f, err := os.Create(primary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := randomBytes(41, 4<<20)
+	for off := 0; off < size; off += len(chunk) {
+		chunk[0], chunk[1] = byte(off>>22), byte(off>>30) // no two chunks alike
+		if _, err := f.Write(chunk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.Close()
+	srv := rw.Serve(serveOptions{})
+	rw.MustRun("protect", "vol", "--primary", primary)
+	// Random 4 KiB writes all over it: each leaves a patch that the
+	// comparison puts together with its block, which makes it take
+	// seconds.
+	mustRunCmd(t, requireTool(t, "fio", "fio"), "--name=w", "--ioengine=nbd", "--uri="+srv.URI("vol"), "--rw=randwrite",
+		"--bs=4k", "--iodepth=32", "--runtime=3", "--time_based", fmt.Sprintf("--size=%d", size), "--output=/dev/null")
+	qemuIO(t, srv.URI("vol"), "write -P 0x3c 5M 64k", "flush")
+	var log []struct{ Time string }
+	mustJSON(t, rw.MustRun("--json", "log", "vol"), &log)
+	srv.cmd.Process.Kill()
+	<-srv.exited
+	// No bitmap: the start compares all of the primary, read from the
+	// disk rather than the page cache.
+	if err := os.Remove(filepath.Join(rw.Data, "protected", "vol.intent")); err != nil {
+		t.Fatal(err)
+	}
+	f, err = os.Open(primary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil { // only clean pages can be dropped
+		t.Fatal(err)
+	}
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	srv = rw.Serve(serveOptions{})
+	restarted := time.Now()
+	var st []struct {
+		State  string `json:"state"`
+		Reason string `json:"reason"`
+	}
+	mustJSON(t, rw.MustRun("--json", "protect", "status", "vol"), &st)
+	if len(st) != 1 || st[0].State != "resuming" {
+		t.Fatalf("protect status right after the restart: %+v; want resuming (the comparison of 1 GiB ended before the test could see it)", st)
+	}
+	res := runCmd(t, nil, nil, requireTool(t, "qemu-io", "qemu-utils"), "-f", "raw", "-c", "read 0 4k", srv.URI("vol"))
+	if res.Code == 0 || !strings.Contains(res.Stderr, "resuming its protection") {
+		t.Errorf("qemu-io on vol while it resumes: %s; want refused, saying it is resuming", res)
+	}
+	mnt := filepath.Join(dir, "mnt")
+	os.Mkdir(mnt, 0o755)
+	oneLineError(t, "mount of vol while it resumes", rw.Run("mount", "vol", mnt), "resuming its protection")
+	oneLineError(t, "unprotect of vol while it resumes", rw.Run("unprotect", "vol"), "resuming its protection")
+	mustJSON(t, rw.MustRun("--json", "protect", "status", "vol"), &st)
+	if len(st) != 1 || st[0].State != "resuming" {
+		t.Fatalf("protect status after the refusals: %+v; the comparison ended before they were all checked", st)
+	}
+	checked := time.Since(restarted)
+	// History is served meanwhile.
+	qemuIOReadOnly(t, srv.URI("vol@"+log[len(log)-1].Time), "read -P 0x3c 5M 64k")
+
+	waitProtected(t, rw, "vol")
+	t.Logf("the refusals were checked %v after the restart; the protection resumed after %v", checked.Round(time.Millisecond), time.Since(restarted).Round(time.Millisecond))
+	qemuIO(t, srv.URI("vol"), "read -P 0x3c 5M 64k", "write -P 0x4d 6M 64k", "flush")
+	requireFilled(t, primary, 6<<20, 64<<10, 0x4d)
+	qemuIOReadOnly(t, srv.URI("vol@latest"), "read -P 0x4d 6M 64k")
 }

@@ -56,7 +56,7 @@
 // everything else while a large primary is read (Manager.resuming). The
 // protection shows as resuming, with how far the comparison is; its
 // Disk is not served, nor its newest version in the Disk's place
-// (Manager.Resuming), and Unprotect is refused, until it ends. Close
+// (Manager.Serve), and Unprotect is refused, until it ends. Close
 // interrupts it (Manager.ctx); the record stays unclean, and the next
 // start compares again.
 //

@@ -424,21 +424,27 @@ func (c *comparison) String(size int64) string {
 		c.offset.Load()*100/max(size, 1), (c.bytes.Load()+1<<20-1)>>20)
 }
 
-// Resuming returns an error that says so when name is a protected volume
-// still being compared after an unclean stop (not served yet), nil
-// otherwise.
-func (m *Manager) Resuming(name string) error {
+// Serve returns what serves the export name: the Disk of a protected
+// volume being served; an error that says so for one still being
+// compared after an unclean stop (its newest version may lack what the
+// primary kept: it must not be served in the Disk's place); nil, nil
+// otherwise (VOLUME@WHEN is history). One lookup, so that a comparison
+// ending between two cannot let a client past both.
+func (m *Manager) Serve(name string) (*Disk, error) {
 	if strings.Contains(name, "@") {
-		return nil
+		return nil, nil
 	}
 	m.mu.Lock()
 	j := m.mu.jobs[name]
 	m.mu.Unlock()
-	if j == nil || j.compare == nil {
-		return nil
+	switch {
+	case j == nil:
+		return nil, nil
+	case j.compare != nil:
+		return nil, catalog.Errorf(catalog.ErrConflict, "%s is resuming its protection %s; it is served when that ends (rewind protect status %s)",
+			name, j.compare.String(j.rec.Size), name)
 	}
-	return catalog.Errorf(catalog.ErrConflict, "%s is resuming its protection %s; it is served when that ends (rewind protect status %s)",
-		name, j.compare.String(j.rec.Size), name)
+	return j.disk, nil
 }
 
 // Disk returns what serves the export name, when it names a protected

@@ -668,11 +668,11 @@ func TestProtectResumesInBackground(t *testing.T) {
 	if f.m.Disk("prod") != nil {
 		t.Error("served before the comparison ended")
 	}
-	if err := f.m.Resuming("prod"); !errors.Is(err, catalog.ErrConflict) || !strings.Contains(err.Error(), "resuming") {
-		t.Errorf("Resuming(prod) while comparing: %v", err)
+	if d, err := f.m.Serve("prod"); d != nil || !errors.Is(err, catalog.ErrConflict) || !strings.Contains(err.Error(), "resuming") {
+		t.Errorf("Serve(prod) while comparing: %v, %v; want a conflict that says resuming", d, err)
 	}
-	if err := f.m.Resuming("prod@latest"); err != nil {
-		t.Errorf("Resuming(prod@latest): %v; history is not the Disk", err)
+	if d, err := f.m.Serve("prod@latest"); d != nil || err != nil {
+		t.Errorf("Serve(prod@latest): %v, %v; history is not the Disk", d, err)
 	}
 	if _, err := f.m.Unprotect("prod"); !errors.Is(err, catalog.ErrConflict) {
 		t.Errorf("unprotect while comparing: %v, want a conflict", err)
@@ -682,8 +682,8 @@ func TestProtectResumesInBackground(t *testing.T) {
 	}
 	close(release)
 	f.m.WaitResumed()
-	if f.m.Disk("prod") == nil || f.m.Resuming("prod") != nil {
-		t.Fatal("not served once the comparison ended")
+	if d, err := f.m.Serve("prod"); d == nil || err != nil || f.m.Disk("prod") != d {
+		t.Fatalf("not served once the comparison ended: %v, %v", d, err)
 	}
 	if s := f.m.List(); len(s) != 1 || s[0].State != StateProtected || s[0].CompareBytes != 0 {
 		t.Errorf("status after the comparison: %+v", s)

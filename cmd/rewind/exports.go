@@ -41,23 +41,15 @@ func (x *exports) inUse(volume string) bool {
 	return served || (x.rec != nil && x.rec.Busy(volume)) || (x.prot != nil && x.prot.Busy(volume))
 }
 
-// protecting returns the Disk of a protected volume named bare, or nil.
-func (x *exports) protecting(name string) *protect.Disk {
+// protecting returns the Disk of a protected volume named bare, or nil;
+// an error for one not served yet (its start compares its primary with
+// its timeline after an unclean stop), which is not served in the
+// Disk's place either.
+func (x *exports) protecting(name string) (*protect.Disk, error) {
 	if x.prot == nil {
-		return nil
+		return nil, nil
 	}
-	return x.prot.Disk(name)
-}
-
-// resuming says so when name is a protected volume not served yet: its
-// start compares its primary with its timeline after an unclean stop.
-// Its newest version may lack what the primary kept, so it is not served
-// in the Disk's place.
-func (x *exports) resuming(name string) error {
-	if x.prot == nil {
-		return nil
-	}
-	return x.prot.Resuming(name)
+	return x.prot.Serve(name)
 }
 
 // recovering returns the Disk of a recovered volume named bare, or nil.
@@ -80,11 +72,10 @@ func (x *exports) Open(_ context.Context, name string) (*nbd.Export, error) {
 	if d := x.recovering(name); d != nil {
 		return x.diskExport(name, "instant recovery", d, d.BlockSize()), nil
 	}
-	if d := x.protecting(name); d != nil {
-		return x.diskExport(name, "protected: every write recorded", d, d.BlockSize()), nil
-	}
-	if err := x.resuming(name); err != nil {
+	if d, err := x.protecting(name); err != nil {
 		return nil, err
+	} else if d != nil {
+		return x.diskExport(name, "protected: every write recorded", d, d.BlockSize()), nil
 	}
 	view, err := x.svc.OpenView(name)
 	if err != nil {

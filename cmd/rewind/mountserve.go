@@ -74,12 +74,11 @@ func (f *fuseSource) Open(_ context.Context, name string) (mount.Image, bool, er
 		f.x.hold(name, 1)
 		return &recovery.Image{Disk: d, Release: func() { f.x.hold(name, -1) }}, true, nil
 	}
-	if d := f.x.protecting(name); d != nil {
+	if d, err := f.x.protecting(name); err != nil {
+		return nil, false, fmt.Errorf("%w: %w", syscall.EBUSY, err)
+	} else if d != nil {
 		f.x.hold(name, 1)
 		return &protect.Image{Disk: d, Release: func() { f.x.hold(name, -1) }}, true, nil
-	}
-	if err := f.x.resuming(name); err != nil {
-		return nil, false, fmt.Errorf("%w: %w", syscall.EBUSY, err)
 	}
 	view, err := f.svc.OpenView(name)
 	if err != nil {
@@ -308,12 +307,11 @@ func (d *daemon) openImage(spec string) (mount.Image, bool, error) {
 		d.exports.hold(spec, 1)
 		return &recovery.Image{Disk: disk, Release: func() { d.exports.hold(spec, -1) }}, true, nil
 	}
-	if disk := d.exports.protecting(spec); disk != nil {
+	if disk, err := d.exports.protecting(spec); err != nil {
+		return nil, false, err
+	} else if disk != nil {
 		d.exports.hold(spec, 1)
 		return &protect.Image{Disk: disk, Release: func() { d.exports.hold(spec, -1) }}, true, nil
-	}
-	if err := d.exports.resuming(spec); err != nil {
-		return nil, false, err
 	}
 	view, err := d.svc.OpenView(spec)
 	if err != nil {
