@@ -289,25 +289,8 @@ func TestProtectResumes(t *testing.T) {
 
 	// As after a crash: the record says unclean, and the primary took a
 	// write the timeline never saw.
-	rec := filepath.Join(f.dir, "data", "protected", "prod.json")
-	b, err := os.ReadFile(rec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Contains(b, []byte(`"clean": true`)) {
-		t.Fatalf("a clean stop was not recorded: %s", b)
-	}
-	if err := os.WriteFile(rec, bytes.Replace(b, []byte(`"clean": true`), []byte(`"clean": false`), 1), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	pf, err := os.OpenFile(f.primary, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pf.WriteAt(fill(0x33, 4*kib), 1*mib); err != nil {
-		t.Fatal(err)
-	}
-	pf.Close()
+	f.unclean("prod")
+	f.writePrimary(0x33, 4*kib, 1*mib)
 	f.open()
 	if f.m.Disk("prod") == nil {
 		t.Fatal("not served after an unclean stop")
@@ -563,25 +546,13 @@ func TestProtectComparesMarkedRegionsOnly(t *testing.T) {
 	if err := os.WriteFile(intent, atCrash, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	rec := filepath.Join(f.dir, "data", "protected", "prod.json")
-	b, err := os.ReadFile(rec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(rec, bytes.Replace(b, []byte(`"clean": true`), []byte(`"clean": false`), 1), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	f.unclean("prod")
 	// The primary kept a write in region 2 that the timeline lost, and
 	// (outside any write of the daemon, which nothing can see) one in
 	// region 3.
 	oldRegion3 := f.primaryBytes()[3*mib : 3*mib+4*kib] // as the timeline has it
-	pf, err := os.OpenFile(f.primary, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pf.WriteAt(fill(0x33, 4*kib), 2*mib+8*kib)
-	pf.WriteAt(fill(0x44, 4*kib), 3*mib)
-	pf.Close()
+	f.writePrimary(0x33, 4*kib, 2*mib+8*kib)
+	f.writePrimary(0x44, 4*kib, 3*mib)
 
 	f.open()
 	if f.m.Disk("prod") == nil {
@@ -600,9 +571,8 @@ func TestProtectComparesMarkedRegionsOnly(t *testing.T) {
 	}
 }
 
-// unclean makes the protection's record say that the daemon stopped
-// uncleanly, with no write-intent bitmap: the next start compares all of
-// the primary.
+// unclean makes the protection's record, which a clean stop wrote, say
+// that the daemon stopped uncleanly: the next start compares.
 func (f *fixture) unclean(name string) {
 	f.t.Helper()
 	rec := filepath.Join(f.dir, "data", "protected", name+".json")
@@ -611,12 +581,25 @@ func (f *fixture) unclean(name string) {
 		f.t.Fatal(err)
 	}
 	if !bytes.Contains(b, []byte(`"clean": true`)) {
-		f.t.Fatalf("%s does not say clean:\n%s", rec, b)
+		f.t.Fatalf("a clean stop was not recorded: %s", b)
 	}
 	if err := os.WriteFile(rec, bytes.Replace(b, []byte(`"clean": true`), []byte(`"clean": false`), 1), 0o600); err != nil {
 		f.t.Fatal(err)
 	}
-	os.Remove(intentPath(filepath.Dir(rec), name))
+}
+
+// writePrimary writes n bytes of b at off into the primary, behind the
+// daemon's back (as a write the timeline lost).
+func (f *fixture) writePrimary(b byte, n, off int64) {
+	f.t.Helper()
+	pf, err := os.OpenFile(f.primary, os.O_RDWR, 0)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer pf.Close()
+	if _, err := pf.WriteAt(fill(b, int(n)), off); err != nil {
+		f.t.Fatal(err)
+	}
 }
 
 // TestProtectResumesInBackground: after an unclean stop, the comparison
@@ -632,16 +615,10 @@ func TestProtectResumesInBackground(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.close()
+	noBitmap := func() { os.Remove(intentPath(filepath.Join(f.dir, "data", "protected"), "prod")) } // all is compared
 	f.unclean("prod")
-	// What the primary kept and the timeline lost.
-	pf, err := os.OpenFile(f.primary, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pf.WriteAt(fill(0x5e, 8*kib), 1*mib); err != nil {
-		t.Fatal(err)
-	}
-	pf.Close()
+	noBitmap()
+	f.writePrimary(0x5e, 8*kib, 1*mib) // what the primary kept and the timeline lost
 
 	started, release := make(chan struct{}, 1), make(chan struct{})
 	beforeCompare = func(ctx context.Context, name string) {
@@ -696,14 +673,8 @@ func TestProtectResumesInBackground(t *testing.T) {
 	// recorded clean, and the next start compares again.
 	f.close()
 	f.unclean("prod")
-	pf, err = os.OpenFile(f.primary, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pf.WriteAt(fill(0x6f, 8*kib), 2*mib); err != nil {
-		t.Fatal(err)
-	}
-	pf.Close()
+	noBitmap()
+	f.writePrimary(0x6f, 8*kib, 2*mib)
 	release = make(chan struct{}) // never closed: only the stop ends the wait
 	f.openNoWait()
 	<-started
