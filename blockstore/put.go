@@ -352,7 +352,7 @@ func startWriteback(f vfs.File, off, n int64) {
 // the compressible ones among them are compressed in bundles of up to
 // maxBundleMembers (see CodecBundle).
 func (t *Txn) PutMany(ids []ID, datas [][]byte) ([]PutResult, error) {
-	return t.putMany(ids, datas, true)
+	return t.putMany(ids, datas, true, false, nil)
 }
 
 // PutManyWhole is PutMany for chunks that must read fast on their own:
@@ -360,10 +360,81 @@ func (t *Txn) PutMany(ids []ID, datas [][]byte) ([]PutResult, error) {
 // so they cost their compressed size, in one record or bundle, to read.
 // The timeline folds blocks with it.
 func (t *Txn) PutManyWhole(ids []ID, datas [][]byte) ([]PutResult, error) {
-	return t.putMany(ids, datas, false)
+	return t.putMany(ids, datas, false, false, nil)
 }
 
-func (t *Txn) putMany(ids []ID, datas [][]byte, sliced bool) ([]PutResult, error) {
+// Prepared is a chunk hashed, and encoded as Put encodes a chunk stored
+// alone, ahead of its PutPrepared: writers that arrive together do this
+// work side by side, and one of them stores all of them (see
+// timeline.View.WriteMany). Its Data must not change until then.
+type Prepared struct {
+	ID      ID
+	Data    []byte
+	payload []byte
+	codec   Codec
+	buf     *[]byte // holds payload when encoded
+}
+
+// preparedBufs hold encoded payloads, on the Go heap: one that is never
+// given back is garbage, not a leak.
+var preparedBufs = sync.Pool{New: func() any { b := make([]byte, 0, 8<<10); return &b }}
+
+// Prepare hashes data and encodes it as Put would store it alone.
+func (s *Store) Prepare(data []byte) *Prepared {
+	p := &Prepared{ID: Sum(data), Data: data, payload: data, codec: CodecRaw}
+	c := s.codec
+	small := len(data) <= maxS2Chunk
+	if c == CodecZstd && small {
+		c = CodecS2
+	}
+	if c == CodecRaw || small && !s.small.try() {
+		return p
+	}
+	buf := preparedBufs.Get().(*[]byte)
+	p.payload, p.codec = s.codecs.encode(c, data, (*buf)[:0])
+	if small {
+		s.small.tried(p.codec != CodecRaw)
+	}
+	if p.codec == CodecRaw { // stored as it is: p.payload is data
+		preparedBufs.Put(buf)
+		return p
+	}
+	if cap(p.payload) > cap(*buf) {
+		*buf = p.payload[:0] // it grew: keep the larger one
+	}
+	p.buf = buf
+	return p
+}
+
+// Release gives back p's buffer; p is not used again.
+func (p *Prepared) Release() {
+	if p != nil && p.buf != nil {
+		preparedBufs.Put(p.buf)
+		p.buf, p.payload = nil, nil
+	}
+}
+
+// PutPrepared stores chunks already prepared, unrelated ones: each as
+// Put stores a chunk alone (never in a bundle with the others: each is
+// read on its own), all in one pwrite. It releases them.
+func (t *Txn) PutPrepared(ps []*Prepared) ([]PutResult, error) {
+	defer func() {
+		for _, p := range ps {
+			p.Release()
+		}
+	}()
+	ids := make([]ID, len(ps))
+	datas := make([][]byte, len(ps))
+	for i, p := range ps {
+		ids[i], datas[i] = p.ID, p.Data
+	}
+	return t.putMany(ids, datas, false, true, ps)
+}
+
+// putMany stores the chunks not stored yet: sliced allows slices records,
+// alone stores each as Put would store it by itself, and pre, when not
+// nil, holds each chunk's encoding (alone).
+func (t *Txn) putMany(ids []ID, datas [][]byte, sliced, alone bool, pre []*Prepared) ([]PutResult, error) {
 	res := make([]PutResult, len(ids))
 	type rec struct {
 		i      int
@@ -380,7 +451,14 @@ func (t *Txn) putMany(ids []ID, datas [][]byte, sliced bool) ([]PutResult, error
 	bundleBytes := 0
 	bundlePrints := map[int][][2][]byte{}
 	single := func(i int, prints [][2][]byte) {
-		off, loc := r.addChunk(t.s, ids[i], datas[i])
+		var off int64
+		var loc location
+		if pre != nil {
+			p := pre[i]
+			off, loc = r.add(ids[i], len(datas[i]), p.payload, p.codec, p.codec == CodecRaw)
+		} else {
+			off, loc = r.addChunk(t.s, ids[i], datas[i])
+		}
 		recs = append(recs, rec{i: i, off: off, loc: loc, stored: loc.size(), prints: prints})
 	}
 	flushBundle := func() {
@@ -456,7 +534,7 @@ func (t *Txn) putMany(ids []ID, datas [][]byte, sliced bool) ([]PutResult, error
 			continue
 		}
 		prints := fingerprintEntries(id, datas[i], ph)
-		if t.s.codec != CodecZstd || len(datas[i]) > maxBundleBytes/2 || (len(ids) == 1 && len(datas[i]) <= maxS2Chunk) {
+		if alone || t.s.codec != CodecZstd || len(datas[i]) > maxBundleBytes/2 || (len(ids) == 1 && len(datas[i]) <= maxS2Chunk) {
 			single(i, prints)
 			continue
 		}

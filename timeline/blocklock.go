@@ -55,3 +55,30 @@ func (l *blockLocks) lock(b0, b1 uint64) func() {
 		}
 	}
 }
+
+// lockSpans takes the locks of the blocks of several writes at once
+// (spans of blocks [b0, b1)), each stripe once, in stripe order, and
+// returns what releases them.
+func (l *blockLocks) lockSpans(spans [][2]int64) func() {
+	var held [blockStripes]bool
+	for _, s := range spans {
+		if s[1]-s[0] >= blockStripes {
+			return l.lock(0, blockStripes)
+		}
+		for b := s[0]; b < s[1]; b++ {
+			held[b%blockStripes] = true
+		}
+	}
+	for i, h := range held {
+		if h {
+			l.stripes[i].Lock()
+		}
+	}
+	return func() {
+		for i, h := range held {
+			if h {
+				l.stripes[i].Unlock()
+			}
+		}
+	}
+}

@@ -3,6 +3,7 @@ package timeline
 import (
 	"bytes"
 	"fmt"
+	"iter"
 
 	"github.com/rewind-dev/rewind/blockstore"
 )
@@ -108,13 +109,7 @@ func (v *View) write(off, n int64, kind VersionKind, nb newBytes) error {
 	if m, _, err = v.state(); err != nil {
 		return err
 	}
-	blocks := func(yield func(int64) bool) {
-		for b := b0; b < b1; b++ {
-			if !yield(b) {
-				return
-			}
-		}
-	}
+	blocks := blockRange(b0, b1)
 	var zr *zeroRange
 	if kind == VersionZero || kind == VersionTrim {
 		var each []int64
@@ -130,31 +125,10 @@ func (v *View) write(off, n int64, kind VersionKind, nb newBytes) error {
 		}
 	}
 	w := v.s.newVersionWriter(nil, 0, kind)
-	var staged []stagedBlock
-	var buf []byte
-	for b := range blocks {
-		start := b * bs
-		blen := min(bs, m.Size-start)
-		lo, hi := max(start, off), min(start+blen, off+n)
-		var sb stagedBlock
-		if lo > start || hi < start+blen {
-			sb, err = v.writePart(w, vs, m, b, lo-start, hi-lo, nb)
-		} else {
-			if buf == nil {
-				buf = make([]byte, bs)
-			}
-			blk := buf[:blen]
-			nb.fill(blk, lo)
-			sb, err = w.store(uint64(b), blk, blockstore.ID{}, nil)
-			if err == nil {
-				vs.patches.set(uint64(b), 0)
-			}
-		}
-		if err != nil {
-			w.abort()
-			return err
-		}
-		staged = append(staged, sb)
+	staged, err := v.stage(w, vs, m, off, n, blocks, nb)
+	if err != nil {
+		w.abort()
+		return err
 	}
 	if len(staged) == 0 && zr == nil {
 		w.abort()
@@ -190,6 +164,39 @@ func (v *View) write(off, n int64, kind VersionKind, nb newBytes) error {
 		vs.patches.clearRange(zr.first, zr.end)
 	}
 	return nil
+}
+
+// stage stores the new versions of blocks, those of [off, off+n) of m
+// that a write of nb changes, and returns what w must record.
+func (v *View) stage(w *versionWriter, vs *volState, m *Volume, off, n int64, blocks iter.Seq[int64], nb newBytes) ([]stagedBlock, error) {
+	bs := m.BlockSize
+	var staged []stagedBlock
+	var buf []byte
+	for b := range blocks {
+		start := b * bs
+		blen := min(bs, m.Size-start)
+		lo, hi := max(start, off), min(start+blen, off+n)
+		var sb stagedBlock
+		var err error
+		if lo > start || hi < start+blen {
+			sb, err = v.writePart(w, vs, m, b, lo-start, hi-lo, nb)
+		} else {
+			if buf == nil {
+				buf = make([]byte, bs)
+			}
+			blk := buf[:blen]
+			nb.fill(blk, lo)
+			sb, err = w.store(uint64(b), blk, blockstore.ID{}, nil)
+			if err == nil {
+				vs.patches.set(uint64(b), 0)
+			}
+		}
+		if err != nil {
+			return nil, err
+		}
+		staged = append(staged, sb)
+	}
+	return staged, nil
 }
 
 // planZero works out how zeroing [off, off+n) of m is recorded: the blocks

@@ -207,6 +207,38 @@ func (w *versionWriter) writeRuns() error {
 // pack data is synced before the batch that points at it.
 func (w *versionWriter) commit(sync bool) error {
 	defer w.batch.Close()
+	if err := w.prepare(); err != nil {
+		return err
+	}
+	opt := pebble.NoSync
+	if sync {
+		if err := w.s.syncPacks(); err != nil {
+			return err
+		}
+		opt = pebble.Sync
+	}
+	return w.finish(opt)
+}
+
+// finish commits what prepare added to the batch (and the batch's
+// other versions) and publishes w.meta.
+func (w *versionWriter) finish(opt *pebble.WriteOptions) error {
+	if err := w.s.commit(w.batch, opt); err != nil {
+		return err
+	}
+	w.txn.Done()
+	if w.zr != nil {
+		w.s.ranged.Store(true)
+	}
+	w.s.publish(w.meta)
+	return nil
+}
+
+// prepare adds to the batch what makes the version visible, all but the
+// commit: its chunks' index entries, its time-index records, and the
+// change to the volume's metadata (made to w.meta, which several
+// versions committed in one batch share: see View.WriteMany).
+func (w *versionWriter) prepare() error {
 	// The index entries first, then the time-index records: the runs
 	// record and the summary lie side by side in the index, and Pebble's
 	// memtable finds where the second goes at once when they come one
@@ -250,21 +282,6 @@ func (w *versionWriter) commit(sync bool) error {
 	if w.pending {
 		b.Delete(pendingKey(m.ID, w.t), nil)
 	}
-	opt := pebble.NoSync
-	if sync {
-		if err := w.s.syncPacks(); err != nil {
-			return err
-		}
-		opt = pebble.Sync
-	}
-	if err := w.s.commit(b, opt); err != nil {
-		return err
-	}
-	w.txn.Done()
-	if w.zr != nil {
-		w.s.ranged.Store(true)
-	}
-	w.s.publish(m)
 	return nil
 }
 
