@@ -36,6 +36,8 @@ type Disk struct {
 	diverged atomic.Bool
 	// primarySync runs the primary's fdatasync for concurrent FLUSHes.
 	primarySync syncer
+	// rec records writes that arrive together in one commit.
+	rec recorder
 	// intent marks where writes are in progress or not flushed, for the
 	// comparison after an unclean stop; nil for none.
 	intent *intentLog
@@ -105,8 +107,9 @@ func (d *Disk) ReadAt(p []byte, off int64) (int, error) {
 	return n, tail
 }
 
-// WriteAt records p in the timeline, then writes it to the primary. A
-// write the timeline refuses (a full disk, a failed store) never reaches
+// WriteAt records p in the timeline (with the writes that arrive
+// meanwhile: see recorder), then writes it to the primary. A write the
+// timeline refuses (a full disk, a failed store) never reaches
 // the primary: it is an error to the client, never a gap in history.
 func (d *Disk) WriteAt(p []byte, off int64) (int, error) {
 	if err := d.begin(); err != nil {
@@ -123,7 +126,7 @@ func (d *Disk) WriteAt(p []byte, off int64) (int, error) {
 		return 0, err
 	}
 	defer d.endIntent(off, n)
-	if _, err := d.view.WriteAt(p, off); err != nil {
+	if err := d.rec.record(d.view, p, off); err != nil {
 		d.stats.errors.Add(1)
 		return 0, fmt.Errorf("record the write in the timeline: %w", err)
 	}

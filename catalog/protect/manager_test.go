@@ -449,6 +449,98 @@ func TestProtectConcurrentWritesAgree(t *testing.T) {
 	}
 }
 
+// TestProtectRecordsWritesTogether: writes that arrive while others are
+// being recorded are recorded together (one pack write and one commit),
+// and still each as a version of its own, in an order that keeps every
+// writer's own: going through the history version by version, each
+// changes one writer's range, to that writer's next bytes, and nothing
+// else. Writers share blocks two by two (those take turns), and the
+// newest version equals the primary.
+func TestProtectRecordsWritesTogether(t *testing.T) {
+	f := newFixture(t)
+	if _, err := f.protect("prod", f.primary, 0); err != nil {
+		t.Fatal(err)
+	}
+	d := f.m.Disk("prod")
+	// A slow recording lets the writes behind it queue.
+	d.rec.beforeRecord = func() { time.Sleep(time.Millisecond) }
+	t0 := f.newest("prod")
+	const writers, rounds = 12, 12
+	// Writer g's 4 KiB in block g%6 (64 KiB blocks): two writers a block.
+	rangeOf := func(g int) int64 { return int64(g%6)*64*kib + int64(g/6)*20*kib + 512 }
+	payload := func(g, i int) []byte {
+		b := make([]byte, 4*kib)
+		rng := rand.New(rand.NewPCG(uint64(g), uint64(i)))
+		for k := range b {
+			b[k] = byte(rng.Uint32())
+		}
+		return b
+	}
+	var wg sync.WaitGroup
+	for g := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range rounds {
+				if _, err := d.WriteAt(payload(g, i), rangeOf(g)); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err := d.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if d.rec.grouped.Load() == 0 {
+		t.Fatal("no writes were recorded together")
+	}
+	if !bytes.Equal(f.at("prod", f.newest("prod")), f.primaryBytes()) {
+		t.Fatal("the newest version differs from the primary")
+	}
+	tl := f.svc.Timeline()
+	v, err := tl.Volume("prod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log, err := tl.Log(v.ID, t0+1, v.Last)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(log) != writers*rounds {
+		t.Fatalf("%d versions for %d writes", len(log), writers*rounds)
+	}
+	prev, next := f.at("prod", t0), make([]int, writers)
+	for _, ver := range log {
+		cur := f.at("prod", ver.Time)
+		changed := -1
+		for g := range writers {
+			r := rangeOf(g)
+			if !bytes.Equal(cur[r:r+4*kib], prev[r:r+4*kib]) {
+				if changed >= 0 {
+					t.Fatalf("version %s changed the ranges of writers %d and %d", timeline.FormatTime(ver.Time), changed, g)
+				}
+				changed = g
+			}
+		}
+		if changed < 0 {
+			t.Fatalf("version %s changed no writer's range", timeline.FormatTime(ver.Time))
+		}
+		r := rangeOf(changed)
+		if !bytes.Equal(cur[r:r+4*kib], payload(changed, next[changed])) {
+			t.Fatalf("version %s holds writer %d's bytes out of order", timeline.FormatTime(ver.Time), changed)
+		}
+		outside := bytes.Clone(cur)
+		copy(outside[r:r+4*kib], prev[r:r+4*kib])
+		if !bytes.Equal(outside, prev) {
+			t.Fatalf("version %s changed bytes outside writer %d's range", timeline.FormatTime(ver.Time), changed)
+		}
+		next[changed]++
+		prev = cur
+	}
+}
+
 // TestProtectRestartChecksPrimary: a restarted daemon reopens the primary
 // by its path only if it is still the file protection started with; a
 // file put in its place is not served nor written, and the protection
