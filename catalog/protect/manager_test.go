@@ -541,6 +541,87 @@ func TestProtectRecordsWritesTogether(t *testing.T) {
 	}
 }
 
+// TestProtectGroupThatFailsReachesNoPrimary: when the timeline refuses
+// writes recorded together, each of them is an error to its writer and
+// none reaches the primary; every write acknowledged before is on both.
+func TestProtectGroupThatFailsReachesNoPrimary(t *testing.T) {
+	f := newFixture(t)
+	if _, err := f.protect("prod", f.primary, 0); err != nil {
+		t.Fatal(err)
+	}
+	d := f.m.Disk("prod")
+	view := d.view
+	var groups sync.Once
+	failed := make(chan struct{})
+	// Slow recordings let writes queue; once groups have formed, the
+	// store refuses every write (as a full disk would) while a group is
+	// queued behind the recording under way.
+	d.rec.beforeRecord = func() {
+		time.Sleep(time.Millisecond)
+		if d.rec.grouped.Load() > 20 {
+			groups.Do(func() { view.Close(); close(failed) })
+		}
+	}
+	const writers = 8
+	acked := make([][]byte, writers) // each writer's last acknowledged bytes
+	failures := make([]int, writers)
+	var wg sync.WaitGroup
+	for g := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			off := int64(g)*64*kib + 4*kib
+			for i := 0; ; i++ {
+				p := fill(byte(16*g+i%16+1), 4*kib)
+				if _, err := d.WriteAt(p, off); err != nil {
+					failures[g]++
+					select {
+					case <-failed:
+						return
+					default:
+						t.Errorf("writer %d: %v before the store failed", g, err)
+						return
+					}
+				}
+				acked[g] = p
+			}
+		}()
+	}
+	wg.Wait()
+	primary := f.primaryBytes()
+	newest := f.at("prod", f.newest("prod"))
+	for g := range writers {
+		off := int64(g)*64*kib + 4*kib
+		want := f.data[off : off+4*kib]
+		if acked[g] != nil {
+			want = acked[g]
+		}
+		if !bytes.Equal(primary[off:off+4*kib], want) {
+			t.Errorf("writer %d: the primary holds a write that was not acknowledged", g)
+		}
+		if !bytes.Equal(newest[off:off+4*kib], want) {
+			t.Errorf("writer %d: the timeline's newest version differs from the last acknowledged write", g)
+		}
+		if failures[g] != 1 {
+			t.Errorf("writer %d: %d failures", g, failures[g])
+		}
+	}
+	head, err := f.svc.Timeline().Head(mustVolumeID(t, f, "prod")) // for the clean stop
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.view = head
+}
+
+func mustVolumeID(t *testing.T, f *fixture, name string) uint64 {
+	t.Helper()
+	v, err := f.svc.Timeline().Volume(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v.ID
+}
+
 // TestProtectRestartChecksPrimary: a restarted daemon reopens the primary
 // by its path only if it is still the file protection started with; a
 // file put in its place is not served nor written, and the protection
