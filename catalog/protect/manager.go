@@ -83,6 +83,9 @@ type Status struct {
 	Written int64 `json:"written_bytes"`
 	Flushes int64 `json:"flushes"`
 	Errors  int64 `json:"errors"`
+	// Grouped counts the writes recorded together with others, in one
+	// pack write and one commit (see recorder).
+	Grouped int64 `json:"grouped_writes"`
 	// While resuming: how far through the volume the comparison is
 	// (bytes from its start), and the bytes of the primary it reads in
 	// all (the regions the write-intent bitmap marks).
@@ -411,6 +414,7 @@ func (j *job) status() Status {
 	if d := j.disk; d != nil {
 		st.Writes, st.Written = d.stats.writes.Load(), d.stats.written.Load()
 		st.Flushes, st.Errors = d.stats.flushes.Load(), d.stats.errors.Load()
+		st.Grouped = d.rec.grouped.Load()
 	}
 	return st
 }

@@ -496,6 +496,9 @@ func TestProtectRecordsWritesTogether(t *testing.T) {
 	if d.rec.grouped.Load() == 0 {
 		t.Fatal("no writes were recorded together")
 	}
+	if s := f.m.List(); len(s) != 1 || s[0].Grouped != d.rec.grouped.Load() || s[0].Writes != writers*rounds {
+		t.Errorf("status %+v: want %d grouped writes of %d", s, d.rec.grouped.Load(), writers*rounds)
+	}
 	if !bytes.Equal(f.at("prod", f.newest("prod")), f.primaryBytes()) {
 		t.Fatal("the newest version differs from the primary")
 	}
