@@ -75,25 +75,11 @@ func (nb newBytes) slice(at, n int64) []byte {
 // version and commit it. Writes to a block therefore read what the one
 // before committed, and versions commit in the order of their times.
 func (v *View) write(off, n int64, kind VersionKind, nb newBytes) error {
-	if !v.head {
-		return ErrReadOnly
-	}
-	if v.closed.Load() {
-		return ErrClosed
-	}
-	if err := v.s.guard.Err(); err != nil {
-		return err
-	}
-	vs, err := v.s.state(v.vol)
+	vs, m, err := v.writable()
 	if err != nil {
 		return err
 	}
-	vs.writeMu.RLock()
 	defer vs.writeMu.RUnlock()
-	m, _, err := v.state()
-	if err != nil {
-		return err
-	}
 	if off < 0 || n < 0 || off > m.Size || n > m.Size-off {
 		return ErrNoSpace
 	}
@@ -164,6 +150,32 @@ func (v *View) write(off, n int64, kind VersionKind, nb newBytes) error {
 		vs.patches.clearRange(zr.first, zr.end)
 	}
 	return nil
+}
+
+// writable checks that v takes writes now, and returns its volume's
+// state, with writeMu held shared (the caller releases it), and its
+// metadata.
+func (v *View) writable() (*volState, *Volume, error) {
+	if !v.head {
+		return nil, nil, ErrReadOnly
+	}
+	if v.closed.Load() {
+		return nil, nil, ErrClosed
+	}
+	if err := v.s.guard.Err(); err != nil {
+		return nil, nil, err
+	}
+	vs, err := v.s.state(v.vol)
+	if err != nil {
+		return nil, nil, err
+	}
+	vs.writeMu.RLock()
+	m, _, err := v.state()
+	if err != nil {
+		vs.writeMu.RUnlock()
+		return nil, nil, err
+	}
+	return vs, m, nil
 }
 
 // stage stores the new versions of blocks, those of [off, off+n) of m

@@ -81,15 +81,7 @@ func TestConcurrentWritesShareBlocks(t *testing.T) {
 	}
 	prev, next := base, make([]int, len(ranges))
 	for _, ver := range log[1:] {
-		at, err := e.s.ViewAt(m.ID, ver.Time)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cur := make([]byte, size)
-		if _, err := at.ReadAt(cur, 0); err != nil {
-			t.Fatal(err)
-		}
-		at.Close()
+		cur := readAs(t, e, "c", ver.Time)
 		changed := -1
 		for g, r := range ranges {
 			if !bytes.Equal(cur[r[0]:r[0]+r[1]], prev[r[0]:r[0]+r[1]]) {

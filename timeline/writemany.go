@@ -61,25 +61,11 @@ func (v *View) WriteMany(ws []Write) error {
 		_, err := v.WriteAt(ws[0].P, ws[0].Off)
 		return err
 	}
-	if !v.head {
-		return ErrReadOnly
-	}
-	if v.closed.Load() {
-		return ErrClosed
-	}
-	if err := v.s.guard.Err(); err != nil {
-		return err
-	}
-	vs, err := v.s.state(v.vol)
+	vs, m, err := v.writable()
 	if err != nil {
 		return err
 	}
-	vs.writeMu.RLock()
 	defer vs.writeMu.RUnlock()
-	m, _, err := v.state()
-	if err != nil {
-		return err
-	}
 	bs := m.BlockSize
 	spans := make([][2]int64, 0, len(ws)) // the blocks [b0, b1) of each write
 	for _, w := range ws {

@@ -91,15 +91,7 @@ func TestWriteManyRecordsEachWrite(t *testing.T) {
 		t.Fatalf("%d versions after WriteMany of %d writes, had %d", len(log), len(ws), len(before))
 	}
 	for i, ver := range log[len(before):] {
-		at, err := e.s.ViewAt(m.ID, ver.Time)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got := make([]byte, size)
-		if _, err := at.ReadAt(got, 0); err != nil {
-			t.Fatal(err)
-		}
-		at.Close()
+		got := readAs(t, e, "c", ver.Time)
 		want := bytes.Clone(prev)
 		copy(want[ws[i].Off:], ws[i].P)
 		if !bytes.Equal(got, want) {
