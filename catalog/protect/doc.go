@@ -70,7 +70,12 @@
 // (unprotect, daemon stop) holds it exclusively, and later I/O fails with
 // ErrEnded. The timeline runs writes of different blocks side by side
 // (its block locks); the range lock orders overlapping requests across
-// both sides.
+// both sides. Writes that arrive while others are being recorded are
+// recorded together (group.go): each hashes and compresses its bytes,
+// then one of them stores the group's chunks in one pack write and its
+// versions, one a write, in one Pebble commit; no group holds two
+// writes of one block (the range lock), and a group the timeline
+// refuses is an error to each of its writes, none of which reaches PATH.
 //
 // # Known limits
 //
@@ -83,7 +88,9 @@
 //     pack, Pebble's memtable) took most of Disk.WriteAt's CPU at queue
 //     depth 32, the primary's pwrite about an eighth; at queue depth 32
 //     without flushes rewind reaches about a quarter of nbdkit's IOPS,
-//     where the NBD server alone (recording nothing) reaches 0.8 of it.
+//     where the NBD server alone (recording nothing) reaches 0.6-1.0 of
+//     it: on 2 cores the host is CPU-bound at rewind's 36-46 µs of CPU a
+//     write (docs/benchmarks.md), even with writes recorded together.
 //     A FLUSH waits mostly for the timeline's syncs (the Guard syncs the
 //     packs, then the log); FLUSHes that come together share the
 //     primary's fdatasync (syncer.go). Writing the primary on a second
