@@ -1,6 +1,7 @@
 package timeline
 
 import (
+	"cmp"
 	"fmt"
 	"iter"
 	"slices"
@@ -80,7 +81,7 @@ func (v *View) WriteMany(ws []Write) error {
 	if len(spans) == 0 {
 		return nil
 	}
-	slices.SortFunc(spans, func(a, b [2]int64) int { return int(a[0] - b[0]) })
+	slices.SortFunc(spans, func(a, b [2]int64) int { return cmp.Compare(a[0], b[0]) })
 	for i := 1; i < len(spans); i++ {
 		if spans[i][0] < spans[i-1][1] {
 			return fmt.Errorf("timeline: writes recorded together share block %d", spans[i][0])
@@ -132,8 +133,9 @@ func (v *View) WriteMany(ws []Write) error {
 
 // stageMany stores the new block versions of ws (see stage) and returns
 // each write's. A write of part of one block that keeps a patch (the
-// common small write) is hashed and stored with the others' in one
-// PutEach; any other is staged as write stages it.
+// common small write) is stored with the others' in one PutPrepared
+// (hashed and encoded by Prepare, or here); any other is staged as write
+// stages it.
 func (v *View) stageMany(w *versionWriter, vs *volState, m *Volume, ws []Write) ([][]stagedBlock, error) {
 	bs := m.BlockSize
 	staged := make([][]stagedBlock, len(ws))

@@ -11,10 +11,10 @@ import (
 // while others are being recorded together (group commit): the first
 // write to find it idle records itself; writes that arrive meanwhile
 // queue (each hashed and encoded meanwhile, side by side: see
-// timeline.View.Prepare), and when it is done, the first of them records
-// the whole queue in one timeline.View.WriteMany, and so on. A write alone (queue depth
-// 1) is recorded as before, at once; at a high queue depth the writes
-// share one pack write and one Pebble commit. Each is still its own
+// timeline.View.Prepare), and when it is done, the first of them
+// records the whole queue in one timeline.View.WriteMany, and so on. A
+// write alone (queue depth 1) is recorded as before, at once; at a high
+// queue depth the writes share one pack write and one Pebble commit. Each is still its own
 // version with its own time, and recorded before its reply and before
 // the primary is written: the Disk's range lock keeps writes of the same
 // blocks apart, so that a group never holds two of them.
