@@ -33,6 +33,11 @@ func (v *View) Prepare(p []byte, off int64) Write {
 	return w
 }
 
+// Prepared reports whether Prepare hashed and encoded the write: a
+// small write of part of one block, which WriteMany stores with the
+// others' in one pack write.
+func (w Write) Prepared() bool { return w.chunk != nil }
+
 // lonePatch reports whether a write of n bytes at off covers part of one
 // block of m: a patch unless the block's run of patches is full.
 func (v *View) lonePatch(m *Volume, off, n int64) bool {

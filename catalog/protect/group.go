@@ -14,7 +14,9 @@ import (
 // timeline.View.Prepare), and when it is done, the first of them
 // records the whole queue in one timeline.View.WriteMany, and so on. A
 // write alone (queue depth 1) is recorded as before, at once; at a high
-// queue depth the writes share one pack write and one Pebble commit. Each is still its own
+// queue depth the small writes share one pack write and one Pebble
+// commit, and the larger ones (a whole block or more) are recorded each
+// on its own beside them, as before. Each is still its own
 // version with its own time, and recorded before its reply and before
 // the primary is written: the Disk's range lock keeps writes of the same
 // blocks apart, so that a group never holds two of them.
@@ -60,6 +62,14 @@ func (r *recorder) record(view *timeline.View, p []byte, off int64) error {
 	// Hashed and encoded here, while the recorder is busy, side by side
 	// with the other writes waiting.
 	w := view.Prepare(p, off)
+	if !w.Prepared() {
+		// Not a small write of part of a block (a whole block or more,
+		// zeroes): recorded on its own, beside the groups, as a
+		// whole block's hashing and compression are worth a core of their
+		// own rather than a turn in a leader's group.
+		_, err := view.WriteAt(p, off)
+		return err
+	}
 	r.mu.Lock()
 	if !r.busy {
 		r.busy = true

@@ -544,6 +544,47 @@ func TestProtectRecordsWritesTogether(t *testing.T) {
 	}
 }
 
+// TestProtectWholeBlocksRecordedAlone: writes of whole blocks do not
+// wait for a turn in a group (their hashing and compression take a core
+// each); each is still a version of its own, on the primary too.
+func TestProtectWholeBlocksRecordedAlone(t *testing.T) {
+	f := newFixture(t)
+	if _, err := f.protect("prod", f.primary, 0); err != nil {
+		t.Fatal(err)
+	}
+	d := f.m.Disk("prod")
+	d.rec.beforeRecord = func() { time.Sleep(time.Millisecond) }
+	t0 := f.newest("prod")
+	const writers, rounds = 4, 10
+	var wg sync.WaitGroup
+	for g := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range rounds {
+				if _, err := d.WriteAt(fill(byte(10*g+i+1), 64*kib), int64(g)*128*kib); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if n := d.rec.grouped.Load(); n != 0 {
+		t.Errorf("%d whole-block writes were recorded in groups", n)
+	}
+	log, err := f.svc.Timeline().Log(mustVolumeID(t, f, "prod"), t0+1, f.newest("prod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(log) != writers*rounds {
+		t.Errorf("%d versions for %d writes", len(log), writers*rounds)
+	}
+	if !bytes.Equal(f.at("prod", f.newest("prod")), f.primaryBytes()) {
+		t.Error("the newest version differs from the primary")
+	}
+}
+
 // TestProtectGroupThatFailsReachesNoPrimary: when the timeline refuses
 // writes recorded together, each of them is an error to its writer and
 // none reaches the primary; every write acknowledged before is on both.
