@@ -70,12 +70,14 @@
 // (unprotect, daemon stop) holds it exclusively, and later I/O fails with
 // ErrEnded. The timeline runs writes of different blocks side by side
 // (its block locks); the range lock orders overlapping requests across
-// both sides. Writes that arrive while others are being recorded are
-// recorded together (group.go): each hashes and compresses its bytes,
-// then one of them stores the group's chunks in one pack write and its
-// versions, one a write, in one Pebble commit; no group holds two
-// writes of one block (the range lock), and a group the timeline
-// refuses is an error to each of its writes, none of which reaches PATH.
+// both sides. Small writes (part of one block) that arrive while others
+// are being recorded are recorded together (group.go; writes of whole
+// blocks are recorded each on its own): each hashes and compresses its
+// bytes, then one of them stores the group's chunks in one pack write
+// and its versions, one a write, in one Pebble commit; no group holds
+// two writes of one block (the range lock), and a group the timeline
+// refuses is an error to each of its writes, none of which reaches
+// PATH.
 //
 // # Known limits
 //
