@@ -128,6 +128,33 @@ func (f *fixture) newest(name string) int64 {
 	return v.Last
 }
 
+// volumeID is the id of the named volume.
+func (f *fixture) volumeID(name string) uint64 {
+	f.t.Helper()
+	v, err := f.svc.Timeline().Volume(name)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return v.ID
+}
+
+// versionsSince lists the volume's versions stamped after t0.
+func (f *fixture) versionsSince(name string, t0 int64) []timeline.VersionInfo {
+	f.t.Helper()
+	log, err := f.svc.Timeline().Log(f.volumeID(name), t0+1, f.newest(name))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return log
+}
+
+// newestIsPrimary says whether the volume's newest version reads as the
+// primary file does.
+func (f *fixture) newestIsPrimary(name string) bool {
+	f.t.Helper()
+	return bytes.Equal(f.at(name, f.newest(name)), f.primaryBytes())
+}
+
 func (f *fixture) primaryBytes() []byte {
 	f.t.Helper()
 	b, err := os.ReadFile(f.primary)
@@ -295,7 +322,7 @@ func TestProtectResumes(t *testing.T) {
 	if f.m.Disk("prod") == nil {
 		t.Fatal("not served after an unclean stop")
 	}
-	if !bytes.Equal(f.at("prod", f.newest("prod")), f.primaryBytes()) {
+	if !f.newestIsPrimary("prod") {
 		t.Error("after an unclean stop the timeline's newest version differs from the primary")
 	}
 	t.Logf("versions: %d before, %d after", before, versions())
@@ -444,7 +471,7 @@ func TestProtectConcurrentWritesAgree(t *testing.T) {
 	if err := d.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(f.at("prod", f.newest("prod")), f.primaryBytes()) {
+	if !f.newestIsPrimary("prod") {
 		t.Error("after concurrent writes the timeline's newest version differs from the primary")
 	}
 }
@@ -499,18 +526,10 @@ func TestProtectRecordsWritesTogether(t *testing.T) {
 	if s := f.m.List(); len(s) != 1 || s[0].Grouped != d.rec.grouped.Load() || s[0].Writes != writers*rounds {
 		t.Errorf("status %+v: want %d grouped writes of %d", s, d.rec.grouped.Load(), writers*rounds)
 	}
-	if !bytes.Equal(f.at("prod", f.newest("prod")), f.primaryBytes()) {
+	if !f.newestIsPrimary("prod") {
 		t.Fatal("the newest version differs from the primary")
 	}
-	tl := f.svc.Timeline()
-	v, err := tl.Volume("prod")
-	if err != nil {
-		t.Fatal(err)
-	}
-	log, err := tl.Log(v.ID, t0+1, v.Last)
-	if err != nil {
-		t.Fatal(err)
-	}
+	log := f.versionsSince("prod", t0)
 	if len(log) != writers*rounds {
 		t.Fatalf("%d versions for %d writes", len(log), writers*rounds)
 	}
@@ -573,14 +592,10 @@ func TestProtectWholeBlocksRecordedAlone(t *testing.T) {
 	if n := d.rec.grouped.Load(); n != 0 {
 		t.Errorf("%d whole-block writes were recorded in groups", n)
 	}
-	log, err := f.svc.Timeline().Log(mustVolumeID(t, f, "prod"), t0+1, f.newest("prod"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(log) != writers*rounds {
+	if log := f.versionsSince("prod", t0); len(log) != writers*rounds {
 		t.Errorf("%d versions for %d writes", len(log), writers*rounds)
 	}
-	if !bytes.Equal(f.at("prod", f.newest("prod")), f.primaryBytes()) {
+	if !f.newestIsPrimary("prod") {
 		t.Error("the newest version differs from the primary")
 	}
 }
@@ -650,20 +665,11 @@ func TestProtectGroupThatFailsReachesNoPrimary(t *testing.T) {
 			t.Errorf("writer %d: %d failures", g, failures[g])
 		}
 	}
-	head, err := f.svc.Timeline().Head(mustVolumeID(t, f, "prod")) // for the clean stop
+	head, err := f.svc.Timeline().Head(f.volumeID("prod")) // for the clean stop
 	if err != nil {
 		t.Fatal(err)
 	}
 	d.view = head
-}
-
-func mustVolumeID(t *testing.T, f *fixture, name string) uint64 {
-	t.Helper()
-	v, err := f.svc.Timeline().Volume(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v.ID
 }
 
 // TestProtectRestartChecksPrimary: a restarted daemon reopens the primary
@@ -882,7 +888,7 @@ func TestProtectResumesInBackground(t *testing.T) {
 	if s := f.m.List(); len(s) != 1 || s[0].State != StateProtected || s[0].CompareBytes != 0 {
 		t.Errorf("status after the comparison: %+v", s)
 	}
-	if !bytes.Equal(f.at("prod", f.newest("prod")), f.primaryBytes()) {
+	if !f.newestIsPrimary("prod") {
 		t.Error("the newest version differs from the primary after the comparison")
 	}
 
@@ -911,7 +917,7 @@ func TestProtectResumesInBackground(t *testing.T) {
 	if f.m.Disk("prod") == nil {
 		t.Fatal("not served after the comparison the stop interrupted ran again")
 	}
-	if !bytes.Equal(f.at("prod", f.newest("prod")), f.primaryBytes()) {
+	if !f.newestIsPrimary("prod") {
 		t.Error("the newest version differs from the primary after the second comparison")
 	}
 }
