@@ -31,6 +31,7 @@ func TestGuard(t *testing.T) {
 		{"token", "POST", "/v1/volumes", "127.0.0.1:8080", "application/json", bearer, nil, 200},
 		{"json with charset", "POST", "/v1/clones", "127.0.0.1:8080", "application/json; charset=utf-8", bearer, nil, 200},
 		{"GET", "GET", "/v1/volumes", "127.0.0.1:8080", "", bearer, nil, 200},
+		{"read protections without token", "GET", "/v1/protections", "127.0.0.1:8080", "", "", nil, 401},
 		{"text/plain post", "POST", "/v1/exports", "127.0.0.1:8080", "text/plain", bearer, nil, 415},
 		{"form post", "POST", "/v1/clones", "127.0.0.1:8080", "application/x-www-form-urlencoded", bearer, nil, 415},
 		{"no content type", "POST", "/v1/clones", "127.0.0.1:8080", "", bearer, nil, 415},
