@@ -118,30 +118,26 @@ func (f *fixture) at(name string, t int64) []byte {
 	return buf
 }
 
+// volume is the named volume's metadata.
+func (f *fixture) volume(name string) *timeline.Volume {
+	f.t.Helper()
+	v, err := f.svc.Timeline().Volume(name)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return v
+}
+
 // newest is the time of the volume's newest version.
 func (f *fixture) newest(name string) int64 {
 	f.t.Helper()
-	v, err := f.svc.Timeline().Volume(name)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	return v.Last
-}
-
-// volumeID is the id of the named volume.
-func (f *fixture) volumeID(name string) uint64 {
-	f.t.Helper()
-	v, err := f.svc.Timeline().Volume(name)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	return v.ID
+	return f.volume(name).Last
 }
 
 // versionsSince lists the volume's versions stamped after t0.
 func (f *fixture) versionsSince(name string, t0 int64) []timeline.VersionInfo {
 	f.t.Helper()
-	log, err := f.svc.Timeline().Log(f.volumeID(name), t0+1, f.newest(name))
+	log, err := f.svc.Timeline().Log(f.volume(name).ID, t0+1, f.newest(name))
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -665,7 +661,7 @@ func TestProtectGroupThatFailsReachesNoPrimary(t *testing.T) {
 			t.Errorf("writer %d: %d failures", g, failures[g])
 		}
 	}
-	head, err := f.svc.Timeline().Head(f.volumeID("prod")) // for the clean stop
+	head, err := f.svc.Timeline().Head(f.volume("prod").ID) // for the clean stop
 	if err != nil {
 		t.Fatal(err)
 	}
