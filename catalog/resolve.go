@@ -7,7 +7,18 @@ import (
 )
 
 // volume returns the named volume or a not-found error that says what to do.
+// The writes acknowledged on a protected volume's disk so far are in its
+// history first (SetSettle).
 func (s *Service) volume(name string) (*timeline.Volume, error) {
+	if s.settle != nil {
+		if err := s.settle(name); err != nil {
+			class := ErrConflict
+			if isNoSpace(err) {
+				class = ErrNoSpace
+			}
+			return nil, errorf(class, "the history of %s is not complete: %v (see rewind protect status %s)", name, err, name)
+		}
+	}
 	v, err := s.tl.Volume(name)
 	if errors.Is(err, timeline.ErrNotFound) {
 		return nil, errorf(ErrNotFound, "no volume %q (see rewind volume list)", name)

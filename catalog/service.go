@@ -64,6 +64,10 @@ type Service struct {
 	inUse  InUse
 	// removeCheck, when set, can refuse RemoveVolume even with force.
 	removeCheck func(volume string) error
+	// settle, when set, returns once the writes acknowledged on a
+	// volume so far are in its history (protected disks record them
+	// behind their replies).
+	settle      func(volume string) error
 	remote      *remoteStore  // nil for a store kept in the directory
 	packsFS     vfs.FS        // where the packs are (the object store's layer)
 	replicating chan struct{} // holds a token while a replication runs (replicate.go)

@@ -52,6 +52,11 @@ func (s *Service) SetInUse(f InUse) { s.inUse = f }
 // the volume cannot go (a recovery copying from it).
 func (s *Service) SetRemoveCheck(f func(volume string) error) { s.removeCheck = f }
 
+// SetSettle sets what makes the writes acknowledged on a volume so far
+// part of its history before anything reads it by name (see
+// protect.Manager.Settle). Set it before serving.
+func (s *Service) SetSettle(f func(volume string) error) { s.settle = f }
+
 // RemoveVolume deletes a volume, its history and its recovery points. It
 // refuses while clones depend on it or it is served, unless force; with
 // force, clones are removed first.

@@ -63,10 +63,13 @@ type Store struct {
 
 	mu struct {
 		sync.Mutex
-		last   int64 // newest time handed out, ns
-		nextID uint64
-		vols   map[uint64]*volState
-		byName map[string]uint64
+		last int64 // newest time handed out, ns
+		// stamped holds the times Stamp handed out whose writes are not
+		// recorded yet (see Stamp).
+		stamped map[int64]struct{}
+		nextID  uint64
+		vols    map[uint64]*volState
+		byName  map[string]uint64
 		// held counts the open views of each volume's instants (prune.go).
 		held map[uint64]map[int64]int
 	}
@@ -346,6 +349,45 @@ func (s *Store) Now() time.Time { return s.now() }
 func (s *Store) nextTimeLocked(min int64) int64 {
 	t := max(s.now().UnixNano(), min, s.mu.last+1)
 	s.mu.last = t
+	return t
+}
+
+// Stamp hands out the time of a write that is recorded later, by
+// WriteMany (Write.At): a time strictly later than any handed out
+// before, so that the writes of a protected disk keep the times they
+// arrived at even when they are recorded behind their acknowledgement.
+// Until WriteMany records it or Unstamp gives it up, the synced mark
+// (synced.go) stays before it: its chunks are not stored yet.
+func (s *Store) Stamp() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := s.nextTimeLocked(0)
+	if s.mu.stamped == nil {
+		s.mu.stamped = make(map[int64]struct{})
+	}
+	s.mu.stamped[t] = struct{}{}
+	return t
+}
+
+// Unstamp gives up times Stamp handed out whose writes will not be
+// recorded.
+func (s *Store) Unstamp(ts ...int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, t := range ts {
+		delete(s.mu.stamped, t)
+	}
+}
+
+// settledLocked returns the newest time before which every time handed
+// out belongs to a write that stored its chunks or will never be
+// recorded: the newest handed out, or just before the oldest stamp whose
+// write is still to be recorded.
+func (s *Store) settledLocked() int64 {
+	t := s.mu.last
+	for st := range s.mu.stamped {
+		t = min(t, st-1)
+	}
 	return t
 }
 

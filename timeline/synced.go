@@ -62,16 +62,18 @@ func (s *Store) readSynced() (int64, bool, error) {
 
 // saveSynced syncs the packs and then saves, as the mark, the newest time
 // handed out before the sync began: every version stamped by then wrote
-// its chunks first (View.write stores them before it takes its time).
+// its chunks first (View.write stores them before it takes its time),
+// but for writes stamped ahead of their recording (Stamp): the mark
+// stays before the oldest of those still to be recorded.
 // With sync, the record is durable on return; without, it rides with the
 // next write of the log (losing it only makes the next Open check more).
 func (s *Store) saveSynced(sync bool) error {
 	s.synced.Lock()
 	defer s.synced.Unlock()
 	s.mu.Lock()
-	t := s.mu.last
+	t := s.settledLocked()
 	s.mu.Unlock()
-	if t == s.synced.saved && !sync {
+	if t <= s.synced.saved && !sync {
 		return nil
 	}
 	if err := s.syncPacks(); err != nil {

@@ -257,3 +257,48 @@ func TestSyncedMarkMoves(t *testing.T) {
 		t.Fatalf("a store without a mark opened with mark %d, newest version %d", readSyncedMark(t, e), m.Last)
 	}
 }
+
+// TestStampedWrites: a write stamped ahead of its recording (a protected
+// disk's small write, recorded behind its reply) is recorded at its
+// stamp; until then the synced mark stays before it, as its chunk is
+// not stored yet. A stamp not later than the volume's newest version is
+// refused and records nothing.
+func TestStampedWrites(t *testing.T) {
+	holdSynced(t)
+	e := &scriptEnv{t: t, fs: vfs.NewCrashableMem(), clock: 1000}
+	e.open()
+	defer func() { e.close() }()
+	v := cloneOf(t, e, pattern(1, 4*testBS), testBS)
+	defer v.Close()
+	at := v.Stamp()
+	if err := e.s.saveSynced(false); err != nil {
+		t.Fatal(err)
+	}
+	if mark := readSyncedMark(t, e); mark >= at {
+		t.Fatalf("synced mark %d with a write stamped %d not recorded", mark, at)
+	}
+	p := pattern(7, 100)
+	if err := v.WriteMany([]Write{{P: p, Off: testBS + 10, At: at}}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := e.s.Volume("c")
+	if err != nil || m.Last != at {
+		t.Fatalf("newest version %d (%v), want the stamp %d", m.Last, err, at)
+	}
+	if err := e.s.saveSynced(false); err != nil {
+		t.Fatal(err)
+	}
+	if mark := readSyncedMark(t, e); mark < at {
+		t.Fatalf("synced mark %d before the recorded write stamped %d", mark, at)
+	}
+	if err := v.WriteMany([]Write{{P: p, Off: 0, At: at}}); err == nil {
+		t.Fatal("a write stamped at the newest version's time was recorded")
+	}
+	if m2, _ := e.s.Volume("c"); m2.Last != at || m2.Versions != m.Versions {
+		t.Fatalf("a refused stamped write changed the volume: %+v", m2)
+	}
+	got := make([]byte, 100)
+	if _, err := v.ReadAt(got, testBS+10); err != nil || !bytes.Equal(got, p) {
+		t.Fatalf("the stamped write reads back %v", err)
+	}
+}

@@ -14,6 +14,10 @@ import (
 type Write struct {
 	P   []byte
 	Off int64
+	// At is the write's time, from Store.Stamp, or 0 for the time of its
+	// recording. Writes with a time must come in the order of their
+	// times, each later than the volume's newest version.
+	At int64
 	// chunk is P hashed and encoded ahead (see Prepare), or nil.
 	chunk *blockstore.Prepared
 }
@@ -32,6 +36,10 @@ func (v *View) Prepare(p []byte, off int64) Write {
 	w.chunk = v.s.chunks.Prepare(p)
 	return w
 }
+
+// Release gives back what Prepare made for w, when w is not given to
+// WriteMany after all.
+func (w Write) Release() { w.chunk.Release() }
 
 // Prepared reports whether Prepare hashed and encoded the write: a
 // small write of part of one block, which WriteMany stores with the
@@ -57,13 +65,32 @@ func (v *View) lonePatch(m *Volume, off, n int64) bool {
 // reach the pack in one write, their records Pebble in one batch and one
 // commit. All are recorded or none is. No two may touch the same block
 // (the caller orders such writes); such a call records nothing and fails.
+// Once they are recorded, the times Stamp handed out for them are
+// settled; a call that fails leaves them to the caller (to try again, or
+// Unstamp).
 func (v *View) WriteMany(ws []Write) error {
+	err := v.writeMany(ws)
+	if err == nil {
+		var ts []int64
+		for _, w := range ws {
+			if w.At != 0 {
+				ts = append(ts, w.At)
+			}
+		}
+		if len(ts) > 0 {
+			v.s.Unstamp(ts...)
+		}
+	}
+	return err
+}
+
+func (v *View) writeMany(ws []Write) error {
 	defer func() { // those not stored yet
 		for _, w := range ws {
 			w.chunk.Release()
 		}
 	}()
-	if len(ws) == 1 && ws[0].chunk == nil {
+	if len(ws) == 1 && ws[0].chunk == nil && ws[0].At == 0 {
 		_, err := v.WriteAt(ws[0].P, ws[0].Off)
 		return err
 	}
@@ -117,9 +144,17 @@ func (v *View) WriteMany(ws []Write) error {
 			continue
 		}
 		vw := &versionWriter{s: v.s, meta: meta, kind: VersionWrite, txn: w.txn, batch: w.batch, lazy: vs}
-		v.s.mu.Lock()
-		vw.t = v.s.nextTimeLocked(0)
-		v.s.mu.Unlock()
+		if at := ws[i].At; at != 0 {
+			if at <= meta.Last {
+				w.abort()
+				return fmt.Errorf("timeline: a write stamped %s comes after the version of %s", FormatTime(at), FormatTime(meta.Last))
+			}
+			vw.t = at
+		} else {
+			v.s.mu.Lock()
+			vw.t = v.s.nextTimeLocked(0)
+			v.s.mu.Unlock()
+		}
 		for _, sb := range staged[i] {
 			if err := vw.setStaged(sb); err != nil {
 				w.abort()
@@ -209,3 +244,22 @@ func blockRange(b0, b1 int64) iter.Seq[int64] {
 		}
 	}
 }
+
+// TakesWrites returns why v takes no writes now (it is history, it is
+// closed, the store is unwritable), or nil.
+func (v *View) TakesWrites() error {
+	if !v.head {
+		return ErrReadOnly
+	}
+	if v.closed.Load() {
+		return ErrClosed
+	}
+	return v.s.guard.Err()
+}
+
+// Stamp hands out the time of a write of v that WriteMany records later
+// (see Store.Stamp).
+func (v *View) Stamp() int64 { return v.s.Stamp() }
+
+// Unstamp gives up times Stamp handed out (see Store.Unstamp).
+func (v *View) Unstamp(ts ...int64) { v.s.Unstamp(ts...) }

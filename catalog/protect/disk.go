@@ -36,8 +36,9 @@ type Disk struct {
 	diverged atomic.Bool
 	// primarySync runs the primary's fdatasync for concurrent FLUSHes.
 	primarySync syncer
-	// rec records writes that arrive together in one commit.
-	rec recorder
+	// rec records the writes in the timeline, small ones behind their
+	// replies.
+	rec *recorder
 	// intent marks where writes are in progress or not flushed, for the
 	// comparison after an unclean stop; nil for none.
 	intent *intentLog
@@ -107,10 +108,12 @@ func (d *Disk) ReadAt(p []byte, off int64) (int, error) {
 	return n, tail
 }
 
-// WriteAt records p in the timeline (with the writes that arrive
-// meanwhile: see recorder), then writes it to the primary. A write the
-// timeline refuses (a full disk, a failed store) never reaches
-// the primary: it is an error to the client, never a gap in history.
+// WriteAt writes p to the primary and records it in the timeline. A
+// small write (part of one block) is recorded behind its reply, in
+// order, at the time it arrived (see recorder); any other is recorded
+// first, then written to the primary, both before the reply. A write the
+// timeline cannot take (a full disk, a failed store) is an error and
+// never reaches the primary.
 func (d *Disk) WriteAt(p []byte, off int64) (int, error) {
 	if err := d.begin(); err != nil {
 		return 0, err
@@ -126,7 +129,16 @@ func (d *Disk) WriteAt(p []byte, off int64) (int, error) {
 		return 0, err
 	}
 	defer d.endIntent(off, n)
-	if err := d.rec.record(d.view, p, off); err != nil {
+	if d.rec.small(off, n) {
+		return d.writeBehind(p, off)
+	}
+	release, err := d.rec.exclusive()
+	if err != nil {
+		d.stats.errors.Add(1)
+		return 0, fmt.Errorf("record the write in the timeline: %w", err)
+	}
+	defer release()
+	if _, err := d.view.WriteAt(p, off); err != nil {
 		d.stats.errors.Add(1)
 		return 0, fmt.Errorf("record the write in the timeline: %w", err)
 	}
@@ -137,6 +149,33 @@ func (d *Disk) WriteAt(p []byte, off int64) (int, error) {
 		d.primaryFailed(off, n)
 		return 0, fmt.Errorf("write primary %s: %w", d.p.path, err)
 	}
+	d.stats.writes.Add(1)
+	d.stats.written.Add(n)
+	return len(p), nil
+}
+
+// writeBehind writes a small write to the primary and queues it to be
+// recorded (the caller holds its range lock and intent). When the
+// primary refuses it, what the primary holds there is queued instead,
+// so that the timeline's newest version still equals the primary.
+func (d *Disk) writeBehind(p []byte, off int64) (int, error) {
+	n := int64(len(p))
+	if err := d.rec.admit(n); err != nil {
+		d.stats.errors.Add(1)
+		return 0, fmt.Errorf("record the write in the timeline: %w", err)
+	}
+	if _, err := d.p.f.WriteAt(p, off); err != nil {
+		d.stats.errors.Add(1)
+		held := make([]byte, n)
+		if _, rerr := d.p.f.ReadAt(held, off); rerr != nil && !errors.Is(rerr, io.EOF) {
+			d.rec.cancel()
+			d.diverge()
+		} else {
+			d.rec.enqueue(held, off)
+		}
+		return 0, fmt.Errorf("write primary %s: %w", d.p.path, err)
+	}
+	d.rec.enqueue(p, off)
 	d.stats.writes.Add(1)
 	d.stats.written.Add(n)
 	return len(p), nil
@@ -163,6 +202,12 @@ func (d *Disk) zero(off, n int64, record func(off, n int64) error) error {
 		return err
 	}
 	defer d.endIntent(off, n)
+	release, err := d.rec.exclusive()
+	if err != nil {
+		d.stats.errors.Add(1)
+		return fmt.Errorf("record the zeroing in the timeline: %w", err)
+	}
+	defer release()
 	if err := record(off, n); err != nil {
 		d.stats.errors.Add(1)
 		return fmt.Errorf("record the zeroing in the timeline: %w", err)
@@ -221,6 +266,17 @@ func (d *Disk) endIntent(off, n int64) {
 	}
 }
 
+// Settle returns once every write acknowledged so far is in the
+// timeline (not necessarily durable): what reads the volume's history
+// counts on it.
+func (d *Disk) Settle() error {
+	if err := d.begin(); err != nil {
+		return nil // ended: closing recorded all it could
+	}
+	defer d.end()
+	return d.rec.settle()
+}
+
 // Flush makes every acknowledged write durable in the timeline and on
 // the primary.
 func (d *Disk) Flush() error {
@@ -237,6 +293,10 @@ func (d *Disk) flush() error {
 	var at uint64
 	if d.intent != nil {
 		at = d.intent.flushStart()
+	}
+	if err := d.rec.settle(); err != nil {
+		d.stats.errors.Add(1)
+		return fmt.Errorf("flush the timeline: %w", err)
 	}
 	err := d.sync()
 	if err != nil {
@@ -319,6 +379,7 @@ func (d *Disk) close() error {
 	}
 	d.closed = true
 	err := d.flush()
+	d.rec.close()
 	return errors.Join(err, d.view.Close())
 }
 

@@ -9,19 +9,42 @@
 // # Writes
 //
 // The volume is made at protect time by importing PATH's content (only
-// its data; holes stay holes). From then on a write is recorded in the
-// timeline first, then written to PATH, both before it is acknowledged;
-// a write the timeline cannot record (a full disk, a failed store) is an
-// error to the client and never reaches PATH, so history has no gap.
-// WRITE_ZEROES and TRIM record holes and punch holes in PATH (zeroes are
-// written where it cannot punch): both read as zeroes after. FLUSH (and
-// FUA, which the NBD server turns into one) syncs the timeline and PATH
-// (fdatasync) at the same time and replies when both are done. Requests that touch
-// the same blocks are ordered by a range lock, so the timeline and PATH
-// see overlapping writes in the same order. A
-// write that the timeline took and PATH refused is an error; the
-// timeline then records again what PATH holds there, so its newest
-// version still equals PATH.
+// its data; holes stay holes). From then on every write is in PATH and
+// in the timeline, each version at the time its write arrived:
+//
+//   - A small write (part of one block: a guest's or a database's page)
+//     is written to PATH, stamped with its time and queued, and
+//     acknowledged; one goroutine records the queue behind the replies,
+//     in order, many writes in one pack write and one Pebble commit
+//     (group.go). Anything that reads the volume's history (an export
+//     or mount of an instant, `rewind log`, a label, prune: the catalog
+//     settles the queue when it looks a volume up by name) and every
+//     FLUSH wait for the writes queued before them, so no one sees a
+//     history without a write that was acknowledged.
+//   - Any other write (a whole block or more), WRITE_ZEROES and TRIM are
+//     recorded first, then applied to PATH, both before the reply, once
+//     the queue is recorded (small writes wait meanwhile, so versions
+//     come in the order of their times). WRITE_ZEROES and TRIM record
+//     holes and punch holes in PATH (zeroes are written where it cannot
+//     punch): both read as zeroes after.
+//
+// A write the timeline cannot take (a full disk, a failed store) is an
+// error to the client and never reaches PATH. When the store fails
+// under writes already queued (acknowledged, in PATH, not yet recorded):
+// for want of space, the queue waits and is tried again, and every new
+// write, FLUSH and read of the history is an error meanwhile; any other
+// failure ends the recording, the protection shows as failed, every
+// later request is an error, and the write-intent bitmap is marked
+// whole, so the next start compares PATH with the timeline and records
+// what history lacks (below). Either way no acknowledged write is
+// missing from history, and a FLUSH succeeds only once everything
+// acknowledged before it is recorded and durable. FLUSH (and FUA, which
+// the NBD server turns into one) syncs the timeline and PATH
+// (fdatasync) at the same time and replies when both are done. Requests
+// that touch the same blocks are ordered by a range lock, so the
+// timeline and PATH see overlapping writes in the same order. A write
+// that PATH refused is an error; the timeline then records what PATH
+// holds there, so its newest version still equals PATH.
 //
 // # Persistence and crashes
 //
@@ -70,14 +93,13 @@
 // (unprotect, daemon stop) holds it exclusively, and later I/O fails with
 // ErrEnded. The timeline runs writes of different blocks side by side
 // (its block locks); the range lock orders overlapping requests across
-// both sides. Small writes (part of one block) that arrive while others
-// are being recorded are recorded together (group.go; writes of whole
-// blocks are recorded each on its own): each hashes and compresses its
-// bytes, then one of them stores the group's chunks in one pack write
-// and its versions, one a write, in one Pebble commit; no group holds
-// two writes of one block (the range lock), and a group the timeline
-// refuses is an error to each of its writes, none of which reaches
-// PATH.
+// both sides. The recorder (group.go) holds small writes back while
+// another request is recorded before its reply, and those requests back
+// while small writes are queued: the two kinds never interleave, so the
+// timeline commits a volume's versions in the order of their times.
+// Small writes hash and compress their own bytes, side by side, before
+// they queue; the recording goroutine takes the queue up to 512 writes
+// at a time, and never two writes of one block at once.
 //
 // # Known limits
 //
@@ -86,18 +108,21 @@
 //     within the last 10 s before the crash; the export waits for it.
 //   - Unprotect while clients are connected ends their I/O with errors.
 //   - Block status of a device primary reports all data.
-//   - The timeline sets the IOPS: recording a 4 KiB write (a patch in a
-//     pack, Pebble's memtable) took most of Disk.WriteAt's CPU at queue
-//     depth 32, the primary's pwrite about an eighth; at queue depth 32
-//     without flushes rewind reaches about a quarter of nbdkit's IOPS,
-//     where the NBD server alone (recording nothing) reaches 0.6-1.0 of
-//     it: on 2 cores the host is CPU-bound at rewind's 36-46 µs of CPU a
-//     write (docs/benchmarks.md), even with writes recorded together.
-//     A FLUSH waits mostly for the timeline's syncs (the Guard syncs the
-//     packs, then the log); FLUSHes that come together share the
-//     primary's fdatasync (syncer.go). Writing the primary on a second
-//     goroutine while the timeline records was 12% slower at queue
-//     depth 1 on a 2-core machine, so the two run one after the other.
+//   - The timeline sets the IOPS: recording a 4 KiB write (its digest
+//     and compression, a patch in a pack, four keys in Pebble's
+//     memtable) costs the daemon more CPU than serving it; at queue
+//     depth 32 without flushes, on 2 cores, rewind reached 0.46 of
+//     nbdkit's IOPS by hand with small writes recorded behind their
+//     replies, against 0.35 recording each before its reply
+//     (docs/benchmarks.md). A FLUSH waits for the queue, then mostly
+//     for the timeline's syncs (the Guard syncs the packs, then the
+//     log); FLUSHes that come together share the primary's fdatasync
+//     (syncer.go).
+//   - A workload that mixes small writes with whole-block ones switches
+//     between the two paths; each switch waits for the queue to be
+//     recorded.
+//   - Writes queued when the recording fails for good (not for want of
+//     space) are in history only after a restart, stamped at it.
 //   - After an unclean stop, the comparison puts together every block
 //     of the marked regions that writes left in patches, to compare its
 //     bytes with the primary's: after a crash during random writes over

@@ -259,6 +259,10 @@ func (m *Manager) startLocked(r *record, p *primary) error {
 		return err
 	}
 	d := &Disk{view: view, p: p, size: r.Size, bs: view.BlockSize(), intent: il}
+	d.rec = newRecorder(view, d.bs, func(err error) {
+		m.log.Error("recording the writes of a protected volume failed; its history misses them until the daemon restarts and compares the primary with it", "volume", r.Name, "err", err)
+		d.diverge()
+	})
 	m.mu.jobs[r.Name] = &job{rec: *r, p: p, disk: d}
 	return nil
 }
@@ -415,6 +419,9 @@ func (j *job) status() Status {
 		st.Writes, st.Written = d.stats.writes.Load(), d.stats.written.Load()
 		st.Flushes, st.Errors = d.stats.flushes.Load(), d.stats.errors.Load()
 		st.Grouped = d.rec.grouped.Load()
+		if err := d.rec.failure(); err != nil {
+			st.State, st.Reason = StateFailed, "recording writes failed: "+err.Error()+"; restart the daemon to compare the primary with the timeline"
+		}
 	}
 	return st
 }
@@ -461,6 +468,16 @@ func (m *Manager) Disk(name string) *Disk {
 	defer m.mu.Unlock()
 	if j := m.mu.jobs[name]; j != nil {
 		return j.disk
+	}
+	return nil
+}
+
+// Settle returns once the writes acknowledged so far on a protected
+// volume's disk are in its timeline (see Disk.Settle); at once for any
+// other volume.
+func (m *Manager) Settle(volume string) error {
+	if d := m.Disk(volume); d != nil {
+		return d.Settle()
 	}
 	return nil
 }

@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -76,6 +79,7 @@ func (f *fixture) openNoWait() {
 		f.t.Fatal(err)
 	}
 	svc.SetRemoveCheck(m.RemoveCheck)
+	svc.SetSettle(m.Settle)
 	f.svc, f.m = svc, m
 }
 
@@ -102,10 +106,7 @@ func (f *fixture) protect(name, path string, size int64) (*Status, error) {
 // at reads the whole volume as of t.
 func (f *fixture) at(name string, t int64) []byte {
 	f.t.Helper()
-	v, err := f.svc.Timeline().Volume(name)
-	if err != nil {
-		f.t.Fatal(err)
-	}
+	v := f.volume(name)
 	view, err := f.svc.Timeline().ViewAt(v.ID, t)
 	if err != nil {
 		f.t.Fatal(err)
@@ -118,9 +119,14 @@ func (f *fixture) at(name string, t int64) []byte {
 	return buf
 }
 
-// volume is the named volume's metadata.
+// volume is the named volume's metadata, once the writes acknowledged
+// on it are recorded (as the catalog reads it: see Manager.Settle; a
+// settle that fails is for the test to check).
 func (f *fixture) volume(name string) *timeline.Volume {
 	f.t.Helper()
+	if f.m != nil {
+		f.m.Settle(name)
+	}
 	v, err := f.svc.Timeline().Volume(name)
 	if err != nil {
 		f.t.Fatal(err)
@@ -596,25 +602,29 @@ func TestProtectWholeBlocksRecordedAlone(t *testing.T) {
 	}
 }
 
-// TestProtectGroupThatFailsReachesNoPrimary: when the timeline refuses
-// writes recorded together, each of them is an error to its writer and
-// none reaches the primary; every write acknowledged before is on both.
-func TestProtectGroupThatFailsReachesNoPrimary(t *testing.T) {
+// TestProtectRecordingThatFailsIsComparedAtRestart: small writes are
+// recorded behind their replies. When the store fails under writes
+// queued to be recorded, each writer's next write is an error and never
+// reaches the primary, and so is every FLUSH; the protection shows as
+// failed, and reads of its history say why. The primary holds every
+// acknowledged write, and the next start compares it with the timeline
+// and records what the timeline lacks: no acknowledged write is missing
+// from history.
+func TestProtectRecordingThatFailsIsComparedAtRestart(t *testing.T) {
 	f := newFixture(t)
 	if _, err := f.protect("prod", f.primary, 0); err != nil {
 		t.Fatal(err)
 	}
 	d := f.m.Disk("prod")
 	view := d.view
-	var groups sync.Once
+	var once sync.Once
 	failed := make(chan struct{})
 	// Slow recordings let writes queue; once groups have formed, the
-	// store refuses every write (as a full disk would) while a group is
-	// queued behind the recording under way.
+	// store refuses every write while writes wait in the queue.
 	d.rec.beforeRecord = func() {
 		time.Sleep(time.Millisecond)
 		if d.rec.grouped.Load() > 20 {
-			groups.Do(func() { view.Close(); close(failed) })
+			once.Do(func() { view.Close(); close(failed) })
 		}
 	}
 	const writers = 8
@@ -643,29 +653,43 @@ func TestProtectGroupThatFailsReachesNoPrimary(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	if err := d.Flush(); err == nil {
+		t.Error("a FLUSH after the recording failed succeeded")
+	}
+	if s := f.m.List(); len(s) != 1 || s[0].State != StateFailed || !strings.Contains(s[0].Reason, "restart") {
+		t.Errorf("status %+v: want failed, saying to restart", s)
+	}
+	if _, err := f.svc.OpenView("prod@latest"); err == nil || !strings.Contains(err.Error(), "not complete") {
+		t.Errorf("opening prod@latest after the recording failed: %v", err)
+	}
 	primary := f.primaryBytes()
-	newest := f.at("prod", f.newest("prod"))
 	for g := range writers {
 		off := int64(g)*64*kib + 4*kib
-		want := f.data[off : off+4*kib]
-		if acked[g] != nil {
-			want = acked[g]
+		if acked[g] == nil {
+			t.Fatalf("writer %d: no write acknowledged before the store failed", g)
 		}
-		if !bytes.Equal(primary[off:off+4*kib], want) {
-			t.Errorf("writer %d: the primary holds a write that was not acknowledged", g)
-		}
-		if !bytes.Equal(newest[off:off+4*kib], want) {
-			t.Errorf("writer %d: the timeline's newest version differs from the last acknowledged write", g)
+		if !bytes.Equal(primary[off:off+4*kib], acked[g]) {
+			t.Errorf("writer %d: the primary does not hold the last acknowledged write", g)
 		}
 		if failures[g] != 1 {
 			t.Errorf("writer %d: %d failures", g, failures[g])
 		}
 	}
-	head, err := f.svc.Timeline().Head(f.volume("prod").ID) // for the clean stop
-	if err != nil {
+	// The stop is unclean (its FLUSH fails too); the next start compares.
+	if err := f.m.Close(); err == nil {
+		t.Error("the stop after the recording failed reported no error")
+	}
+	if err := f.svc.Close(); err != nil {
 		t.Fatal(err)
 	}
-	d.view = head
+	f.m, f.svc = nil, nil
+	f.open()
+	if !f.newestIsPrimary("prod") {
+		t.Fatal("after the restart, the newest version differs from the primary")
+	}
+	if s := f.m.List(); len(s) != 1 || s[0].State != StateProtected {
+		t.Errorf("status after the restart %+v: want protected", s)
+	}
 }
 
 // TestProtectRestartChecksPrimary: a restarted daemon reopens the primary
@@ -915,5 +939,102 @@ func TestProtectResumesInBackground(t *testing.T) {
 	}
 	if !f.newestIsPrimary("prod") {
 		t.Error("the newest version differs from the primary after the second comparison")
+	}
+}
+
+// TestProtectSmallWritesRecordedBehind: a small write is recorded behind
+// its reply, at the time it arrived: a version no later than its reply,
+// which reading the history (the catalog settles the queue first) and a
+// FLUSH find. While the store refuses writes for want of space, the
+// writes queued stay queued, every new write, FLUSH and read of the
+// history is an error, and none of them reaches the primary; once it
+// takes writes again, the queue is recorded at the writes' own times.
+func TestProtectSmallWritesRecordedBehind(t *testing.T) {
+	f := newFixture(t)
+	if _, err := f.protect("prod", f.primary, 0); err != nil {
+		t.Fatal(err)
+	}
+	d := f.m.Disk("prod")
+	want := bytes.Clone(f.data)
+	var replies []int64
+	write := func(b byte, off int64) error {
+		t.Helper()
+		if _, err := d.WriteAt(fill(b, 4*kib), off); err != nil {
+			return err
+		}
+		replies = append(replies, time.Now().UnixNano())
+		copy(want[off:], fill(b, 4*kib))
+		return nil
+	}
+	t0 := f.newest("prod")
+	if err := write(0x11, 4*kib); err != nil {
+		t.Fatal(err)
+	}
+	view, err := f.svc.OpenView("prod@latest") // settles: no FLUSH needed
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, size)
+	view.ReadAt(got, 0)
+	view.Close()
+	if !bytes.Equal(got, want) {
+		t.Fatal("prod@latest right after a small write's reply does not read it")
+	}
+	if log := f.versionsSince("prod", t0); len(log) != 1 || log[0].Time > replies[0] {
+		t.Fatalf("versions %+v: want one, stamped before its reply at %d", log, replies[0])
+	}
+
+	// The store refuses the recording for want of space.
+	var stalled atomic.Bool
+	stalled.Store(true)
+	stallRetry = 5 * time.Millisecond
+	t.Cleanup(func() { stallRetry = 100 * time.Millisecond })
+	attempts := make(chan struct{}, 1000)
+	d.rec.record = func(ws []timeline.Write) error {
+		if stalled.Load() {
+			select {
+			case attempts <- struct{}{}:
+			default:
+			}
+			return fmt.Errorf("pack: %w", syscall.ENOSPC)
+		}
+		return d.view.WriteMany(ws)
+	}
+	t1 := f.newest("prod")
+	for i := range 3 {
+		if err := write(byte(0x21+i), int64(i)*64*kib+8*kib); err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-attempts
+	<-attempts // tried at least twice: it waits
+	before := f.primaryBytes()
+	if err := write(0x31, 5*64*kib); err == nil || !errors.Is(err, syscall.ENOSPC) {
+		t.Errorf("a write while the queue waits for space: %v, want ENOSPC", err)
+	}
+	if !bytes.Equal(f.primaryBytes(), before) {
+		t.Error("a write refused while the queue waits for space reached the primary")
+	}
+	if err := d.Flush(); err == nil {
+		t.Error("a FLUSH while the queue waits for space succeeded")
+	}
+	if _, err := f.svc.OpenView("prod@latest"); !errors.Is(err, catalog.ErrNoSpace) {
+		t.Errorf("prod@latest while the queue waits for space: %v, want no space", err)
+	}
+	stalled.Store(false)
+	if err := d.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	log := f.versionsSince("prod", t1)
+	if len(log) != 3 {
+		t.Fatalf("%d versions after the store took writes again, want 3", len(log))
+	}
+	for i, v := range log {
+		if v.Time > replies[1+i] {
+			t.Errorf("version %d stamped at %d, after its reply at %d", i, v.Time, replies[1+i])
+		}
+	}
+	if !f.newestIsPrimary("prod") || !bytes.Equal(f.primaryBytes(), want) {
+		t.Error("the newest version, the primary and the acknowledged writes differ")
 	}
 }

@@ -114,6 +114,7 @@ func (c *serveCmd) Run(e *env) error {
 		return err
 	}
 	d.exports.prot = prot
+	svc.SetSettle(prot.Settle)
 	svc.SetRemoveCheck(func(volume string) error {
 		if err := prot.RemoveCheck(volume); err != nil {
 			return err
