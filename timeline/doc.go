@@ -142,7 +142,12 @@
 // serialised, by volState.commitMu, so versions become visible in the
 // order of their times and Volume.Last only grows. Readers take no lock
 // but the short one guarding the metadata map, and see either the old or
-// the new metadata, each complete. Decoded chunks are cached by ID (blockstore.Cache, in
+// the new metadata, each complete. A write may also be stamped ahead of
+// its recording (Store.Stamp, Write.At: a protected disk's small write,
+// recorded behind its reply); its writer records such writes in the
+// order of their stamps and never commits another version of the volume
+// in between, and the synced mark stays before the oldest stamp whose
+// write is not recorded yet. Decoded chunks are cached by ID (blockstore.Cache, in
 // huge-page slabs); a chunk is immutable, so the cache never needs
 // invalidating. Raw chunks read whole into the caller's buffer bypass it:
 // the kernel's page cache already holds their records. Small reads that

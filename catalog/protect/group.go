@@ -224,6 +224,24 @@ func (r *recorder) failure() error {
 	return r.err
 }
 
+// queued counts the writes queued and not recorded yet.
+func (r *recorder) queued() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return int64(r.enq - r.done)
+}
+
+// stall returns how many writes wait in the queue, and why, while the
+// store refuses them for want of space.
+func (r *recorder) stall() (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.stalled == nil {
+		return 0, nil
+	}
+	return len(r.queue), r.stalled
+}
+
 // close stops the recording goroutine once the queue is recorded (or
 // given up); the Disk settled it first.
 func (r *recorder) close() {

@@ -86,6 +86,9 @@ type Status struct {
 	// Grouped counts the writes recorded together with others, in one
 	// pack write and one commit (see recorder).
 	Grouped int64 `json:"grouped_writes"`
+	// Queued counts the small writes acknowledged and not recorded yet
+	// (see recorder): what the history lags behind the primary.
+	Queued int64 `json:"queued_writes"`
 	// While resuming: how far through the volume the comparison is
 	// (bytes from its start), and the bytes of the primary it reads in
 	// all (the regions the write-intent bitmap marks).
@@ -381,12 +384,22 @@ func (m *Manager) Unprotect(name string) (*Status, error) {
 	m.mu.Lock()
 	j, ok := m.mu.jobs[name]
 	resuming := ok && j.compare != nil
-	if ok && !resuming {
+	var unrecorded error
+	if ok && !resuming && j.disk != nil {
+		// Writes acknowledged and not recorded would be missing from
+		// history for good once the protection is gone: only the
+		// comparison of a restart can record them.
+		unrecorded = j.disk.Settle()
+	}
+	if ok && !resuming && unrecorded == nil {
 		delete(m.mu.jobs, name)
 	}
 	m.mu.Unlock()
 	if !ok {
 		return nil, catalog.Errorf(catalog.ErrNotFound, "%s is not protected (rewind volume list shows the protected volumes)", name)
+	}
+	if unrecorded != nil {
+		return nil, catalog.Errorf(catalog.ErrConflict, "%s cannot be unprotected: %v; restart the daemon (it records what the primary holds), then unprotect", name, unrecorded)
 	}
 	if resuming {
 		// Ending it halfway would leave the history without what the
@@ -418,9 +431,11 @@ func (j *job) status() Status {
 	if d := j.disk; d != nil {
 		st.Writes, st.Written = d.stats.writes.Load(), d.stats.written.Load()
 		st.Flushes, st.Errors = d.stats.flushes.Load(), d.stats.errors.Load()
-		st.Grouped = d.rec.grouped.Load()
+		st.Grouped, st.Queued = d.rec.grouped.Load(), d.rec.queued()
 		if err := d.rec.failure(); err != nil {
 			st.State, st.Reason = StateFailed, "recording writes failed: "+err.Error()+"; restart the daemon to compare the primary with the timeline"
+		} else if n, err := d.rec.stall(); err != nil {
+			st.Reason = fmt.Sprintf("%d acknowledged writes wait to be recorded: %v", n, err)
 		}
 	}
 	return st

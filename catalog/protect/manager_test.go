@@ -662,6 +662,9 @@ func TestProtectRecordingThatFailsIsComparedAtRestart(t *testing.T) {
 	if _, err := f.svc.OpenView("prod@latest"); err == nil || !strings.Contains(err.Error(), "not complete") {
 		t.Errorf("opening prod@latest after the recording failed: %v", err)
 	}
+	if _, err := f.m.Unprotect("prod"); !errors.Is(err, catalog.ErrConflict) || !strings.Contains(err.Error(), "restart") {
+		t.Errorf("unprotect after the recording failed: %v", err)
+	}
 	primary := f.primaryBytes()
 	for g := range writers {
 		off := int64(g)*64*kib + 4*kib
@@ -1020,6 +1023,12 @@ func TestProtectSmallWritesRecordedBehind(t *testing.T) {
 	}
 	if _, err := f.svc.OpenView("prod@latest"); !errors.Is(err, catalog.ErrNoSpace) {
 		t.Errorf("prod@latest while the queue waits for space: %v, want no space", err)
+	}
+	if s := f.m.List(); len(s) != 1 || !strings.Contains(s[0].Reason, "3 acknowledged writes wait") {
+		t.Errorf("status while the queue waits for space: %+v", s)
+	}
+	if _, err := f.m.Unprotect("prod"); !errors.Is(err, catalog.ErrConflict) || f.m.Disk("prod") == nil {
+		t.Errorf("unprotect while acknowledged writes wait to be recorded: %v", err)
 	}
 	stalled.Store(false)
 	if err := d.Flush(); err != nil {

@@ -66,13 +66,14 @@ var (
 	protFlushes = prometheus.NewDesc("rewind_protect_flushes_total", "Flushes of the timeline and the primary.", []string{"volume"}, nil)
 	protErrors  = prometheus.NewDesc("rewind_protect_errors_total", "Requests that failed: not recorded, or refused by the primary.", []string{"volume"}, nil)
 	protGrouped = prometheus.NewDesc("rewind_protect_grouped_writes_total", "Writes recorded together with others that arrived meanwhile (one pack write and one commit for the group).", []string{"volume"}, nil)
+	protQueued  = prometheus.NewDesc("rewind_protect_queued_writes", "Small writes acknowledged and not recorded in the timeline yet (recorded behind their replies; a FLUSH waits for them).", []string{"volume"}, nil)
 	protUp      = prometheus.NewDesc("rewind_protect_up", "1 while the protection is served, 0 when it failed to resume or is resuming.", []string{"volume"}, nil)
 	protResume  = prometheus.NewDesc("rewind_protect_resuming", "1 while the start compares the primary with the timeline after an unclean stop (not served yet).", []string{"volume"}, nil)
 	protCompare = prometheus.NewDesc("rewind_protect_compare_offset_bytes", "How far through the volume that comparison is.", []string{"volume"}, nil)
 )
 
 func (c protectCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{protWrites, protBytes, protFlushes, protErrors, protGrouped, protUp, protResume, protCompare} {
+	for _, d := range []*prometheus.Desc{protWrites, protBytes, protFlushes, protErrors, protGrouped, protQueued, protUp, protResume, protCompare} {
 		ch <- d
 	}
 }
@@ -84,6 +85,7 @@ func (c protectCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(protFlushes, prometheus.CounterValue, float64(s.Flushes), s.Name)
 		ch <- prometheus.MustNewConstMetric(protErrors, prometheus.CounterValue, float64(s.Errors), s.Name)
 		ch <- prometheus.MustNewConstMetric(protGrouped, prometheus.CounterValue, float64(s.Grouped), s.Name)
+		ch <- prometheus.MustNewConstMetric(protQueued, prometheus.GaugeValue, float64(s.Queued), s.Name)
 		up := 0.0
 		if s.State == protect.StateProtected {
 			up = 1
