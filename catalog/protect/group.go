@@ -41,8 +41,9 @@ import (
 // compares the primary with the timeline and records the difference),
 // and every later request is an error.
 type recorder struct {
-	view *timeline.View
-	bs   int64
+	view  *timeline.View
+	bs    int64
+	retry time.Duration // stallRetry when it was made
 	// failed is called once, when the recording failed for good.
 	failed func(error)
 	// beforeRecord, when set (by tests), runs before each recording of
@@ -80,13 +81,14 @@ const (
 	maxQueuedBytes = 64 << 20
 )
 
-// stallRetry is how often a queue that the store refused is tried again.
+// stallRetry is how often a queue that the store refused is tried again
+// (tests change it before they protect).
 var stallRetry = 100 * time.Millisecond
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
 
 func newRecorder(view *timeline.View, bs int64, failed func(error)) *recorder {
-	r := &recorder{view: view, bs: bs, failed: failed}
+	r := &recorder{view: view, bs: bs, retry: stallRetry, failed: failed}
 	r.cond = sync.NewCond(&r.mu)
 	return r
 }
@@ -310,7 +312,7 @@ func (r *recorder) run() {
 			}
 			r.cond.Broadcast()
 			r.mu.Unlock()
-			time.Sleep(stallRetry)
+			time.Sleep(r.retry)
 			r.mu.Lock()
 			continue
 		default:

@@ -953,6 +953,9 @@ func TestProtectResumesInBackground(t *testing.T) {
 // history is an error, and none of them reaches the primary; once it
 // takes writes again, the queue is recorded at the writes' own times.
 func TestProtectSmallWritesRecordedBehind(t *testing.T) {
+	old := stallRetry
+	stallRetry = 5 * time.Millisecond // the recorder takes it when made
+	t.Cleanup(func() { stallRetry = old })
 	f := newFixture(t)
 	if _, err := f.protect("prod", f.primary, 0); err != nil {
 		t.Fatal(err)
@@ -987,11 +990,13 @@ func TestProtectSmallWritesRecordedBehind(t *testing.T) {
 		t.Fatalf("versions %+v: want one, stamped before its reply at %d", log, replies[0])
 	}
 
-	// The store refuses the recording for want of space.
+	// The store refuses the recording for want of space. The recording
+	// waits until the three writes are queued: a write that comes once
+	// the queue waits for space is refused.
 	var stalled atomic.Bool
 	stalled.Store(true)
-	stallRetry = 5 * time.Millisecond
-	t.Cleanup(func() { stallRetry = 100 * time.Millisecond })
+	queued := make(chan struct{})
+	d.rec.beforeRecord = func() { <-queued }
 	attempts := make(chan struct{}, 1000)
 	d.rec.record = func(ws []timeline.Write) error {
 		if stalled.Load() {
@@ -1009,6 +1014,7 @@ func TestProtectSmallWritesRecordedBehind(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	close(queued)
 	<-attempts
 	<-attempts // tried at least twice: it waits
 	before := f.primaryBytes()
