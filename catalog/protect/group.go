@@ -14,9 +14,10 @@ import (
 // recorder records a Disk's writes in its timeline.
 //
 // A small write (part of one block: a guest's page or a database's) is
-// recorded behind its reply: its goroutine copies, hashes and compresses
-// its bytes, writes the primary, takes its time from the timeline's
-// clock (timeline.View.Stamp) and queues it; one goroutine records the
+// recorded behind its reply: its goroutine writes the primary, copies its
+// bytes (hashing and compressing them too when the queue is long: see
+// prepareBacklog), takes its time from the timeline's clock
+// (timeline.View.Stamp) and queues it; one goroutine records the
 // queue in order, as many writes at a time as it holds (up to
 // maxGroup), in one timeline.View.WriteMany: one pack write and one
 // Pebble commit for all of them, each still its own version at the time
@@ -67,6 +68,8 @@ type recorder struct {
 	running     bool // the recording goroutine
 	// grouped counts the writes recorded with others.
 	grouped atomic.Int64
+	// backlog is len(queue), read without mu.
+	backlog atomic.Int64
 }
 
 type queued struct {
@@ -80,6 +83,12 @@ const (
 	maxGroup       = 512
 	maxQueuedBytes = 64 << 20
 )
+
+// prepareBacklog is the queue from which a small write is hashed and
+// compressed by its own goroutine rather than the recording one: at
+// queue depth 1 that work is off the reply's path, at a high depth it
+// runs on every core.
+const prepareBacklog = 4
 
 // stallRetry is how often a queue that the store refused is tried again
 // (tests change it before they protect).
@@ -146,7 +155,13 @@ func (r *recorder) enqueue(p []byte, off int64) {
 	bp := bufPool.Get().(*[]byte)
 	b := append((*bp)[:0], p...)
 	*bp = b
-	w := r.view.Prepare(b, off) // hashed and compressed here, beside the other writers
+	w := timeline.Write{P: b, Off: off}
+	if r.backlog.Load() >= prepareBacklog {
+		// The recording goroutine has enough to do: hashed and
+		// compressed here, beside the other writers. Otherwise it does
+		// it, off the reply's path.
+		w = r.view.Prepare(b, off)
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.admitted--
@@ -162,6 +177,7 @@ func (r *recorder) enqueue(p []byte, off int64) {
 	r.queue = append(r.queue, queued{w: w, buf: bp})
 	r.queuedBytes += int64(len(b))
 	r.enq++
+	r.backlog.Store(int64(len(r.queue)))
 	if !r.running {
 		r.running = true
 		go r.run()
@@ -275,6 +291,15 @@ func (r *recorder) run() {
 			ws[i] = q.w
 		}
 		r.mu.Unlock()
+		for i := range ws {
+			if !ws[i].Prepared() {
+				// Not hashed by its writer (a short queue), or not a
+				// patch (Prepare leaves those to WriteMany).
+				at := ws[i].At
+				ws[i] = r.view.Prepare(ws[i].P, ws[i].Off)
+				ws[i].At = at
+			}
+		}
 		if r.beforeRecord != nil {
 			r.beforeRecord()
 		}
@@ -300,6 +325,7 @@ func (r *recorder) run() {
 			if len(r.queue) == 0 {
 				r.queue = nil
 			}
+			r.backlog.Store(int64(len(r.queue)))
 			r.queuedBytes -= n
 			r.done += uint64(len(group))
 			r.stalled = nil
@@ -348,6 +374,7 @@ func (r *recorder) giveUpLocked(err error) {
 	}
 	r.view.Unstamp(ts...)
 	r.queue, r.queuedBytes, r.done = nil, 0, r.enq
+	r.backlog.Store(0)
 	if f := r.failed; f != nil {
 		r.failed = nil
 		r.mu.Unlock()
