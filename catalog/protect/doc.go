@@ -111,13 +111,13 @@
 //   - The timeline sets the IOPS: recording a 4 KiB write (its digest
 //     and compression, a patch in a pack, four keys in Pebble's
 //     memtable) costs the daemon more CPU than serving it; at queue
-//     depth 32 without flushes, on 2 cores, rewind reached 0.43-0.50
-//     of nbdkit's IOPS by hand (0.48 in the bench) with small writes
+//     depth 32 without flushes, on 2 cores, rewind reached 0.43-0.50 of
+//     nbdkit's IOPS by hand (0.46-0.56 in the bench) with small writes
 //     recorded behind their replies, against 0.35-0.38 recording each
-//     before its reply (docs/benchmarks.md). A FLUSH waits for the queue, then mostly
-//     for the timeline's syncs (the Guard syncs the packs, then the
-//     log); FLUSHes that come together share the primary's fdatasync
-//     (syncer.go).
+//     before its reply (docs/benchmarks.md). A FLUSH waits for the
+//     queue, then mostly for the timeline's syncs (the Guard syncs the
+//     packs, then the log); FLUSHes that come together share the
+//     primary's fdatasync (syncer.go).
 //   - A workload that mixes small writes with whole-block ones switches
 //     between the two paths; each switch waits for the queue to be
 //     recorded.
