@@ -43,11 +43,12 @@ type Disk struct {
 	// comparison after an unclean stop; nil for none.
 	intent *intentLog
 	stats  counters
-	// afterRecord, when set (by tests), runs between recording a request
-	// in the timeline and writing the primary.
-	afterRecord func()
-	mu          sync.RWMutex // I/O holds it shared; close exclusively
-	closed      bool
+	// between, when set (by tests), runs between a request's two sides:
+	// after its recording and before the primary's write, or after the
+	// primary's write of a small write and before it is queued.
+	between func()
+	mu      sync.RWMutex // I/O holds it shared; close exclusively
+	closed  bool
 }
 
 // counters are what the Disk did since the daemon started serving it.
@@ -142,8 +143,8 @@ func (d *Disk) WriteAt(p []byte, off int64) (int, error) {
 		d.stats.errors.Add(1)
 		return 0, fmt.Errorf("record the write in the timeline: %w", err)
 	}
-	if d.afterRecord != nil {
-		d.afterRecord()
+	if d.between != nil {
+		d.between()
 	}
 	if _, err := d.p.f.WriteAt(p, off); err != nil {
 		d.primaryFailed(off, n)
@@ -174,6 +175,9 @@ func (d *Disk) writeBehind(p []byte, off int64) (int, error) {
 			d.rec.enqueue(held, off)
 		}
 		return 0, fmt.Errorf("write primary %s: %w", d.p.path, err)
+	}
+	if d.between != nil {
+		d.between()
 	}
 	d.rec.enqueue(p, off)
 	d.stats.writes.Add(1)
@@ -212,8 +216,8 @@ func (d *Disk) zero(off, n int64, record func(off, n int64) error) error {
 		d.stats.errors.Add(1)
 		return fmt.Errorf("record the zeroing in the timeline: %w", err)
 	}
-	if d.afterRecord != nil {
-		d.afterRecord()
+	if d.between != nil {
+		d.between()
 	}
 	if err := d.p.zero(off, n); err != nil {
 		d.primaryFailed(off, n)

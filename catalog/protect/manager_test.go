@@ -446,7 +446,7 @@ func TestProtectConcurrentWritesAgree(t *testing.T) {
 	d := f.m.Disk("prod")
 	// Widen the window between the timeline and the primary, where an
 	// overlapping write could otherwise slip in between.
-	d.afterRecord = func() { time.Sleep(200 * time.Microsecond) }
+	d.between = func() { time.Sleep(200 * time.Microsecond) }
 	var wg sync.WaitGroup
 	for w := range 4 {
 		wg.Add(1)
