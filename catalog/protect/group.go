@@ -331,10 +331,11 @@ func (r *recorder) run() {
 			r.stalled = nil
 		case stalls(err) && !r.closing:
 			r.stalled = err
-			for i := range group { // a failed WriteMany gave back their encodings
-				at := group[i].w.At
-				group[i].w = r.view.Prepare(group[i].w.P, group[i].w.Off)
-				group[i].w.At = at
+			for i := range group {
+				// A failed WriteMany gave back their encodings: the
+				// next try makes them again, outside mu.
+				w := group[i].w
+				group[i].w = timeline.Write{P: w.P, Off: w.Off, At: w.At}
 			}
 			r.cond.Broadcast()
 			r.mu.Unlock()
