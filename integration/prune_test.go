@@ -95,7 +95,16 @@ func TestScheduledPrune(t *testing.T) {
 	if len(log) != 1 {
 		t.Fatalf("%d versions 30 s after the daemon started pruning every 200 ms, want the newest only", len(log))
 	}
-	code, body := curlStatus(t, nil, "http://"+srv.HTTPAddr+"/metrics")
+	// The round counts what it removed once its prune returns, just
+	// after the log can see the prune's commit.
+	var code, body string
+	for {
+		code, body = curlStatus(t, nil, "http://"+srv.HTTPAddr+"/metrics")
+		if code == "200" && strings.Contains(body, "rewind_prune_removed_versions_total 2") || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	if code != "200" || !strings.Contains(body, "rewind_prune_removed_versions_total 2") {
 		t.Fatalf("metrics (%s) do not say the scheduled prune removed 2 versions", code)
 	}
